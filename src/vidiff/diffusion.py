@@ -1,0 +1,180 @@
+"""The Gaussian diffusion process of DDPM (Ho et al. 2020), under any noise prior.
+
+With noise covariance S (the prior's frame covariance kron I), every covariance in the chain is
+a multiple of S, so DDPM's algebra holds unchanged: q(x_t | x_0) = N(sqrt(abar_t) x_0,
+(1 - abar_t) S) and q(x_{t-1} | x_t, x_0) = N(mu_t, btilde_t S). Only the noise draws change,
+and those come from the prior, outside this module.
+
+Timesteps are 0-indexed: training step t = 0..T-1 is the paper's step t + 1.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+import torch
+
+from .schedules import make_betas
+
+PREDICTIONS = ("eps", "x0", "v")
+
+
+@dataclass
+class DiffusionConfig:
+    """Every default of the diffusion process lives here."""
+
+    schedule: str = "linear"  # beta schedule: linear | quadratic | sigmoid | cosine
+    timesteps: int = 1000  # T, the number of training steps (DDPM: 1000)
+    prediction: str = "eps"  # what the network predicts: eps | x0 | v
+    schedule_kwargs: dict = field(default_factory=dict)  # e.g. beta_start, beta_end, s
+
+
+def split_prediction(prediction: str, out, xt, a, s):
+    """(x0, eps) from a network output of type `prediction` at x_t.
+
+    a = sqrt(abar_t) and s = sqrt(1 - abar_t) are floats or tensors broadcastable to xt.
+    """
+    if prediction == "eps":
+        return (xt - s * out) / a, out  # DDPM eq. 15
+    if prediction == "x0":
+        return out, (xt - a * out) / s
+    if prediction == "v":  # v = a eps - s x0 (Salimans & Ho 2022, section 4)
+        return a * xt - s * out, s * xt + a * out
+    raise ValueError(f"unknown prediction {prediction!r}; valid: {', '.join(PREDICTIONS)}")
+
+
+class Diffusion:
+    """Schedule-derived quantities and the closed forms of the forward process.
+
+    >>> diffusion = Diffusion(schedule="linear", timesteps=1000, prediction="eps")
+    >>> xt = diffusion.q_sample(x0, t, noise=prior.sample(x0.shape, generator=g))
+    """
+
+    def __init__(self, schedule: str = DiffusionConfig.schedule,
+                 timesteps: int = DiffusionConfig.timesteps,
+                 prediction: str = DiffusionConfig.prediction, **schedule_kwargs: float):
+        if prediction not in PREDICTIONS:
+            raise ValueError(f"unknown prediction {prediction!r}; valid: {', '.join(PREDICTIONS)}")
+        self.config = DiffusionConfig(schedule, timesteps, prediction, dict(schedule_kwargs))
+        self.prediction = prediction
+        self.timesteps = timesteps
+        betas = make_betas(schedule, timesteps, **schedule_kwargs)  # (T,) float64
+        if not (betas > 0).all() or not (betas < 1).all():
+            raise ValueError(f"schedule {schedule!r} gives betas outside (0, 1)")
+        self.betas = betas
+        self.alphas = 1 - betas
+        self.alphas_cumprod = torch.cumprod(self.alphas, 0)  # abar_t
+        self.alphas_cumprod_prev = torch.cat([torch.ones(1, dtype=torch.float64),
+                                              self.alphas_cumprod[:-1]])  # abar_{t-1}, abar_0 = 1
+        abar, abar_prev = self.alphas_cumprod, self.alphas_cumprod_prev
+        # DDPM eq. 7: btilde_t = (1 - abar_{t-1}) / (1 - abar_t) beta_t
+        self.posterior_variance = (1 - abar_prev) / (1 - abar) * betas
+        # improved-diffusion's clipping: btilde at the first step is 0, use the second's log
+        self.posterior_log_variance_clipped = torch.log(
+            torch.cat([self.posterior_variance[1:2], self.posterior_variance[1:]]))
+        # DDPM eq. 7: mu_t = c0 x_0 + ct x_t
+        self.posterior_mean_coef_x0 = betas * abar_prev.sqrt() / (1 - abar)
+        self.posterior_mean_coef_xt = (1 - abar_prev) * self.alphas.sqrt() / (1 - abar)
+        self._device_cache: dict = {}
+
+    @classmethod
+    def from_config(cls, config: DiffusionConfig) -> Diffusion:
+        """Build from a `DiffusionConfig`."""
+        return cls(config.schedule, config.timesteps, config.prediction, **config.schedule_kwargs)
+
+    def to_dict(self) -> dict:
+        """The config as a plain dict (for checkpoints)."""
+        return asdict(self.config)
+
+    # -- helpers -------------------------------------------------------------------------
+    def _table(self, name: str, device: torch.device) -> torch.Tensor:
+        key = (name, device)
+        if key not in self._device_cache:
+            table = getattr(self, name)
+            dtype = torch.float32 if device.type == "mps" else torch.float64
+            self._device_cache[key] = table.to(device=device, dtype=dtype)
+        return self._device_cache[key]
+
+    def gather(self, name: str, t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """Table `name` at timesteps t (B,), shaped (B, 1, ...) to broadcast against x."""
+        values = self._table(name, t.device)[t].to(x.dtype)  # (B,)
+        return values.view(-1, *([1] * (x.dim() - 1)))
+
+    def _check_t(self, t: torch.Tensor, x: torch.Tensor) -> None:
+        if t.dtype != torch.int64 or t.dim() != 1 or t.shape[0] != x.shape[0]:
+            raise ValueError(f"t must be an int64 tensor of shape ({x.shape[0]},), "
+                             f"got {t.dtype} {tuple(t.shape)}")
+
+    def sample_t(self, batch: int, generator: torch.Generator | None = None,
+                 device: torch.device | str | None = None) -> torch.Tensor:
+        """Training timesteps drawn uniformly from 0..T-1, int64 (B,)."""
+        if device is None:
+            device = generator.device if generator is not None else "cpu"
+        return torch.randint(0, self.timesteps, (batch,), generator=generator, device=device)
+
+    def snr(self, t: torch.Tensor) -> torch.Tensor:
+        """Signal-to-noise ratio abar_t / (1 - abar_t) at t (B,), float64."""
+        abar = self._table("alphas_cumprod", t.device)[t]
+        return abar / (1 - abar)
+
+    # -- forward process -----------------------------------------------------------------
+    def q_sample(self, x0: torch.Tensor, t: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+        """x_t = sqrt(abar_t) x_0 + sqrt(1 - abar_t) eps (DDPM eq. 4); eps from the prior."""
+        self._check_t(t, x0)
+        abar = self.gather("alphas_cumprod", t, x0)
+        return abar.sqrt() * x0 + (1 - abar).sqrt() * noise
+
+    def q_mean_variance(self, x0: torch.Tensor, t: torch.Tensor):
+        """Mean (like x0) and variance (B, 1, ...) of q(x_t | x_0); the covariance is var * S."""
+        abar = self.gather("alphas_cumprod", t, x0)
+        return abar.sqrt() * x0, 1 - abar
+
+    def q_posterior(self, x0: torch.Tensor, xt: torch.Tensor, t: torch.Tensor):
+        """Mean, variance and clipped log-variance of q(x_{t-1} | x_t, x_0) (DDPM eqs. 6-7).
+
+        The covariance is variance * S, S the prior's covariance.
+        """
+        self._check_t(t, xt)
+        mean = (self.gather("posterior_mean_coef_x0", t, xt) * x0
+                + self.gather("posterior_mean_coef_xt", t, xt) * xt)  # DDPM eq. 7
+        var = self.gather("posterior_variance", t, xt)
+        logvar = self.gather("posterior_log_variance_clipped", t, xt)
+        return mean, var, logvar
+
+    # -- parameterizations ---------------------------------------------------------------
+    def _a_s(self, t: torch.Tensor, x: torch.Tensor):
+        abar = self.gather("alphas_cumprod", t, x)
+        return abar.sqrt(), (1 - abar).sqrt()
+
+    def split(self, out: torch.Tensor, xt: torch.Tensor, t: torch.Tensor):
+        """(x0, eps) from a network output of this diffusion's prediction type."""
+        a, s = self._a_s(t, xt)
+        return split_prediction(self.prediction, out, xt, a, s)
+
+    def predict_x0(self, xt: torch.Tensor, t: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
+        """x_0 = (x_t - sqrt(1 - abar_t) eps) / sqrt(abar_t) (DDPM eq. 15)."""
+        a, s = self._a_s(t, xt)
+        return (xt - s * eps) / a
+
+    def predict_eps(self, xt: torch.Tensor, t: torch.Tensor, x0: torch.Tensor) -> torch.Tensor:
+        """eps = (x_t - sqrt(abar_t) x_0) / sqrt(1 - abar_t)."""
+        a, s = self._a_s(t, xt)
+        return (xt - a * x0) / s
+
+    def v_target(self, x0: torch.Tensor, eps: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """v = sqrt(abar_t) eps - sqrt(1 - abar_t) x_0 (Salimans & Ho 2022)."""
+        a, s = self._a_s(t, x0)
+        return a * eps - s * x0
+
+    def target(self, x0: torch.Tensor, eps: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """The regression target of this diffusion's prediction type."""
+        if self.prediction == "eps":
+            return eps
+        if self.prediction == "x0":
+            return x0
+        return self.v_target(x0, eps, t)
+
+    def __repr__(self) -> str:
+        c = self.config
+        return (f"Diffusion(schedule={c.schedule!r}, timesteps={c.timesteps}, "
+                f"prediction={c.prediction!r})")
