@@ -1,0 +1,47 @@
+"""The factorized space-time U-Net of Video Diffusion Models, its presets, inflation of image
+U-Nets, and import of diffusers `UNet2DModel` checkpoints.
+
+>>> from vidiff.models import build_unet
+>>> model = build_unet("tiny")                       # a video U-Net
+>>> eps = model(x, t)                                # x (B, C, F, H, W), t int64 (B,)
+"""
+
+from .attention import SpatialAttention, TemporalAttention, relative_position_buckets
+from .blocks import Downsample, ResBlock, TemporalConv, Upsample
+from .config import UNetConfig
+from .context import Context
+from .diffusers_io import (
+    convert_diffusers_state_dict,
+    diffusers_config_to_unet_config,
+    load_diffusers_unet2d,
+)
+from .embeddings import TextConditioner, TimestepMLP, timestep_embedding
+from .inflate import inflate, is_temporal_parameter
+from .presets import UNET_PRESETS, build_unet, count_parameters, unet_config
+from .unet import Stage, UNet
+
+__all__ = [
+    "UNET_PRESETS",
+    "Context",
+    "Downsample",
+    "ResBlock",
+    "SpatialAttention",
+    "Stage",
+    "TemporalAttention",
+    "TemporalConv",
+    "TextConditioner",
+    "TimestepMLP",
+    "UNet",
+    "UNetConfig",
+    "Upsample",
+    "build_unet",
+    "convert_diffusers_state_dict",
+    "count_parameters",
+    "diffusers_config_to_unet_config",
+    "inflate",
+    "is_temporal_parameter",
+    "load_diffusers_unet2d",
+    "relative_position_buckets",
+    "timestep_embedding",
+    "unet_config",
+]
