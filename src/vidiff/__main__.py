@@ -1,0 +1,7 @@
+"""`python -m vidiff` runs the `vidiff` command."""
+
+import sys
+
+from vidiff.cli import main
+
+sys.exit(main())

@@ -1,0 +1,1 @@
+"""Subcommands of the `vidiff` command, one module each."""
