@@ -22,3 +22,12 @@ def pytest_collection_modifyitems(config, items):
 def gen():
     """A CPU generator with a fixed seed."""
     return torch.Generator().manual_seed(1234)
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """Small tensors: one thread is faster and immune to a busy machine's oversubscription."""
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)

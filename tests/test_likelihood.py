@@ -18,13 +18,7 @@ from vidiff.oracle import gaussian_nll_bits_per_dim, noise_covariance
 PRIORS = ["independent", "mixed", "progressive", "decomposed"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
-
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 def test_discretized_gaussian_matches_cdf_differences():
     x = torch.tensor([-1.0, -0.5, 0.0, 0.3, 1.0], dtype=torch.float64)

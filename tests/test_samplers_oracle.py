@@ -28,14 +28,7 @@ from vidiff.oracle import noise_covariance
 from vidiff.samplers import ddpm_step, make_trajectory
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Small tensors: one thread is faster and immune to a busy machine's oversubscription."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
-
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 SHAPE = (2, 4, 2, 2)  # (C, F, H, W), D = 32
 D = math.prod(SHAPE)

@@ -142,28 +142,29 @@ class Diffusion:
         return mean, var, logvar
 
     # -- parameterizations ---------------------------------------------------------------
-    def _a_s(self, t: torch.Tensor, x: torch.Tensor):
+    def alpha_sigma(self, t: torch.Tensor, x: torch.Tensor):
+        """(sqrt(abar_t), sqrt(1 - abar_t)) at t (B,), shaped (B, 1, ...) like x."""
         abar = self.gather("alphas_cumprod", t, x)
         return abar.sqrt(), (1 - abar).sqrt()
 
     def split(self, out: torch.Tensor, xt: torch.Tensor, t: torch.Tensor):
         """(x0, eps) from a network output of this diffusion's prediction type."""
-        a, s = self._a_s(t, xt)
+        a, s = self.alpha_sigma(t, xt)
         return split_prediction(self.prediction, out, xt, a, s)
 
     def predict_x0(self, xt: torch.Tensor, t: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
         """x_0 = (x_t - sqrt(1 - abar_t) eps) / sqrt(abar_t) (DDPM eq. 15)."""
-        a, s = self._a_s(t, xt)
+        a, s = self.alpha_sigma(t, xt)
         return (xt - s * eps) / a
 
     def predict_eps(self, xt: torch.Tensor, t: torch.Tensor, x0: torch.Tensor) -> torch.Tensor:
         """eps = (x_t - sqrt(abar_t) x_0) / sqrt(1 - abar_t)."""
-        a, s = self._a_s(t, xt)
+        a, s = self.alpha_sigma(t, xt)
         return (xt - a * x0) / s
 
     def v_target(self, x0: torch.Tensor, eps: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         """v = sqrt(abar_t) eps - sqrt(1 - abar_t) x_0 (Salimans & Ho 2022)."""
-        a, s = self._a_s(t, x0)
+        a, s = self.alpha_sigma(t, x0)
         return a * eps - s * x0
 
     def target(self, x0: torch.Tensor, eps: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
