@@ -3,11 +3,10 @@
 import pytest
 import torch
 import torch.nn.functional as F
+from oracle_utils import moving_pattern_covariance
 
 import vidiff
 from vidiff.guidance import ClassifierFreeGuidance, ReconstructionGuidance
-
-from oracle_utils import moving_pattern_covariance
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -27,7 +27,6 @@ import vidiff
 from vidiff.oracle import noise_covariance
 from vidiff.samplers import ddpm_step, make_trajectory
 
-
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 SHAPE = (2, 4, 2, 2)  # (C, F, H, W), D = 32

@@ -9,7 +9,8 @@ import argparse
 import importlib
 import sys
 
-COMMANDS = ["demo"]  # module names under vidiff.commands, in --help order
+# module names under vidiff.commands, in --help order
+COMMANDS = ["train", "sample", "info", "demo"]
 
 
 class CommandError(Exception):
