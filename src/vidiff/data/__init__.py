@@ -5,9 +5,18 @@
 >>> item = ds[0]     # {"video": (3, 16, 32, 32) in [-1, 1], "label", "caption", "positions", ...}
 >>> ds.class_names[item["label"]] == item["caption"]
 True
+>>> ds = make_dataset("path/to/UCF-101", frames=16, size=64)   # a folder: VideoFolder
 """
 
 from vidiff.data.balls import BouncingBalls, BouncingBallsConfig
+from vidiff.data.folder import (
+    VIDEO_SUFFIXES,
+    ImageFolder,
+    SkippedVideoWarning,
+    VideoFolder,
+    VideoFolderFrames,
+    make_dataset,
+)
 from vidiff.data.frames import FramesAsImages
 from vidiff.data.render import COLORS
 from vidiff.data.shapes import MovingShapes, MovingShapesConfig
@@ -19,6 +28,12 @@ __all__ = [
     "BouncingBalls",
     "BouncingBallsConfig",
     "FramesAsImages",
+    "ImageFolder",
+    "SkippedVideoWarning",
+    "VIDEO_SUFFIXES",
+    "VideoFolder",
+    "VideoFolderFrames",
+    "make_dataset",
     "MovingShapes",
     "MovingShapesConfig",
     "SyntheticVideoDataset",

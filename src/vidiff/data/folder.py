@@ -1,0 +1,631 @@
+"""Datasets over folders of real videos and images (e.g. UCF-101: ``root/ClassName/v_x.avi``).
+
+>>> ds = VideoFolder("UCF-101", frames=16, size=64, stride=2)
+>>> item = ds[0]   # {"video": (3, 16, 64, 64) in [-1, 1], "label", "caption", "path", ...}
+>>> ds.class_names[item["label"]]
+'ApplyEyeMakeup'
+>>> images = ds.as_images()            # single frames, for image pretraining / joint training
+>>> ds = make_dataset("bouncing_balls", size=32)   # or a folder path
+
+A *video* is a file with one of `VIDEO_SUFFIXES` or a folder whose files include image frames
+(`vidiff.io.IMAGE_SUFFIXES`, read in natural order). The folder is scanned once, recursively,
+by file names only (nothing is decoded; hidden files and folders are ignored). Clips are
+decoded on access; the frame count and rate come from `vidiff.io.video_info` (headers only)
+and are cached per process.
+
+Randomness (clip start, crop position, sampled frame) comes from a private
+`torch.Generator` seeded from ``(seed, epoch, index)`` (`set_epoch` changes the epoch), never
+from global random state, so an item is reproducible in any worker and differs per epoch.
+
+An unreadable file (corrupt, empty, truncated before the clip) never stops an epoch: the item
+is replaced by the next readable index (deterministically), and a `SkippedVideoWarning` names
+the file and the running count of unreadable files; the bad paths are kept in
+``dataset.bad_paths`` (per process: each DataLoader worker keeps its own).
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import re
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import av
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch.utils.data import Dataset
+
+from vidiff.data.synthetic import SYNTHETIC, make_synthetic
+from vidiff.io import IMAGE_SUFFIXES, VideoReadError, from_uint8, read_video, to_rgb, video_info
+
+__all__ = [
+    "VIDEO_SUFFIXES",
+    "SkippedVideoWarning",
+    "VideoFolder",
+    "VideoFolderFrames",
+    "ImageFolder",
+    "make_dataset",
+    "epoch_generator",
+]
+
+#: Suffixes of the video files `VideoFolder` picks up (frame folders count as videos too).
+VIDEO_SUFFIXES = (".mp4", ".webm", ".avi", ".mov", ".mkv", ".gif")
+
+# What reading a broken file may raise (VideoReadError is a ValueError).
+_READ_ERRORS = (VideoReadError, OSError, av.error.FFmpegError, EOFError, SyntaxError)
+
+
+class SkippedVideoWarning(RuntimeWarning):
+    """An unreadable video or image was skipped; the message names it."""
+
+
+def epoch_generator(seed: int, epoch: int, index: int) -> torch.Generator:
+    """A CPU generator seeded from ``(seed, epoch, index)``, well mixed (numpy's SeedSequence)."""
+    state = np.random.SeedSequence([seed, epoch, index]).generate_state(1, dtype=np.uint64)[0]
+    return torch.Generator().manual_seed(int(state))
+
+
+def _natural_key(text: str) -> list:
+    """Sort key under which "v2" comes before "v10"."""
+    parts = re.split(r"(\d+)", text)
+    return [(0, int(t), "") if t.isdigit() else (1, 0, t.lower()) for t in parts]
+
+
+@dataclass(frozen=True)
+class _Entry:
+    """One video (or image) found by the scan."""
+
+    path: Path  # the file, or the frame folder
+    rel: str  # path relative to the root, for messages
+    label: int  # class index, -1 without one
+    caption_file: Path | None  # the sidecar .txt, if there is one
+
+
+def _check_root(root: str | os.PathLike) -> Path:
+    root = Path(root).expanduser()
+    if not root.exists():
+        raise FileNotFoundError(errno.ENOENT, "no such dataset folder", str(root))
+    if not root.is_dir():
+        raise NotADirectoryError(errno.ENOTDIR, "the dataset root is not a folder", str(root))
+    return root
+
+
+def _scan(
+    root: Path, file_suffixes: tuple[str, ...], frame_folders: bool
+) -> list[tuple[Path, bool, set[str]]]:
+    """Walk ``root``: (path, is_frame_folder, names in its folder) for each item found."""
+    found = []
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
+        dirnames[:] = [d for d in dirnames if not d.startswith(".")]
+        names = {n for n in filenames if not n.startswith(".")}
+        here = Path(dirpath)
+        if frame_folders and any(Path(n).suffix.lower() in IMAGE_SUFFIXES for n in names):
+            found.append((here, True, set()))
+        for n in names:
+            if Path(n).suffix.lower() in file_suffixes:
+                found.append((here / n, False, names))
+    return found
+
+
+def _index(
+    root: Path,
+    found: list[tuple[Path, bool, set[str]]],
+    labels: str | None,
+    captions: bool,
+) -> tuple[list[_Entry], list[str]]:
+    """Sorted entries with labels (immediate subfolder of ``root``) and caption files."""
+    if labels not in ("subfolders", None):
+        raise ValueError(f'labels must be "subfolders" or None, got {labels!r}')
+    items = []
+    for path, is_folder, names in found:
+        rel = path.relative_to(root)
+        # a class folder is the first component of a path that goes deeper than root/<item>
+        cls = rel.parts[0] if labels and len(rel.parts) > 1 else None
+        caption = None
+        if captions and rel.parts:
+            if is_folder:  # frames in name/: the caption is name.txt next to it
+                txt = path.parent / f"{path.name}.txt"
+                exists = txt.is_file()
+            else:  # name.mp4: name.txt in the same folder (its names are known from the scan)
+                txt = path.with_suffix(".txt")
+                exists = txt.name in names
+            caption = txt if exists else None
+        items.append((rel.as_posix() or ".", path, cls, caption))
+    items.sort(key=lambda t: _natural_key(t[0]))
+    class_names = sorted({c for _, _, c, _ in items if c is not None}, key=_natural_key)
+    lookup = {c: i for i, c in enumerate(class_names)}
+    entries = [
+        _Entry(path, rel, lookup[c] if c is not None else -1, cap) for rel, path, c, cap in items
+    ]
+    return entries, class_names
+
+
+def _read_caption(entry: _Entry) -> str:
+    if entry.caption_file is None:
+        return ""
+    try:
+        return entry.caption_file.read_text(encoding="utf-8", errors="replace").strip()
+    except OSError:
+        return ""
+
+
+def _size_pair(size: int | tuple[int, int]) -> tuple[int, int]:
+    h, w = (size, size) if isinstance(size, int) else tuple(size)
+    if h < 1 or w < 1:
+        raise ValueError(f"size must be positive, got {size}")
+    return int(h), int(w)
+
+
+def resize_crop(
+    video: torch.Tensor,
+    size: tuple[int, int],
+    crop: str = "center",
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """Resize ``(C, F, H, W)`` so it just covers ``size`` (aspect kept), then crop to it.
+
+    The resize is bilinear with antialiasing (`torch.nn.functional.interpolate`); ``crop`` is
+    "center" or "random" (offset from ``generator``).
+    """
+    c, f, h, w = video.shape
+    th, tw = size
+    scale = max(th / h, tw / w)
+    nh, nw = max(th, round(h * scale)), max(tw, round(w * scale))
+    if (nh, nw) != (h, w):
+        frames = video.transpose(0, 1)  # (C, F, H, W) -> (F, C, H, W)
+        frames = F.interpolate(
+            frames, size=(nh, nw), mode="bilinear", antialias=True, align_corners=False
+        )
+        video = frames.transpose(0, 1)  # (F, C, nh, nw) -> (C, F, nh, nw)
+    if crop == "random":
+        y = int(torch.randint(nh - th + 1, (1,), generator=generator))
+        x = int(torch.randint(nw - tw + 1, (1,), generator=generator))
+    else:
+        y, x = (nh - th) // 2, (nw - tw) // 2
+    return video[:, :, y : y + th, x : x + tw].clamp(-1.0, 1.0).contiguous()
+
+
+class _FolderDataset(Dataset):
+    """Shared machinery: the entry list, per-item generators, skipping unreadable entries."""
+
+    kind = "video"
+    suffixes: tuple[str, ...] = ()
+
+    def __init__(self, root: str | os.PathLike, seed: int):
+        self.root = _check_root(root)
+        self.seed = int(seed)
+        self.epoch = 0
+        self.entries: list[_Entry] = []
+        self.class_names: list[str] = []
+        self.bad_paths: dict[str, str] = {}  # path relative to root -> why it is unreadable
+
+    @property
+    def num_classes(self) -> int:
+        """The number of classes (labels are ``0 .. num_classes - 1``; -1 means none)."""
+        return len(self.class_names)
+
+    def set_epoch(self, epoch: int) -> None:
+        """Draw different random clips / crops in each epoch (call it before each epoch;
+        DataLoader workers see it when they start, so not with ``persistent_workers``)."""
+        self.epoch = int(epoch)
+
+    def _empty_error(self, what: str) -> ValueError:
+        accepted = ", ".join(self.suffixes)
+        return ValueError(
+            f"no readable {self.kind}s in {str(self.root)!r} ({what}); accepted: files ending "
+            f"in {accepted}"
+            + (
+                f", or folders of image frames ({', '.join(IMAGE_SUFFIXES)})"
+                if self.kind == "video"
+                else ""
+            )
+        )
+
+    def _mark_bad(self, entry: _Entry, error: BaseException) -> None:
+        reason = error.reason if isinstance(error, VideoReadError) else str(error) or repr(error)
+        self.bad_paths[entry.rel] = reason
+        n = len(self.bad_paths)
+        warnings.warn(
+            f"skipped {entry.rel} ({n} unreadable file{'s' if n != 1 else ''} so far): {reason}",
+            SkippedVideoWarning,
+            stacklevel=3,
+        )
+
+    def _entry_of(self, index: int) -> _Entry:
+        raise NotImplementedError
+
+    def _load(self, index: int, generator: torch.Generator) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        n = len(self)
+        if not -n <= index < n:
+            raise IndexError(f"index {index} out of range for a dataset of {n} {self.kind}s")
+        index %= n
+        for step in range(n):  # the item, else the next readable one
+            j = (index + step) % n
+            entry = self._entry_of(j)
+            if entry.rel in self.bad_paths:
+                continue
+            try:
+                return self._load(j, epoch_generator(self.seed, self.epoch, j))
+            except _READ_ERRORS as e:
+                self._mark_bad(entry, e)
+        raise self._empty_error(f"all {len(self.entries)} found are unreadable")
+
+
+class VideoFolder(_FolderDataset):
+    """Clips from a folder (searched recursively) of video files and frame folders.
+
+    Args:
+        root: the folder. Missing: `FileNotFoundError`; no videos in it: `ValueError`.
+        frames: frames per clip.
+        size: output height and width (an int, or ``(height, width)``): each clip is resized
+            (bilinear, antialiased) so that it just covers the size, then cropped.
+        stride: take every ``stride``-th frame. Exclusive with ``fps``.
+        fps: resample to this frame rate instead (source rate from `vidiff.io.video_info`;
+            nearest source frame for each output time; frames repeat when upsampling). Videos
+            without a known rate (frame folders) are read at ``stride=1``.
+        crop: "center" or "random" (position from the item's generator).
+        offset: where a clip starts in its video (or in its segment when ``clips_per_video``
+            > 1): "random", "center" or "first".
+        labels: "subfolders" (class = the immediate subfolder of ``root``; ``class_names``
+            sorted; items directly in ``root`` get -1) or None (all -1).
+        captions: read the caption from a sidecar ``.txt`` with the video's stem (for a frame
+            folder ``name/``: ``name.txt`` next to it); "" when there is none.
+        clips_per_video: 1 (one clip per video and epoch), an int ``k`` (the video is split
+            into ``k`` equal segments, one clip from each), or "all" (every non-overlapping
+            clip: needs the frame counts, so all videos are probed at construction).
+        short: a video shorter than a clip is padded by repeating its last frame ("pad";
+            ``item["num_real_frames"]`` counts the frames before the padding) or skipped like
+            an unreadable file ("skip").
+        seed: the seed of the per-item generators.
+        probe: read every header at construction (`vidiff.io.video_info`, no decoding) and
+            drop unreadable videos right away, with a warning each (implied by "all").
+        suffixes: the video file suffixes to pick up (default `VIDEO_SUFFIXES`).
+        frame_folders: whether folders of image frames count as videos.
+
+    Items: ``"video"`` float32 ``(3, frames, H, W)`` in [-1, 1] (grayscale replicated, alpha
+    dropped), ``"label"`` int64 (-1: none), ``"caption"`` str, ``"path"`` str,
+    ``"frame_indices"`` int64 ``(frames,)`` (source frames used), ``"num_real_frames"`` int64.
+    """
+
+    kind = "video"
+
+    def __init__(
+        self,
+        root: str | os.PathLike,
+        frames: int = 16,
+        size: int | tuple[int, int] = 64,
+        stride: int = 1,
+        fps: float | None = None,
+        crop: str = "center",
+        offset: str = "random",
+        labels: str | None = "subfolders",
+        captions: bool = True,
+        clips_per_video: int | str = 1,
+        short: str = "pad",
+        seed: int = 0,
+        probe: bool = False,
+        suffixes: tuple[str, ...] = VIDEO_SUFFIXES,
+        frame_folders: bool = True,
+    ):
+        super().__init__(root, seed)
+        if frames < 1:
+            raise ValueError(f"frames must be >= 1, got {frames}")
+        if stride < 1:
+            raise ValueError(f"stride must be >= 1, got {stride}")
+        if fps is not None and (stride != 1 or not fps > 0):
+            raise ValueError(
+                f"give a positive fps or a stride, not both (fps={fps}, stride={stride})"
+            )
+        for name, value, valid in (
+            ("crop", crop, ("center", "random")),
+            ("offset", offset, ("random", "center", "first")),
+            ("short", short, ("pad", "skip")),
+        ):
+            if value not in valid:
+                raise ValueError(f"{name} must be one of {valid}, got {value!r}")
+        if not (
+            clips_per_video == "all" or (isinstance(clips_per_video, int) and clips_per_video >= 1)
+        ):
+            raise ValueError(
+                f'clips_per_video must be an int >= 1 or "all", got {clips_per_video!r}'
+            )
+        self.frames, self.size = int(frames), _size_pair(size)
+        self.stride, self.fps = int(stride), fps
+        self.crop, self.offset, self.short = crop, offset, short
+        self.captions, self.clips_per_video = captions, clips_per_video
+        self.suffixes = tuple(s.lower() for s in suffixes)
+        found = _scan(self.root, self.suffixes, frame_folders)
+        self.entries, self.class_names = _index(self.root, found, labels, captions)
+        if not self.entries:
+            raise self._empty_error("none found")
+        self._info: dict[int, tuple[int, float | None]] = {}  # entry -> (frames, fps)
+        # with "all": item -> (entry index, clip number, clips of that entry)
+        self._clips: list[tuple[int, int, int]] | None = None
+        if probe or clips_per_video == "all":
+            self._probe_all()
+
+    # -- indexing -------------------------------------------------------------------------
+
+    def _probe_all(self) -> None:
+        good, info = [], {}
+        for i, entry in enumerate(self.entries):
+            try:
+                info[len(good)] = self._video_info(i)
+            except _READ_ERRORS as e:
+                self._mark_bad(entry, e)
+            else:
+                good.append(entry)
+        if not good:
+            raise self._empty_error(f"all {len(self.entries)} found are unreadable")
+        self.entries, self._info = good, info  # renumbered without the unreadable ones
+        if self.clips_per_video == "all":
+            self._clips = []
+            for i in range(len(self.entries)):
+                n = self._num_windows(i)
+                self._clips.extend((i, k, n) for k in range(n))
+
+    def __len__(self) -> int:
+        if self._clips is not None:
+            return len(self._clips)
+        return len(self.entries) * int(self.clips_per_video)
+
+    def _locate(self, index: int) -> tuple[int, int, int]:
+        """(entry index, clip number, clips of that entry) of an item."""
+        if self._clips is not None:
+            return self._clips[index]
+        k = int(self.clips_per_video)
+        return index // k, index % k, k
+
+    def _entry_of(self, index: int) -> _Entry:
+        return self.entries[self._locate(index)[0]]
+
+    def _video_info(self, i: int) -> tuple[int, float | None]:
+        if i not in self._info:
+            info = video_info(self.entries[i].path)
+            if info.num_frames < 1:
+                raise VideoReadError(self.entries[i].path, "the video has no frames")
+            self._info[i] = (info.num_frames, info.fps)
+        return self._info[i]
+
+    def _step(self, i: int) -> float:
+        """Source frames per output frame."""
+        if self.fps is None:
+            return float(self.stride)
+        src_fps = self._video_info(i)[1]
+        return src_fps / self.fps if src_fps else 1.0
+
+    def _num_windows(self, i: int) -> int:
+        return max(1, self._video_info(i)[0] // self._span(i))
+
+    def _span(self, i: int) -> int:
+        """Source frames covered by one clip (first to last, inclusive)."""
+        return int(round((self.frames - 1) * self._step(i))) + 1
+
+    # -- loading --------------------------------------------------------------------------
+
+    def _clip_start(self, i: int, clip: int, clips: int, g: torch.Generator) -> int:
+        n = self._video_info(i)[0]
+        span = self._span(i)
+        if self._clips is not None:  # "all": consecutive windows
+            return clip * span
+        slack = max(0, n - span)  # the starts 0..slack keep the clip inside the video
+        lo = (slack + 1) * clip // clips  # this clip's segment of starts
+        hi = max(lo, (slack + 1) * (clip + 1) // clips - 1)
+        if self.offset == "first":
+            return lo
+        if self.offset == "center":
+            return (lo + hi) // 2
+        return int(torch.randint(lo, hi + 1, (1,), generator=g))
+
+    def _read(self, i: int, start: int) -> tuple[torch.Tensor, torch.Tensor, int]:
+        """uint8 frames (frames, H, W, 3), the source indices, the count before padding."""
+        entry = self.entries[i]
+        step = self._step(i)
+        wanted = [start + int(round(k * step)) for k in range(self.frames)]  # (frames,)
+        integral = self.fps is None
+        end = wanted[-1] + 1
+        try:
+            if integral:
+                got = read_video(entry.path, start, end, self.stride)
+            else:
+                got = read_video(entry.path, start, end)
+        except VideoReadError:
+            if start == 0:
+                raise
+            # the header overstated the length (an estimate, or truncation): from the start
+            start, wanted = 0, [w - start for w in wanted]
+            got = read_video(entry.path, 0, wanted[-1] + 1, self.stride if integral else 1)
+        # the positions of the wanted frames in what was decoded
+        pos = [k for k in range(self.frames)] if integral else [w - start for w in wanted]
+        real = sum(p < got.shape[0] for p in pos)
+        if real < self.frames and self.short == "skip":
+            raise VideoReadError(
+                entry.path, f"{real} frames, fewer than the {self.frames} of a clip (short='skip')"
+            )
+        pos = [min(p, got.shape[0] - 1) for p in pos]  # pad: repeat the last frame
+        src = torch.tensor([start + (p * self.stride if integral else p) for p in pos])
+        return got[pos], src, real
+
+    def _load(self, index: int, generator: torch.Generator) -> dict[str, Any]:
+        i, clip, clips = self._locate(index)
+        entry = self.entries[i]
+        start = self._clip_start(i, clip, clips, generator)
+        frames, src, real = self._read(i, start)
+        video = from_uint8(to_rgb(frames))  # (F, H, W, C) uint8 -> (3, F, H, W)
+        video = resize_crop(video, self.size, self.crop, generator)
+        return {
+            "video": video,
+            "label": torch.tensor(entry.label, dtype=torch.int64),
+            "caption": _read_caption(entry) if self.captions else "",
+            "path": str(entry.path),
+            "frame_indices": src,
+            "num_real_frames": torch.tensor(real, dtype=torch.int64),
+        }
+
+    def as_images(self, per_video: int = 1) -> VideoFolderFrames:
+        """Single frames of these videos, for image pretraining or joint image-video batches."""
+        return VideoFolderFrames(self, per_video)
+
+    def __repr__(self) -> str:
+        return (
+            f"VideoFolder({str(self.root)!r}, {len(self.entries)} videos, "
+            f"{self.num_classes} classes, frames={self.frames}, size={self.size})"
+        )
+
+
+class VideoFolderFrames(Dataset):
+    """Single frames of a `VideoFolder`: ``per_video`` items per video, one decoded frame each.
+
+    Item ``j`` is a frame of video ``j // per_video``: at a random position (the dataset's
+    ``offset="random"``) within segment ``j % per_video`` of the video, else at the segment's
+    center or start. Only that frame is decoded (unlike `vidiff.data.FramesAsImages`, which
+    loads a whole clip per frame). Items: ``"image"`` ``(3, H, W)`` in [-1, 1], ``"label"``,
+    ``"caption"``, ``"path"``, ``"video_index"``, ``"frame_index"``. Unreadable videos are
+    skipped as in `VideoFolder` (the record of bad paths is shared with it).
+    """
+
+    def __init__(self, videos: VideoFolder, per_video: int = 1):
+        if per_video < 1:
+            raise ValueError(f"per_video must be >= 1, got {per_video}")
+        self.videos, self.per_video = videos, int(per_video)
+        self.class_names = videos.class_names
+
+    def __len__(self) -> int:
+        return len(self.videos.entries) * self.per_video
+
+    def set_epoch(self, epoch: int) -> None:
+        """Sample different frames in each epoch."""
+        self.videos.set_epoch(epoch)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        v = self.videos
+        n = len(self)
+        if not -n <= index < n:
+            raise IndexError(f"index {index} out of range for {n} frames")
+        index %= n
+        for step in range(n):
+            j = (index + step) % n
+            i, seg = divmod(j, self.per_video)
+            entry = v.entries[i]
+            if entry.rel in v.bad_paths:
+                continue
+            try:
+                g = epoch_generator(v.seed, v.epoch, j)
+                num = v._video_info(i)[0]
+                lo, hi = num * seg // self.per_video, max(0, num * (seg + 1) // self.per_video - 1)
+                hi = max(lo, hi)
+                if v.offset == "random":
+                    t = int(torch.randint(lo, hi + 1, (1,), generator=g))
+                else:
+                    t = lo if v.offset == "first" else (lo + hi) // 2
+                try:
+                    frame = read_video(entry.path, t, max_frames=1)
+                except VideoReadError:
+                    if t == 0:
+                        raise
+                    t, frame = 0, read_video(entry.path, 0, max_frames=1)
+                image = from_uint8(to_rgb(frame))  # (1, H, W, C) -> (3, 1, H, W)
+                image = resize_crop(image, v.size, v.crop, g)[:, 0]
+            except _READ_ERRORS as e:
+                v._mark_bad(entry, e)
+                continue
+            return {
+                "image": image,
+                "label": torch.tensor(entry.label, dtype=torch.int64),
+                "caption": _read_caption(entry) if v.captions else "",
+                "path": str(entry.path),
+                "video_index": torch.tensor(i),
+                "frame_index": torch.tensor(t),
+            }
+        raise v._empty_error(f"all {len(v.entries)} found are unreadable")
+
+
+class ImageFolder(_FolderDataset):
+    """Images from a folder (searched recursively), for image pretraining.
+
+    Every file with one of `vidiff.io.IMAGE_SUFFIXES` is an item (frames extracted from videos
+    as png/jpg work as they are). Labels, captions (sidecar ``.txt``), ``size``/``crop`` and
+    the skipping of unreadable files work as in `VideoFolder`. Items: ``"image"`` float32
+    ``(3, H, W)`` in [-1, 1], ``"label"`` int64, ``"caption"`` str, ``"path"`` str.
+    """
+
+    kind = "image"
+
+    def __init__(
+        self,
+        root: str | os.PathLike,
+        size: int | tuple[int, int] = 64,
+        crop: str = "center",
+        labels: str | None = "subfolders",
+        captions: bool = True,
+        seed: int = 0,
+        suffixes: tuple[str, ...] = IMAGE_SUFFIXES,
+    ):
+        super().__init__(root, seed)
+        if crop not in ("center", "random"):
+            raise ValueError(f'crop must be "center" or "random", got {crop!r}')
+        self.size, self.crop, self.captions = _size_pair(size), crop, captions
+        self.suffixes = tuple(s.lower() for s in suffixes)
+        found = _scan(self.root, self.suffixes, frame_folders=False)
+        self.entries, self.class_names = _index(self.root, found, labels, captions)
+        if not self.entries:
+            raise self._empty_error("none found")
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+    def _entry_of(self, index: int) -> _Entry:
+        return self.entries[index]
+
+    def _load(self, index: int, generator: torch.Generator) -> dict[str, Any]:
+        from PIL import Image  # Pillow is a dependency of vidiff.io already
+
+        entry = self.entries[index]
+        if entry.path.stat().st_size == 0:
+            raise VideoReadError(entry.path, "the file is empty (0 bytes)")
+        with Image.open(entry.path) as im:
+            array = np.asarray(im.convert("RGB"))
+        frame = torch.from_numpy(array.copy())[None]  # (1, H, W, 3)
+        image = resize_crop(from_uint8(frame), self.size, self.crop, generator)[:, 0]
+        return {
+            "image": image,
+            "label": torch.tensor(entry.label, dtype=torch.int64),
+            "caption": _read_caption(entry) if self.captions else "",
+            "path": str(entry.path),
+        }
+
+    def __repr__(self) -> str:
+        return (
+            f"ImageFolder({str(self.root)!r}, {len(self.entries)} images, "
+            f"{self.num_classes} classes, size={self.size})"
+        )
+
+
+def _looks_like_path(source: str) -> bool:
+    return any(s in source for s in ("/", os.sep, "~")) or source.startswith(".")
+
+
+def make_dataset(source: str | os.PathLike, **kwargs: Any) -> Dataset:
+    """A video dataset by name or folder.
+
+    ``"bouncing_balls"`` / ``"moving_shapes"`` (any `vidiff.data.SYNTHETIC` name) build the
+    synthetic dataset (`vidiff.data.make_synthetic`, ``kwargs`` are config fields); an existing
+    folder (or anything that looks like a path) builds a `VideoFolder` with ``kwargs``. Any
+    other name is a ValueError listing the valid names.
+    """
+    if isinstance(source, str) and source in SYNTHETIC:
+        return make_synthetic(source, **kwargs)
+    if not isinstance(source, str) or Path(source).is_dir() or _looks_like_path(source):
+        return VideoFolder(source, **kwargs)
+    valid = ", ".join(repr(n) for n in SYNTHETIC.names())
+    raise ValueError(
+        f"unknown dataset {source!r}: not a synthetic dataset name and not a folder; valid "
+        f"names: {valid}, or the path of a folder of videos"
+    )
