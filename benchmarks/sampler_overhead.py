@@ -46,8 +46,17 @@ def run_vidiff(den, shape, sampler, steps, prior, device):
     g = torch.Generator(device=device).manual_seed(0)
     den.seconds, den.calls = 0.0, 0
     start = time.perf_counter()
-    vidiff.sample(den, shape, diffusion=diffusion, prior=prior, sampler=sampler, steps=steps,
-                  generator=g, device=device, spacing="leading")
+    vidiff.sample(
+        den,
+        shape,
+        diffusion=diffusion,
+        prior=prior,
+        sampler=sampler,
+        steps=steps,
+        generator=g,
+        device=device,
+        spacing="leading",
+    )
     if device.type == "cuda":
         torch.cuda.synchronize()
     return time.perf_counter() - start, den.seconds, den.calls
@@ -88,24 +97,34 @@ def main() -> None:
     den = TimedDenoiser(lambda x, t, **c: model(x, t, **c), device)
     prior = vidiff.noise_prior(args.prior)
     with torch.no_grad():
-        den(torch.zeros(shape, device=device), torch.zeros(shape[0], dtype=torch.int64,
-                                                             device=device))  # warm up
-    print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
-          f"torch {torch.__version__}, {torch.get_num_threads()} threads, device {device}, "
-          f"load {os.getloadavg()[0]:.2f}")
+        den(
+            torch.zeros(shape, device=device),
+            torch.zeros(shape[0], dtype=torch.int64, device=device),
+        )  # warm up
+    print(
+        f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads, device {device}, "
+        f"load {os.getloadavg()[0]:.2f}"
+    )
     print(f"denoiser: vidiff U-Net {args.preset!r}, input {shape}\n")
     print("| sampler | steps | library | total (s) | in denoiser (s) | overhead (s) | share |")
     print("|---|---|---|---|---|---|---|")
     for sampler, steps in [("ddim", args.ddim_steps), ("ddpm", args.ddpm_steps)]:
-        runs = [("vidiff (" + args.prior + " prior)",
-                 run_vidiff(den, shape, sampler, steps, prior, device))]
+        runs = [
+            (
+                "vidiff (" + args.prior + " prior)",
+                run_vidiff(den, shape, sampler, steps, prior, device),
+            )
+        ]
         if not args.no_peer:
             runs.append(("diffusers", run_diffusers(den, shape, sampler, steps, device)))
         for name, (total, inside, calls) in runs:
             assert calls == steps, (name, calls)
             over = total - inside
-            print(f"| {sampler} | {steps} | {name} | {total:.2f} | {inside:.2f} | {over:.3f} | "
-                  f"{100 * over / total:.2f}% |")
+            print(
+                f"| {sampler} | {steps} | {name} | {total:.2f} | {inside:.2f} | {over:.3f} | "
+                f"{100 * over / total:.2f}% |"
+            )
 
 
 if __name__ == "__main__":

@@ -52,7 +52,7 @@ def test_matches_pytorch_fid(dim, n):
 
 
 def test_closed_form_for_known_gaussians():
-    """For commuting covariances: ||mu1 - mu2||^2 + sum (sqrt(s1) - sqrt(s2))^2 over eigenvalues."""
+    """Commuting covariances: ||mu1 - mu2||^2 + sum over eigenvalues (sqrt(s1) - sqrt(s2))^2."""
     rng = np.random.default_rng(0)
     q, _ = np.linalg.qr(rng.standard_normal((5, 5)))
     l1, l2 = rng.uniform(0.1, 2, 5), rng.uniform(0.1, 2, 5)
