@@ -1,5 +1,5 @@
 """The factorized space-time U-Net of Video Diffusion Models, its presets, inflation of image
-U-Nets, and import of diffusers `UNet2DModel` checkpoints.
+U-Nets, import of diffusers `UNet2DModel` checkpoints, and VideoFusion's decomposed model.
 
 >>> from vidiff.models import build_unet
 >>> model = build_unet("tiny")                       # a video U-Net
@@ -19,11 +19,13 @@ from .embeddings import TextConditioner, TimestepMLP, timestep_embedding
 from .inflate import inflate, is_temporal_parameter
 from .presets import UNET_PRESETS, build_unet, count_parameters, unet_config
 from .unet import Stage, UNet
+from .videofusion import FrameConditionedUNet, VideoFusion, build_videofusion
 
 __all__ = [
     "UNET_PRESETS",
     "Context",
     "Downsample",
+    "FrameConditionedUNet",
     "ResBlock",
     "SpatialAttention",
     "Stage",
@@ -34,7 +36,9 @@ __all__ = [
     "UNet",
     "UNetConfig",
     "Upsample",
+    "VideoFusion",
     "build_unet",
+    "build_videofusion",
     "convert_diffusers_state_dict",
     "count_parameters",
     "diffusers_config_to_unet_config",

@@ -14,10 +14,16 @@ from .context import Context
 from .norm import GroupNorm32, zero_
 
 
-def _per_frame(e: Tensor, frames: int) -> Tensor:
-    """Broadcast a per-sample vector to the frames: (B, C) -> (B*F, C, 1, 1)."""
+def _per_frame(e: Tensor, rows: int) -> Tensor:
+    """Broadcast a per-sample vector to the frames: (B, C) -> (B*F, C, 1, 1), rows = B*F.
+
+    An embedding that is already per frame, (B*F, C) (`UNet.forward(frame_emb=...)`), is
+    only reshaped.
+    """
     b, c = e.shape
-    return e[:, None].expand(b, frames, c).reshape(b * frames, c, 1, 1)
+    if b != rows:
+        e = e[:, None].expand(b, rows // b, c)  # (B, F, C)
+    return e.reshape(rows, c, 1, 1)
 
 
 def _down2(x: Tensor) -> Tensor:
@@ -72,7 +78,7 @@ class ResBlock(nn.Module):
         if self.resample is not None:
             h, x = self.resample(h), self.resample(x)
         h = self.conv1(h)
-        e = _per_frame(self.emb_proj(ctx.emb), x.shape[0] // ctx.batch)  # (B*F, C or 2C, 1, 1)
+        e = _per_frame(self.emb_proj(ctx.emb), x.shape[0])  # (B*F, C or 2C, 1, 1)
         if self.scale_shift:
             scale, shift = e.chunk(2, dim=1)
             h = torch.addcmul(shift, self.norm2(h), 1 + scale)  # ADM scale-shift norm

@@ -16,7 +16,8 @@ from torch import Tensor
 class Context(NamedTuple):
     """Per-forward inputs shared by the layers (a NamedTuple: cheap, torch.compile friendly)."""
 
-    emb: Tensor  # (B, emb_dim) SiLU of the conditioning embedding (timestep + class + text)
+    emb: Tensor  # (B, emb_dim) SiLU of the conditioning embedding (timestep + class + text);
+    # (B*F, emb_dim) when a per-frame embedding was added (UNet's frame_emb)
     batch: int  # B; the number of frames is F = N // B for activations with N = B*F rows
     num_images: int  # K: the last K of the F frames are independent images (joint training)
     text: Tensor | None  # (B, L, text_dim) layer-normed text tokens, or None

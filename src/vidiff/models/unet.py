@@ -170,6 +170,7 @@ class UNet(nn.Module):
         text_mask: Tensor | None = None,
         cond_mask: Tensor | None = None,
         num_images: int = 0,
+        frame_emb: Tensor | None = None,
     ) -> Tensor:
         """Predict (eps, x0 or v, whatever it was trained for) for the noisy input x.
 
@@ -184,6 +185,9 @@ class UNet(nn.Module):
                 null condition (condition dropout, classifier-free guidance). None = all True.
             num_images: K; the last K of the F frames are independent images (VDM joint
                 training): temporal layers keep them apart from the video and each other.
+            frame_emb: float (F, emb_dim) or (B, F, emb_dim), added to the conditioning
+                embedding of each frame (per-frame conditioning, e.g. VideoFusion's frame
+                index, see `vidiff.models.videofusion`); None = the same embedding for all.
 
         Returns:
             (B, out_channels, F, H, W), or (B, out_channels, H, W) for a 4D x.
@@ -207,7 +211,16 @@ class UNet(nn.Module):
             raise ValueError(f"x must be (B, C, F, H, W) or (B, C, H, W), got {tuple(x.shape)}")
         self._check_inputs(x, c, hh, ww, frames, t, num_images)
         ctx = self._context(
-            t, b, frames, num_images, class_labels, text_emb, text_mask, cond_mask, x.device
+            t,
+            b,
+            frames,
+            num_images,
+            class_labels,
+            text_emb,
+            text_mask,
+            cond_mask,
+            x.device,
+            frame_emb,
         )
 
         h = self.conv_in(h)
@@ -237,7 +250,19 @@ class UNet(nn.Module):
         if not 0 <= num_images <= frames:
             raise ValueError(f"num_images={num_images} must be in [0, F={frames}]")
 
-    def _context(self, t, b, frames, num_images, labels, text_emb, text_mask, cond_mask, device):
+    def _context(
+        self,
+        t,
+        b,
+        frames,
+        num_images,
+        labels,
+        text_emb,
+        text_mask,
+        cond_mask,
+        device,
+        frame_emb=None,
+    ):
         cfg = self.config
         # timestep embedding (DDPM): sinusoid -> MLP; class and pooled text are added to it
         emb = timestep_embedding(
@@ -264,6 +289,16 @@ class UNet(nn.Module):
             emb = emb + pooled
         elif text_emb is not None:
             raise ValueError("text_emb given to a model built with text_dim=None")
+        if frame_emb is not None:
+            if frame_emb.ndim == 2:
+                frame_emb = frame_emb.expand(b, *frame_emb.shape)  # (F, E) -> (B, F, E)
+            if frame_emb.shape != (b, frames, cfg.emb_dim):
+                raise ValueError(
+                    f"frame_emb must be (F, emb_dim) or (B, F, emb_dim) = "
+                    f"({b}, {frames}, {cfg.emb_dim}), got {tuple(frame_emb.shape)}"
+                )
+            # (B, 1, E) + (B, F, E) -> (B*F, E): each frame its own embedding
+            emb = (emb[:, None] + frame_emb.to(emb.dtype)).reshape(b * frames, -1)
 
         buckets = frame_mask = None
         if cfg.temporal and frames > 1:

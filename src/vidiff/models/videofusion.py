@@ -1,0 +1,432 @@
+"""VideoFusion's decomposed denoiser (Luo et al., CVPR 2023): a base generator and a residual one.
+
+The decomposed noise prior (`vidiff.priors.DecomposedPrior`) makes the noise of frame i
+e_i = sqrt(lambda_i) b_t + sqrt(1 - lambda_i) r^i_t (VideoFusion eq. 7), with a base noise b_t
+shared by all frames and the key frame k = floor(F/2) at lambda_k = 1, so that
+z^k_t = sqrt(abar_t) x^k + sqrt(1 - abar_t) b_t (eq. 11). The network matches the decomposition:
+
+1. the base generator, an image denoiser (a pretrained image model, e.g. a vidiff image U-Net or
+   one loaded from a diffusers `UNet2DModel` directory), estimates the base noise from the
+   noisy key frame alone, once per step for all frames: bhat_t = base(z^k_t, t) (eq. 11);
+2. the base noise is removed from every frame: z'^i_t = z^i_t - sqrt(1 - abar_t)
+   sqrt(lambda_i) bhat_t (section 3.3);
+3. the residual generator, smaller and conditioned on the frame index i, estimates the
+   residual noise from z'_t: rhat^i_t = residual(z'_t, t, i);
+4. the prediction is ehat_i = sqrt(lambda_i) bhat_t + sqrt(1 - lambda_i) rhat^i_t (eq. 7 with
+   the two estimates), so the key frame's prediction is bhat_t itself.
+
+`VideoFusion` is an ordinary vidiff denoiser (`model(x, t, **cond) -> eps`), so every sampler
+(`vidiff.sample`) and `vidiff.diffusion_loss` work with it unchanged; train and sample it with
+the same `DecomposedPrior` (same lambda and key frame).
+
+Frame-index conditioning: the residual generator is a video U-Net (`temporal=True`) wrapped in
+`FrameConditionedUNet`, which adds a learned embedding of each frame's index i to that frame's
+conditioning embedding (timestep + class + text), through `UNet.forward(frame_emb=...)`. Every
+residual block of frame i thus sees i, the way it sees t and the class label; the temporal
+attention, with its relative positions, relates the frames to each other. Any module with the
+signature `residual(z, t, *, frame_index, **cond)` can serve as residual generator.
+
+Checkpoint layout: `model.state_dict()` holds `base.*` (the image U-Net's own names, so
+`base.*` of a checkpoint is a loadable image U-Net) and `residual.unet.*` plus
+`residual.frame_embed.weight`; `model.config_dict()` is a JSON-safe dict from which
+`VideoFusion.from_config` rebuilds the same architecture (then load the state dict).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, fields
+from pathlib import Path
+
+import torch
+from torch import Tensor, nn
+
+from ..diffusion import Diffusion, DiffusionConfig
+from ..priors import DecomposedPrior
+from .config import UNetConfig
+from .diffusers_io import load_diffusers_unet2d
+from .presets import UNET_PRESETS, unet_config
+from .unet import UNet
+
+FORMAT = "vidiff-videofusion-1"
+DEFAULT_MAX_FRAMES = 64  # rows of the frame-index embedding: the longest clip it can condition
+
+
+class FrameConditionedUNet(nn.Module):
+    """A video U-Net conditioned on each frame's index: VideoFusion's residual generator.
+
+    A learned embedding of the index i (a table of `max_frames` rows, `nn.Embedding`'s N(0, 1)
+    init, like the class embedding) is added to the conditioning embedding of frame i.
+
+    >>> residual = FrameConditionedUNet(build_unet("tiny"))
+    >>> rhat = residual(z, t, frame_index=torch.arange(z.shape[2]))
+    """
+
+    def __init__(self, unet: UNet, max_frames: int = DEFAULT_MAX_FRAMES):
+        super().__init__()
+        if not isinstance(unet, UNet):
+            raise TypeError(f"FrameConditionedUNet needs a vidiff UNet, got {type(unet).__name__}")
+        if not isinstance(max_frames, int) or max_frames < 1:
+            raise ValueError(f"max_frames must be an integer >= 1, got {max_frames!r}")
+        self.unet = unet
+        self.max_frames = max_frames
+        self.frame_embed = nn.Embedding(max_frames, unet.config.emb_dim)
+
+    @property
+    def config(self) -> UNetConfig:
+        """The wrapped U-Net's config."""
+        return self.unet.config
+
+    def forward(
+        self, x: Tensor, t: Tensor, *, frame_index: Tensor | None = None, **cond
+    ) -> Tensor:
+        """x (B, C, F, H, W), t int64 (B,); frame_index int64 (F,) or (B, F), default 0..F-1."""
+        if x.ndim != 5:
+            raise ValueError(f"x must be (B, C, F, H, W), got {tuple(x.shape)}")
+        frames = x.shape[2]
+        if frame_index is None:
+            frame_index = torch.arange(frames)
+        if frame_index.shape[-1] != frames:
+            raise ValueError(
+                f"frame_index has {frame_index.shape[-1]} entries for {frames} frames"
+            )
+        # checked where it costs no device sync (a CPU index, as VideoFusion passes)
+        if frame_index.device.type == "cpu" and int(frame_index.max()) >= self.max_frames:
+            raise ValueError(
+                f"frame index {int(frame_index.max())} is beyond the "
+                f"{self.max_frames} frames of the frame embedding (max_frames)"
+            )
+        frame_emb = self.frame_embed(frame_index.to(x.device))  # (F, E) or (B, F, E)
+        return self.unet(x, t, frame_emb=frame_emb, **cond)
+
+
+class VideoFusion(nn.Module):
+    """VideoFusion's decomposed denoiser: eps-prediction from a base and a residual generator.
+
+    Args:
+        base: image denoiser `base(z (B, C, H, W), t, **cond) -> bhat (B, C, H, W)`, e.g. a
+            vidiff image U-Net (`temporal=False`) or `load_diffusers_unet2d(path, False)`.
+        residual: `residual(z (B, C, F, H, W), t, *, frame_index (F,), **cond) -> rhat`, e.g.
+            a `FrameConditionedUNet` (a plain vidiff video `UNet` is wrapped in one).
+        prior: the `DecomposedPrior` the model is trained and sampled with (lambda, key frame).
+        diffusion: the `Diffusion` (its abar_t removes the base noise); eps prediction only.
+        freeze_base: the base gets no gradient and stays in eval mode (no dropout).
+        condition_base: pass the conditioning (class_labels, text_emb, text_mask, cond_mask)
+            to the base too; False for an unconditional pretrained base.
+        detach_base: stop the gradient of bhat where it is removed from z_t (z'_t = z_t -
+            s sqrt(lambda) sg[bhat]): VideoFusion's loss (section 3.3) has a stop-gradient,
+            read here as this one. The base then learns from its own term sqrt(lambda_i) bhat
+            only; the residual generator's input is a constant to it. False: full backprop.
+    """
+
+    def __init__(
+        self,
+        base: nn.Module,
+        residual: nn.Module,
+        prior: DecomposedPrior,
+        diffusion: Diffusion,
+        *,
+        freeze_base: bool = False,
+        condition_base: bool = True,
+        detach_base: bool = True,
+    ):
+        super().__init__()
+        if not isinstance(prior, DecomposedPrior):
+            raise TypeError(f"VideoFusion needs the decomposed noise prior, got {prior!r}")
+        if not isinstance(diffusion, Diffusion):
+            raise TypeError(f"diffusion must be a vidiff Diffusion, got {diffusion!r}")
+        if diffusion.prediction != "eps":
+            raise ValueError(
+                f"VideoFusion predicts eps (it decomposes the noise), but the diffusion "
+                f"predicts {diffusion.prediction!r}; use Diffusion(prediction='eps')"
+            )
+        if isinstance(base, UNet) and base.config.temporal:
+            raise ValueError(
+                "the base generator must be an image U-Net (temporal=False); "
+                "build it with temporal=False or load_diffusers_unet2d(path, False)"
+            )
+        if isinstance(residual, UNet):
+            residual = FrameConditionedUNet(residual)
+        self.base = base
+        self.residual = residual
+        self.prior = prior
+        self.diffusion = diffusion
+        self.condition_base = bool(condition_base)
+        self.detach_base = bool(detach_base)
+        self.base_frozen = False
+        self.freeze_base(freeze_base)
+
+    # -- training helpers ----------------------------------------------------------------
+    def freeze_base(self, frozen: bool = True) -> VideoFusion:
+        """Freeze (or unfreeze) the base generator: no gradient, eval mode while frozen."""
+        self.base_frozen = bool(frozen)
+        self.base.requires_grad_(not self.base_frozen)
+        self.base.train(self.training and not self.base_frozen)
+        return self
+
+    def train(self, mode: bool = True) -> VideoFusion:
+        """Like `nn.Module.train`, but a frozen base stays in eval mode."""
+        super().train(mode)
+        if self.base_frozen:
+            self.base.eval()
+        return self
+
+    def param_groups(self, lr: float, base_lr: float, weight_decay: float = 0.0) -> list[dict]:
+        """Optimizer groups: the residual generator at `lr`, the base generator at `base_lr`.
+
+        VideoFusion trains the residual generator from scratch and fine-tunes the pretrained
+        base with a small learning rate. Each generator gets two groups, weight-decayed
+        matrices and undecayed vectors (biases, norms), each named ("residual", "residual/
+        no_decay", "base", "base/no_decay") under the key "name"; parameters without
+        requires_grad (a frozen base) and empty groups are left out.
+
+        >>> opt = torch.optim.AdamW(model.param_groups(lr=1e-4, base_lr=1e-5))
+        """
+        groups = []
+        for name, module, group_lr in (
+            ("residual", self.residual, lr),
+            ("base", self.base, base_lr),
+        ):
+            decay, no_decay = _split_decay(module.parameters())
+            for suffix, params, wd in (("", decay, weight_decay), ("/no_decay", no_decay, 0.0)):
+                if params:
+                    groups.append(
+                        {
+                            "params": params,
+                            "lr": group_lr,
+                            "weight_decay": wd,
+                            "name": name + suffix,
+                        }
+                    )
+        return groups
+
+    # -- the denoiser --------------------------------------------------------------------
+    def frame_lambdas(self, frames: int, num_images: int = 0) -> Tensor:
+        """lambda_i (float64 (F,)) of the F = video + `num_images` frames; images get 0."""
+        video = frames - num_images
+        if not 0 <= num_images < frames:
+            raise ValueError(
+                f"num_images must be in [0, {frames - 1}] for {frames} frames, "
+                f"got {num_images} (the video part needs a key frame)"
+            )
+        lam = self.prior.lambdas(video)  # lambda_k = 1 at the key frame
+        # joint image+video batches: the images' noise is independent, all residual
+        return torch.cat([lam, torch.zeros(num_images, dtype=torch.float64)])
+
+    def forward(
+        self,
+        x: Tensor,
+        t: Tensor,
+        *,
+        class_labels: Tensor | None = None,
+        text_emb: Tensor | None = None,
+        text_mask: Tensor | None = None,
+        cond_mask: Tensor | None = None,
+        num_images: int = 0,
+    ) -> Tensor:
+        """The eps prediction for x_t (B, C, F, H, W) at int64 timesteps t (B,).
+
+        A (B, C, H, W) image is a one-frame clip, its own key frame: the base alone predicts
+        it. With `num_images` = K the last K frames are independent images (lambda 0).
+        """
+        cond = {
+            "class_labels": class_labels,
+            "text_emb": text_emb,
+            "text_mask": text_mask,
+            "cond_mask": cond_mask,
+        }
+        cond = {k: v for k, v in cond.items() if v is not None}
+        base_cond = cond if self.condition_base else {}
+        if x.ndim == 4:
+            return self._base(x, t, base_cond)
+        if x.ndim != 5:
+            raise ValueError(f"x must be (B, C, F, H, W) or (B, C, H, W), got {tuple(x.shape)}")
+        frames = x.shape[2]
+        lam = self.frame_lambdas(frames, num_images).to(device=x.device, dtype=x.dtype)
+        root_lam = lam.sqrt().view(1, 1, frames, 1, 1)  # sqrt(lambda_i)
+        root_res = (1 - lam).sqrt().view(1, 1, frames, 1, 1)  # sqrt(1 - lambda_i)
+        k = self.prior.key_index(frames - num_images)
+        _, sigma = self.diffusion.alpha_sigma(t, x)  # sqrt(1 - abar_t), (B, 1, 1, 1, 1)
+
+        # VideoFusion eq. 11: z^k_t = sqrt(abar_t) x^k + sqrt(1 - abar_t) b_t, so the base
+        # generator estimates b_t from the key frame alone, once for all frames
+        bhat = self._base(x[:, :, k], t, base_cond)[:, :, None]  # (B, C, 1, H, W)
+        removed = bhat.detach() if self.detach_base else bhat
+        # section 3.3, remove the base noise: z'^i_t = z^i_t - s_t sqrt(lambda_i) bhat_t
+        z_prime = x - sigma * root_lam * removed  # (B, C, F, H, W)
+        # the residual generator, conditioned on the frame index i, estimates r^i_t
+        index = torch.arange(frames)  # (F,) on the CPU: the residual moves it
+        extra = {"num_images": num_images} if num_images else {}
+        rhat = self.residual(z_prime, t, frame_index=index, **cond, **extra)
+        # eq. 7 with the estimates: ehat_i = sqrt(lambda_i) bhat_t + sqrt(1 - lambda_i) rhat^i_t
+        return root_lam * bhat + root_res * rhat
+
+    def _base(self, z: Tensor, t: Tensor, cond: dict) -> Tensor:
+        if self.base_frozen:
+            with torch.no_grad():
+                return self.base(z, t, **cond)
+        return self.base(z, t, **cond)
+
+    # -- config --------------------------------------------------------------------------
+    def config_dict(self) -> dict:
+        """A JSON-safe description of the architecture, for `VideoFusion.from_config`.
+
+        Needs a vidiff image `UNet` as base and a `FrameConditionedUNet` as residual (what
+        `build_videofusion` makes; a diffusers base is a vidiff image UNet once loaded).
+        """
+        if not isinstance(self.base, UNet) or not isinstance(self.residual, FrameConditionedUNet):
+            raise TypeError(
+                "config_dict needs a vidiff image UNet as base and a "
+                "FrameConditionedUNet as residual generator"
+            )
+        params = self.prior.params()
+        lam = params["lam"]
+        return {
+            "format": FORMAT,
+            "base": {"unet": _config_to_dict(self.base.config)},
+            "residual": {
+                "unet": _config_to_dict(self.residual.config),
+                "max_frames": self.residual.max_frames,
+            },
+            "prior": {
+                "lam": lam if isinstance(lam, float) else list(lam),
+                "key_frame": params["key_frame"],
+            },
+            "diffusion": self.diffusion.to_dict(),
+            "freeze_base": self.base_frozen,
+            "condition_base": self.condition_base,
+            "detach_base": self.detach_base,
+        }
+
+    @classmethod
+    def from_config(cls, config: dict) -> VideoFusion:
+        """A freshly initialized VideoFusion of the architecture `config_dict()` described;
+        load the weights with `load_state_dict`."""
+        if config.get("format") != FORMAT:
+            raise ValueError(
+                f"not a VideoFusion config (format {config.get('format')!r}, expected {FORMAT!r})"
+            )
+        base = UNet(_config_from_dict(config["base"]["unet"]))
+        res = config["residual"]
+        residual = FrameConditionedUNet(
+            UNet(_config_from_dict(res["unet"])), int(res.get("max_frames", DEFAULT_MAX_FRAMES))
+        )
+        prior = DecomposedPrior(**config["prior"])
+        diffusion = Diffusion.from_config(DiffusionConfig(**config["diffusion"]))
+        return cls(
+            base,
+            residual,
+            prior,
+            diffusion,
+            freeze_base=bool(config.get("freeze_base", False)),
+            condition_base=bool(config.get("condition_base", True)),
+            detach_base=bool(config.get("detach_base", True)),
+        )
+
+    def extra_repr(self) -> str:
+        return (
+            f"prior={self.prior!r}, diffusion={self.diffusion!r}, "
+            f"base_frozen={self.base_frozen}, condition_base={self.condition_base}"
+        )
+
+
+def param_groups(
+    model: VideoFusion, lr: float, base_lr: float, weight_decay: float = 0.0
+) -> list[dict]:
+    """`model.param_groups(lr, base_lr, weight_decay)`: the base at its own learning rate."""
+    return model.param_groups(lr, base_lr, weight_decay)
+
+
+def build_videofusion(
+    base: str | Path | UNetConfig | nn.Module,
+    residual: str | UNetConfig | nn.Module = "small",
+    *,
+    lam: float | Sequence[float] = 0.5,
+    key_frame: int | None = None,
+    diffusion: Diffusion | None = None,
+    max_frames: int = DEFAULT_MAX_FRAMES,
+    freeze_base: bool = False,
+    condition_base: bool = True,
+    detach_base: bool = True,
+    base_overrides: dict | None = None,
+    **residual_overrides,
+) -> VideoFusion:
+    """A VideoFusion model from presets, configs, modules or a diffusers directory.
+
+    Args:
+        base: a diffusers `UNet2DModel` directory (a `Path`, or a string naming an existing
+            directory and no preset), a preset name or `UNetConfig` (built as an image U-Net,
+            temporal=False, with `base_overrides`), or a ready image denoiser module.
+        residual: a preset name or `UNetConfig` (built as a video U-Net, temporal=True, with
+            the base's channels and conditioning unless `residual_overrides` say otherwise),
+            a vidiff video `UNet`, or any module with the residual generator's signature.
+        lam, key_frame: the decomposed prior's lambda (scalar or per frame) and key frame.
+        diffusion: default `Diffusion()` (linear, T=1000, eps).
+        max_frames: frames the frame-index embedding covers.
+
+    >>> model = build_videofusion("ddpm-cifar10", "small", lam=0.5)
+    >>> model = build_videofusion(Path("ddpm-cifar10-32/"), "tiny", base_overrides={"dropout": 0})
+    """
+    base_overrides = dict(base_overrides or {})
+    named_dir = isinstance(base, str) and base not in UNET_PRESETS and Path(base).is_dir()
+    if isinstance(base, Path) or named_dir:
+        base = load_diffusers_unet2d(base, temporal=False, **base_overrides).train()
+    elif isinstance(base, (str, UNetConfig)):
+        base = UNet(unet_config(base, **{"temporal": False, **base_overrides}))
+    elif base_overrides:
+        raise ValueError("base_overrides apply only to a base built here (preset, config, path)")
+    if isinstance(residual, (str, UNetConfig)):
+        overrides = {"temporal": True}
+        if isinstance(base, UNet):
+            bc = base.config
+            overrides.update(
+                in_channels=bc.in_channels,
+                out_channels=bc.out_channels,
+                num_classes=bc.num_classes,
+                text_dim=bc.text_dim,
+            )
+        overrides.update(residual_overrides)
+        residual = FrameConditionedUNet(UNet(unet_config(residual, **overrides)), max_frames)
+    elif residual_overrides:
+        raise ValueError("residual overrides apply only to a residual built from a preset")
+    elif isinstance(residual, UNet):
+        residual = FrameConditionedUNet(residual, max_frames)
+    prior = DecomposedPrior(lam, key_frame)
+    return VideoFusion(
+        base,
+        residual,
+        prior,
+        diffusion or Diffusion(),
+        freeze_base=freeze_base,
+        condition_base=condition_base,
+        detach_base=detach_base,
+    )
+
+
+# -- helpers --------------------------------------------------------------------------------
+def _split_decay(params: Iterable[nn.Parameter]) -> tuple[list, list]:
+    decay, no_decay = [], []
+    for p in params:
+        if p.requires_grad:
+            (decay if p.ndim >= 2 else no_decay).append(p)
+    return decay, no_decay
+
+
+def _config_to_dict(config: UNetConfig) -> dict:
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(config).items()}
+
+
+def _config_from_dict(data: dict) -> UNetConfig:
+    names = {f.name for f in fields(UNetConfig)}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        raise ValueError(f"unknown UNetConfig fields in a VideoFusion config: {unknown}")
+    return UNetConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in data.items()})
+
+
+__all__ = [
+    "FrameConditionedUNet",
+    "VideoFusion",
+    "build_videofusion",
+    "param_groups",
+]
