@@ -131,7 +131,7 @@ def _check_alpha(alpha: float) -> float:
 
 @PRIORS.register("mixed")
 class MixedPrior(NoisePrior):
-    """PYoCo's mixed prior (Ge et al. 2023, eq. 3): a shared noise plus per-frame noise.
+    """PYoCo's mixed noise model (Ge et al. 2023, section 3.2): shared plus per-frame noise.
 
     e_shared ~ N(0, a2/(1+a2) I), e_i = e_shared + n_i, n_i ~ N(0, 1/(1+a2) I), a2 = alpha^2;
     corr(e_i, e_j) = a2/(1+a2) for i != j.
@@ -150,7 +150,7 @@ class MixedPrior(NoisePrior):
         b, c, f, h, w = shape
         shared = torch.randn((b, c, 1, h, w), generator=generator, device=device, dtype=dtype)
         own = torch.randn(shape, generator=generator, device=device, dtype=dtype)
-        # PYoCo eq. 3: e_i = e_shared + e_ind_i, variances a2/(1+a2) and 1/(1+a2)
+        # PYoCo mixed model: e_i = e_shared + e_ind_i, variances a2/(1+a2) and 1/(1+a2)
         return shared * math.sqrt(a2 / (1 + a2)) + own * math.sqrt(1 / (1 + a2))
 
     def _video_covariance(self, frames):
@@ -161,7 +161,7 @@ class MixedPrior(NoisePrior):
 
 @PRIORS.register("progressive")
 class ProgressivePrior(NoisePrior):
-    """PYoCo's progressive prior (Ge et al. 2023, eq. 4): an AR(1) process over frames.
+    """PYoCo's progressive noise model (Ge et al. 2023, section 3.2): AR(1) over frames.
 
     e_0 ~ N(0, I); e_i = alpha/sqrt(1+a2) e_{i-1} + n_i, n_i ~ N(0, 1/(1+a2) I);
     corr(e_i, e_j) = (alpha/sqrt(1+a2))^|i-j|.
@@ -181,7 +181,7 @@ class ProgressivePrior(NoisePrior):
         n = torch.randn(shape, generator=generator, device=device, dtype=dtype)
         frames = [n[:, :, 0]]  # e_0 = n_0 ~ N(0, I); each (B, C, H, W)
         for i in range(1, shape[2]):
-            frames.append(frames[-1] * rho + n[:, :, i] * sd)  # PYoCo eq. 4
+            frames.append(frames[-1] * rho + n[:, :, i] * sd)  # PYoCo progressive model
         return torch.stack(frames, dim=2)  # (B, C, F, H, W)
 
     def _video_covariance(self, frames):
@@ -192,7 +192,7 @@ class ProgressivePrior(NoisePrior):
 
 @PRIORS.register("decomposed")
 class DecomposedPrior(NoisePrior):
-    """VideoFusion's decomposed noise (Luo et al. 2023, eq. 4): base noise plus residual noise.
+    """VideoFusion's decomposed noise (Luo et al. 2023, eq. 7): base plus residual noise.
 
     e_i = sqrt(lambda_i) b + sqrt(1 - lambda_i) r_i with b, r_i ~ N(0, I); the key frame
     k = floor(F/2) (or `key_frame`) has lambda_k = 1, so its noise is the base noise itself.
@@ -240,7 +240,7 @@ class DecomposedPrior(NoisePrior):
         lam = self.lambdas(f).to(device=device, dtype=dtype).view(1, 1, f, 1, 1)
         base = torch.randn((b, c, 1, h, w), generator=generator, device=device, dtype=dtype)
         resid = torch.randn(shape, generator=generator, device=device, dtype=dtype)
-        return lam.sqrt() * base + (1 - lam).sqrt() * resid  # VideoFusion eq. 4
+        return lam.sqrt() * base + (1 - lam).sqrt() * resid  # VideoFusion eq. 7
 
     def _video_covariance(self, frames):
         root = self.lambdas(frames).sqrt()
