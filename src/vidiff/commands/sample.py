@@ -1,0 +1,138 @@
+"""Sample videos from a trained checkpoint.
+
+CHECKPOINT is a run folder (its newest checkpoint), a checkpoint folder
+(runs/x/checkpoints/step_*) or one of its .safetensors files. The output format follows the
+suffix of --out: .mp4 / .webm / .gif (the videos tiled into one grid video), .png (a contact
+sheet: one row per video, frames left to right) or .npy (the exact uint8 frames, shaped
+(N, F, H, W, C)).
+
+Examples:
+  vidiff sample runs/balls --out balls.mp4 --num 16
+  vidiff sample runs/balls --out sheet.png --sampler dpmpp_2m --steps 20 --seed 3
+  vidiff sample runs/cond --class "two red balls" --guidance-scale 3 --out red.gif
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+NAME = "sample"
+HELP = "sample videos from a checkpoint to mp4, gif, png or npy"
+
+
+class _Formatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
+    """Keep the examples' line breaks and show defaults."""
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.formatter_class = _Formatter
+    parser.add_argument("checkpoint", help="run folder, checkpoint folder or .safetensors file")
+    parser.add_argument("-o", "--out", default="samples.mp4",
+                        help="output file; format by suffix: .mp4, .webm, .gif, .png, .npy")
+    parser.add_argument("-n", "--num", type=int, default=8, help="number of videos")
+    parser.add_argument("--sampler", default=None,
+                        help="ddpm, ddim or dpmpp_2m (None: the run's train.sampler)")
+    parser.add_argument("--steps", type=int, default=None,
+                        help="sampler steps (None: the run's train.sample_steps)")
+    parser.add_argument("--eta", type=float, default=None,
+                        help="DDIM eta (stochasticity; None: 0)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the noise")
+    parser.add_argument("--class", dest="class_", metavar="LABEL", default=None,
+                        help="class-conditional models: a class index or name, or a comma "
+                             "list cycled over the videos (None: all classes in turn)")
+    parser.add_argument("--caption", default=None,
+                        help="text-conditional models: the caption (None: the class names)")
+    parser.add_argument("--guidance-scale", type=float, default=1.0,
+                        help="classifier-free guidance scale for conditional models (1: none)")
+    parser.add_argument("--weights", choices=("ema", "model"), default="ema",
+                        help="which weights: the EMA or the raw trained ones")
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    parser.add_argument("--fps", type=float, default=8, help="frame rate of mp4/gif")
+    parser.add_argument("--threads", type=int, default=0,
+                        help="torch CPU threads (0: the cores not already busy)")
+
+
+def _labels(text: str, names: list[str], num_classes: int) -> list[int]:
+    from vidiff.cli import CommandError
+
+    labels = []
+    for part in [p.strip() for p in text.split(",") if p.strip()]:
+        if part.lstrip("-").isdigit():
+            label = int(part)
+        elif part in names:
+            label = names.index(part)
+        else:
+            known = ", ".join(repr(n) for n in names[:12])
+            raise CommandError(f"--class {part!r} is neither a class index in [0, "
+                               f"{num_classes}) nor a class name; names: {known}")
+        if not 0 <= label < num_classes:
+            raise CommandError(f"--class {label} is out of range: the model has "
+                               f"{num_classes} classes (0..{num_classes - 1})")
+        labels.append(label)
+    return labels
+
+
+def run(args: argparse.Namespace) -> int:
+    import torch
+
+    from vidiff.checkpoint import CheckpointError
+    from vidiff.cli import CommandError
+    from vidiff.io import WRITE_SUFFIXES, write_video
+    from vidiff.samplers import SAMPLERS
+    from vidiff.train.config import RunConfig
+    from vidiff.train.sampling import load_model, sample_videos
+
+    out = Path(args.out)
+    if out.suffix.lower() not in WRITE_SUFFIXES:
+        raise CommandError(f"--out {args.out!r}: unknown suffix {out.suffix!r}; use one of "
+                           f"{', '.join(WRITE_SUFFIXES)}")
+    if args.num < 1:
+        raise CommandError(f"--num must be >= 1, got {args.num}")
+    if args.steps is not None and args.steps < 1:
+        raise CommandError(f"--steps must be >= 1, got {args.steps}")
+    from vidiff.train.trainer import auto_threads
+
+    torch.set_num_threads(args.threads if args.threads > 0 else auto_threads())
+    device = args.device
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    elif device.startswith("cuda") and not torch.cuda.is_available():
+        raise CommandError("--device cuda: torch sees no CUDA device; use --device cpu")
+    try:
+        model, info = load_model(args.checkpoint, args.weights, device)
+    except (CheckpointError, ValueError) as err:
+        raise CommandError(str(err)) from None
+    config = RunConfig.from_dict(info.checkpoint.config)
+    sampler = args.sampler or config.train.sampler
+    if sampler not in SAMPLERS:
+        raise CommandError(f"--sampler {sampler!r} is unknown; choose one of "
+                           f"{', '.join(SAMPLERS.names())}")
+    if args.eta is not None and sampler != "ddim":
+        raise CommandError("--eta applies to --sampler ddim only")
+    num_classes = info.unet_config.num_classes
+    labels = None
+    if args.class_ is not None:
+        if num_classes is None:
+            raise CommandError("--class: this model is not class-conditional (it was trained "
+                               "without data.use_labels)")
+        labels = _labels(args.class_, info.class_names, num_classes)
+    if args.caption is not None and info.text_encoder is None:
+        raise CommandError("--caption: this model is not text-conditional (it was trained "
+                           "without data.use_captions)")
+    captions = [args.caption] if args.caption is not None else (info.class_names or None)
+    if args.guidance_scale != 1.0 and num_classes is None and info.text_encoder is None:
+        raise CommandError("--guidance-scale needs a conditional model (class or caption)")
+    steps = args.steps or config.train.sample_steps
+    videos = sample_videos(
+        model, info.diffusion, info.prior, count=args.num, channels=info.channels,
+        frames=info.frames, size=info.size, sampler=sampler, steps=steps, eta=args.eta,
+        seed=args.seed, device=device, labels=labels, num_classes=num_classes,
+        captions=captions, text_encoder=info.text_encoder, guidance_scale=args.guidance_scale,
+        progress=True,
+    )
+    write_video(out, videos.cpu(), fps=args.fps)
+    print(f"wrote {out} ({args.num} videos of {info.frames}x{info.size}x{info.size}, "
+          f"{sampler} {steps} steps, step-{info.checkpoint.step} {args.weights} weights)")
+    return 0
+

@@ -1,0 +1,55 @@
+"""Training: run configs, the trainer (single process or DDP), sampling from checkpoints.
+
+>>> from vidiff.train import load_run_config, train
+>>> config = load_run_config("configs/balls.toml", ["train.steps=200", "train.out=runs/x"])
+>>> result = train(config)          # checkpoints in runs/x/checkpoints, samples in runs/x/samples
+
+Launch on several GPUs or nodes with ``torchrun --nproc_per_node N -m vidiff train ...``.
+"""
+
+from vidiff.config_io import ConfigError
+from vidiff.train.config import (
+    DataConfig,
+    ModelConfig,
+    PriorConfig,
+    RunConfig,
+    TrainConfig,
+    load_run_config,
+)
+from vidiff.train.data import JointVideoDataset, ShardedOrder, build_dataset
+from vidiff.train.ema import EMA
+from vidiff.train.sampling import LoadedModel, guided, load_model, sample_videos
+from vidiff.train.schedule import WarmupSchedule
+from vidiff.train.text import HashTextEncoder
+from vidiff.train.trainer import (
+    NonFiniteLossError,
+    Trainer,
+    TrainResult,
+    resolve_unet_config,
+    train,
+)
+
+__all__ = [
+    "EMA",
+    "ConfigError",
+    "DataConfig",
+    "HashTextEncoder",
+    "JointVideoDataset",
+    "LoadedModel",
+    "ModelConfig",
+    "NonFiniteLossError",
+    "PriorConfig",
+    "RunConfig",
+    "ShardedOrder",
+    "TrainConfig",
+    "TrainResult",
+    "Trainer",
+    "WarmupSchedule",
+    "build_dataset",
+    "guided",
+    "load_model",
+    "load_run_config",
+    "resolve_unet_config",
+    "sample_videos",
+    "train",
+]

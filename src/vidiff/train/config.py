@@ -1,0 +1,219 @@
+"""`RunConfig`: everything a training run needs, every default in one place.
+
+A run config has six sections, each a dataclass with a comment per field:
+
+| section     | class            | what                                                         |
+|-------------|------------------|--------------------------------------------------------------|
+| data        | `DataConfig`     | the videos: source, clip shape, batch, joint image training  |
+| model       | `ModelConfig`    | the U-Net: a preset plus `UNetConfig` overrides              |
+| diffusion   | `DiffusionConfig`| schedule, T, prediction type (from `vidiff.diffusion`)       |
+| prior       | `PriorConfig`    | the noise prior: name and parameters                         |
+| loss        | `LossConfig`     | loss weighting (from `vidiff.losses`)                        |
+| train       | `TrainConfig`    | optimizer, schedule, EMA, precision, logging, checkpoints    |
+
+The defaults train a small model on the built-in bouncing balls on a CPU in minutes
+(`vidiff train --out runs/balls`). Load a file with `load_run_config(path, overrides)`.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from vidiff.config_io import (
+    ConfigError,
+    apply_overrides,
+    config_from_dict,
+    config_to_dict,
+    load_config_file,
+)
+from vidiff.diffusion import PREDICTIONS, DiffusionConfig
+from vidiff.losses import WEIGHTINGS, LossConfig
+
+__all__ = [
+    "DataConfig",
+    "ModelConfig",
+    "PriorConfig",
+    "RunConfig",
+    "TrainConfig",
+    "load_run_config",
+]
+
+DATA_SOURCES = ("bouncing_balls", "moving_shapes", "folder")
+PRECISIONS = ("fp32", "bf16", "fp16")
+LR_SCHEDULES = ("constant", "cosine")
+
+
+@dataclass
+class DataConfig:
+    """The training videos."""
+
+    source: str = "bouncing_balls"  # bouncing_balls | moving_shapes | folder
+    path: str | None = None  # the folder of videos (source = "folder"), searched recursively
+    frames: int = 8  # frames per clip (F)
+    size: int = 24  # frame height and width in pixels (a multiple of 2^(U-Net levels - 1))
+    stride: int = 1  # folder: take every stride-th frame (exclusive with fps)
+    fps: float | None = None  # folder: resample clips to this frame rate instead of a stride
+    num_videos: int = 10_000  # synthetic: dataset length (item i depends on (seed, i) only)
+    seed: int = 0  # dataset seed (synthetic clips; folder crops and clip offsets)
+    num_images: int = 0  # K: independent images (frames of other videos) per video (VDM)
+    batch_size: int = 8  # videos per process and micro-step (global: x processes x accum)
+    workers: int = 0  # DataLoader worker processes (0: load in the training process)
+    use_labels: bool = False  # class-conditional: the model gets the items' class labels
+    use_captions: bool = False  # text-conditional: captions through the hash text encoder
+    text_dim: int = 64  # width of the hash text encoder's token embeddings
+    max_tokens: int = 16  # captions are cut to this many words
+    options: dict = field(default_factory=dict)  # more dataset keywords (e.g. max_balls = 2)
+
+
+@dataclass
+class ModelConfig:
+    """The denoising network: a `vidiff.models` preset with `UNetConfig` overrides."""
+
+    preset: str = "tiny"  # tiny | small | base | vdm-matched | ddpm-cifar10 | vdm-ucf101
+    overrides: dict = field(default_factory=dict)  # UNetConfig fields, e.g. model_channels = 32
+
+
+@dataclass
+class PriorConfig:
+    """The noise prior (`vidiff.noise_prior(name, **params)`)."""
+
+    # independent | mixed | progressive | decomposed. PYoCo's progressive (AR) noise is the
+    # default: frames that share their noise come out far more consistent after short training
+    name: str = "progressive"
+    params: dict = field(default_factory=dict)  # e.g. alpha = 2.0 (progressive), lam = 0.5
+
+
+@dataclass
+class TrainConfig:
+    """Optimization, logging and checkpointing."""
+
+    out: str = "runs/default"  # output folder: log.jsonl, checkpoints/, samples/
+    steps: int = 1000  # optimizer steps
+    lr: float = 1e-3  # peak learning rate (AdamW)
+    lr_schedule: str = "cosine"  # after warmup: constant | cosine (down to min_lr_ratio * lr)
+    min_lr_ratio: float = 0.1  # cosine: the final learning rate as a fraction of lr
+    warmup: int = 100  # linear warmup steps from 0 to lr
+    weight_decay: float = 0.0  # AdamW decoupled weight decay
+    betas: tuple[float, float] = (0.9, 0.999)  # AdamW betas
+    grad_clip: float = 1.0  # clip the global gradient norm to this (0: no clipping)
+    grad_accum: int = 1  # micro-steps whose gradients add up to one optimizer step
+    ema_decay: float = 0.995  # EMA decay of the weights (samples use the EMA weights)
+    ema_start: int = 0  # EMA copies the weights until this step, then averages
+    ema_warmup: bool = True  # decay min(ema_decay, (1 + n) / (10 + n)), n steps since start
+    precision: str = "fp32"  # fp32 | bf16 | fp16 autocast (fp16 only on CUDA, with GradScaler)
+    cond_drop_prob: float = 0.1  # condition dropout for classifier-free guidance (if conditional)
+    seed: int = 0  # seed of the model init, noise, timesteps and condition dropout
+    device: str = "auto"  # auto (cuda if available) | cpu | cuda | cuda:N
+    threads: int = 0  # torch CPU threads (0: the idle cores / processes on this node)
+    compile: bool = False  # torch.compile the model
+    log_every: int = 25  # steps between log lines (log.jsonl, TensorBoard, progress bar)
+    tensorboard: bool = True  # also log to TensorBoard when it is installed
+    progress: bool = True  # show a tqdm progress bar (rank 0)
+    sample_every: int = 0  # steps between sample videos (0: only at the end)
+    sample_count: int = 8  # videos per sample grid
+    sampler: str = "ddim"  # ddpm | ddim | dpmpp_2m
+    sample_steps: int = 50  # sampler steps
+    sample_seed: int = 0  # seed of the sample noise (the same noise at every interval)
+    ckpt_every: int = 500  # steps between checkpoints (and one at the end; 0: only the end)
+    keep_checkpoints: int = 2  # keep the newest N checkpoints
+    resume: str = "auto"  # auto: from the newest checkpoint in out | never | a checkpoint path
+
+
+@dataclass
+class RunConfig:
+    """A whole training run: data, model, diffusion, prior, loss and training."""
+
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    # v-prediction on the cosine schedule: on small models and short runs its samples are far
+    # cleaner than DDPM's eps/linear (DiffusionConfig's own defaults, DDPM's choice)
+    diffusion: DiffusionConfig = field(
+        default_factory=lambda: DiffusionConfig(schedule="cosine", prediction="v")
+    )
+    prior: PriorConfig = field(default_factory=PriorConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def to_dict(self) -> dict:
+        """Plain nested dict (JSON-ready)."""
+        return config_to_dict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> RunConfig:
+        """From a nested dict; unknown keys and bad values raise `ConfigError`."""
+        return validate(config_from_dict(cls, data))
+
+
+def _choice(key: str, value, valid) -> None:
+    if value not in valid:
+        raise ConfigError(f"{key} = {value!r} is not valid; choose one of {', '.join(valid)}")
+
+
+def _positive(key: str, value, minimum=1) -> None:
+    if value < minimum:
+        raise ConfigError(f"{key} = {value!r} must be >= {minimum}")
+
+
+def validate(config: RunConfig) -> RunConfig:
+    """Check values that a type alone cannot (choices, ranges); returns `config`."""
+    from vidiff.models import UNET_PRESETS
+    from vidiff.priors import PRIORS
+    from vidiff.samplers import SAMPLERS
+
+    d, t = config.data, config.train
+    _choice("data.source", d.source, DATA_SOURCES)
+    if d.source == "folder" and not d.path:
+        raise ConfigError('data.source = "folder" needs data.path, the folder of videos')
+    for key in ("frames", "size", "stride", "batch_size", "text_dim", "max_tokens"):
+        _positive(f"data.{key}", getattr(d, key))
+    for key in ("num_videos", "num_images", "workers", "seed"):
+        _positive(f"data.{key}", getattr(d, key), 0)
+    if d.fps is not None and d.fps <= 0:
+        raise ConfigError(f"data.fps = {d.fps} must be > 0 (or none)")
+    _choice("model.preset", config.model.preset, UNET_PRESETS.names())
+    _choice("diffusion.prediction", config.diffusion.prediction, PREDICTIONS)
+    _positive("diffusion.timesteps", config.diffusion.timesteps, 2)
+    _choice("prior.name", config.prior.name, PRIORS.names())
+    _choice("loss.weighting", config.loss.weighting, WEIGHTINGS)
+    _choice("train.precision", t.precision, PRECISIONS)
+    _choice("train.lr_schedule", t.lr_schedule, LR_SCHEDULES)
+    _choice("train.sampler", t.sampler, SAMPLERS.names())
+    for key in ("steps", "grad_accum", "sample_count", "sample_steps", "keep_checkpoints"):
+        _positive(f"train.{key}", getattr(t, key))
+    for key in ("warmup", "ema_start", "threads", "log_every", "sample_every", "ckpt_every"):
+        _positive(f"train.{key}", getattr(t, key), 0)
+    if not t.lr > 0:
+        raise ConfigError(f"train.lr = {t.lr} must be > 0")
+    if not 0 <= t.ema_decay < 1:
+        raise ConfigError(f"train.ema_decay = {t.ema_decay} must be in [0, 1)")
+    if not 0 <= t.cond_drop_prob <= 1:
+        raise ConfigError(f"train.cond_drop_prob = {t.cond_drop_prob} must be in [0, 1]")
+    if not 0 <= t.min_lr_ratio <= 1:
+        raise ConfigError(f"train.min_lr_ratio = {t.min_lr_ratio} must be in [0, 1]")
+    if t.grad_clip < 0 or t.weight_decay < 0:
+        raise ConfigError("train.grad_clip and train.weight_decay must be >= 0")
+    return config
+
+
+def load_run_config(
+    path: str | os.PathLike | None = None,
+    overrides: list[str] | tuple[str, ...] = (),
+    base: RunConfig | dict | None = None,
+) -> RunConfig:
+    """A `RunConfig`: `base` (default: the defaults), then the file at `path` (TOML, JSON or
+    YAML), then `overrides` such as ``["train.lr=1e-4", "data.frames=16"]``."""
+    if isinstance(base, dict):
+        base = RunConfig.from_dict(base)
+    data = (base or RunConfig()).to_dict()
+    if path is not None:
+        loaded = load_config_file(Path(path))
+        for section, values in loaded.items():
+            if section not in data:
+                config_from_dict(RunConfig, {section: values})  # raises the unknown-key error
+            if not isinstance(values, dict):
+                raise ConfigError(f"{section}: expected a table [{section}], got {values!r}")
+            data[section].update(values)
+    config = config_from_dict(RunConfig, data)
+    return validate(apply_overrides(config, overrides))

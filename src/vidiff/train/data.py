@@ -1,0 +1,162 @@
+"""Training data: the dataset of a `DataConfig`, a deterministic sharded order, joint batches.
+
+The order of the items is a pure function of ``(seed, position)``: epoch ``e`` visits the
+videos in the permutation drawn from a generator seeded with ``(seed, e)``, and the global
+position of micro-step ``s`` is ``s * global_batch``. Rank ``r`` of ``W`` loads the slice
+``[r * B, (r + 1) * B)`` of each global micro-batch (``B`` = per-rank batch), so
+
+- the union over ranks of a micro-step's items is the single-process batch of size ``W * B``;
+- resuming at step ``s`` needs nothing but ``s``: no sampler state, any number of workers.
+
+With ``num_images = K`` each video gets ``K`` single frames appended along the frame axis,
+drawn from an independent stream over all frames of all videos (`FramesAsImages`), so they
+come from other videos (VDM's joint image-video training); the model and the prior get
+``num_images = K``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from vidiff.config_io import ConfigError
+from vidiff.train.config import DataConfig
+
+__all__ = ["JointVideoDataset", "ShardedOrder", "build_dataset", "make_loader"]
+
+
+def _seeded(*keys: int) -> torch.Generator:
+    state = np.random.SeedSequence(list(keys)).generate_state(1, dtype=np.uint64)[0]
+    return torch.Generator().manual_seed(int(state))
+
+
+def build_dataset(config: DataConfig) -> Dataset:
+    """The video dataset of `config` (synthetic by name, or a folder of videos)."""
+    opts = dict(config.options)
+    if config.source in ("bouncing_balls", "moving_shapes"):
+        from vidiff.data import make_synthetic
+
+        kwargs = {"frames": config.frames, "size": config.size, "seed": config.seed,
+                  "num_videos": config.num_videos, **opts}
+        try:
+            return make_synthetic(config.source, **kwargs)
+        except (TypeError, ValueError) as err:
+            raise ConfigError(f"data ({config.source}): {err}") from None
+    if config.source == "folder":
+        try:
+            from vidiff.data.folder import VideoFolder
+        except ImportError as err:
+            raise ConfigError(
+                f'data.source = "folder" needs vidiff.data.folder, which failed to import: '
+                f"{err}"
+            ) from None
+        kwargs = {"frames": config.frames, "size": config.size, "stride": config.stride,
+                  "fps": config.fps, "seed": config.seed, **opts}
+        try:
+            return VideoFolder(config.path, **kwargs)
+        except FileNotFoundError:
+            raise ConfigError(f"data.path {config.path!r} does not exist") from None
+        except (TypeError, ValueError) as err:
+            raise ConfigError(f"data (folder {config.path!r}): {err}") from None
+    raise ConfigError(f"unknown data.source {config.source!r}")
+
+
+def image_dataset(videos: Dataset, frames: int) -> Dataset:
+    """Single frames of `videos` as image items (``"image"`` (C, H, W))."""
+    from vidiff.data import FramesAsImages
+
+    return FramesAsImages(videos, frames)
+
+
+class ShardedOrder:
+    """The item indices of each rank's micro-batches: deterministic, resumable, sharded.
+
+    Iterating yields, for micro-steps ``start, start + 1, ...``, a list of ``batch`` index
+    tuples ``(epoch, video_index, image_indices)`` for this rank. Use it as a DataLoader's
+    ``batch_sampler`` over a `JointVideoDataset`.
+    """
+
+    def __init__(self, num_videos: int, batch: int, *, rank: int = 0, world: int = 1,
+                 seed: int = 0, num_images: int = 0, num_frames: int = 0, start: int = 0):
+        if num_videos < 1:
+            raise ConfigError("the dataset is empty")
+        self.n, self.batch, self.rank, self.world = num_videos, batch, rank, world
+        self.seed, self.k, self.m, self.start = seed, num_images, num_videos * num_frames, start
+        self._perms: dict[tuple[int, int], torch.Tensor] = {}
+
+    def _perm(self, stream: int, epoch: int, size: int) -> torch.Tensor:
+        key = (stream, epoch)
+        if key not in self._perms:
+            self._perms = {k: v for k, v in self._perms.items() if k[0] != stream}
+            self._perms[key] = torch.randperm(size, generator=_seeded(self.seed, stream, epoch))
+        return self._perms[key]
+
+    def _at(self, stream: int, pos: int, size: int) -> tuple[int, int]:
+        epoch, offset = divmod(pos, size)
+        return epoch, int(self._perm(stream, epoch, size)[offset])
+
+    def micro_batch(self, step: int) -> list[tuple[int, int, tuple[int, ...]]]:
+        """This rank's items of global micro-step `step`."""
+        first = step * self.batch * self.world + self.rank * self.batch  # global position
+        items = []
+        for pos in range(first, first + self.batch):
+            epoch, video = self._at(0, pos, self.n)
+            images = tuple(self._at(1, pos * self.k + j, self.m)[1] for j in range(self.k))
+            items.append((epoch, video, images))
+        return items
+
+    def __iter__(self) -> Iterator[list]:
+        step = self.start
+        while True:
+            yield self.micro_batch(step)
+            step += 1
+
+
+class JointVideoDataset(Dataset):
+    """Items for `ShardedOrder` index tuples: the video with its K images appended.
+
+    ``item["video"]`` is ``(C, F + K, H, W)``; ``"label"`` and ``"caption"`` are the video's.
+    The epoch of the tuple is passed to datasets with ``set_epoch`` (folder crops).
+    """
+
+    def __init__(self, videos: Dataset, images: Dataset | None = None):
+        self.videos, self.images = videos, images
+        self._epoch: int | None = None
+
+    def __len__(self) -> int:
+        return len(self.videos)  # type: ignore[arg-type]
+
+    def __getitem__(self, index: tuple[int, int, tuple[int, ...]]) -> dict[str, Any]:
+        epoch, video_index, image_indices = index
+        if epoch != self._epoch and hasattr(self.videos, "set_epoch"):
+            self.videos.set_epoch(epoch)
+            self._epoch = epoch
+        item = self.videos[video_index]
+        video = item["video"]
+        if image_indices:
+            frames = [self.images[j]["image"] for j in image_indices]  # each (C, H, W)
+            video = torch.cat([video, torch.stack(frames, dim=1)], dim=1)  # (C, F + K, H, W)
+        label = item.get("label", -1)
+        return {"video": video, "label": int(label), "caption": str(item.get("caption", ""))}
+
+
+def collate(items: list[dict[str, Any]]) -> dict[str, Any]:
+    """Stack videos (B, C, F + K, H, W) and labels (B,); captions stay a list."""
+    return {
+        "video": torch.stack([it["video"] for it in items]),
+        "label": torch.tensor([it["label"] for it in items], dtype=torch.long),
+        "caption": [it["caption"] for it in items],
+    }
+
+
+def make_loader(dataset: JointVideoDataset, order: ShardedOrder, workers: int,
+                pin_memory: bool = False) -> Iterator[dict[str, Any]]:
+    """An endless iterator of collated micro-batches in `order`."""
+    loader = DataLoader(dataset, batch_sampler=order, num_workers=workers, collate_fn=collate,
+                        pin_memory=pin_memory, persistent_workers=False,
+                        prefetch_factor=2 if workers else None)
+    return iter(loader)

@@ -1,0 +1,45 @@
+"""Exponential moving average of a model's weights."""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+from torch import nn
+
+__all__ = ["EMA"]
+
+
+class EMA:
+    """An EMA copy of `model`: ema <- d * ema + (1 - d) * weights after each optimizer step.
+
+    Before step `start` the EMA copies the weights. With `warmup` the decay at n steps past
+    the start is min(decay, (1 + n) / (10 + n)), so early averages forget the random init fast.
+    Buffers are copied. The averaged copy is in float32 and eval mode.
+    """
+
+    def __init__(self, model: nn.Module, decay: float, start: int = 0, warmup: bool = True):
+        self.decay, self.start, self.warmup = decay, start, warmup
+        self.model = copy.deepcopy(model).float().eval()
+        self.model.requires_grad_(False)
+
+    def decay_at(self, step: int) -> float:
+        """The decay used by the update after optimizer step `step` (1-based)."""
+        n = step - self.start
+        if n <= 0:
+            return 0.0
+        if self.warmup:
+            return min(self.decay, (1 + n) / (10 + n))
+        return self.decay
+
+    @torch.no_grad()
+    def update(self, model: nn.Module, step: int) -> None:
+        """Average in `model`'s current weights after optimizer step `step`."""
+        d = self.decay_at(step)
+        for ema_p, p in zip(self.model.parameters(), model.parameters(), strict=True):
+            if d == 0.0:
+                ema_p.copy_(p.detach())
+            else:
+                ema_p.lerp_(p.detach().float(), 1.0 - d)
+        for ema_b, b in zip(self.model.buffers(), model.buffers(), strict=True):
+            ema_b.copy_(b)

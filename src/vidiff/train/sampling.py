@@ -1,0 +1,152 @@
+"""Sampling from trained models: rebuild a model from a checkpoint, draw videos.
+
+>>> model, info = load_model("runs/balls")              # EMA weights, eval mode
+>>> videos = sample_videos(model, info.diffusion, info.prior, count=4, channels=3,
+...                        frames=8, size=32, sampler="ddim", steps=50, seed=0)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from vidiff.checkpoint import (
+    Checkpoint,
+    CheckpointError,
+    architecture_mismatch,
+    load_checkpoint,
+    load_weights,
+)
+from vidiff.diffusion import Diffusion
+from vidiff.priors import NoisePrior, noise_prior
+from vidiff.samplers import sample
+from vidiff.train.text import HashTextEncoder
+
+__all__ = ["LoadedModel", "guided", "load_model", "sample_videos"]
+
+
+@dataclass
+class LoadedModel:
+    """A checkpoint's model and everything needed to sample from it."""
+
+    checkpoint: Checkpoint
+    diffusion: Diffusion
+    prior: NoisePrior
+    unet_config: object  # the `UNetConfig`
+    class_names: list
+    text_encoder: HashTextEncoder | None
+    channels: int
+    frames: int
+    size: int
+
+
+def load_model(path: str | Path, weights: str = "ema",
+               device: torch.device | str = "cpu") -> tuple[nn.Module, LoadedModel]:
+    """The U-Net of a checkpoint (run folder, checkpoint folder or .safetensors file) with its
+    "ema" (default) or "model" weights, in eval mode on `device`."""
+    from vidiff.models import UNet, UNetConfig
+    from vidiff.train.config import RunConfig
+
+    ckpt = load_checkpoint(path)
+    saved = ckpt.meta.get("unet_config")
+    if not saved:
+        raise CheckpointError(f"checkpoint {ckpt.path} does not record its U-Net config")
+    names = {f.name for f in fields(UNetConfig)}
+    unknown = sorted(set(saved) - names)
+    if unknown:
+        raise CheckpointError(f"checkpoint {ckpt.path} has U-Net fields this vidiff does not "
+                              f"know: {', '.join(unknown)} (written by a newer version?)")
+    unet_config = UNetConfig(**{k: tuple(v) if isinstance(v, list) else v
+                                for k, v in saved.items()})
+    model = UNet(unet_config)
+    tensors = ckpt.weights(weights)
+    load_weights(model, tensors, str(ckpt.path))
+    model.to(device).eval()
+    config = RunConfig.from_dict(ckpt.config)
+    prior = noise_prior(config.prior.name, **config.prior.params)
+    text = (HashTextEncoder(config.data.text_dim, config.data.max_tokens)
+            if config.data.use_captions else None)
+    info = LoadedModel(
+        ckpt, Diffusion.from_config(config.diffusion), prior, unet_config,
+        list(ckpt.meta.get("class_names") or []), text,
+        int(ckpt.meta.get("channels", unet_config.in_channels)),
+        int(ckpt.meta.get("frames", config.data.frames)),
+        int(ckpt.meta.get("size", config.data.size)),
+    )
+    return model, info
+
+
+def check_architecture(model_config, ckpt: Checkpoint) -> None:
+    """A `CheckpointError` naming the fields where `ckpt`'s U-Net differs from
+    `model_config` (a UNetConfig)."""
+    from dataclasses import asdict
+
+    saved = ckpt.meta.get("unet_config")
+    if saved:
+        diff = architecture_mismatch(saved, asdict(model_config))
+        if diff:
+            raise CheckpointError(f"checkpoint {ckpt.path} is for another model architecture: "
+                                  + "; ".join(diff))
+
+
+def guided(model: nn.Module, scale: float):
+    """Classifier-free guidance (Ho & Salimans 2022): out = u + scale (c - u), with u the
+    prediction under the null condition (cond_mask False) and c the conditional one."""
+
+    def denoiser(x, t, **cond):
+        b = x.shape[0]
+        both = {k: torch.cat([v, v]) if torch.is_tensor(v) and v.dim() > 0 else v
+                for k, v in cond.items()}
+        mask = torch.ones(2 * b, dtype=torch.bool, device=x.device)
+        mask[b:] = False
+        out = model(torch.cat([x, x]), torch.cat([t, t]), **both, cond_mask=mask)
+        c, u = out[:b], out[b:]
+        return u + scale * (c - u)
+
+    return denoiser
+
+
+@torch.no_grad()
+def sample_videos(
+    model: nn.Module,
+    diffusion: Diffusion,
+    prior: NoisePrior,
+    *,
+    count: int,
+    channels: int,
+    frames: int,
+    size: int,
+    sampler: str = "ddim",
+    steps: int | None = 50,
+    eta: float | None = None,
+    seed: int = 0,
+    device: torch.device | str = "cpu",
+    labels: list[int] | None = None,
+    num_classes: int | None = None,
+    captions: list[str] | None = None,
+    text_encoder: HashTextEncoder | None = None,
+    guidance_scale: float = 1.0,
+    progress: bool = False,
+) -> torch.Tensor:
+    """`count` videos (count, C, F, H, W) in [-1, 1]; the noise comes from `prior` with a
+    generator seeded by `seed`. A class-conditional model gets `labels` (default 0, 1, ...
+    cycling through `num_classes`); a text-conditional one gets `captions` (cycled) through
+    `text_encoder`. `guidance_scale` != 1 applies classifier-free guidance. `eta`: DDIM's."""
+    device = torch.device(device)
+    cond: dict = {}
+    if num_classes is not None:
+        labels = labels if labels is not None else list(range(num_classes))
+        idx = [labels[i % len(labels)] for i in range(count)]
+        cond["class_labels"] = torch.tensor(idx, dtype=torch.long, device=device)
+    if text_encoder is not None:
+        captions = captions or [""]
+        chosen = [captions[i % len(captions)] for i in range(count)]
+        cond["text_emb"], cond["text_mask"] = text_encoder(chosen, device)
+    denoiser = guided(model, guidance_scale) if guidance_scale != 1.0 and cond else model
+    g = torch.Generator(device=device).manual_seed(seed)
+    return sample(denoiser, (count, channels, frames, size, size), diffusion=diffusion,
+                  prior=prior, sampler=sampler, steps=steps, eta=eta, generator=g, cond=cond,
+                  device=device, progress=progress)

@@ -1,0 +1,566 @@
+"""The training loop: `Trainer(config).run()`.
+
+Per optimizer step: ``grad_accum`` micro-batches of ``data.batch_size`` videos per process,
+the loss of `vidiff.losses.diffusion_loss` (noise from the noise prior, t uniform), AdamW with
+linear warmup then constant or cosine LR, gradient clipping, an EMA of the weights, optional
+bf16/fp16 autocast (GradScaler for fp16), condition dropout for classifier-free guidance.
+
+Randomness. Every training sample's randomness (its timestep t, its noise and its condition
+dropout) comes from a `torch.Generator` seeded from ``(train.seed, g)``, g the sample's global
+position in the stream of training samples (micro-step x global micro-batch + index); t is
+drawn by ``diffusion.sample_t`` and the noise by ``prior.sample``, both from that generator. The
+data order is a function of the same position (`vidiff.train.data.ShardedOrder`). So:
+
+- under DDP each rank draws exactly its own samples' noise, and the union over ranks is the
+  single-process batch of the same global size, draw for draw (tested to 1e-5);
+- a resumed run continues the trajectory of an uninterrupted one (tested bitwise): only the
+  step is needed, plus the optimizer/scheduler/EMA state and the global RNG state (dropout).
+
+Rank 0 alone writes logs (``log.jsonl``, TensorBoard when installed), checkpoints and samples;
+every rank waits at a barrier around checkpoints and samples.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from contextlib import nullcontext
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from vidiff.checkpoint import (
+    CheckpointError,
+    architecture_mismatch,
+    find_checkpoint,
+    list_checkpoints,
+    load_checkpoint,
+    load_weights,
+    save_checkpoint,
+)
+from vidiff.config_io import ConfigError
+from vidiff.diffusion import Diffusion
+from vidiff.losses import diffusion_loss
+from vidiff.priors import noise_prior
+from vidiff.train import distributed
+from vidiff.train.config import RunConfig, validate
+from vidiff.train.data import (
+    JointVideoDataset,
+    ShardedOrder,
+    build_dataset,
+    image_dataset,
+    make_loader,
+)
+from vidiff.train.ema import EMA
+from vidiff.train.schedule import WarmupSchedule
+from vidiff.train.text import HashTextEncoder
+
+__all__ = [
+    "NonFiniteLossError",
+    "TrainResult",
+    "Trainer",
+    "auto_threads",
+    "resolve_unet_config",
+    "train",
+]
+
+
+class NonFiniteLossError(RuntimeError):
+    """The loss became NaN or infinite; the run stopped before the optimizer step."""
+
+    def __init__(self, step: int, loss: float, last_checkpoint: Path | None):
+        self.step, self.loss, self.last_checkpoint = step, loss, last_checkpoint
+        where = (f"the last good checkpoint is {last_checkpoint}" if last_checkpoint
+                 else "no checkpoint was written yet")
+        super().__init__(
+            f"the loss is {loss} at step {step}: training stopped before that step's update; "
+            f"{where}. Try a lower train.lr, train.grad_clip, or train.precision=fp32"
+        )
+
+
+@dataclass
+class TrainResult:
+    """What a run produced."""
+
+    step: int  # optimizer steps done
+    loss: float | None  # mean loss of the last logged interval
+    out: Path  # the run folder
+    checkpoint: Path | None  # the newest checkpoint
+    samples: list[Path] = field(default_factory=list)  # sample files written by this call
+    seconds: float = 0.0  # wall time of the call
+
+
+def _sample_generator(seed: int, position: int, device: torch.device) -> torch.Generator:
+    """The generator of the training sample at global `position` (see the module doc)."""
+    state = np.random.SeedSequence([seed, 0x7EED, position]).generate_state(1, np.uint64)[0]
+    return torch.Generator(device=device).manual_seed(int(state) & (2**63 - 1))
+
+
+def auto_threads(processes: int = 1) -> int:
+    """CPU threads for one of `processes` training processes on this machine: the cores not
+    already busy (os.cpu_count() minus the 1-minute load average), split between them.
+
+    On a shared CPU, more threads than free cores makes every parallel region wait for
+    descheduled threads (a step can take 4x longer with 2 threads than with 1).
+    """
+    cores = os.cpu_count() or 1
+    try:
+        busy = os.getloadavg()[0]
+    except (AttributeError, OSError):  # not on every platform
+        busy = 0.0
+    free = max(1, round(cores - busy)) if busy < cores else 1
+    return max(1, free // max(1, processes))
+
+
+def resolve_unet_config(config: RunConfig, num_classes: int | None = None):
+    """The `UNetConfig` of a run: the preset, its overrides, and the conditioning the data
+    asks for (num_classes from the dataset, text_dim of the hash text encoder)."""
+    from vidiff.models import unet_config
+
+    overrides = dict(config.model.overrides)
+    if config.data.use_labels:
+        if num_classes is not None:
+            overrides.setdefault("num_classes", num_classes)
+        if overrides.get("num_classes") is None:
+            raise ConfigError("data.use_labels needs labelled data (or model.overrides."
+                              "num_classes)")
+    if config.data.use_captions:
+        overrides.setdefault("text_dim", config.data.text_dim)
+    try:
+        return unet_config(config.model.preset, **overrides)
+    except ValueError as err:
+        raise ConfigError(f"model: {err}") from None
+
+
+class _JsonlLogger:
+    """log.jsonl, plus TensorBoard when it is installed (optional)."""
+
+    def __init__(self, out: Path, tensorboard: bool):
+        self.path = out / "log.jsonl"
+        self.file = open(self.path, "a", encoding="utf-8")  # noqa: SIM115
+        self.tb = None
+        if tensorboard:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+
+                self.tb = SummaryWriter(str(out / "tensorboard"))
+            except Exception:  # tensorboard not installed (or broken): JSONL only
+                self.tb = None
+
+    def log(self, record: dict[str, Any]) -> None:
+        self.file.write(json.dumps(record) + "\n")
+        self.file.flush()
+        if self.tb is not None:
+            for key, value in record.items():
+                if key != "step" and isinstance(value, (int, float)):
+                    self.tb.add_scalar(f"train/{key}", value, record["step"])
+
+    def close(self) -> None:
+        self.file.close()
+        if self.tb is not None:
+            self.tb.close()
+
+
+class Trainer:
+    """Trains the model of a `RunConfig`; `run()` goes to ``train.steps`` and returns a
+    `TrainResult`.
+
+    `model` replaces the U-Net built from ``config.model`` (any denoiser module taking
+    ``(x, t, **cond)``; tests use it). The run folder is ``config.train.out``; with
+    ``train.resume = "auto"`` an existing checkpoint there is continued.
+    """
+
+    def __init__(self, config: RunConfig, *, model: nn.Module | None = None,
+                 echo: bool = True):
+        self.config = validate(config)
+        self.echo = echo
+        self.dist = distributed.setup(config.train.device)
+        self.device = self.dist.device
+        try:
+            self._build(model)
+        except BaseException:
+            self.close()
+            raise
+
+    def _build(self, model: nn.Module | None) -> None:
+        config = self.config
+        d, t = config.data, config.train
+        torch.set_num_threads(t.threads or auto_threads(self.dist.local_world))
+        if t.precision == "fp16" and self.device.type != "cuda":
+            raise ConfigError("train.precision = fp16 needs a CUDA device; use bf16 or fp32")
+        self.out = Path(t.out)
+
+        # data --------------------------------------------------------------------------------
+        self.dataset = build_dataset(d)
+        if len(self.dataset) == 0:
+            raise ConfigError(f"the {d.source} dataset is empty")
+        self.class_names = list(getattr(self.dataset, "class_names", []) or [])
+        first = self.dataset[0]["video"]  # (C, F, H, W)
+        self.channels = int(first.shape[0])
+        images = image_dataset(self.dataset, d.frames) if d.num_images else None
+        self.train_data = JointVideoDataset(self.dataset, images)
+        self.text_encoder = HashTextEncoder(d.text_dim, d.max_tokens) if d.use_captions else None
+
+        # model -------------------------------------------------------------------------------
+        self.unet_config = None
+        if model is None:
+            from vidiff.models import UNet
+
+            self.unet_config = resolve_unet_config(config, len(self.class_names) or None)
+            self._check_shapes(first)
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(t.seed)
+                model = UNet(self.unet_config)
+        self.raw = model.to(self.device)
+        self.num_params = sum(p.numel() for p in self.raw.parameters())
+        self.conditional = bool(
+            self.unet_config is not None
+            and (self.unet_config.num_classes is not None or self.unet_config.text_dim)
+        )
+        self.ema = EMA(self.raw, t.ema_decay, t.ema_start, t.ema_warmup)
+        net: nn.Module = self.raw
+        if self.dist.distributed:
+            from torch.nn.parallel import DistributedDataParallel as DDP
+
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            net = DDP(self.raw, device_ids=ids)
+        self.ddp = net
+        self.net = torch.compile(net) if t.compile else net
+
+        # diffusion, prior, optimization ------------------------------------------------------
+        self.diffusion = Diffusion.from_config(config.diffusion)
+        try:
+            self.prior = noise_prior(config.prior.name, **config.prior.params)
+        except ValueError as err:
+            raise ConfigError(f"prior: {err}") from None
+        decay, no_decay = [], []
+        for p in self.raw.parameters():
+            if p.requires_grad:
+                (decay if p.ndim >= 2 else no_decay).append(p)
+        groups = [{"params": decay, "weight_decay": t.weight_decay},
+                  {"params": no_decay, "weight_decay": 0.0}]
+        self.optimizer = torch.optim.AdamW(groups, lr=t.lr, betas=tuple(t.betas))
+        self.schedule = WarmupSchedule(t.warmup, t.steps, t.lr_schedule, t.min_lr_ratio)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, self.schedule)
+        self.scaler = torch.amp.GradScaler("cuda", enabled=t.precision == "fp16")
+        self.autocast_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(t.precision)
+        self.step = 0
+        self.last_checkpoint: Path | None = None
+        self._resume()
+
+    # -- setup helpers ----------------------------------------------------------------------------
+    def _check_shapes(self, first: torch.Tensor) -> None:
+        cfg, d = self.unet_config, self.config.data
+        if self.channels != cfg.in_channels:
+            raise ConfigError(
+                f"the data has {self.channels} channels (clips {tuple(first.shape)}) but the "
+                f"model takes in_channels={cfg.in_channels}; set model.overrides.in_channels="
+                f"{self.channels} (and out_channels) or use data with {cfg.in_channels} channels"
+            )
+        if cfg.out_channels != cfg.in_channels:
+            raise ConfigError(f"model out_channels={cfg.out_channels} must equal in_channels="
+                              f"{cfg.in_channels} (the prediction has the shape of x)")
+        div = 2 ** (cfg.num_levels - 1)
+        h, w = first.shape[-2:]
+        if h % div or w % div:
+            raise ConfigError(f"frames of {h}x{w} pixels do not fit the {self.config.model.preset}"
+                              f" U-Net: data.size must be a multiple of {div}")
+        if first.shape[1] != d.frames:
+            raise ConfigError(f"the dataset gives {first.shape[1]} frames, data.frames = "
+                              f"{d.frames}")
+
+    def _meta(self) -> dict[str, Any]:
+        d = self.config.data
+        return {
+            "unet_config": asdict(self.unet_config) if self.unet_config is not None else None,
+            "class_names": self.class_names,
+            "num_parameters": self.num_params,
+            "channels": self.channels,
+            "frames": d.frames,
+            "size": d.size,
+            "num_images": d.num_images,
+            "world_size": self.dist.world,
+        }
+
+    def _resume(self) -> None:
+        t = self.config.train
+        if t.resume == "never":
+            found = list_checkpoints(self.out)
+            if found:
+                raise ConfigError(f"{self.out} already has checkpoints ({found[-1].name}); "
+                                  f"continue it with train.resume=auto, or pick a new --out")
+            return
+        if t.resume == "auto":
+            found = list_checkpoints(self.out)
+            if not found:
+                return
+            path = found[-1]
+        else:
+            path = find_checkpoint(t.resume)
+        ckpt = load_checkpoint(path)
+        saved = ckpt.meta.get("unet_config")
+        if saved is not None and self.unet_config is not None:
+            diff = architecture_mismatch(saved, asdict(self.unet_config))
+            if diff:
+                raise CheckpointError(
+                    f"checkpoint {ckpt.path} was trained with another model architecture; "
+                    f"differences: {'; '.join(diff)}. Use the checkpoint's model settings or a "
+                    f"new --out"
+                )
+        load_weights(self.raw, ckpt.weights("model"), str(ckpt.path))
+        load_weights(self.ema.model, ckpt.weights("ema"), str(ckpt.path))
+        state = ckpt.state()
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.scheduler.lr_lambdas[0] = self.schedule  # this run's schedule (e.g. more steps)
+        if state.get("scaler"):
+            self.scaler.load_state_dict(state["scaler"])
+        rng = state.get("rng", {})
+        if "torch_cpu" in rng:
+            torch.set_rng_state(rng["torch_cpu"])
+        if self.device.type == "cuda" and rng.get("torch_cuda"):
+            torch.cuda.set_rng_state(rng["torch_cuda"], self.device)
+        self.step = int(state["step"])
+        self.last_checkpoint = ckpt.path
+        self._print(f"resumed from {ckpt.path} at step {self.step}")
+
+    def _print(self, message: str) -> None:
+        if self.echo and self.dist.is_main:
+            from tqdm.auto import tqdm
+
+            tqdm.write(f"[vidiff train] {message}")
+
+    # -- one step ---------------------------------------------------------------------------------
+    @property
+    def global_micro_batch(self) -> int:
+        """Videos per micro-step over all processes."""
+        return self.config.data.batch_size * self.dist.world
+
+    @property
+    def global_batch(self) -> int:
+        """Videos per optimizer step over all processes."""
+        return self.global_micro_batch * self.config.train.grad_accum
+
+    def _draws(self, micro_step: int, shape: tuple[int, ...]):
+        """t (B,), noise (B, C, F + K, H, W) and the condition-dropout uniforms (B,) of this
+        rank's samples at `micro_step`, each sample from its own generator."""
+        d = self.config.data
+        first = micro_step * self.global_micro_batch + self.dist.rank * d.batch_size
+        ts, noises, drops = [], [], []
+        for i in range(d.batch_size):
+            g = _sample_generator(self.config.train.seed, first + i, self.device)
+            ts.append(self.diffusion.sample_t(1, generator=g, device=self.device))
+            noises.append(self.prior.sample((1, *shape[1:]), generator=g,
+                                            num_images=d.num_images, device=self.device))
+            drops.append(torch.rand(1, generator=g, device=self.device))
+        return torch.cat(ts), torch.cat(noises), torch.cat(drops)
+
+    def _cond(self, batch: dict[str, Any], drops: torch.Tensor) -> dict[str, Any]:
+        cond: dict[str, Any] = {}
+        if self.config.data.num_images:
+            cond["num_images"] = self.config.data.num_images
+        if not self.conditional:
+            return cond
+        keep = drops >= self.config.train.cond_drop_prob  # (B,) False: condition dropped
+        if self.unet_config.num_classes is not None and self.config.data.use_labels:
+            labels = batch["label"].to(self.device)
+            keep = keep & (labels >= 0)  # unlabelled items (-1) train the null condition
+            cond["class_labels"] = labels.clamp(min=0)
+        if self.text_encoder is not None:
+            cond["text_emb"], cond["text_mask"] = self.text_encoder(batch["caption"],
+                                                                    self.device)
+        cond["cond_mask"] = keep
+        return cond
+
+    def _micro_step(self, batch: dict[str, Any], micro_step: int, sync: bool) -> torch.Tensor:
+        x0 = batch["video"].to(self.device, non_blocking=True)  # (B, C, F + K, H, W)
+        t, noise, drops = self._draws(micro_step, tuple(x0.shape))
+        cond = self._cond(batch, drops)
+        no_sync = getattr(self.ddp, "no_sync", None)
+        ctx = no_sync() if (no_sync is not None and not sync) else nullcontext()
+        autocast = (torch.autocast(self.device.type, dtype=self.autocast_dtype)
+                    if self.autocast_dtype is not None else nullcontext())
+        with ctx:
+            with autocast:
+                loss = diffusion_loss(self.net, self.diffusion, x0, t, noise,
+                                      self.config.loss, **cond).mean()
+            self.scaler.scale(loss / self.config.train.grad_accum).backward()
+        return loss.detach()
+
+    def train_step(self, batches) -> tuple[float, float]:
+        """One optimizer step over `grad_accum` micro-batches; (mean loss, grad norm)."""
+        t = self.config.train
+        total = torch.zeros((), device=self.device)
+        for m in range(t.grad_accum):
+            micro = self.step * t.grad_accum + m
+            total += self._micro_step(next(batches), micro, sync=m == t.grad_accum - 1)
+        loss = distributed.all_mean(total / t.grad_accum, self.dist).item()
+        if not math.isfinite(loss):
+            self.optimizer.zero_grad(set_to_none=True)
+            raise NonFiniteLossError(self.step + 1, loss, self.last_checkpoint)
+        self.scaler.unscale_(self.optimizer)
+        params = [p for p in self.raw.parameters() if p.grad is not None]
+        if t.grad_clip > 0:
+            norm = torch.nn.utils.clip_grad_norm_(params, t.grad_clip)
+        else:
+            norm = torch.linalg.vector_norm(torch.stack([p.grad.norm() for p in params]))
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.step += 1
+        self.ema.update(self.raw, self.step)
+        return loss, float(norm)
+
+    # -- outputs ----------------------------------------------------------------------------------
+    def save(self) -> Path | None:
+        """Checkpoint the current step (rank 0 writes; every rank waits)."""
+        distributed.barrier(self.dist)
+        path = None
+        if self.dist.is_main:
+            rng = {"torch_cpu": torch.get_rng_state()}
+            if self.device.type == "cuda":
+                rng["torch_cuda"] = torch.cuda.get_rng_state(self.device)
+            state = {
+                "optimizer": self.optimizer.state_dict(),
+                "scheduler": self.scheduler.state_dict(),
+                "scaler": self.scaler.state_dict() if self.scaler.is_enabled() else {},
+                "rng": rng,
+                "data_position": self.step * self.global_batch,  # videos consumed
+                "world_size": self.dist.world,
+            }
+            path = save_checkpoint(
+                self.out, self.step, model=self.raw, ema=self.ema.model, state=state,
+                config=self.config.to_dict(), meta=self._meta(),
+                keep=self.config.train.keep_checkpoints,
+            )
+        distributed.barrier(self.dist)
+        self.last_checkpoint = path or self.last_checkpoint
+        return path
+
+    def sample_videos(self, count: int | None = None, seed: int | None = None) -> torch.Tensor:
+        """`count` videos (B, C, F, H, W) from the EMA model, with fixed noise (sample_seed)."""
+        from vidiff.train.sampling import sample_videos
+
+        t = self.config.train
+        return sample_videos(
+            self.ema.model, self.diffusion, self.prior,
+            count=count or t.sample_count, channels=self.channels,
+            frames=self.config.data.frames, size=self.config.data.size,
+            sampler=t.sampler, steps=t.sample_steps,
+            seed=t.sample_seed if seed is None else seed, device=self.device,
+            num_classes=self.unet_config.num_classes if self.unet_config else None,
+            captions=self.class_names if self.text_encoder is not None else None,
+            text_encoder=self.text_encoder,
+        )
+
+    def write_samples(self) -> list[Path]:
+        """Sample and write ``samples/step_XXXXXXXX.{mp4,gif,png}`` (rank 0)."""
+        from vidiff.io import write_video
+
+        distributed.barrier(self.dist)
+        paths: list[Path] = []
+        if self.dist.is_main:
+            videos = self.sample_videos()
+            stem = self.out / "samples" / f"step_{self.step:08d}"
+            for suffix in (".mp4", ".gif", ".png"):
+                paths.append(write_video(stem.with_suffix(suffix), videos, fps=8))
+            self._print(f"samples: {stem}.mp4 / .gif / .png")
+        distributed.barrier(self.dist)
+        return paths
+
+    # -- the loop ---------------------------------------------------------------------------------
+    def run(self, until: int | None = None) -> TrainResult:
+        """Train to ``train.steps`` (or stop after step `until`, with a checkpoint, as an
+        interruption would); checkpoints, samples and logs along the way."""
+        from tqdm.auto import tqdm
+
+        t, d = self.config.train, self.config.data
+        end = t.steps if until is None else min(until, t.steps)
+        start_time = time.perf_counter()
+        result = TrainResult(self.step, None, self.out, self.last_checkpoint)
+        if self.dist.is_main:
+            self.out.mkdir(parents=True, exist_ok=True)
+            (self.out / "config.json").write_text(json.dumps(self.config.to_dict(), indent=2))
+        if self.step >= end:
+            self._print(f"already at step {self.step} of {t.steps}: nothing to train "
+                        f"(raise --steps to go on)")
+            result.seconds = time.perf_counter() - start_time
+            return result
+        self._print(
+            f"{self.num_params / 1e6:.2f}M parameters, {self.dist.world} process(es) on "
+            f"{self.device}, {self.global_batch} videos per step of "
+            f"{d.frames}{f'+{d.num_images}' if d.num_images else ''}x{d.size}x{d.size}, "
+            f"out: {self.out}"
+        )
+        order = ShardedOrder(len(self.dataset), d.batch_size, rank=self.dist.rank,
+                             world=self.dist.world, seed=d.seed, num_images=d.num_images,
+                             num_frames=d.frames, start=self.step * t.grad_accum)
+        batches = make_loader(self.train_data, order, d.workers,
+                              pin_memory=self.device.type == "cuda")
+        logger = _JsonlLogger(self.out, t.tensorboard) if self.dist.is_main else None
+        bar = tqdm(total=t.steps, initial=self.step, desc="train", unit="step",
+                   disable=not (self.dist.is_main and t.progress), dynamic_ncols=True)
+        self.raw.train()
+        interval_losses: list[float] = []
+        interval_start, interval_steps = time.perf_counter(), 0
+        try:
+            while self.step < end:
+                loss, norm = self.train_step(batches)
+                interval_losses.append(loss)
+                interval_steps += 1
+                bar.update(1)
+                last = self.step == end
+                if self.step % max(1, t.log_every) == 0 or last:
+                    seconds = max(time.perf_counter() - interval_start, 1e-9)
+                    record = {
+                        "step": self.step,
+                        "loss": sum(interval_losses) / len(interval_losses),
+                        "lr": self.optimizer.param_groups[0]["lr"],
+                        "grad_norm": norm,
+                        "it_s": interval_steps / seconds,
+                        "videos_s": interval_steps * self.global_batch / seconds,
+                        "elapsed_s": time.perf_counter() - start_time,
+                    }
+                    result.loss = record["loss"]
+                    bar.set_postfix(loss=f"{record['loss']:.4f}",
+                                    vid_s=f"{record['videos_s']:.1f}")
+                    if logger is not None:
+                        logger.log(record)
+                    interval_losses, interval_start, interval_steps = [], time.perf_counter(), 0
+                if (t.ckpt_every and self.step % t.ckpt_every == 0) or last:
+                    self.save()
+                if (t.sample_every and self.step % t.sample_every == 0) or self.step == t.steps:
+                    self.raw.eval()
+                    result.samples += self.write_samples()
+                    self.raw.train()
+        finally:
+            bar.close()
+            if logger is not None:
+                logger.close()
+            del batches
+        result.step, result.checkpoint = self.step, self.last_checkpoint
+        result.seconds = time.perf_counter() - start_time
+        self._print(f"done: step {self.step}, {result.seconds:.0f} s, checkpoint "
+                    f"{self.last_checkpoint}")
+        return result
+
+    def close(self) -> None:
+        """Leave the process group if this trainer joined it."""
+        distributed.teardown(self.dist)
+
+
+def train(config: RunConfig, *, until: int | None = None, **kwargs) -> TrainResult:
+    """Build a `Trainer` for `config` (keywords: see `Trainer`), run it (to `until`, default
+    ``train.steps``) and leave the process group afterwards."""
+    trainer = Trainer(config, **kwargs)
+    try:
+        return trainer.run(until)
+    finally:
+        trainer.close()

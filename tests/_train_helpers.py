@@ -1,0 +1,16 @@
+"""Small, fast run configs for the training, checkpoint and CLI tests."""
+
+from vidiff.train.config import load_run_config
+
+# 4 frames of 16x16, 2 videos a step, a 2-step sampler: a step takes a few milliseconds
+TINY = [
+    "data.frames=4", "data.size=16", "data.batch_size=2", "data.num_videos=64",
+    "train.threads=1", "train.progress=false", "train.tensorboard=false",
+    "train.sample_count=2", "train.sample_steps=2", "train.warmup=2", "train.log_every=1",
+    "train.ckpt_every=0",
+]
+
+
+def tiny_config(out, *extra, steps=4):
+    """A tiny run config writing to `out`."""
+    return load_run_config(None, [*TINY, f"train.out={out}", f"train.steps={steps}", *extra])

@@ -1,0 +1,117 @@
+"""Checkpoints: atomic safetensors + weights-only state, pruning, refusing pickles, clear
+errors for missing files and other architectures."""
+
+import io
+import json
+import pickle
+
+import pytest
+import torch
+from safetensors.torch import load_file
+from torch import nn
+
+from vidiff.checkpoint import (
+    CheckpointError,
+    find_checkpoint,
+    list_checkpoints,
+    load_checkpoint,
+    load_state_file,
+    load_weights,
+    save_checkpoint,
+)
+
+
+def _save(run, step, model, keep=2):
+    return save_checkpoint(run, step, model=model, ema=model, keep=keep,
+                           state={"optimizer": {"lr": 0.1}, "rng": {"cpu": torch.get_rng_state()}},
+                           config={"train": {"steps": 9}}, meta={"unet_config": {"a": 1}})
+
+
+def test_save_load_roundtrip_and_pruning(tmp_path):
+    model = nn.Linear(3, 2)
+    for step in (1, 2, 3):
+        path = _save(tmp_path, step, model)
+    assert [p.name for p in list_checkpoints(tmp_path)] == ["step_00000002", "step_00000003"]
+    assert find_checkpoint(tmp_path) == path
+    ckpt = load_checkpoint(tmp_path)
+    assert ckpt.step == 3 and ckpt.config == {"train": {"steps": 9}}
+    assert ckpt.meta["unet_config"] == {"a": 1}
+    w = load_file(path / "model.safetensors")  # plain safetensors, readable by anyone
+    assert torch.equal(w["weight"], model.weight.detach())
+    state = ckpt.state()
+    assert state["step"] == 3 and state["optimizer"] == {"lr": 0.1}
+    # the same step again replaces it atomically
+    _save(tmp_path, 3, model)
+    assert [p.name for p in list_checkpoints(tmp_path)] == ["step_00000002", "step_00000003"]
+    assert not [p for p in (tmp_path / "checkpoints").iterdir() if p.name.startswith(".")]
+
+
+def test_single_safetensors_file_is_enough(tmp_path):
+    path = _save(tmp_path, 5, nn.Linear(3, 2))
+    ckpt = load_checkpoint(path / "ema.safetensors")
+    assert ckpt.step == 5 and ckpt.config == {"train": {"steps": 9}}
+    assert set(ckpt.weights()) == {"weight", "bias"}
+
+
+def test_failed_write_leaves_previous_checkpoint(tmp_path):
+    model = nn.Linear(3, 2)
+    _save(tmp_path, 1, model)
+
+    class Boom:
+        def __reduce__(self):
+            raise RuntimeError("disk full")
+
+    with pytest.raises(RuntimeError):
+        save_checkpoint(tmp_path, 2, model=model, ema=None, state={"x": Boom()}, config={})
+    assert [p.name for p in list_checkpoints(tmp_path)] == ["step_00000001"]
+    assert not [p for p in (tmp_path / "checkpoints").iterdir() if p.name.startswith(".")]
+
+
+class Evil:
+    def __reduce__(self):
+        return (print, ("pwned",))
+
+
+def test_state_file_refuses_pickled_code(tmp_path, capsys):
+    path = tmp_path / "state.pt"
+    buf = io.BytesIO()
+    torch.save({"step": 1, "evil": Evil()}, buf)
+    path.write_bytes(buf.getvalue())
+    with pytest.raises(CheckpointError, match="refusing to load"):
+        load_state_file(path)
+    assert "pwned" not in capsys.readouterr().out
+
+
+def test_weights_must_be_safetensors(tmp_path):
+    bad = tmp_path / "model.safetensors"
+    bad.write_bytes(pickle.dumps({"weight": Evil()}))
+    with pytest.raises(CheckpointError, match="not a safetensors file"):
+        load_checkpoint(bad)
+    pt = tmp_path / "weights.pt"
+    torch.save({"weight": torch.zeros(2)}, pt)
+    with pytest.raises(CheckpointError, match=r"not a \.safetensors file"):
+        load_checkpoint(pt)
+
+
+def test_missing_checkpoint_names_the_path(tmp_path):
+    with pytest.raises(CheckpointError, match=r"'.*nowhere' does not exist"):
+        load_checkpoint(tmp_path / "nowhere")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(CheckpointError, match="no checkpoint in"):
+        load_checkpoint(tmp_path / "empty")
+
+
+def test_other_architecture_is_a_clear_error(tmp_path):
+    path = _save(tmp_path, 1, nn.Linear(3, 2))
+    weights = load_checkpoint(path).weights("model")
+    with pytest.raises(CheckpointError, match=r"another model architecture.*"
+                                              r"weight \(2, 3\) vs \(4, 3\)"):
+        load_weights(nn.Linear(3, 4), weights, str(path))
+    with pytest.raises(CheckpointError, match=r"missing: 0\.weight.*unexpected: bias, weight"):
+        load_weights(nn.Sequential(nn.Linear(3, 2)), weights)
+
+
+def test_config_json_is_readable(tmp_path):
+    path = _save(tmp_path, 7, nn.Linear(3, 2))
+    doc = json.loads((path / "config.json").read_text())
+    assert doc["meta"]["step"] == 7 and doc["config"]["train"]["steps"] == 9

@@ -1,0 +1,96 @@
+"""Run configs: files, --set overrides, and the errors for unknown keys and bad values."""
+
+import json
+from pathlib import Path
+
+import pytest
+
+from vidiff.config_io import ConfigError, apply_overrides
+from vidiff.train.config import RunConfig, load_run_config
+
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+
+
+def test_defaults_and_dict_roundtrip():
+    config = RunConfig()
+    assert config.data.source == "bouncing_balls" and config.model.preset == "tiny"
+    again = RunConfig.from_dict(json.loads(json.dumps(config.to_dict())))
+    assert again == config
+
+
+@pytest.mark.parametrize("name", sorted(p.name for p in CONFIGS.glob("*.toml")))
+def test_example_configs_load(name):
+    config = load_run_config(CONFIGS / name)
+    assert isinstance(config, RunConfig)
+
+
+def test_balls_toml_is_the_default():
+    config = load_run_config(CONFIGS / "balls.toml")
+    assert config == RunConfig()
+
+
+def test_file_formats(tmp_path):
+    (tmp_path / "c.json").write_text(json.dumps({"train": {"lr": 1e-4}, "data": {"frames": 4}}))
+    (tmp_path / "c.toml").write_text("[train]\nlr = 1e-4\n[data]\nframes = 4\n")
+    a = load_run_config(tmp_path / "c.json")
+    b = load_run_config(tmp_path / "c.toml")
+    assert a == b and a.train.lr == 1e-4 and a.data.frames == 4
+    pytest.importorskip("yaml")
+    (tmp_path / "c.yaml").write_text("train:\n  lr: 1.0e-4\ndata:\n  frames: 4\n")
+    assert load_run_config(tmp_path / "c.yaml") == a
+
+
+def test_overrides_are_typed():
+    config = load_run_config(None, [
+        "train.lr=1e-4", "data.frames=16", "train.compile=true", "data.fps=none",
+        "train.betas=0.9,0.99", "model.overrides.model_channels=32", 'prior.params={"alpha": 2}',
+        "prior.name=mixed", "train.steps=1e3",
+    ])
+    assert config.train.lr == 1e-4 and isinstance(config.train.lr, float)
+    assert config.data.frames == 16 and config.train.compile is True
+    assert config.data.fps is None and config.train.betas == (0.9, 0.99)
+    assert config.model.overrides == {"model_channels": 32}
+    assert config.prior.params == {"alpha": 2} and config.train.steps == 1000
+
+
+def test_file_then_overrides(tmp_path):
+    (tmp_path / "c.toml").write_text("[train]\nlr = 1e-4\nsteps = 7\n")
+    config = load_run_config(tmp_path / "c.toml", ["train.lr=3e-4"])
+    assert config.train.lr == 3e-4 and config.train.steps == 7
+
+
+def test_unknown_key_lists_valid_keys(tmp_path):
+    with pytest.raises(ConfigError, match=r"unknown config key 'train.lrr'.*lr_schedule"):
+        load_run_config(None, ["train.lrr=1"])
+    (tmp_path / "c.toml").write_text("[data]\nframez = 4\n")
+    with pytest.raises(ConfigError, match=r"'data.framez'.*valid keys of \[data\]:.*frames"):
+        load_run_config(tmp_path / "c.toml")
+    (tmp_path / "d.toml").write_text("[trian]\nlr = 1\n")
+    with pytest.raises(ConfigError, match=r"unknown config section 'trian'.*train"):
+        load_run_config(tmp_path / "d.toml")
+
+
+def test_bad_values_name_key_and_type(tmp_path):
+    with pytest.raises(ConfigError, match=r"train.lr: expected a float, got 'abc'"):
+        load_run_config(None, ["train.lr=abc"])
+    with pytest.raises(ConfigError, match=r"data.frames: expected an int"):
+        load_run_config(None, ["data.frames=8.5"])
+    with pytest.raises(ConfigError, match=r"train.compile: expected a bool"):
+        load_run_config(None, ["train.compile=maybe"])
+    (tmp_path / "c.toml").write_text('[data]\nframes = "eight"\n')
+    with pytest.raises(ConfigError, match=r"data.frames: expected int, got 'eight'"):
+        load_run_config(tmp_path / "c.toml")
+    with pytest.raises(ConfigError, match=r"train.precision = 'fp8' is not valid.*bf16"):
+        load_run_config(None, ["train.precision=fp8"])
+    with pytest.raises(ConfigError, match=r"model.preset"):
+        load_run_config(None, ["model.preset=huge"])
+    with pytest.raises(ConfigError, match=r"section.key=value"):
+        load_run_config(None, ["train.lr"])
+    with pytest.raises(ConfigError, match=r"does not exist"):
+        load_run_config(tmp_path / "missing.toml")
+
+
+def test_apply_overrides_keeps_original():
+    config = RunConfig()
+    changed = apply_overrides(config, ["train.steps=3"])
+    assert changed.train.steps == 3 and config.train.steps == RunConfig().train.steps

@@ -1,0 +1,43 @@
+"""DDP on CPU: 2 processes (gloo, launched by torchrun) train the same parameters as one
+process with the same global batch."""
+
+import json
+import os
+import subprocess
+import sys
+
+import torch
+from _train_helpers import TINY, tiny_config
+
+from vidiff.checkpoint import list_checkpoints, load_checkpoint
+from vidiff.train import train
+
+EXTRA = ["data.num_images=1", "data.use_labels=true", "prior.name=progressive",
+         "train.sample_count=1", "train.device=cpu"]
+
+
+def test_two_processes_match_one(tmp_path):
+    steps = 3
+    single = tmp_path / "single"
+    train(tiny_config(single, *EXTRA, "data.batch_size=4", steps=steps), echo=False)
+
+    ddp = tmp_path / "ddp"
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONWARNINGS="ignore")
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node",
+           "2", "-m", "vidiff", "train", "--out", str(ddp), "--steps", str(steps),
+           "--set", *TINY, *EXTRA, "data.batch_size=2"]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+
+    a, b = load_checkpoint(single), load_checkpoint(ddp)
+    assert a.step == b.step == steps and b.meta["world_size"] == 2
+    for which in ("model", "ema"):
+        wa, wb = a.weights(which), b.weights(which)
+        for key in wa:
+            torch.testing.assert_close(wa[key], wb[key], rtol=1e-5, atol=1e-5, msg=key)
+    # rank 0 alone writes: one log line per step, one checkpoint, one set of samples
+    lines = (ddp / "log.jsonl").read_text().splitlines()
+    assert [json.loads(x)["step"] for x in lines] == list(range(1, steps + 1))
+    assert len(list_checkpoints(ddp)) == 1
+    assert sorted(p.name for p in (ddp / "samples").iterdir()) == [
+        f"step_{steps:08d}{s}" for s in (".gif", ".mp4", ".png")]
