@@ -22,7 +22,8 @@ Denoiser = Callable[..., torch.Tensor]
 
 def _repeat_cond(cond: dict) -> dict:
     """Every tensor condition stacked twice along the batch (for one batched CFG forward)."""
-    return {k: torch.cat([v, v]) if torch.is_tensor(v) else v for k, v in cond.items()}
+    return {k: torch.cat([v, v]) if torch.is_tensor(v) and v.dim() > 0 else v
+            for k, v in cond.items()}
 
 
 class ClassifierFreeGuidance:

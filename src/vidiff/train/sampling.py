@@ -21,6 +21,7 @@ from vidiff.checkpoint import (
     load_weights,
 )
 from vidiff.diffusion import Diffusion
+from vidiff.guidance import ClassifierFreeGuidance
 from vidiff.priors import NoisePrior, noise_prior
 from vidiff.samplers import sample
 from vidiff.train.text import HashTextEncoder
@@ -93,20 +94,8 @@ def check_architecture(model_config, ckpt: Checkpoint) -> None:
 
 
 def guided(model: nn.Module, scale: float):
-    """Classifier-free guidance (Ho & Salimans 2022): out = u + scale (c - u), with u the
-    prediction under the null condition (cond_mask False) and c the conditional one."""
-
-    def denoiser(x, t, **cond):
-        b = x.shape[0]
-        both = {k: torch.cat([v, v]) if torch.is_tensor(v) and v.dim() > 0 else v
-                for k, v in cond.items()}
-        mask = torch.ones(2 * b, dtype=torch.bool, device=x.device)
-        mask[b:] = False
-        out = model(torch.cat([x, x]), torch.cat([t, t]), **both, cond_mask=mask)
-        c, u = out[:b], out[b:]
-        return u + scale * (c - u)
-
-    return denoiser
+    """Classifier-free guidance around `model` (see `vidiff.guidance.ClassifierFreeGuidance`)."""
+    return ClassifierFreeGuidance(model, scale)
 
 
 @torch.no_grad()
