@@ -115,11 +115,18 @@ def _cpu_name() -> str:
 def _run_config(spec: dict):
     from vidiff.train.config import load_run_config
 
-    return load_run_config(CONFIG, [
-        f"train.out={spec['out']}/vidiff_run", f"train.threads={spec['threads']}",
-        "train.device=cpu", "train.progress=false", "train.tensorboard=false",
-        "train.resume=never", "train.ckpt_every=0",
-    ])
+    return load_run_config(
+        CONFIG,
+        [
+            f"train.out={spec['out']}/vidiff_run",
+            f"train.threads={spec['threads']}",
+            "train.device=cpu",
+            "train.progress=false",
+            "train.tensorboard=false",
+            "train.resume=never",
+            "train.ckpt_every=0",
+        ],
+    )
 
 
 class _Budget:
@@ -143,13 +150,20 @@ class _Budget:
         self.steps += 1
 
 
-def _result(name: str, steps: int, seconds: float, batch: int, losses: list[float],
-            params: int) -> dict:
+def _result(
+    name: str, steps: int, seconds: float, batch: int, losses: list[float], params: int
+) -> dict:
     tail = losses[-LOSS_TAIL:]
-    return {"name": name, "steps": steps, "train_s": seconds, "batch": batch,
-            "samples_s": steps * batch / max(seconds, 1e-9), "params": params,
-            "final_loss": sum(tail) / len(tail) if tail else float("nan"),
-            "first_loss": losses[0] if losses else float("nan")}
+    return {
+        "name": name,
+        "steps": steps,
+        "train_s": seconds,
+        "batch": batch,
+        "samples_s": steps * batch / max(seconds, 1e-9),
+        "params": params,
+        "final_loss": sum(tail) / len(tail) if tail else float("nan"),
+        "first_loss": losses[0] if losses else float("nan"),
+    }
 
 
 def _sample_chunks(fn, count: int, chunk: int) -> torch.Tensor:
@@ -171,11 +185,18 @@ def _worker_vidiff(spec: dict) -> dict:
     adapt = spec["vidiff_horizon"] == "budget" and hasattr(schedule, "total")
     if spec["vidiff_horizon"] == "budget" and not adapt:
         _log("vidiff: trainer.schedule.total not found, keeping the config's LR horizon")
-    order = ShardedOrder(len(trainer.dataset), d.batch_size, seed=d.seed,
-                         num_images=d.num_images, num_frames=d.frames)
+    order = ShardedOrder(
+        len(trainer.dataset),
+        d.batch_size,
+        seed=d.seed,
+        num_images=d.num_images,
+        num_frames=d.frames,
+    )
     batches = make_loader(trainer.train_data, order, d.workers)
-    _log(f"vidiff: {trainer.num_params / 1e6:.2f}M parameters, {torch.get_num_threads()} "
-         f"threads, budget {spec['budget_s']:.0f} s, LR horizon: {spec['vidiff_horizon']}")
+    _log(
+        f"vidiff: {trainer.num_params / 1e6:.2f}M parameters, {torch.get_num_threads()} "
+        f"threads, budget {spec['budget_s']:.0f} s, LR horizon: {spec['vidiff_horizon']}"
+    )
     losses: list[float] = []
     trainer.raw.train()
     budget = _Budget(spec["budget_s"])
@@ -194,16 +215,24 @@ def _worker_vidiff(spec: dict) -> dict:
     result = _result("vidiff", trainer.step, seconds, d.batch_size, losses, trainer.num_params)
     result["lr_horizon"] = int(getattr(schedule, "total", config.train.steps))
     result["final_lr"] = trainer.optimizer.param_groups[0]["lr"]
-    _log(f"vidiff: {trainer.step} steps in {seconds:.1f} s, loss {result['final_loss']:.4f}; "
-         f"sampling {spec['num']} clips (DDIM {config.train.sample_steps})")
+    _log(
+        f"vidiff: {trainer.step} steps in {seconds:.1f} s, loss {result['final_loss']:.4f}; "
+        f"sampling {spec['num']} clips (DDIM {config.train.sample_steps})"
+    )
     trainer.raw.eval()
     t0 = time.perf_counter()
     videos = _sample_chunks(
         lambda i, n: trainer.sample_videos(count=n, seed=spec["sample_seed"] + i),
-        spec["num"], spec["sample_batch"])
-    result["samples"] = {"vidiff": {
-        "sampler": f"{config.train.sampler} {config.train.sample_steps}",
-        "clips": len(videos), "sample_s": time.perf_counter() - t0}}
+        spec["num"],
+        spec["sample_batch"],
+    )
+    result["samples"] = {
+        "vidiff": {
+            "sampler": f"{config.train.sampler} {config.train.sample_steps}",
+            "clips": len(videos),
+            "sample_s": time.perf_counter() - t0,
+        }
+    }
     torch.save(videos, Path(spec["out"]) / "samples_vidiff.pt")
     trainer.close()
     return result
@@ -219,8 +248,13 @@ def _peer_model(spec: dict):
     config = _run_config(spec)
     torch.manual_seed(config.train.seed)
     unet = Unet3D(**PEER_UNET, **spec["peer_kwargs"])
-    model = GaussianDiffusion(unet, image_size=config.data.size, num_frames=config.data.frames,
-                              timesteps=PEER_TIMESTEPS, loss_type="l2")
+    model = GaussianDiffusion(
+        unet,
+        image_size=config.data.size,
+        num_frames=config.data.frames,
+        timesteps=PEER_TIMESTEPS,
+        loss_type="l2",
+    )
     return model, config
 
 
@@ -242,8 +276,10 @@ def _worker_vdp(spec: dict) -> dict:
     ema, ema_model = EMA(PEER_EMA["decay"]), copy.deepcopy(model)
     optimizer = torch.optim.Adam(model.parameters(), lr=spec["peer_lr"])
     params = sum(p.numel() for p in model.parameters())
-    _log(f"vdp: {params / 1e6:.2f}M parameters, {torch.get_num_threads()} threads, "
-         f"budget {spec['budget_s']:.0f} s, Adam lr {spec['peer_lr']:g}")
+    _log(
+        f"vdp: {params / 1e6:.2f}M parameters, {torch.get_num_threads()} threads, "
+        f"budget {spec['budget_s']:.0f} s, Adam lr {spec['peer_lr']:g}"
+    )
     losses: list[float] = []
     step = 0
     model.train()
@@ -277,25 +313,41 @@ def _worker_vdp(spec: dict) -> dict:
 
     # the same network sampled with vidiff's DDIM 50 through an exact copy of its schedule
     if spec["num"]:
-        _log(f"vdp: {step} steps in {seconds:.1f} s, loss {result['final_loss']:.4f}; sampling "
-             f"{spec['num']} clips with vidiff's DDIM {spec['ddim_steps']}")
-        diffusion = Diffusion.from_config(DiffusionConfig(
-            schedule="cosine", timesteps=PEER_TIMESTEPS, prediction="eps",
-            schedule_kwargs={"s": 0.008, "max_beta": 0.9999}))
+        _log(
+            f"vdp: {step} steps in {seconds:.1f} s, loss {result['final_loss']:.4f}; sampling "
+            f"{spec['num']} clips with vidiff's DDIM {spec['ddim_steps']}"
+        )
+        diffusion = Diffusion.from_config(
+            DiffusionConfig(
+                schedule="cosine",
+                timesteps=PEER_TIMESTEPS,
+                prediction="eps",
+                schedule_kwargs={"s": 0.008, "max_beta": 0.9999},
+            )
+        )
         gap = (diffusion.alphas_cumprod.float() - ema_model.alphas_cumprod).abs().max()
         assert gap < 1e-5, f"schedule mismatch {gap}"
         unet = ema_model.denoise_fn
 
         def ddim(i, n):
             g = torch.Generator().manual_seed(spec["sample_seed"] + i)
-            return sample(lambda x, t: unet(x, t), (n, *shape), diffusion=diffusion,
-                          sampler="ddim", steps=spec["ddim_steps"], generator=g)
+            return sample(
+                lambda x, t: unet(x, t),
+                (n, *shape),
+                diffusion=diffusion,
+                sampler="ddim",
+                steps=spec["ddim_steps"],
+                generator=g,
+            )
 
         t0 = time.perf_counter()
         with torch.inference_mode():
             videos = _sample_chunks(ddim, spec["num"], spec["sample_batch"])
-        result["samples"]["vdp"] = {"sampler": f"vidiff ddim {spec['ddim_steps']}",
-                                    "clips": len(videos), "sample_s": time.perf_counter() - t0}
+        result["samples"]["vdp"] = {
+            "sampler": f"vidiff ddim {spec['ddim_steps']}",
+            "clips": len(videos),
+            "sample_s": time.perf_counter() - t0,
+        }
         torch.save(videos, Path(spec["out"]) / "samples_vdp.pt")
 
     # its own sampler: GaussianDiffusion.sample, ancestral DDPM over all 1000 steps
@@ -305,10 +357,14 @@ def _worker_vdp(spec: dict) -> dict:
         t0 = time.perf_counter()
         videos = _sample_chunks(
             lambda i, n: ema_model.sample(batch_size=n).float() * 2 - 1,  # [0, 1] -> [-1, 1]
-            spec["peer_native_num"], spec["sample_batch"])
-        result["samples"]["vdp_native"] = {"sampler": f"own ddpm {PEER_TIMESTEPS}",
-                                           "clips": len(videos),
-                                           "sample_s": time.perf_counter() - t0}
+            spec["peer_native_num"],
+            spec["sample_batch"],
+        )
+        result["samples"]["vdp_native"] = {
+            "sampler": f"own ddpm {PEER_TIMESTEPS}",
+            "clips": len(videos),
+            "sample_s": time.perf_counter() - t0,
+        }
         torch.save(videos, Path(spec["out"]) / "samples_vdp_native.pt")
     return result
 
@@ -321,14 +377,15 @@ def _worker_main(name: str, spec_json: str) -> None:
 
 # -- the parent: run both workers, score, tabulate ------------------------------------------------
 def _spawn(name: str, spec: dict) -> dict:
-    env = dict(os.environ, OMP_NUM_THREADS=str(spec["threads"]),
-               MKL_NUM_THREADS=str(spec["threads"]))
+    env = dict(
+        os.environ, OMP_NUM_THREADS=str(spec["threads"]), MKL_NUM_THREADS=str(spec["threads"])
+    )
     cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", name, json.dumps(spec)]
     proc = subprocess.run(cmd, stdout=subprocess.PIPE, text=True, env=env, cwd=ROOT)
     lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
     if proc.returncode or not lines:
         sys.exit(f"the {name} worker failed (exit status {proc.returncode})")
-    return json.loads(lines[-1][len("RESULT "):])
+    return json.loads(lines[-1][len("RESULT ") :])
 
 
 def _real(seed: int, count: int, frames: int, size: int) -> torch.Tensor:
@@ -343,9 +400,13 @@ def _scores(videos: torch.Tensor, ref: torch.Tensor, ref_track: dict) -> dict:
 
     track = ball_tracking_score(videos, reference=ref_track)
     fvd = float(video_distance(ref, videos)) if len(videos) >= 2 else float("nan")
-    return {"fvd_lite": fvd, "track": track["score"],
-            "count_constant": track["count_constant"], "accel_ratio": track["accel_ratio"],
-            "mean_count": track["mean_count"]}
+    return {
+        "fvd_lite": fvd,
+        "track": track["score"],
+        "count_constant": track["count_constant"],
+        "accel_ratio": track["accel_ratio"],
+        "mean_count": track["mean_count"],
+    }
 
 
 def _fmt(x, spec: str = ".3f") -> str:
@@ -355,27 +416,55 @@ def _fmt(x, spec: str = ".3f") -> str:
 
 
 def _table(rows: list[dict]) -> str:
-    head = ["run", "sampler", "clips", "FVD-lite ↓", "track score ↑", "count-const ↑",
-            "accel ratio (1 = real)", "train steps", "train s", "samples/s seen",
-            "final loss*", "sample s/clip"]
+    head = [
+        "run",
+        "sampler",
+        "clips",
+        "FVD-lite ↓",
+        "track score ↑",
+        "count-const ↑",
+        "accel ratio (1 = real)",
+        "train steps",
+        "train s",
+        "samples/s seen",
+        "final loss*",
+        "sample s/clip",
+    ]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
         t = r.get("train", {})
-        lines.append("| " + " | ".join([
-            r["run"], r["sampler"], str(r["clips"]), _fmt(r["fvd_lite"]), _fmt(r["track"]),
-            _fmt(r["count_constant"], ".2f"), _fmt(r["accel_ratio"], ".2f"),
-            str(t.get("steps", "-")), _fmt(t.get("train_s"), ".0f"),
-            _fmt(t.get("samples_s"), ".1f"), _fmt(t.get("final_loss"), ".4f"),
-            _fmt(r["sample_s"] / r["clips"] if r.get("sample_s") else None, ".2f"),
-        ]) + " |")
+        lines.append(
+            "| "
+            + " | ".join(
+                [
+                    r["run"],
+                    r["sampler"],
+                    str(r["clips"]),
+                    _fmt(r["fvd_lite"]),
+                    _fmt(r["track"]),
+                    _fmt(r["count_constant"], ".2f"),
+                    _fmt(r["accel_ratio"], ".2f"),
+                    str(t.get("steps", "-")),
+                    _fmt(t.get("train_s"), ".0f"),
+                    _fmt(t.get("samples_s"), ".1f"),
+                    _fmt(t.get("final_loss"), ".4f"),
+                    _fmt(r["sample_s"] / r["clips"] if r.get("sample_s") else None, ".2f"),
+                ]
+            )
+            + " |"
+        )
     return "\n".join(lines)
 
 
 def _verdict(a: dict, b: dict) -> list[str]:
     """Per metric, is row `a` (vidiff) ahead of row `b` (the peer)?"""
     out = []
-    for key, better in (("fvd_lite", "low"), ("track", "high"), ("count_constant", "high"),
-                        ("accel_ratio", "one")):
+    for key, better in (
+        ("fvd_lite", "low"),
+        ("track", "high"),
+        ("count_constant", "high"),
+        ("accel_ratio", "one"),
+    ):
         x, y = a[key], b[key]
         if any(isinstance(v, float) and math.isnan(v) for v in (x, y)):
             out.append(f"{key}: n/a")
@@ -391,28 +480,59 @@ def _verdict(a: dict, b: dict) -> list[str]:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--budget-s", type=float, default=300.0,
-                   help="training wall-clock seconds per library (default 300)")
+    p.add_argument(
+        "--budget-s",
+        type=float,
+        default=300.0,
+        help="training wall-clock seconds per library (default 300)",
+    )
     p.add_argument("--num", type=int, default=64, help="clips sampled per model (default 64)")
-    p.add_argument("--peer-native-num", type=int, default=8,
-                   help="clips from video-diffusion-pytorch's own 1000-step sampler (0: skip)")
-    p.add_argument("--ref-num", type=int, default=256,
-                   help="real reference clips (default 256; at least --num)")
-    p.add_argument("--threads", type=int, default=0,
-                   help="torch threads for both (0: the idle cores now, like vidiff train)")
+    p.add_argument(
+        "--peer-native-num",
+        type=int,
+        default=8,
+        help="clips from video-diffusion-pytorch's own 1000-step sampler (0: skip)",
+    )
+    p.add_argument(
+        "--ref-num",
+        type=int,
+        default=256,
+        help="real reference clips (default 256; at least --num)",
+    )
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=0,
+        help="torch threads for both (0: the idle cores now, like vidiff train)",
+    )
     p.add_argument("--peer-lr", type=float, default=3e-4, help="its Adam LR (its default 1e-4)")
-    p.add_argument("--peer-kwargs", type=json.loads, default={},
-                   help='more Unet3D keywords as JSON, e.g. \'{"attn_heads": 4}\'')
-    p.add_argument("--vidiff-horizon", choices=("budget", "config"), default="budget",
-                   help="vidiff's LR decay ends at the budget (default) or at the config's steps")
+    p.add_argument(
+        "--peer-kwargs",
+        type=json.loads,
+        default={},
+        help="more Unet3D keywords as JSON, e.g. '{\"attn_heads\": 4}'",
+    )
+    p.add_argument(
+        "--vidiff-horizon",
+        choices=("budget", "config"),
+        default="budget",
+        help="vidiff's LR decay ends at the budget (default) or at the config's steps",
+    )
     p.add_argument("--ddim-steps", type=int, default=50, help="DDIM steps for the peer's Unet3D")
     p.add_argument("--sample-batch", type=int, default=16, help="clips per sampling call")
     p.add_argument("--sample-seed", type=int, default=0)
-    p.add_argument("--only", choices=("vidiff", "vdp"), default=None,
-                   help="run one side (the table scores what is there)")
+    p.add_argument(
+        "--only",
+        choices=("vidiff", "vdp"),
+        default=None,
+        help="run one side (the table scores what is there)",
+    )
     p.add_argument("--out", default="runs/quality_at_equal_compute")
-    p.add_argument("--rescore", action="store_true",
-                   help="no training: score the samples an earlier run left in --out")
+    p.add_argument(
+        "--rescore",
+        action="store_true",
+        help="no training: score the samples an earlier run left in --out",
+    )
     args = p.parse_args()
 
     from vidiff.io import write_video
@@ -425,21 +545,40 @@ def main() -> None:
     config = _run_config({"out": str(out), "threads": threads})
     d = config.data
     load_before = _loadavg()
-    machine = {"cpu": _cpu_name(), "cores": os.cpu_count(), "threads": threads,
-               "torch": torch.__version__, "python": platform.python_version(),
-               "load_before": load_before}
-    print(f"machine: {machine['cpu']}, {machine['cores']} cores, {threads} torch threads, "
-          f"torch {torch.__version__}, load average (1/5/15 min) before: {load_before}")
+    machine = {
+        "cpu": _cpu_name(),
+        "cores": os.cpu_count(),
+        "threads": threads,
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "load_before": load_before,
+    }
+    print(
+        f"machine: {machine['cpu']}, {machine['cores']} cores, {threads} torch threads, "
+        f"torch {torch.__version__}, load average (1/5/15 min) before: {load_before}"
+    )
     if os.getloadavg()[0] > 0.5:
-        print("warning: the machine is busy; training speed (and so the steps each side fits "
-              "into the budget) is not representative")
-    spec = {"out": str(out), "threads": threads, "budget_s": args.budget_s, "num": args.num,
-            "peer_native_num": args.peer_native_num, "peer_lr": args.peer_lr,
-            "peer_kwargs": args.peer_kwargs, "vidiff_horizon": args.vidiff_horizon,
-            "ddim_steps": args.ddim_steps, "sample_batch": args.sample_batch,
-            "sample_seed": args.sample_seed}
-    print(f"data: bouncing balls, {d.frames} frames of {d.size}x{d.size}, batch {d.batch_size}; "
-          f"budget {args.budget_s:.0f} s of training per library, one after the other")
+        print(
+            "warning: the machine is busy; training speed (and so the steps each side fits "
+            "into the budget) is not representative"
+        )
+    spec = {
+        "out": str(out),
+        "threads": threads,
+        "budget_s": args.budget_s,
+        "num": args.num,
+        "peer_native_num": args.peer_native_num,
+        "peer_lr": args.peer_lr,
+        "peer_kwargs": args.peer_kwargs,
+        "vidiff_horizon": args.vidiff_horizon,
+        "ddim_steps": args.ddim_steps,
+        "sample_batch": args.sample_batch,
+        "sample_seed": args.sample_seed,
+    }
+    print(
+        f"data: bouncing balls, {d.frames} frames of {d.size}x{d.size}, batch {d.batch_size}; "
+        f"budget {args.budget_s:.0f} s of training per library, one after the other"
+    )
 
     t_start = time.perf_counter()
     results, loads = {}, {}
@@ -471,20 +610,48 @@ def main() -> None:
             samples[key] = videos
             write_video(out / f"{key}.png", videos[:SHEET_CLIPS])
             label = "vidiff" if key == "vidiff" else "video-diffusion-pytorch"
-            rows.append({"run": label, "key": key, "sampler": info["sampler"],
-                         "clips": info["clips"], "sample_s": info["sample_s"], "train": res,
-                         **_scores(videos, ref, ref_track)})
-    rows.append({"run": "real vs real", "key": "real", "sampler": "-", "clips": args.num,
-                 **_scores(real2[:args.num], ref, ref_track)})
+            rows.append(
+                {
+                    "run": label,
+                    "key": key,
+                    "sampler": info["sampler"],
+                    "clips": info["clips"],
+                    "sample_s": info["sample_s"],
+                    "train": res,
+                    **_scores(videos, ref, ref_track),
+                }
+            )
+    rows.append(
+        {
+            "run": "real vs real",
+            "key": "real",
+            "sampler": "-",
+            "clips": args.num,
+            **_scores(real2[: args.num], ref, ref_track),
+        }
+    )
     n = args.peer_native_num
     if "vdp_native" in samples and n < args.num:  # the same clip count as the native sampler
         mine = next((r for r in rows if r["key"] == "vidiff"), None)
         if mine is not None:
-            rows.append({"run": f"vidiff (first {n})", "key": "vidiff_n",
-                         "sampler": mine["sampler"], "clips": n,
-                         **_scores(samples["vidiff"][:n], ref, ref_track)})
-        rows.append({"run": f"real vs real (first {n})", "key": "real_n", "sampler": "-",
-                     "clips": n, **_scores(real2[:n], ref, ref_track)})
+            rows.append(
+                {
+                    "run": f"vidiff (first {n})",
+                    "key": "vidiff_n",
+                    "sampler": mine["sampler"],
+                    "clips": n,
+                    **_scores(samples["vidiff"][:n], ref, ref_track),
+                }
+            )
+        rows.append(
+            {
+                "run": f"real vs real (first {n})",
+                "key": "real_n",
+                "sampler": "-",
+                "clips": n,
+                **_scores(real2[:n], ref, ref_track),
+            }
+        )
     load_after = _loadavg()
     machine["load_after"] = load_after
     machine["load_after_each"] = loads
@@ -493,32 +660,54 @@ def main() -> None:
     by_key = {r["key"]: r for r in rows}
     verdicts = []
     if "vidiff" in by_key and "vdp" in by_key:
-        verdicts.append((f"{args.num} clips, both DDIM {args.ddim_steps}",
-                         _verdict(by_key["vidiff"], by_key["vdp"])))
+        verdicts.append(
+            (
+                f"{args.num} clips, both DDIM {args.ddim_steps}",
+                _verdict(by_key["vidiff"], by_key["vdp"]),
+            )
+        )
     if "vdp_native" in by_key:
         mine = by_key.get("vidiff_n") or by_key.get("vidiff")
         if mine is not None and mine["clips"] == by_key["vdp_native"]["clips"]:
-            verdicts.append((f"{n} clips, vidiff DDIM vs its own 1000-step sampler",
-                             _verdict(mine, by_key["vdp_native"])))
-    ref_note = (f"reference: {len(ref)} real clips (seed {REF_SEED}); real vs real: another "
-                f"real set (seed {REAL2_SEED}); training data seed {d.seed}")
-    footer = ("*final loss: mean of the last 25 steps of each library's own objective "
-              "(vidiff v-MSE, video-diffusion-pytorch eps-MSE): not comparable across rows")
+            verdicts.append(
+                (
+                    f"{n} clips, vidiff DDIM vs its own 1000-step sampler",
+                    _verdict(mine, by_key["vdp_native"]),
+                )
+            )
+    ref_note = (
+        f"reference: {len(ref)} real clips (seed {REF_SEED}); real vs real: another "
+        f"real set (seed {REAL2_SEED}); training data seed {d.seed}"
+    )
+    footer = (
+        "*final loss: mean of the last 25 steps of each library's own objective "
+        "(vidiff v-MSE, video-diffusion-pytorch eps-MSE): not comparable across rows"
+    )
     print()
     print(table)
     print(footer)
     print(ref_note)
     for title, lines in verdicts:
         print(f"{title}: " + "; ".join(lines))
-    print(f"load average after: {load_after} (after vidiff: {loads.get('vidiff', '-')}, after "
-          f"video-diffusion-pytorch: {loads.get('vdp', '-')}); total "
-          f"{time.perf_counter() - t_start:.0f} s; contact sheets and results in {out}")
-    report = {"machine": machine, "args": vars(args), "results": results, "rows": rows,
-              "verdicts": verdicts, "peer_unet": PEER_UNET}
+    print(
+        f"load average after: {load_after} (after vidiff: {loads.get('vidiff', '-')}, after "
+        f"video-diffusion-pytorch: {loads.get('vdp', '-')}); total "
+        f"{time.perf_counter() - t_start:.0f} s; contact sheets and results in {out}"
+    )
+    report = {
+        "machine": machine,
+        "args": vars(args),
+        "results": results,
+        "rows": rows,
+        "verdicts": verdicts,
+        "peer_unet": PEER_UNET,
+    }
     (out / "results.json").write_text(json.dumps(report, indent=2, default=str))
     (out / "results.md").write_text(
         f"machine: {machine}\n\n{table}\n\n{footer}\n\n{ref_note}\n\n"
-        + "\n".join(f"- {t}: " + "; ".join(v) for t, v in verdicts) + "\n")
+        + "\n".join(f"- {t}: " + "; ".join(v) for t, v in verdicts)
+        + "\n"
+    )
 
 
 if __name__ == "__main__":
