@@ -103,11 +103,26 @@ class _CudaMemory:
 
 
 # -- timing --------------------------------------------------------------------------------------
-def _timed(fn, device, repeats: int, max_phase_s: float) -> tuple[list[float], float, float]:
-    """(timed seconds of each call after one warmup, warmup seconds, CPU share).
+def _system_busy_s() -> float | None:
+    """CPU seconds all processes have spent on all cores since boot (/proc/stat), or None."""
+    try:
+        with open("/proc/stat") as f:
+            ticks = [int(v) for v in f.readline().split()[1:]]
+    except (OSError, ValueError):
+        return None
+    # user nice system idle iowait irq softirq steal ...: everything but idle and iowait
+    busy = sum(ticks[:8]) - ticks[3] - ticks[4]
+    return busy / os.sysconf("SC_CLK_TCK")
 
-    CPU share: process CPU time over (wall time x torch threads) during the timed calls; near
-    1 when the process had its cores to itself, lower when other processes took them."""
+
+def _timed(fn, device, repeats: int, max_phase_s: float) -> dict:
+    """Times `fn`: one warmup call, then up to `repeats` calls (fewer once they took
+    `max_phase_s`). Returns the timed seconds, the warmup seconds, and, for CPU runs:
+
+    - cpu_share: this process's CPU time / (wall time x torch threads) during the timed calls;
+    - others_cores: cores kept busy by OTHER processes meanwhile (all CPU time in /proc/stat
+      minus this process's, per wall second); 0 on an idle machine, the contention measure.
+    """
     cuda = device.type == "cuda"
 
     def once() -> float:
@@ -125,11 +140,25 @@ def _timed(fn, device, repeats: int, max_phase_s: float) -> tuple[list[float], f
 
     warm = once()
     times: list[float] = []
-    cpu0, wall0 = time.process_time(), time.perf_counter()
+    busy0, cpu0, wall0 = _system_busy_s(), time.process_time(), time.perf_counter()
     while len(times) < repeats and (not times or sum(times) < max_phase_s):
         times.append(once())
-    cpu, wall = time.process_time() - cpu0, time.perf_counter() - wall0
-    return times, warm, cpu / (wall * torch.get_num_threads())
+    busy1, cpu, wall = _system_busy_s(), time.process_time() - cpu0, time.perf_counter() - wall0
+    others = None if busy0 is None or busy1 is None else max(0.0, (busy1 - busy0 - cpu) / wall)
+    return {
+        "times": times,
+        "warmup": warm,
+        "cpu_share": cpu / (wall * torch.get_num_threads()),
+        "others_cores": others,
+    }
+
+
+def _summary(phase: str, r: dict) -> str:
+    others = "?" if r["others_cores"] is None else f"{r['others_cores']:.2f}"
+    return (
+        f"{phase} {statistics.median(r['times']):.4f}s x{len(r['times'])} "
+        f"(cpu share {r['cpu_share']:.2f}, other processes {others} cores)"
+    )
 
 
 def main(spec: dict) -> dict:
@@ -176,21 +205,15 @@ def main(spec: dict) -> dict:
     load0 = os.getloadavg()[0]
     model.eval()
     mem.phase()
-    sample_times, sample_warm, sample_cpu = _timed(
-        sample_step, device, spec["repeats"], spec["max_phase_s"]
-    )
+    sample = _timed(sample_step, device, spec["repeats"], spec["max_phase_s"])
     sample_mem = mem.peak()
-    _log(
-        f"sample {statistics.median(sample_times):.4f}s x{len(sample_times)} cpu {sample_cpu:.2f}"
-    )
+    _log(_summary("sample", sample))
 
     model.train()
     mem.phase()
-    train_times, train_warm, train_cpu = _timed(
-        train_step, device, spec["repeats"], spec["max_phase_s"]
-    )
+    train = _timed(train_step, device, spec["repeats"], spec["max_phase_s"])
     train_mem = mem.peak()
-    _log(f"train  {statistics.median(train_times):.4f}s x{len(train_times)} cpu {train_cpu:.2f}")
+    _log(_summary("train ", train))
     load1 = os.getloadavg()[0]
 
     from torch.utils.flop_counter import FlopCounterMode
@@ -201,24 +224,25 @@ def main(spec: dict) -> dict:
         call(model, x, t)
     flops = counter.get_total_flops()
 
-    train_s, sample_s = statistics.median(train_times), statistics.median(sample_times)
+    train_s, sample_s = statistics.median(train["times"]), statistics.median(sample["times"])
     out = {
         **spec,
         "params": params,
         "input": f"{b}x3x{f}x{hh}x{ww}",
         "flops_forward": flops,
         "train_s": train_s,
-        "train_times": train_times,
-        "train_warmup_s": train_warm,
+        "train_times": train["times"],
+        "train_warmup_s": train["warmup"],
         "sample_s": sample_s,
-        "sample_times": sample_times,
-        "sample_warmup_s": sample_warm,
+        "sample_times": sample["times"],
+        "sample_warmup_s": sample["warmup"],
         "train_gflops": 3 * flops / train_s / 1e9,
         "sample_gflops": flops / sample_s / 1e9,
         "train_peak_gib": train_mem,
         "sample_peak_gib": sample_mem,
         "build_s": build_s,
-        "cpu_share": [sample_cpu, train_cpu],
+        "cpu_share": [sample["cpu_share"], train["cpu_share"]],
+        "others_cores": [sample["others_cores"], train["others_cores"]],
         "baseline_gib": mem.baseline / GIB,  # resident set / CUDA allocation after building
         "threads": torch.get_num_threads(),
         "load_during": [load0, load1],

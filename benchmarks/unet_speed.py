@@ -108,6 +108,7 @@ def combine(rounds: list[dict]) -> dict:
     fastest_sample = min(ok, key=lambda r: r["sample_s"])
     best["sample_s"] = fastest_sample["sample_s"]
     best["cpu_share"] = [fastest_sample["cpu_share"][0], best["cpu_share"][1]]
+    best["others_cores"] = [fastest_sample["others_cores"][0], best["others_cores"][1]]
     best["sample_gflops"] = best["flops_forward"] / best["sample_s"] / 1e9
     best["train_peak_gib"] = max(r["train_peak_gib"] for r in ok)
     best["sample_peak_gib"] = max(r["sample_peak_gib"] for r in ok)
@@ -118,6 +119,12 @@ def combine(rounds: list[dict]) -> dict:
 # -- the table -----------------------------------------------------------------------------------
 def _fmt(v, spec: str) -> str:
     return "-" if v is None else format(v, spec)
+
+
+def _others(r: dict) -> str:
+    """Cores other processes kept busy during this row's timed steps (the worse phase)."""
+    v = [c for c in r.get("others_cores", []) if c is not None]
+    return f"{max(v):.2f}" if v else "?"
 
 
 def table(results: list[dict], args) -> str:
@@ -140,7 +147,7 @@ def table(results: list[dict], args) -> str:
         "mem vs vdp",
     ]
     if not cuda:
-        head.append("CPU share")
+        head.append("other procs (cores)")
     lines = ["| " + " | ".join(head) + " |", "|" + "|".join(["---"] * len(head)) + "|"]
     refs = {
         r["input"]: r
@@ -180,7 +187,7 @@ def table(results: list[dict], args) -> str:
                     _fmt(ratio("sample_s"), ".2f"),
                     _fmt(ratio("train_peak_gib"), ".2f"),
                 ]
-                + ([] if cuda else [f"{min(r['cpu_share']):.2f}"])
+                + ([] if cuda else [_others(r)])
             )
             + " |"
         )
@@ -280,18 +287,18 @@ def main(argv=None) -> int:
     print(f"load average (1, 5, 15 min): start {load}; end {load_end}")
     if args.device == "cpu":
         # the run's own threads raise the load average by up to --threads; what tells whether
-        # other processes took cores is the load before the run and each row's CPU share
-        shares = [min(r["cpu_share"]) for r in results if "cpu_share" in r]
-        low = min(shares) if shares else 1.0
-        if info["load_start"][0] > 1.0 or low < 0.8:
+        # other processes took cores is the load before the run and each row's contention
+        others = [c for r in results for c in r.get("others_cores", []) if c is not None]
+        worst = max(others, default=0.0)
+        if info["load_start"][0] > 1.0 or worst > 0.1:
             print(
-                f"note: load average {info['load_start'][0]:.2f} (> 1.0 is busy) before the run, "
-                f"lowest CPU share {low:.2f}: other processes shared the cores, so times are "
-                "inflated (most where the CPU share is lowest)"
+                f"note: load average {info['load_start'][0]:.2f} before the run (> 1.0 is busy), "
+                f"other processes kept up to {worst:.2f} cores busy during timed steps: times "
+                "of those rows are inflated, more than in proportion (threads wait for each other)"
             )
         print(
-            "CPU share = process CPU time / (wall time x threads) during the timed steps; "
-            "1.00 = the cores were the run's alone"
+            "other procs = cores kept busy by other processes during a row's timed steps "
+            "(/proc/stat minus this run's CPU time); 0.00 = the machine was the run's alone"
         )
     print(
         f"median of up to {args.repeats} timed calls after 1 warmup"
