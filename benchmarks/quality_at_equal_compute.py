@@ -1,8 +1,16 @@
 """Sample quality at equal compute: vidiff vs video-diffusion-pytorch 0.7.0 on bouncing balls.
 
-Both libraries train on the same clips for the same wall-clock budget on this CPU, one after
-the other, each in its own subprocess with the same torch thread count; then each samples and
-one table compares them on the weight-free metrics of `vidiff.metrics`.
+Both libraries train on the same clips for the same compute budget on this CPU, one after the
+other, each in its own subprocess with the same torch thread count; then each samples and one
+table compares them on the weight-free metrics of `vidiff.metrics`.
+
+**Budget**: ``--budget-s`` seconds of training on ``--clock``: by default each training
+process's own CPU time (`time.process_time`, all its threads) with one torch thread each, so
+that both get the same compute even when other jobs share the cores (a wall-clock budget on
+a shared machine hands whichever side runs during the quiet minutes more compute); ``--clock
+wall`` gives a wall-clock budget for a quiet machine. Both stop through
+`vidiff.train.budget.TimeBudget`: no step starts that would end more than half a step past the
+budget.
 
 **Data** (both sides, identical tensors in identical order): `configs/balls.toml`'s bouncing
 balls, 8 frames of 24x24 (``make_synthetic("bouncing_balls", seed=0, ...)``), batch 8, the
@@ -10,16 +18,13 @@ order of `vidiff.train.data.ShardedOrder`. Training time counts everything insid
 (rendering the clips, forward, backward, optimizer, EMA), nothing before it (building the
 model) or after it (sampling).
 
-**vidiff**: the trainer (`vidiff.train.Trainer`) with the default run config of
+**vidiff**: ``vidiff train`` as a user runs it (`Trainer.run`) with the default run config of
 `configs/balls.toml` (`tiny` preset, 0.21M parameters, cosine schedule, v-prediction, AdamW 1e-3,
-100 warmup steps, cosine LR decay to 0.1x, EMA 0.995, gradient clipping 1.0), driven step by step
-through `Trainer.train_step` until the budget ends (the trainer has no wall-clock stop).
-``--vidiff-horizon budget`` (default) ends the cosine LR decay at the budget: every 25 steps the
-schedule's horizon (``trainer.schedule.total``, 1200 steps in the config) is set to the steps
-done plus the steps the measured rate fits into the remaining time, as a user would pick
-``--steps`` to fill the budget; ``config`` keeps the config's 1200-step horizon (steps past it
-run at the final LR; a budget too short for 1200 steps stops mid-decay). Samples: the EMA
-weights with the trainer's default sampler, DDIM 50 steps (`Trainer.sample_videos`).
+100 warmup steps, cosine LR decay to 0.1x, EMA 0.995, gradient clipping 1.0) and
+``train.max_seconds`` / ``train.budget_clock`` set to the budget: the trainer stops when the
+budget is spent and aims its cosine LR decay at the step where the budget will end (re-estimated
+every step from the mean step time). Samples: the EMA weights with the trainer's default
+sampler, DDIM 50 steps (`Trainer.sample_videos`).
 
 **video-diffusion-pytorch 0.7.0**: ``GaussianDiffusion(Unet3D(dim=32, dim_mults=(1, 2, 4)),
 image_size=24, num_frames=8, timesteps=1000, loss_type="l2")`` (3.16M parameters): its README's
@@ -84,7 +89,6 @@ CONFIG = ROOT / "configs" / "balls.toml"
 PEER_UNET = {"dim": 32, "dim_mults": (1, 2, 4)}  # see the module docstring
 PEER_TIMESTEPS = 1000
 PEER_EMA = {"decay": 0.995, "every": 10, "start": 2000}  # its Trainer's defaults
-HORIZON_EVERY = 25  # vidiff --vidiff-horizon budget: re-estimate the LR horizon every N steps
 LOSS_TAIL = 25  # final loss: the mean of the last N steps
 SHEET_CLIPS = 16  # clips per contact sheet
 REF_SEED, REAL2_SEED = 1, 2  # real reference / second real set (training uses the config's 0)
@@ -125,29 +129,13 @@ def _run_config(spec: dict):
             "train.tensorboard=false",
             "train.resume=never",
             "train.ckpt_every=0",
+            "train.log_every=25",
+            f"train.max_seconds={spec['budget_s']}",
+            f"train.budget_clock={spec['clock']}",
+            "train.steps=100000",  # the budget ends the run (and its LR decay)
+            *spec.get("vidiff_set", []),
         ],
     )
-
-
-class _Budget:
-    """Decides whether to start another step: when, at the mean step time so far, it would end
-    at most half a step past the budget (so the training time is the budget on average, over-
-    or undershooting by at most half a step; the first step always runs)."""
-
-    def __init__(self, seconds: float):
-        self.seconds, self.start, self.steps = seconds, time.perf_counter(), 0
-
-    @property
-    def elapsed(self) -> float:
-        return time.perf_counter() - self.start
-
-    def another(self) -> bool:
-        if self.steps == 0:
-            return True
-        return self.elapsed + 0.5 * self.elapsed / self.steps <= self.seconds
-
-    def done_step(self) -> None:
-        self.steps += 1
 
 
 def _result(
@@ -175,49 +163,32 @@ def _sample_chunks(fn, count: int, chunk: int) -> torch.Tensor:
 
 # -- workers (one per library, each in its own process) -------------------------------------------
 def _worker_vidiff(spec: dict) -> dict:
-    from vidiff.train.data import ShardedOrder, make_loader
     from vidiff.train.trainer import Trainer
 
     config = _run_config(spec)
     d = config.data
     trainer = Trainer(config, echo=False)  # sets torch threads to train.threads
-    schedule = getattr(trainer, "schedule", None)
-    adapt = spec["vidiff_horizon"] == "budget" and hasattr(schedule, "total")
-    if spec["vidiff_horizon"] == "budget" and not adapt:
-        _log("vidiff: trainer.schedule.total not found, keeping the config's LR horizon")
-    order = ShardedOrder(
-        len(trainer.dataset),
-        d.batch_size,
-        seed=d.seed,
-        num_images=d.num_images,
-        num_frames=d.frames,
-    )
-    batches = make_loader(trainer.train_data, order, d.workers)
     _log(
         f"vidiff: {trainer.num_params / 1e6:.2f}M parameters, {torch.get_num_threads()} "
-        f"threads, budget {spec['budget_s']:.0f} s, LR horizon: {spec['vidiff_horizon']}"
+        f"threads, budget {spec['budget_s']:.0f} {spec['clock']} s"
     )
-    losses: list[float] = []
-    trainer.raw.train()
-    budget = _Budget(spec["budget_s"])
-    while budget.another():
-        loss, _ = trainer.train_step(batches)
-        losses.append(loss)
-        budget.done_step()
-        if adapt and trainer.step >= config.train.warmup and trainer.step % HORIZON_EVERY == 0:
-            rate = trainer.step / budget.elapsed
-            left = max(0.0, spec["budget_s"] - budget.elapsed)
-            schedule.total = max(trainer.step + 1, int(trainer.step + rate * left))
-        if trainer.step % 100 == 0:
-            _log(f"vidiff: step {trainer.step}, {budget.elapsed:.0f} s, loss {loss:.4f}")
-    seconds = budget.elapsed
-    del batches
-    result = _result("vidiff", trainer.step, seconds, d.batch_size, losses, trainer.num_params)
-    result["lr_horizon"] = int(getattr(schedule, "total", config.train.steps))
-    result["final_lr"] = trainer.optimizer.param_groups[0]["lr"]
+    trainer.run()  # stops at train.max_seconds; its LR decay ends with the budget
+    log = [json.loads(line) for line in (Path(config.train.out) / "log.jsonl").open()]
+    last = log[-1]  # logged at the last step, before the final checkpoint and samples
+    seconds = last["cpu_s" if spec["clock"] == "cpu" else "elapsed_s"]
+    result = _result("vidiff", trainer.step, seconds, d.batch_size, [], trainer.num_params)
+    result.update(
+        first_loss=log[0]["loss"],
+        final_loss=last["loss"],  # mean over the last log interval (25 steps)
+        wall_s=last["elapsed_s"],
+        cpu_s=last["cpu_s"],
+        lr_horizon=trainer.schedule.total,
+        final_lr=last["lr"],
+    )
     _log(
-        f"vidiff: {trainer.step} steps in {seconds:.1f} s, loss {result['final_loss']:.4f}; "
-        f"sampling {spec['num']} clips (DDIM {config.train.sample_steps})"
+        f"vidiff: {trainer.step} steps in {seconds:.1f} {spec['clock']} s, loss "
+        f"{result['final_loss']:.4f}; sampling {spec['num']} clips "
+        f"(DDIM {config.train.sample_steps})"
     )
     trainer.raw.eval()
     t0 = time.perf_counter()
@@ -263,6 +234,7 @@ def _worker_vdp(spec: dict) -> dict:
 
     from vidiff.diffusion import Diffusion, DiffusionConfig
     from vidiff.samplers import sample
+    from vidiff.train.budget import TimeBudget
     from vidiff.train.data import JointVideoDataset, ShardedOrder, build_dataset, make_loader
 
     torch.set_num_threads(spec["threads"])
@@ -278,12 +250,13 @@ def _worker_vdp(spec: dict) -> dict:
     params = sum(p.numel() for p in model.parameters())
     _log(
         f"vdp: {params / 1e6:.2f}M parameters, {torch.get_num_threads()} threads, "
-        f"budget {spec['budget_s']:.0f} s, Adam lr {spec['peer_lr']:g}"
+        f"budget {spec['budget_s']:.0f} {spec['clock']} s, Adam lr {spec['peer_lr']:g}"
     )
     losses: list[float] = []
     step = 0
     model.train()
-    budget = _Budget(spec["budget_s"])
+    budget = TimeBudget(spec["budget_s"], spec["clock"])
+    cpu0, wall0 = time.process_time(), time.perf_counter()
     while budget.another():
         x = next(batches)["video"]  # (B, 3, F, H, W) in [-1, 1]
         loss = model((x + 1) / 2)  # it takes [0, 1] and normalizes to [-1, 1] itself
@@ -303,10 +276,12 @@ def _worker_vdp(spec: dict) -> dict:
         if step % 10 == 0:
             _log(f"vdp: step {step}, {budget.elapsed:.0f} s, loss {losses[-1]:.4f}")
     seconds = budget.elapsed
+    cpu_s, wall_s = time.process_time() - cpu0, time.perf_counter() - wall0
     del batches
     if step < PEER_EMA["start"]:  # its trainer syncs the EMA copy every 10 steps before 2000
         ema_model.load_state_dict(model.state_dict())
     result = _result("vdp", step, seconds, d.batch_size, losses, params)
+    result.update(wall_s=wall_s, cpu_s=cpu_s)
     ema_model.eval()
     result["samples"] = {}
     shape = (3, d.frames, d.size, d.size)
@@ -483,14 +458,21 @@ def main() -> None:
     p.add_argument(
         "--budget-s",
         type=float,
-        default=300.0,
-        help="training wall-clock seconds per library (default 300)",
+        default=400.0,
+        help="training seconds per library, on --clock (default 400)",
+    )
+    p.add_argument(
+        "--clock",
+        choices=("cpu", "wall"),
+        default="cpu",
+        help="what the budget counts: each training process's CPU time (default: equal "
+        "compute even when other jobs share the cores) or wall-clock time (quiet machine)",
     )
     p.add_argument("--num", type=int, default=64, help="clips sampled per model (default 64)")
     p.add_argument(
         "--peer-native-num",
         type=int,
-        default=8,
+        default=4,
         help="clips from video-diffusion-pytorch's own 1000-step sampler (0: skip)",
     )
     p.add_argument(
@@ -502,8 +484,9 @@ def main() -> None:
     p.add_argument(
         "--threads",
         type=int,
-        default=0,
-        help="torch threads for both (0: the idle cores now, like vidiff train)",
+        default=1,
+        help="torch threads for both (0: the idle cores now, like vidiff train); with "
+        "--clock cpu keep 1: waiting threads would count as compute",
     )
     p.add_argument("--peer-lr", type=float, default=3e-4, help="its Adam LR (its default 1e-4)")
     p.add_argument(
@@ -513,10 +496,11 @@ def main() -> None:
         help="more Unet3D keywords as JSON, e.g. '{\"attn_heads\": 4}'",
     )
     p.add_argument(
-        "--vidiff-horizon",
-        choices=("budget", "config"),
-        default="budget",
-        help="vidiff's LR decay ends at the budget (default) or at the config's steps",
+        "--vidiff-set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a run-config override for vidiff's side (repeatable), as `vidiff train --set`",
     )
     p.add_argument("--ddim-steps", type=int, default=50, help="DDIM steps for the peer's Unet3D")
     p.add_argument("--sample-batch", type=int, default=16, help="clips per sampling call")
@@ -542,7 +526,8 @@ def main() -> None:
     out = Path(args.out).resolve()
     out.mkdir(parents=True, exist_ok=True)
     threads = args.threads or auto_threads()
-    config = _run_config({"out": str(out), "threads": threads})
+    config = _run_config({"out": str(out), "threads": threads, "budget_s": args.budget_s,
+                          "clock": args.clock, "vidiff_set": args.vidiff_set})
     d = config.data
     load_before = _loadavg()
     machine = {
@@ -557,7 +542,7 @@ def main() -> None:
         f"machine: {machine['cpu']}, {machine['cores']} cores, {threads} torch threads, "
         f"torch {torch.__version__}, load average (1/5/15 min) before: {load_before}"
     )
-    if os.getloadavg()[0] > 0.5:
+    if args.clock == "wall" and os.getloadavg()[0] > 0.5:
         print(
             "warning: the machine is busy; training speed (and so the steps each side fits "
             "into the budget) is not representative"
@@ -570,14 +555,16 @@ def main() -> None:
         "peer_native_num": args.peer_native_num,
         "peer_lr": args.peer_lr,
         "peer_kwargs": args.peer_kwargs,
-        "vidiff_horizon": args.vidiff_horizon,
+        "clock": args.clock,
+        "vidiff_set": args.vidiff_set,
         "ddim_steps": args.ddim_steps,
         "sample_batch": args.sample_batch,
         "sample_seed": args.sample_seed,
     }
     print(
         f"data: bouncing balls, {d.frames} frames of {d.size}x{d.size}, batch {d.batch_size}; "
-        f"budget {args.budget_s:.0f} s of training per library, one after the other"
+        f"budget {args.budget_s:.0f} s of training ({args.clock} clock) per library, one "
+        "after the other"
     )
 
     t_start = time.perf_counter()

@@ -61,3 +61,16 @@ def test_closed_form_for_known_gaussians():
     expected = ((mu1 - mu2) ** 2).sum() + ((np.sqrt(l1) - np.sqrt(l2)) ** 2).sum()
     assert frechet_distance(mu1, s1, mu2, s2) == pytest.approx(expected, rel=1e-10)
     assert frechet_distance(mu1, s1, mu1, s1) == pytest.approx(0.0, abs=1e-10)
+
+
+@pytest.mark.parametrize("n1,n2", [(20, 200), (200, 20), (20, 30)])
+def test_singular_covariances_match_pytorch_fid(n1, n2):
+    """Fewer samples than dimensions: one (or both) covariances singular, which takes the
+    Cholesky factor of the other one (or the eigendecomposition when both are singular)."""
+    reference = _pytorch_fid().calculate_frechet_distance
+    rng = np.random.default_rng(n1 + n2)
+    a, b = rng.standard_normal((n1, 64)), rng.standard_normal((n2, 64)) * 0.8 + 0.2
+    mu1, s1 = a.mean(0), np.cov(a, rowvar=False)
+    mu2, s2 = b.mean(0), np.cov(b, rowvar=False)
+    assert frechet_distance(mu1, s1, mu2, s2) == pytest.approx(reference(mu1, s1, mu2, s2),
+                                                               rel=1e-6)

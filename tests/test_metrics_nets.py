@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from _metric_stubs import TinyImageFeatures, TinyVideoDetector
 
 from vidiff.metrics.fid import (
     FIDConfig,
@@ -325,21 +326,6 @@ def test_torchscript_round_trip_with_stylegan_v_signature(tmp_path, i3d_net):
     assert torch.allclose(got, want, atol=1e-5, rtol=1e-5)
 
 
-class _TinyVideoDetector(torch.nn.Module):
-    """A small random 3D-conv detector with the StyleGAN-V call signature (fast FVD tests)."""
-
-    def __init__(self):
-        super().__init__()
-        self.conv = torch.nn.Conv3d(3, 12, 3, stride=2)
-        random_init_(self, torch.Generator().manual_seed(9))
-
-    def forward(self, x, rescale: bool = False, resize: bool = False,
-                return_features: bool = False):
-        x = x.float() / 255 * 2 - 1 if rescale else x
-        h = torch.relu(self.conv(x))
-        return torch.cat([h.mean((2, 3, 4)), h.std((2, 3, 4))], 1)  # (B, 24)
-
-
 def _check_fvd_orders_corruption(detector, config, clips):
     gen = torch.Generator().manual_seed(5)
     real = _blob_videos(clips, 9, 32, gen)
@@ -356,7 +342,7 @@ def _check_fvd_orders_corruption(detector, config, clips):
 
 
 def test_fvd_pipeline_orders_corruption():
-    detector = _TinyVideoDetector().eval()
+    detector = TinyVideoDetector().eval()
     for config in (FVDConfig(resolution=48, batch_size=3), FVDConfig(protocol="stylegan-v")):
         stats = _check_fvd_orders_corruption(detector, config, clips=8)
     assert fvd(stats, stats, None, FVDConfig(unbiased=False)) == pytest.approx(0, abs=1e-6)
@@ -404,23 +390,6 @@ def test_frames_are_streamed_in_order():
     assert video_frames(videos, frame_stride=2).shape[0] == 2 * 3
 
 
-class _TinyImageFeatures(torch.nn.Module):
-    """A small random conv feature net with FIDInceptionV3's interface (fast FID tests)."""
-
-    def __init__(self):
-        super().__init__()
-        self.conv = torch.nn.Conv2d(3, 16, 5, stride=2)
-        random_init_(self, torch.Generator().manual_seed(10))
-
-    def forward(self, x):
-        h = torch.relu(self.conv(2 * x - 1))
-        return torch.cat([h.mean((2, 3)), h.std((2, 3))], 1)  # (N, 32)
-
-    def features_and_logits(self, x):
-        pool = self.forward(x)
-        return pool, pool[:, :10]
-
-
 def _check_fid_orders_corruption(net, size, clips, frames):
     gen = torch.Generator().manual_seed(7)
     real = _blob_videos(clips, frames, size, gen)
@@ -436,7 +405,7 @@ def _check_fid_orders_corruption(net, size, clips, frames):
 
 
 def test_fid_pipeline_orders_corruption():
-    _check_fid_orders_corruption(_TinyImageFeatures().eval(), size=32, clips=6, frames=4)
+    _check_fid_orders_corruption(TinyImageFeatures().eval(), size=32, clips=6, frames=4)
 
 
 @pytest.mark.slow

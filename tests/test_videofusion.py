@@ -327,3 +327,44 @@ def test_bad_setups_raise_clear_errors():
         VideoFusion(build_unet("tiny"), StubResidual(), DecomposedPrior(), vidiff.Diffusion())
     with pytest.raises(TypeError, match="config_dict"):
         stub_model().config_dict()
+
+
+# -- vidiff train: model.kind = "videofusion" ----------------------------------------------------
+def _trainer(tmp_path, *extra):
+    from _train_helpers import tiny_config
+
+    from vidiff.train import Trainer
+
+    config = tiny_config(tmp_path, "model.kind=videofusion", "prior.name=decomposed",
+                         "prior.params.lam=0.3", "diffusion.prediction=eps", *extra, steps=2)
+    return Trainer(config, echo=False)
+
+
+def test_trainer_fine_tunes_the_base_at_model_base_lr_only(tmp_path):
+    trainer = _trainer(tmp_path, "model.base_lr=0.0")
+    model = trainer.raw
+    assert isinstance(model, VideoFusion) and model.prior.lambdas(4).tolist()[0] == 0.3
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    trainer.run()
+    after = model.state_dict()
+    assert all(torch.equal(after[k], v) for k, v in before.items() if k.startswith("base."))
+    assert any(not torch.equal(after[k], v) for k, v in before.items() if k.startswith("resid"))
+    trainer.close()
+    frozen = _trainer(tmp_path / "frozen", "model.freeze_base=true")
+    names = [g["name"] for g in frozen.optimizer.param_groups]
+    assert names == ["residual", "residual/no_decay"] and frozen.raw.base_frozen
+    frozen.close()
+
+
+def test_trainer_checkpoint_loads_back_for_sampling(tmp_path):
+    from vidiff.train.sampling import load_model
+
+    trainer = _trainer(tmp_path)
+    trainer.run()
+    trainer.close()
+    model, info = load_model(tmp_path)
+    assert isinstance(model, VideoFusion) and info.prior.params()["lam"] == 0.3
+    assert model.config_dict() == trainer.ema.model.config_dict()
+    x, t = inputs((1, 3, 4, 16, 16))
+    with torch.no_grad():
+        torch.testing.assert_close(model(x, t), trainer.ema.model.eval()(x, t), atol=0, rtol=0)

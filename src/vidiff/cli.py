@@ -10,7 +10,7 @@ import importlib
 import sys
 
 # module names under vidiff.commands, in --help order
-COMMANDS = ["train", "sample", "info", "demo"]
+COMMANDS = ["train", "sample", "info", "demo", "extend", "interpolate", "upsample", "eval"]
 
 
 class CommandError(Exception):

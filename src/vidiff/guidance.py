@@ -7,6 +7,15 @@
   plus the replacement method for the known part. With `weight=0` it is the replacement method
   alone, the baseline. An `operator` (e.g. a downsampling) takes the error through A(xhat), as
   for spatial super-resolution.
+
+Under a correlated noise prior (frame covariance S, `vidiff.priors`) both are made prior-aware.
+Whiten the frames with a Cholesky factor whose known frames come first, y = L^-1 x: y^a depends
+on x^a alone and the noise of y is independent, so the plain method applies to y exactly. Back
+in x this is (derivation in docs/CONDITIONAL.md):
+  replacement  x0^b += S_ba S_aa^-1 (x^a - xhat^a)   (the unknown frames' noise follows the
+               known frames' noise as the prior's conditional mean does),
+  guidance     the gradient step is preconditioned by S_b|a = S_bb - S_ba S_aa^-1 S_ab.
+With independent noise (S = I) both reduce to VDM's formulas.
 """
 
 from __future__ import annotations
@@ -16,6 +25,7 @@ from collections.abc import Callable
 import torch
 
 from .diffusion import Diffusion
+from .priors import NoisePrior, apply_frames
 
 Denoiser = Callable[..., torch.Tensor]
 
@@ -52,6 +62,35 @@ class ClassifierFreeGuidance:
         return pred_uncond + self.scale * (pred_cond - pred_uncond)  # Ho & Salimans eq. 6
 
 
+def conditional_frame_maps(cov: torch.Tensor, known: torch.Tensor):
+    """(gain, precond), each (F, F) float64, for the frame covariance `cov` (F, F) of the noise
+    and the known frames `known` (bool (F,)):
+
+    gain[b, a]    = S_ba S_aa^-1, the regression of the unknown frames' noise on the known ones';
+    precond[b, b] = S_bb - S_ba S_aa^-1 S_ab, the conditional covariance of the unknown frames;
+    zero elsewhere. With no known frame, precond = S.
+    """
+    cov = cov.double()
+    a, b = known.nonzero().flatten(), (~known).nonzero().flatten()
+    gain, precond = torch.zeros_like(cov), torch.zeros_like(cov)
+    reg = torch.linalg.solve(cov[a][:, a], cov[a][:, b]).T if len(a) else cov[b][:, a]  # (Fb, Fa)
+    gain[b[:, None], a[None, :]] = reg  # S_ba S_aa^-1 (S_aa is symmetric)
+    precond[b[:, None], b[None, :]] = cov[b][:, b] - reg @ cov[a][:, b]  # Schur complement
+    return gain, precond
+
+
+def frame_mask(mask: torch.Tensor, frames: int) -> torch.Tensor | None:
+    """The known frames (bool (F,)) of a mask broadcastable to (B, C, F, H, W) that is the same
+    for every batch item, channel and pixel; None for any other mask."""
+    if mask.dim() != 5:
+        return None
+    mask = mask.expand(*mask.shape[:2], frames, *mask.shape[3:])
+    per_frame = mask.movedim(2, 0).reshape(mask.shape[2], -1)  # (F, B*C*H*W)
+    if not (per_frame == per_frame[:, :1]).all():
+        return None
+    return per_frame[:, 0].cpu()
+
+
 class ReconstructionGuidance:
     """Sample the unknown part of a video consistently with known data (VDM eq. 7).
 
@@ -63,18 +102,37 @@ class ReconstructionGuidance:
     operator: A, a differentiable map from the video to the observation (default identity).
     replace:  the replacement method on the known part: its x0 prediction is x^a itself, so
               the sampler's own state there stays a noised x^a, with the prior's noise.
+    prior:    the noise prior the sampler draws from (default independent). A correlated prior
+              needs a mask of whole frames (the same for every pixel and batch item).
     """
 
     def __init__(self, denoiser: Denoiser, diffusion: Diffusion, known: torch.Tensor,
                  mask: torch.Tensor | None = None, weight: float = 2.0,
                  operator: Callable[[torch.Tensor], torch.Tensor] | None = None,
-                 replace: bool = True):
+                 replace: bool = True, prior: NoisePrior | None = None):
         if mask is None and operator is None:
             raise ValueError("give a mask of the known entries, or an operator")
         self.denoiser, self.diffusion = denoiser, diffusion
         self.known, self.mask, self.weight = known, mask, float(weight)
         self.operator = operator if operator is not None else (lambda x: x)
         self.replace = replace and mask is not None
+        self.prior = prior
+        self._maps: dict = {}
+
+    def _frame_maps(self, frames: int):
+        """(gain, precond) of `conditional_frame_maps` for the prior; None for white noise."""
+        if frames not in self._maps:
+            cov = (self.prior.frame_covariance(frames) if self.prior is not None
+                   else torch.eye(frames, dtype=torch.float64))
+            known = torch.zeros(frames, dtype=torch.bool)
+            if self.mask is not None:
+                known = frame_mask(self.mask, frames)
+            white = torch.equal(cov, torch.eye(frames, dtype=torch.float64))
+            if known is None and not white:
+                raise ValueError(f"a correlated noise prior ({self.prior!r}) needs a mask of "
+                                 "whole known frames, the same for every pixel and video")
+            self._maps[frames] = None if white else conditional_frame_maps(cov, known)
+        return self._maps[frames]
 
     def _x0_with_grad(self, xt, t, cond):
         """xhat(z_t) and grad_{z_t} ||x^a - A(xhat)||^2 (zero grad when weight is 0)."""
@@ -91,15 +149,28 @@ class ReconstructionGuidance:
             (grad,) = torch.autograd.grad(residual.square().sum(), z)
         return x0.detach(), grad
 
+    def _guided_x0(self, x0, grad, a, maps):
+        """VDM eq. 7 on the unknown part, preconditioned by S_b|a under a correlated prior."""
+        if maps is not None:
+            grad = apply_frames(maps[1], grad)  # S_b|a grad^b, zero on the known frames
+        elif self.mask is not None:
+            grad = grad * ~self.mask  # the gradient with respect to z^b only
+        return x0 - (self.weight * a / 2) * grad  # VDM eq. 7
+
+    def _replaced_x0(self, x0, maps):
+        """The replacement method: xhat^a = x^a, and the prior-aware shift of xhat^b."""
+        if maps is not None:
+            x0 = x0 + apply_frames(maps[0], (self.known - x0) * self.mask)  # S_ba S_aa^-1 d^a
+        return torch.where(self.mask, self.known, x0)
+
     def __call__(self, xt: torch.Tensor, t: torch.Tensor, **cond) -> torch.Tensor:
         x0, grad = self._x0_with_grad(xt, t, cond)
+        maps = self._frame_maps(xt.shape[2]) if xt.dim() == 5 else None
         a, s = self.diffusion.alpha_sigma(t, xt)  # alpha_t = sqrt(abar_t), sigma_t, (B, 1, ...)
         if grad is not None:
-            if self.mask is not None:
-                grad = grad * ~self.mask  # the gradient with respect to z^b only
-            x0 = x0 - (self.weight * a / 2) * grad  # VDM eq. 7
+            x0 = self._guided_x0(x0, grad, a, maps)
         if self.replace:
-            x0 = torch.where(self.mask, self.known, x0)  # replacement: xhat^a = x^a
+            x0 = self._replaced_x0(x0, maps)
         eps = (xt - a * x0) / s
         pred = self.diffusion.prediction
         return eps if pred == "eps" else x0 if pred == "x0" else a * eps - s * x0

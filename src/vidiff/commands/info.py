@@ -62,6 +62,21 @@ def describe(path: str) -> dict:
     }
 
 
+def _model_line(model: dict, extra: str) -> str:
+    """The "model" line: the U-Net preset, or VideoFusion's two generators; init_from."""
+    line = f"model        preset {model.get('preset')!r}{extra}"
+    if model.get("kind") == "videofusion":
+        base = model.get("base_overrides") or {}
+        base_extra = f" with {json.dumps(base)}" if base else ""
+        line = (f"model        videofusion: residual generator preset {model.get('preset')!r}"
+                f"{extra}, base generator preset {model.get('base_preset')!r}{base_extra} "
+                f"(base_lr {model.get('base_lr')}"
+                f"{', frozen' if model.get('freeze_base') else ''})")
+    if model.get("init_from"):
+        line += f"\n             initialized from the image model {model['init_from']}"
+    return line
+
+
 def _numel(shape) -> int:
     n = 1
     for s in shape:
@@ -87,7 +102,7 @@ def run(args: argparse.Namespace) -> int:
     model = facts["model"] or {}
     overrides = model.get("overrides") or {}
     extra = f" with {json.dumps(overrides)}" if overrides else ""
-    print(f"model        preset {model.get('preset')!r}{extra}")
+    print(_model_line(model, extra))
     d = facts["data"]
     print(f"clips        {d['channels']} x {d['frames']} frames x {d['size']}x{d['size']}"
           + (f" (+{d['num_images']} images in training)" if d.get("num_images") else ""))

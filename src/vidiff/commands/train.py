@@ -28,6 +28,8 @@ HELP = "train a model on videos (built-in bouncing balls by default)"
 # (option, config key, type, metavar, help)
 SHORTCUTS = [
     ("--steps", "train.steps", int, "N", "optimizer steps"),
+    ("--max-seconds", "train.max_seconds", float, "S",
+     "stop after S seconds of training (LR decay ends with them)"),
     ("--out", "train.out", str, "DIR", "run folder for logs, checkpoints and samples"),
     ("--preset", "model.preset", str, "NAME",
      "U-Net preset: tiny, small, base, vdm-matched, ..."),

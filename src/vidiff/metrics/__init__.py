@@ -11,7 +11,15 @@
 - **Ball tracking** for bouncing balls (`ball_tracking_score`): balls detected per frame, count
   consistency along the clip, trajectory smoothness and color consistency, each against the
   real data's own.
-- Per-clip temporal statistics: `frame_consistency`, `frame_difference`, `flicker`.
+- Per-clip temporal statistics: `frame_consistency`, `frame_difference`, `flicker`, and their
+  running means `TemporalStats`.
+- **FVD** with the Kinetics-400 I3D (`fvd`, `FVDConfig`, `i3d_features`, `i3d_stats`;
+  `load_i3d` reads pytorch-i3d state dicts or StyleGAN-V's TorchScript ``i3d_torchscript.pt``)
+  and per-frame **FID / IS** with pytorch-fid's InceptionV3 (`fid_per_frame`, `FIDConfig`,
+  `inception_frame_stats`, `inception_score`, `frame_inception_score`,
+  `InceptionScoreAccumulator`; `load_fid_inception` reads
+  ``pt_inception-2015-12-05-6726825d.pth``). Weights come from local files only; see
+  ``docs/EVAL.md``.
 - Corruptions for validation: `corrupt`, `shuffle_frames`, `gaussian_blur`,
   `replace_with_noise`, `add_noise`.
 
@@ -41,22 +49,41 @@ from vidiff.metrics.features import (
     Feature,
     video_features,
 )
+from vidiff.metrics.fid import (
+    FIDConfig,
+    InceptionScoreAccumulator,
+    fid_per_frame,
+    frame_inception_score,
+    inception_frame_stats,
+    inception_score,
+)
 from vidiff.metrics.frechet import FeatureStats, frechet_distance
-from vidiff.metrics.temporal import flicker, frame_consistency, frame_difference
+from vidiff.metrics.fvd import FVDConfig, fvd, i3d_features, i3d_stats, stats_distance
+from vidiff.metrics.i3d import I3D, InceptionI3d, load_i3d
+from vidiff.metrics.inception import FIDInceptionV3, load_fid_inception
+from vidiff.metrics.temporal import TemporalStats, flicker, frame_consistency, frame_difference
 from vidiff.metrics.tracking import (
     ball_tracking_score,
     ball_tracking_stats,
     connected_components,
     detect_balls,
 )
+from vidiff.metrics.weights import random_init_
 
 __all__ = [
     "CORRUPTIONS",
     "FEATURES",
     "FEATURE_GROUPS",
     "FEATURE_NAMES",
+    "FIDConfig",
+    "FIDInceptionV3",
+    "FVDConfig",
     "Feature",
     "FeatureStats",
+    "I3D",
+    "InceptionI3d",
+    "InceptionScoreAccumulator",
+    "TemporalStats",
     "VideoDistance",
     "add_noise",
     "ball_tracking_score",
@@ -64,15 +91,26 @@ __all__ = [
     "connected_components",
     "corrupt",
     "detect_balls",
+    "fid_per_frame",
     "flicker",
     "frame_consistency",
     "frame_difference",
+    "frame_inception_score",
     "frechet_distance",
+    "fvd",
     "gaussian_blur",
+    "i3d_features",
+    "i3d_stats",
+    "inception_frame_stats",
+    "inception_score",
+    "load_fid_inception",
+    "load_i3d",
+    "random_init_",
     "reference_stats",
     "replace_with_noise",
     "shuffle_frames",
     "standardized_distance",
+    "stats_distance",
     "video_distance",
     "video_features",
 ]

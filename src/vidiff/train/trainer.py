@@ -26,6 +26,7 @@ import json
 import math
 import os
 import time
+from collections.abc import Iterator
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -48,7 +49,9 @@ from vidiff.config_io import ConfigError
 from vidiff.diffusion import Diffusion
 from vidiff.losses import diffusion_loss
 from vidiff.priors import noise_prior
+from vidiff.text import build_text_encoder, text_width
 from vidiff.train import distributed
+from vidiff.train.budget import TimeBudget
 from vidiff.train.config import RunConfig, validate
 from vidiff.train.data import (
     JointVideoDataset,
@@ -59,7 +62,6 @@ from vidiff.train.data import (
 )
 from vidiff.train.ema import EMA
 from vidiff.train.schedule import WarmupSchedule
-from vidiff.train.text import HashTextEncoder
 
 __all__ = [
     "NonFiniteLossError",
@@ -131,7 +133,7 @@ def resolve_unet_config(config: RunConfig, num_classes: int | None = None):
             raise ConfigError("data.use_labels needs labelled data (or model.overrides."
                               "num_classes)")
     if config.data.use_captions:
-        overrides.setdefault("text_dim", config.data.text_dim)
+        overrides.setdefault("text_dim", text_width(config.data))
     try:
         return unet_config(config.model.preset, **overrides)
     except ValueError as err:
@@ -205,18 +207,16 @@ class Trainer:
         self.channels = int(first.shape[0])
         images = image_dataset(self.dataset, d.frames) if d.num_images else None
         self.train_data = JointVideoDataset(self.dataset, images)
-        self.text_encoder = HashTextEncoder(d.text_dim, d.max_tokens) if d.use_captions else None
+        self.text_encoder = build_text_encoder(d) if d.use_captions else None
 
         # model -------------------------------------------------------------------------------
-        self.unet_config = None
-        if model is None:
-            from vidiff.models import UNet
+        self.unet_config, self.model_meta = None, {}
+        if model is None:  # model.kind: a U-Net (init_from: inflated) or VideoFusion
+            from vidiff.train.build import build_model
 
-            self.unet_config = resolve_unet_config(config, len(self.class_names) or None)
+            unet_config = resolve_unet_config(config, len(self.class_names) or None)
+            model, self.unet_config, self.model_meta = build_model(config, unet_config)
             self._check_shapes(first)
-            with torch.random.fork_rng(devices=[]):
-                torch.manual_seed(t.seed)
-                model = UNet(self.unet_config)
         self.raw = model.to(self.device)
         self.num_params = sum(p.numel() for p in self.raw.parameters())
         self.conditional = bool(
@@ -239,12 +239,9 @@ class Trainer:
             self.prior = noise_prior(config.prior.name, **config.prior.params)
         except ValueError as err:
             raise ConfigError(f"prior: {err}") from None
-        decay, no_decay = [], []
-        for p in self.raw.parameters():
-            if p.requires_grad:
-                (decay if p.ndim >= 2 else no_decay).append(p)
-        groups = [{"params": decay, "weight_decay": t.weight_decay},
-                  {"params": no_decay, "weight_decay": 0.0}]
+        from vidiff.train.build import optimizer_groups
+
+        groups = optimizer_groups(self.raw, config)  # VideoFusion: the base at model.base_lr
         self.optimizer = torch.optim.AdamW(groups, lr=t.lr, betas=tuple(t.betas))
         self.schedule = WarmupSchedule(t.warmup, t.steps, t.lr_schedule, t.min_lr_ratio)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, self.schedule)
@@ -286,6 +283,7 @@ class Trainer:
             "size": d.size,
             "num_images": d.num_images,
             "world_size": self.dist.world,
+            **self.model_meta,  # VideoFusion: its config_dict, to rebuild it for sampling
         }
 
     def _resume(self) -> None:
@@ -476,6 +474,33 @@ class Trainer:
         return paths
 
     # -- the loop ---------------------------------------------------------------------------------
+    def batches(self) -> Iterator[dict[str, Any]]:
+        """This rank's training batches from the current step on, in the run's fixed order
+        (what `run` feeds to `train_step`; for loops of your own)."""
+        d, t = self.config.data, self.config.train
+        order = ShardedOrder(len(self.dataset), d.batch_size, rank=self.dist.rank,
+                             world=self.dist.world, seed=d.seed, num_images=d.num_images,
+                             num_frames=d.frames, start=self.step * t.grad_accum)
+        return make_loader(self.train_data, order, d.workers,
+                           pin_memory=self.device.type == "cuda")
+
+    def _spend(self, budget: TimeBudget) -> bool:
+        """Count a step against `budget`; past warmup, aim the end of the LR decay at the
+        step where the budget will end (the mean rate so far, re-estimated every step). True
+        when the budget allows no further step (rank 0 decides, so every process stops at
+        the same step with the same LR)."""
+        budget.done_step()
+        t = self.config.train
+        # rank 0's clock decides for all: [stop, LR horizon] (float64 holds any step exactly)
+        decision = torch.tensor([float(not budget.another()),
+                                 float(budget.horizon(self.step, cap=t.steps))],
+                                dtype=torch.float64, device=self.device)
+        if self.dist.distributed:
+            torch.distributed.broadcast(decision, 0)
+        if self.step >= t.warmup:
+            self.schedule.total = int(decision[1])
+        return bool(decision[0])
+
     def run(self, until: int | None = None) -> TrainResult:
         """Train to ``train.steps`` (or stop after step `until`, with a checkpoint, as an
         interruption would); checkpoints, samples and logs along the way."""
@@ -483,7 +508,7 @@ class Trainer:
 
         t, d = self.config.train, self.config.data
         end = t.steps if until is None else min(until, t.steps)
-        start_time = time.perf_counter()
+        start_time, start_cpu = time.perf_counter(), time.process_time()
         result = TrainResult(self.step, None, self.out, self.last_checkpoint)
         if self.dist.is_main:
             self.out.mkdir(parents=True, exist_ok=True)
@@ -499,11 +524,8 @@ class Trainer:
             f"{d.frames}{f'+{d.num_images}' if d.num_images else ''}x{d.size}x{d.size}, "
             f"out: {self.out}"
         )
-        order = ShardedOrder(len(self.dataset), d.batch_size, rank=self.dist.rank,
-                             world=self.dist.world, seed=d.seed, num_images=d.num_images,
-                             num_frames=d.frames, start=self.step * t.grad_accum)
-        batches = make_loader(self.train_data, order, d.workers,
-                              pin_memory=self.device.type == "cuda")
+        batches = self.batches()
+        budget = TimeBudget(t.max_seconds, t.budget_clock) if t.max_seconds else None
         logger = _JsonlLogger(self.out, t.tensorboard) if self.dist.is_main else None
         bar = tqdm(total=t.steps, initial=self.step, desc="train", unit="step",
                    disable=not (self.dist.is_main and t.progress), dynamic_ncols=True)
@@ -516,7 +538,8 @@ class Trainer:
                 interval_losses.append(loss)
                 interval_steps += 1
                 bar.update(1)
-                last = self.step == end
+                out_of_time = budget is not None and self._spend(budget)
+                last = self.step == end or out_of_time
                 if self.step % max(1, t.log_every) == 0 or last:
                     seconds = max(time.perf_counter() - interval_start, 1e-9)
                     record = {
@@ -527,6 +550,7 @@ class Trainer:
                         "it_s": interval_steps / seconds,
                         "videos_s": interval_steps * self.global_batch / seconds,
                         "elapsed_s": time.perf_counter() - start_time,
+                        "cpu_s": time.process_time() - start_cpu,  # this process, all threads
                     }
                     result.loss = record["loss"]
                     bar.set_postfix(loss=f"{record['loss']:.4f}",
@@ -536,10 +560,15 @@ class Trainer:
                     interval_losses, interval_start, interval_steps = [], time.perf_counter(), 0
                 if (t.ckpt_every and self.step % t.ckpt_every == 0) or last:
                     self.save()
-                if (t.sample_every and self.step % t.sample_every == 0) or self.step == t.steps:
+                final = self.step == t.steps or out_of_time
+                if (t.sample_every and self.step % t.sample_every == 0) or final:
                     self.raw.eval()
                     result.samples += self.write_samples()
                     self.raw.train()
+                if out_of_time:
+                    self._print(f"time budget of {t.max_seconds:g} s spent at step "
+                                f"{self.step} (train.max_seconds)")
+                    break
         finally:
             bar.close()
             if logger is not None:

@@ -1,0 +1,164 @@
+"""What `vidiff extend`, `interpolate` and `upsample` share: arguments, loading the model,
+reading the input video, writing the output."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+
+class Formatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
+    """Keep the examples' line breaks and show defaults."""
+
+
+def add_common_arguments(parser: argparse.ArgumentParser, weight: float = 2.0) -> None:
+    """The checkpoint, input, output, conditioning method and sampler options."""
+    parser.formatter_class = Formatter
+    parser.add_argument("checkpoint", help="run folder, checkpoint folder or .safetensors file")
+    parser.add_argument("-i", "--input", default=None,
+                        help="the given video: mp4/webm/gif/npy (npy: (N, F, H, W, C) uint8 for "
+                             "N videos) or a folder of frames; None: sample it first")
+    parser.add_argument("-o", "--out", default="out.mp4",
+                        help="output file; format by suffix: .mp4, .webm, .gif, .png, .npy")
+    parser.add_argument("-n", "--num", type=int, default=1,
+                        help="videos to sample first when there is no --input")
+    parser.add_argument("--method", choices=("reconstruction", "replacement"),
+                        default="reconstruction",
+                        help="reconstruction guidance (VDM eq. 7) or the replacement baseline")
+    parser.add_argument("--guidance-weight", type=float, default=weight,
+                        help="w_r of reconstruction guidance (VDM eq. 7)")
+    parser.add_argument("--sampler", default="ddim", help="ddpm, ddim or dpmpp_2m")
+    parser.add_argument("--steps", type=int, default=50, help="sampler steps per window")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the noise")
+    parser.add_argument("--weights", choices=("ema", "model"), default="ema",
+                        help="which weights: the EMA or the raw trained ones")
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    parser.add_argument("--fps", type=float, default=8, help="frame rate of mp4/gif")
+    parser.add_argument("--threads", type=int, default=0,
+                        help="torch CPU threads (0: the cores not already busy)")
+
+
+def _device(name: str) -> str:
+    import torch
+
+    from vidiff.cli import CommandError
+
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise CommandError("--device cuda: torch sees no CUDA device; use --device cpu")
+    return name
+
+
+def check_common(args: argparse.Namespace) -> None:
+    """Clear errors for bad values of the common arguments."""
+    from vidiff.cli import CommandError
+    from vidiff.io import WRITE_SUFFIXES
+    from vidiff.samplers import SAMPLERS
+
+    if Path(args.out).suffix.lower() not in WRITE_SUFFIXES:
+        raise CommandError(f"--out {args.out!r}: unknown suffix {Path(args.out).suffix!r}; "
+                           f"use one of {', '.join(WRITE_SUFFIXES)}")
+    if args.input is not None and not Path(args.input).exists():
+        raise CommandError(f"--input {args.input!r}: no such file or folder")
+    for key in ("num", "steps"):
+        if getattr(args, key) < 1:
+            raise CommandError(f"--{key} must be >= 1, got {getattr(args, key)}")
+    if args.guidance_weight < 0:
+        raise CommandError(f"--guidance-weight must be >= 0, got {args.guidance_weight}")
+    if args.sampler not in SAMPLERS:
+        raise CommandError(f"--sampler {args.sampler!r} is unknown; choose one of "
+                           f"{', '.join(SAMPLERS.names())}")
+
+
+def load(args: argparse.Namespace):
+    """(model, LoadedModel, ConditionalSampler) for the checkpoint and options of `args`."""
+    import torch
+
+    from vidiff.checkpoint import CheckpointError
+    from vidiff.cli import CommandError
+    from vidiff.conditional import ConditionalSampler
+    from vidiff.train.sampling import load_model
+    from vidiff.train.trainer import auto_threads
+
+    check_common(args)
+    torch.set_num_threads(args.threads if args.threads > 0 else auto_threads())
+    device = _device(args.device)
+    try:
+        model, info = load_model(args.checkpoint, args.weights, device)
+    except (CheckpointError, ValueError) as err:
+        raise CommandError(str(err)) from None
+    sampler = ConditionalSampler(model, info.diffusion, info.prior, method=args.method,
+                                 weight=args.guidance_weight, sampler=args.sampler,
+                                 steps=args.steps, progress=True)
+    return model, info, sampler
+
+
+def _read_frames(path: Path):
+    """uint8 (N, F, H, W, C): one video, or the N videos of an .npy batch."""
+    import numpy as np
+    import torch
+
+    from vidiff.cli import CommandError
+    from vidiff.io import VideoReadError, read_video
+
+    try:
+        if path.suffix.lower() == ".npy":
+            arr = np.load(path, allow_pickle=False)
+            if arr.ndim == 5 and arr.dtype == np.uint8:
+                return torch.from_numpy(arr)
+        return read_video(path).unsqueeze(0)
+    except (VideoReadError, ValueError, OSError) as err:
+        raise CommandError(f"--input {str(path)!r}: {err}") from None
+
+
+def read_input(args: argparse.Namespace, channels: int, size: int | None, device):
+    """The --input videos as float (N, C, F, H, W) in [-1, 1] on `device`, resized to
+    `size` x `size` (area interpolation) unless `size` is None."""
+    import torch.nn.functional as F
+
+    from vidiff.cli import CommandError
+    from vidiff.io import from_uint8, to_rgb
+
+    frames = _read_frames(Path(args.input))  # (N, F, H, W, C) uint8
+    if frames.shape[-1] != channels:
+        if channels != 3:
+            raise CommandError(f"--input {args.input!r} has {frames.shape[-1]} channels; the "
+                               f"model takes {channels}")
+        frames = to_rgb(frames)
+    video = from_uint8(frames).to(device)  # (N, C, F, H, W)
+    n, c, f, h, w = video.shape
+    if size is not None and (h, w) != (size, size):
+        flat = video.transpose(1, 2).reshape(n * f, c, h, w)  # (N*F, C, H, W)
+        flat = F.interpolate(flat, size=(size, size), mode="area")
+        video = flat.reshape(n, f, c, size, size).transpose(1, 2)  # (N, C, F, S, S)
+    return video
+
+
+def first_clip(args: argparse.Namespace, model, info, device):
+    """--num videos of the model's own length, sampled unconditionally (no --input)."""
+    from vidiff.train.sampling import sample_videos
+
+    return sample_videos(model, info.diffusion, info.prior, count=args.num,
+                         channels=info.channels, frames=info.frames, size=info.size,
+                         sampler=args.sampler, steps=args.steps, seed=args.seed,
+                         device=device, num_classes=info.unet_config.num_classes,
+                         captions=info.class_names or None, text_encoder=info.text_encoder)
+
+
+def write_output(args: argparse.Namespace, video, what: str) -> None:
+    """Write `video` (N, C, F, H, W) to --out and say what was written."""
+    from vidiff.io import write_video
+
+    write_video(args.out, video.cpu(), fps=args.fps)
+    n, _, f, h, w = video.shape
+    print(f"wrote {args.out} ({n} videos of {f}x{h}x{w}, {what}, {args.method}"
+          f"{'' if args.method == 'replacement' else f' w_r={args.guidance_weight}'}, "
+          f"{args.sampler} {args.steps} steps)")
+
+
+def generator(args: argparse.Namespace, device):
+    """The torch.Generator of all the command's noise, seeded by --seed."""
+    import torch
+
+    return torch.Generator(device=device).manual_seed(args.seed)

@@ -1,0 +1,313 @@
+"""Evaluate generated videos against reference videos: FVD, FID, IS, NLL and weight-free metrics.
+
+The generated clips come from --generated (a .npy / .pt array as `vidiff sample` writes, one
+video file, or a folder of videos) or are sampled on the fly from --checkpoint (--num videos,
+batch by batch). The reference is a built-in synthetic dataset (bouncing_balls, moving_shapes),
+a folder of real videos, an array file, or the .npz that --save-reference wrote (its pass is
+then skipped). Always computed: FVD-lite, the temporal statistics and, for bouncing balls,
+ball tracking; --i3d adds FVD, --inception per-frame FID and IS, --nll the variational bound
+of --checkpoint on the reference clips. Every set is streamed in batches of --batch-size
+clips, so memory stays bounded for any number of clips. Nothing is downloaded: the weight
+files are local paths (docs/EVAL.md says where to get them).
+
+Examples:
+  vidiff eval -g samples.npy --reference bouncing_balls --out report.json
+  vidiff eval -c runs/balls --num 2048 --reference bouncing_balls --save-reference ref.npz
+  vidiff eval -g fake/ --reference ucf_clips/ --frames 16 --size 64 \\
+      --i3d i3d_torchscript.pt --inception pt_inception-2015-12-05-6726825d.pth
+  vidiff eval -c runs/balls --nll --nll-num 64 --reference bouncing_balls
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+from pathlib import Path
+
+NAME = "eval"
+HELP = "FVD, FID, IS, NLL and weight-free metrics of generated videos, as a JSON report"
+
+
+class _Formatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
+    """Keep the examples' line breaks and show defaults."""
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.formatter_class = _Formatter
+    add = parser.add_argument
+    add("-g", "--generated", help="generated clips: .npy/.pt array, a video file or a folder")
+    add("-c", "--checkpoint", help="run folder / checkpoint to sample from (no --generated) "
+        "and to score with --nll")
+    add("-n", "--num", type=int, default=64, help="videos to sample from --checkpoint")
+    add("--sampler", default=None, help="sampler for --checkpoint (None: the run's)")
+    add("--steps", type=int, default=None, help="sampler steps (None: the run's)")
+    add("--seed", type=int, default=0, help="seed of the sampling and NLL noise")
+    add("-r", "--reference", default=None,
+        help="bouncing_balls | moving_shapes | a folder of videos | an array file | an .npz "
+             "from --save-reference (None: the checkpoint's training data)")
+    add("--reference-num", type=int, default=None,
+        help="reference clips (None: as many as generated)")
+    add("--frames", type=int, default=None, help="reference clip length (None: generated's)")
+    add("--size", type=int, default=None, help="reference frame size (None: generated's)")
+    add("--i3d", help="I3D weights -> FVD: pytorch-i3d state dict or StyleGAN-V's "
+        "i3d_torchscript.pt")
+    add("--fvd-protocol", choices=("tf", "stylegan-v"), default="tf",
+        help="FVD preprocessing and covariance convention (docs/EVAL.md)")
+    add("--inception", help="pytorch-fid InceptionV3 weights -> per-frame FID and IS "
+        "(pt_inception-2015-12-05-6726825d.pth)")
+    add("--is-splits", type=int, default=10, help="Inception Score splits")
+    add("--nll", action="store_true", help="bits/dim of --checkpoint on the reference clips")
+    add("--nll-num", type=int, default=16, help="reference clips scored by --nll")
+    add("--batch-size", type=int, default=16, help="clips per batch")
+    add("--save-reference", metavar="NPZ", help="save the reference statistics for reuse")
+    add("-o", "--out", help="write the JSON report here")
+    add("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    add("--threads", type=int, default=0, help="torch CPU threads (0: the free cores)")
+    add("--no-progress", action="store_true", help="no progress bars")
+
+
+def _fail(message: str):
+    from vidiff.cli import CommandError
+
+    raise CommandError(message)
+
+
+def _check_args(args: argparse.Namespace) -> None:
+    if not args.generated and not args.checkpoint:
+        _fail("give the generated videos (--generated PATH) or a --checkpoint to sample from")
+    if args.nll and not args.checkpoint:
+        _fail("--nll scores a model: give its --checkpoint")
+    for name in ("num", "batch_size", "nll_num", "is_splits", "reference_num", "frames",
+                 "size", "steps"):
+        value = getattr(args, name)
+        if value is not None and value < 1:
+            _fail(f"--{name.replace('_', '-')} must be >= 1, got {value}")
+    for flag in ("i3d", "inception"):
+        path = getattr(args, flag)
+        if path is not None and not Path(path).expanduser().is_file():
+            _fail(f"--{flag}: weights file not found: {path!r} (nothing is downloaded; see "
+                  "docs/EVAL.md for where to get it)")
+    if args.save_reference and str(args.reference).endswith(".npz"):
+        _fail("--save-reference: the reference is already a statistics file")
+
+
+def _device(name: str):
+    import torch
+
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        _fail("--device cuda: torch sees no CUDA device; use --device cpu")
+    return torch.device(name)
+
+
+def _load_nets(args, device) -> tuple:
+    """The I3D and Inception networks (or None) and their descriptions for the report."""
+    from vidiff.evaluate import file_sha256
+    from vidiff.metrics import load_fid_inception, load_i3d
+    from vidiff.metrics.weights import is_torchscript_file
+
+    nets, weights = [None, None], {}
+    for i, (flag, load) in enumerate((("i3d", load_i3d), ("inception", load_fid_inception))):
+        path = getattr(args, flag)
+        if path is None:
+            continue
+        try:
+            nets[i] = load(path).to(device)
+        except (FileNotFoundError, ValueError) as err:
+            _fail(f"--{flag}: {err}")
+        kind = "torchscript" if is_torchscript_file(path) else "state_dict"
+        weights[flag] = {"path": str(path), "sha256": file_sha256(path), "kind": kind}
+    return nets[0], nets[1], weights
+
+
+def _generated(args, device):
+    from vidiff.checkpoint import CheckpointError
+    from vidiff.evaluate import checkpoint_clips, open_videos
+
+    try:
+        if args.generated:
+            return open_videos(args.generated)
+        return checkpoint_clips(args.checkpoint, args.num, sampler=args.sampler,
+                                steps=args.steps, seed=args.seed, device=device)
+    except (FileNotFoundError, ValueError, CheckpointError) as err:
+        _fail(f"--{'generated' if args.generated else 'checkpoint'}: {err}")
+
+
+def _default_reference(args) -> str:
+    if args.reference:
+        return args.reference
+    if not args.checkpoint:
+        _fail("give a --reference: bouncing_balls, moving_shapes, a folder of videos, an "
+              "array file or an .npz from --save-reference")
+    from vidiff.train.sampling import load_model
+
+    _, info = load_model(args.checkpoint)
+    data = info.checkpoint.config.get("data", {})
+    return data.get("path") if data.get("source") == "folder" else data.get("source")
+
+
+def _reference_source(args, name: str, shape: tuple, count: int):
+    """The reference clips (a ClipSource) with the generated clips' shape unless told."""
+    from vidiff.data import SYNTHETIC
+    from vidiff.evaluate import dataset_clips, open_videos
+    from vidiff.evaluate.sources import ARRAY_SUFFIXES
+
+    frames, size = args.frames or shape[1], args.size or shape[2]
+    try:
+        if Path(name).suffix.lower() in ARRAY_SUFFIXES:
+            return open_videos(name)
+        if name in SYNTHETIC or Path(name).is_dir():
+            return dataset_clips(name, frames, size, count)
+    except (FileNotFoundError, ValueError) as err:
+        _fail(f"--reference: {err}")
+    valid = ", ".join(SYNTHETIC.names())
+    _fail(f"--reference {name!r}: not a synthetic dataset ({valid}), a folder, an array file "
+          "(.npy, .pt) or an .npz from --save-reference")
+
+
+def _check_saved(reference, weights: dict, config, shape: tuple, path: str) -> None:
+    """A saved reference must match the weights, settings and clip shape of this run."""
+    meta = reference.meta
+    for flag, name in (("i3d", "i3d"), ("inception", "inception")):
+        if flag not in weights:
+            continue
+        if name not in reference.stats:
+            _fail(f"--reference {path!r} holds no {flag} statistics: save it again with --{flag}")
+        saved = meta.get("weights", {}).get(flag, {}).get("sha256")
+        if saved != weights[flag]["sha256"]:
+            _fail(f"--reference {path!r} was computed with other {flag} weights "
+                  f"(sha256 {saved}); recompute it with {weights[flag]['path']!r}")
+    settings = config.settings()
+    keys = (["fvd"] if "i3d" in weights else []) + (
+        ["fid", "is_splits"] if "inception" in weights else [])
+    for key in keys:  # the settings that decide the numbers of this run
+        if meta.get("settings", {}).get(key) != settings[key]:
+            _fail(f"--reference {path!r} was computed with other {key} settings: "
+                  f"{meta.get('settings', {}).get(key)} vs {settings[key]}")
+    if shape is not None and tuple(reference.shape) != tuple(shape):
+        _fail(f"mismatched sizes: the reference clips are {tuple(reference.shape)} (C, F, H, W), "
+              f"the generated ones {tuple(shape)}")
+    if config.tracking and reference.tracking is None:
+        _fail(f"--reference {path!r} holds no ball tracking statistics")
+
+
+def _accumulate(source, config, nets, device, label, progress):
+    from vidiff.evaluate import accumulate
+
+    try:
+        return accumulate(source, config, i3d=nets[0], inception=nets[1], device=device,
+                          label=label, progress=progress)
+    except ValueError as err:
+        if "at least" in str(err) and "I3D" in str(err):
+            _fail(f"--i3d: {err}; evaluate 16-frame clips or leave out --i3d")
+        _fail(f"{label}: {err}")
+
+
+def _is_tracked(name: str, reference) -> bool:
+    if hasattr(reference, "meta"):
+        return reference.meta.get("reference", {}).get("name") == "bouncing_balls"
+    return name == "bouncing_balls"
+
+
+def _nll(args, ref_name: str, shape: tuple, device, progress: bool) -> dict:
+    from vidiff.evaluate import nll_bits_per_dim_on
+    from vidiff.train.sampling import load_model
+
+    model, info = load_model(args.checkpoint, "ema", device)
+    if info.unet_config.num_classes is not None or info.text_encoder is not None:
+        _fail("--nll: conditional models are not supported (the bound needs the labels)")
+    if Path(ref_name).suffix.lower() == ".npz":
+        _fail("--nll needs reference videos, not a statistics file")
+    source = _reference_source(argparse.Namespace(frames=info.frames, size=info.size), ref_name,
+                               shape, args.nll_num)
+    return nll_bits_per_dim_on(source, model, info, batch_size=args.batch_size, seed=args.seed,
+                               device=device, progress=progress)
+
+
+def _clean(value):
+    """NaN / inf -> None, numpy scalars -> floats (strict JSON)."""
+    if isinstance(value, dict):
+        return {k: _clean(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_clean(v) for v in value]
+    if hasattr(value, "item") and not isinstance(value, (str, bytes)):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def _print_summary(metrics: dict) -> None:
+    rows = [("FVD", metrics.get("fvd")), ("FID (per frame)", metrics.get("fid")),
+            ("IS (per frame)", metrics.get("inception_score")),
+            ("FVD-lite", metrics.get("fvd_lite")),
+            ("ball tracking score", metrics.get("ball_tracking", {}).get("score")),
+            ("NLL (bits/dim)", metrics.get("nll", {}).get("bits_per_dim"))]
+    for side in ("generated", "reference"):
+        temporal = metrics[side]["temporal"]
+        rows.append((f"frame consistency ({side})", temporal["frame_consistency"]))
+        rows.append((f"flicker ({side})", temporal["flicker"]))
+    print("| metric | value |\n|---|---|")
+    for name, value in rows:
+        if value is not None:
+            print(f"| {name} | {value:.4f} |")
+
+
+def run(args: argparse.Namespace) -> int:
+    import torch
+
+    from vidiff.evaluate import EvalConfig, load_reference, save_reference, versions
+    from vidiff.metrics import FIDConfig, FVDConfig
+    from vidiff.train.trainer import auto_threads
+
+    _check_args(args)
+    torch.set_num_threads(args.threads if args.threads > 0 else auto_threads())
+    device, progress = _device(args.device), (False if args.no_progress else None)
+    i3d, inception, weights = _load_nets(args, device)
+    ref_name = _default_reference(args)
+    config = EvalConfig(batch_size=args.batch_size, fvd=FVDConfig(protocol=args.fvd_protocol),
+                        fid=FIDConfig(), is_splits=args.is_splits)
+    saved = Path(ref_name).suffix.lower() == ".npz"
+    if saved:
+        try:
+            reference = load_reference(ref_name, config)
+        except (OSError, ValueError) as err:
+            _fail(f"--reference: {err}")
+    config.tracking = _is_tracked(ref_name, reference if saved else None)
+    if saved:
+        _check_saved(reference, weights, config, None, ref_name)
+    generated_source = _generated(args, device)
+    generated = _accumulate(generated_source, config, (i3d, inception), device, "generated",
+                            progress)
+    if saved:
+        _check_saved(reference, weights, config, generated.shape, ref_name)
+        reference_describe = reference.meta["reference"]
+    else:
+        count = args.reference_num or generated.count
+        source = _reference_source(args, ref_name, generated.shape, count)
+        reference = _accumulate(source, config, (i3d, inception), device, "reference", progress)
+        reference_describe = source.describe
+        if reference.shape != generated.shape:
+            _fail(f"mismatched sizes: the reference clips are {reference.shape} (C, F, H, W), "
+                  f"the generated ones {generated.shape}; pass --frames / --size")
+        if args.save_reference:
+            save_reference(reference, args.save_reference,
+                           {"reference": reference_describe, "weights": weights,
+                            "settings": config.settings(), "versions": versions()})
+    from vidiff.evaluate import compare
+
+    metrics = compare(reference, generated)
+    if args.nll:
+        metrics["nll"] = _nll(args, ref_name, generated.shape, device, progress)
+    report = {"metrics": metrics, "settings": {
+        "generated": generated_source.describe, "reference": reference_describe,
+        "clip_shape": list(generated.shape), "batch_size": args.batch_size,
+        "weights": weights, **config.settings()}, "versions": versions()}
+    report = _clean(report)
+    _print_summary(report["metrics"])
+    if args.out:
+        Path(args.out).write_text(json.dumps(report, indent=2) + "\n")
+        print(f"wrote {args.out}")
+    return 0

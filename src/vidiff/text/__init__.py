@@ -1,0 +1,23 @@
+"""Text encoders for text-to-video: a native BERT (Hugging Face format) with its WordPiece
+tokenizer, and the choice of encoder by name (`build_text_encoder`)."""
+
+from vidiff.text.bert import BertConfig, BertEncoder, load_bert
+from vidiff.text.encoders import (
+    BertTextEncoder,
+    build_text_encoder,
+    resolve_text_encoder,
+    text_width,
+)
+from vidiff.text.wordpiece import WordPieceTokenizer, basic_tokens
+
+__all__ = [
+    "BertConfig",
+    "BertEncoder",
+    "BertTextEncoder",
+    "WordPieceTokenizer",
+    "basic_tokens",
+    "build_text_encoder",
+    "load_bert",
+    "resolve_text_encoder",
+    "text_width",
+]

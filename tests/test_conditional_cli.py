@@ -1,0 +1,96 @@
+"""`vidiff extend` and `vidiff interpolate` through `vidiff.cli.main`: shapes, paths, errors."""
+
+import numpy as np
+import pytest
+import torch
+from _train_helpers import TINY
+
+from vidiff.cli import main
+from vidiff.io import write_video
+
+FAST = ["--steps", "2", "--threads", "1"]
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory):
+    """A 1-step tiny run: 4 frames of 16x16, progressive noise prior."""
+    torch.set_num_threads(1)
+    out = tmp_path_factory.mktemp("cond_cli") / "run"
+    assert main(["train", "--out", str(out), "--steps", "1", "--set", *TINY]) == 0
+    return out
+
+
+@pytest.fixture
+def clip(tmp_path):
+    """A 3-frame 20x20 RGB video in a .npy file (resized to the model's 16x16 on reading)."""
+    path = tmp_path / "clip.npy"
+    g = torch.Generator().manual_seed(0)
+    write_video(path, torch.rand(3, 3, 20, 20, generator=g) * 2 - 1)
+    return path
+
+
+def _error(capsys, argv):
+    with pytest.raises(SystemExit) as exc:
+        main(argv)
+    assert exc.value.code == 2
+    return capsys.readouterr().err
+
+
+@pytest.mark.parametrize("method", ["reconstruction", "replacement"])
+def test_extend_input_and_generated(tiny_run, clip, tmp_path, method):
+    out = tmp_path / "long.npy"
+    assert main(["extend", str(tiny_run), "--input", str(clip), "--frames", "9", "--overlap",
+                 "2", "--method", method, "--out", str(out), *FAST]) == 0
+    frames = np.load(out)
+    assert frames.shape == (1, 9, 16, 16, 3)
+    out = tmp_path / "gen.gif"
+    assert main(["extend", str(tiny_run), "--num", "2", "--frames", "7", "--out", str(out),
+                 *FAST]) == 0
+    assert out.stat().st_size > 0
+
+
+def test_interpolate_keeps_the_given_frames(tiny_run, clip, tmp_path):
+    out = tmp_path / "dense.npy"
+    assert main(["interpolate", str(tiny_run), "--input", str(clip), "--factor", "3",
+                 "--out", str(out), *FAST]) == 0
+    frames = np.load(out)
+    assert frames.shape == (1, 7, 16, 16, 3)
+    given = np.load(clip)[0].astype(int)  # (3, 20, 20, 3)
+    # the given frames, area-resized to 16x16, come back within the uint8 rounding
+    resized = torch.nn.functional.interpolate(
+        torch.from_numpy(given).permute(0, 3, 1, 2).float(), size=(16, 16), mode="area")
+    kept = torch.from_numpy(frames[0, ::3].astype(np.float32)).permute(0, 3, 1, 2)
+    assert (kept - resized).abs().max() <= 1.0
+
+
+def test_conditional_commands_name_bad_input(tiny_run, clip, tmp_path, capsys):
+    run = str(tiny_run)
+    assert "--overlap" in _error(capsys, ["extend", run, "--overlap", "4", *FAST])
+    assert "shorter" in _error(capsys, ["extend", run, "--input", str(clip), "--frames", "2"])
+    assert "--input" in _error(capsys, ["extend", run, "--input", str(tmp_path / "no.mp4")])
+    bad = tmp_path / "bad.npy"
+    bad.write_bytes(b"not a video")
+    assert "bad.npy" in _error(capsys, ["interpolate", run, "--input", str(bad)])
+    assert "--factor" in _error(capsys, ["interpolate", run, "--factor", "1"])
+    assert "--out" in _error(capsys, ["extend", run, "--out", "x.avi"])
+    assert "invalid choice" in _error(capsys, ["extend", run, "--method", "inpaint"])
+
+
+def test_upsample_fits_the_low_resolution_input(tiny_run, tmp_path):
+    """An 8x8 input, upsampled x2 by the 16x16 model through 2x2 average pooling."""
+    low = torch.rand(3, 2, 8, 8, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    path = tmp_path / "low.npy"
+    write_video(path, low)
+    out = tmp_path / "high.npy"
+    assert main(["upsample", str(tiny_run), "--input", str(path), "--out", str(out),
+                 "--threads", "1", "--steps", "10"]) == 0
+    frames = np.load(out)
+    assert frames.shape == (1, 2, 16, 16, 3)
+    assert main(["upsample", str(tiny_run), "--num", "1", "--factor", "4", "--out",
+                 str(tmp_path / "r.gif"), *FAST]) == 0
+
+
+def test_upsample_names_bad_input(tiny_run, capsys):
+    run = str(tiny_run)
+    assert "--factor 3" in _error(capsys, ["upsample", run, "--factor", "3"])
+    assert "reconstruction" in _error(capsys, ["upsample", run, "--method", "replacement"])

@@ -1,0 +1,167 @@
+"""PYoCo's recipe from the command (SPEC section 5): pretrain an image model on frames,
+inflate it (`model.init_from`), fine-tune it on video with any prior; VideoFusion's base
+generator from the same image model; clear errors for bad `init_from` sources."""
+
+from dataclasses import asdict
+
+import pytest
+import torch
+from _train_helpers import TINY
+
+from vidiff.checkpoint import list_checkpoints, load_checkpoint, save_checkpoint
+from vidiff.cli import main
+from vidiff.models import UNet, is_temporal_parameter
+from vidiff.train import Trainer
+from vidiff.train.config import load_run_config
+from vidiff.train.trainer import resolve_unet_config
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+SET = ["--set", *TINY, "diffusion.prediction=eps"]
+IMAGE = ["model.overrides.temporal=false", "data.frames=1", "prior.name=independent"]
+VIDEO_FUSION = ["model.kind=videofusion", "prior.name=decomposed",
+                "model.overrides.model_channels=8"]
+
+
+@pytest.fixture(scope="module")
+def image_run(tmp_path_factory):
+    """Step 1: an image model pretrained on single frames through `vidiff train`."""
+    out = tmp_path_factory.mktemp("pyoco") / "image"
+    assert main(["train", "--out", str(out), "--steps", "2", *SET, *IMAGE]) == 0
+    return out
+
+
+@pytest.fixture(scope="module")
+def perturbed_image(tmp_path_factory):
+    """An image checkpoint whose every weight is off its init (zero-initialized output
+    convolutions would hide a difference), written the way `vidiff train` writes one."""
+    out = tmp_path_factory.mktemp("pyoco") / "perturbed"
+    config = load_run_config(None, [*TINY, *IMAGE, "diffusion.prediction=eps"])
+    torch.manual_seed(0)
+    unet = UNet(resolve_unet_config(config))
+    g = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for p in unet.parameters():
+            p.add_(torch.randn(p.shape, generator=g) * 0.1)
+    meta = {"unet_config": asdict(unet.config), "channels": 3, "frames": 1, "size": 16}
+    save_checkpoint(out, 1, model=unet, ema=unet, state={}, config=config.to_dict(), meta=meta)
+    return out, unet.eval()
+
+
+def _error(capsys, argv):
+    with pytest.raises(SystemExit) as exc:
+        main(argv)
+    assert exc.value.code == 2
+    return capsys.readouterr().err
+
+
+def _video_config(tmp_path, source, *extra):
+    return load_run_config(None, [*TINY, "diffusion.prediction=eps", f"train.out={tmp_path}",
+                                  f"model.init_from={source}", "train.steps=2", *extra])
+
+
+def test_pretrain_inflate_finetune_from_the_command(image_run, tmp_path, capsys):
+    image = load_checkpoint(image_run)
+    assert image.meta["unet_config"]["temporal"] is False and image.meta["frames"] == 1
+    for prior in ("mixed", "progressive"):
+        out = tmp_path / prior
+        assert main(["train", "--out", str(out), "--steps", "2", "--prior", prior, *SET,
+                     f"model.init_from={image_run}"]) == 0
+        ckpt = load_checkpoint(out)
+        assert ckpt.meta["unet_config"]["temporal"] is True and ckpt.meta["frames"] == 4
+        assert ckpt.config["model"]["init_from"] == str(image_run)
+    assert main(["sample", str(out), "--out", str(tmp_path / "s.npy"), "--num", "2",
+                 "--steps", "2"]) == 0
+    assert main(["info", str(out)]) == 0
+    assert f"initialized from the image model {image_run}" in capsys.readouterr().out
+
+
+def test_inflated_model_starts_as_the_image_model_per_frame(perturbed_image, tmp_path):
+    source, image = perturbed_image
+    trainer = Trainer(_video_config(tmp_path, source, "prior.name=mixed"), echo=False)
+    video = trainer.raw.eval()
+    temporal = [n for n, _ in video.named_parameters() if is_temporal_parameter(n)]
+    assert video.config.temporal and temporal  # the video U-Net has temporal blocks ...
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(2, 3, 4, 16, 16, generator=g)  # frames that differ from each other
+    t = torch.tensor([10, 700])
+    with torch.no_grad():
+        out = video(x, t)
+        per_frame = torch.stack([image(x[:, :, f], t) for f in range(4)], dim=2)
+        ema = trainer.ema.model.eval()(x, t)
+    assert per_frame.abs().mean() > 0.1  # a non-trivial image model
+    torch.testing.assert_close(out, per_frame, atol=1e-5, rtol=1e-5)  # ... at the identity
+    torch.testing.assert_close(ema, per_frame, atol=1e-5, rtol=1e-5)
+    trainer.run()
+    assert trainer.step == 2  # and fine-tuning runs
+
+
+def test_videofusion_base_starts_as_the_image_model(perturbed_image, tmp_path, capsys):
+    source, image = perturbed_image
+    config = _video_config(tmp_path / "vf", source, *VIDEO_FUSION)
+    trainer = Trainer(config, echo=False)
+    base = trainer.raw.base.state_dict()
+    assert all(torch.equal(v, base[k]) for k, v in image.state_dict().items())
+    lrs = {g["name"]: g["lr"] for g in trainer.optimizer.param_groups}
+    assert lrs["base"] == pytest.approx(1e-4 / 2) and lrs["residual"] == pytest.approx(1e-3 / 2)
+    trainer.run()
+    trainer.close()
+    for sampler in ("ddpm", "ddim", "dpmpp_2m"):
+        assert main(["sample", str(tmp_path / "vf"), "--out", str(tmp_path / "v.npy"),
+                     "--num", "1", "--steps", "2", "--sampler", sampler]) == 0
+    assert main(["info", str(tmp_path / "vf")]) == 0
+    assert "videofusion: residual generator preset 'tiny'" in capsys.readouterr().out
+
+
+def test_bad_init_from_gives_clear_errors(image_run, perturbed_image, tmp_path, capsys):
+    run = ["train", "--out", str(tmp_path / "r"), "--steps", "1", *SET]
+    err = _error(capsys, [*run, f"model.init_from={tmp_path / 'missing'}"])
+    assert f"model.init_from '{tmp_path / 'missing'}' does not exist" in err
+    assert "temporal=false" in err
+    # a video checkpoint where an image model is needed
+    video = tmp_path / "video"
+    assert main(["train", "--out", str(video), "--steps", "1", *SET]) == 0
+    err = _error(capsys, [*run, f"model.init_from={video}"])
+    assert "is a video model" in err and "train.resume" in err
+    # another architecture than the run's model
+    err = _error(capsys, [*run, f"model.init_from={image_run}",
+                          "model.overrides.model_channels=8"])
+    assert "has another architecture" in err and "model_channels: image model 16, model 8" in err
+    err = _error(capsys, [*run, f"model.init_from={image_run}", *VIDEO_FUSION,
+                          "model.base_overrides.num_res_blocks=2"])
+    assert "the base generator" in err and "num_res_blocks: image model 1, model 2" in err
+    # a VideoFusion checkpoint is not an image model either
+    fusion = tmp_path / "fusion"
+    assert main(["train", "--out", str(fusion), "--steps", "1", *SET, *VIDEO_FUSION]) == 0
+    err = _error(capsys, [*run, f"model.init_from={fusion}"])
+    assert "is a VideoFusion checkpoint" in err
+    # VideoFusion needs the decomposed prior and eps-prediction
+    err = _error(capsys, [*run, "model.kind=videofusion", "prior.name=mixed"])
+    assert 'needs prior.name = "decomposed"' in err
+    err = _error(capsys, [*run, *VIDEO_FUSION, "diffusion.prediction=v"])
+    assert 'needs diffusion.prediction = "eps"' in err
+    assert not list_checkpoints(tmp_path / "r")
+
+
+def test_diffusers_unet2d_directory_as_init_from(tmp_path):
+    diffusers = pytest.importorskip("diffusers")
+    torch.manual_seed(0)
+    dm = diffusers.UNet2DModel(
+        sample_size=16, block_out_channels=(16, 32), layers_per_block=1, norm_num_groups=8,
+        down_block_types=("DownBlock2D", "AttnDownBlock2D"),
+        up_block_types=("AttnUpBlock2D", "UpBlock2D"), attention_head_dim=8,
+    ).eval()
+    with torch.no_grad():
+        for p in dm.parameters():
+            p.add_(torch.randn_like(p) * 0.05)
+    dm.save_pretrained(tmp_path / "dm")
+    config = _video_config(tmp_path / "run", tmp_path / "dm", "model.overrides.dropout=0.0")
+    trainer = Trainer(config, echo=False)
+    x = torch.randn(1, 3, 4, 16, 16)
+    t = torch.tensor([300])
+    with torch.no_grad():
+        out = trainer.raw.eval()(x, t)
+        expected = torch.stack([dm(x[:, :, f], t).sample for f in range(4)], dim=2)
+    assert trainer.unet_config.temporal and trainer.unet_config.model_channels == 16
+    torch.testing.assert_close(out, expected, atol=1e-4, rtol=1e-4)
+    trainer.close()
