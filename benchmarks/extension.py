@@ -40,7 +40,8 @@ from vidiff.train import load_model, load_run_config, train
 def parse_args() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--run", default="runs/ext16", help="run folder (trained if it has no model)")
-    p.add_argument("--train-seconds", type=float, default=420, help="CPU training budget")
+    p.add_argument("--train-seconds", type=float, default=420,
+                   help="training budget in CPU seconds (1 thread)")
     p.add_argument("--size", type=int, default=16, help="frame size")
     p.add_argument("--clips", type=int, default=32, help="videos extended per method")
     p.add_argument("--real", type=int, default=256, help="real 64-frame reference clips")
@@ -62,7 +63,8 @@ def ensure_model(args):
         config = load_run_config(None, [
             f"train.out={args.run}", f"data.frames={WINDOW}", f"data.size={args.size}",
             "model.preset=tiny", "train.steps=100000", f"train.max_seconds={args.train_seconds}",
-            f"train.threads={args.threads}", "train.progress=false", "train.tensorboard=false",
+            "train.budget_clock=cpu", "train.threads=1",  # CPU-time budget: fair when shared
+            "train.progress=false", "train.tensorboard=false",
             "train.sample_count=4", "train.ckpt_every=0", "train.log_every=100",
         ])
         train(config)

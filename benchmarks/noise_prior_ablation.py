@@ -17,12 +17,16 @@ faster and better than independent noise (PYoCo's and VideoFusion's claim)?
    - the video quality metric of the training issue, comparable across priors: FVD-lite
      (`vidiff.metrics.video_distance`, lower is better) of ``--num`` clips sampled with DDIM
      ``--sample-steps`` (noise from the run's own prior, seed fixed) against ``--ref-num``
-     held-out real clips (seed 1), and the ball tracking score (`ball_tracking_score`, 1 ~
+     held-out real clips (seed 1), the same restricted to its motion features (the temporal
+     statistics the priors act on), and the ball tracking score (`ball_tracking_score`, 1 ~
      real). "real" rows give each metric on ``--num`` other real clips (seeds 2..9: mean and
      standard deviation), the floor and the noise of the metric at that clip count;
    - the validation loss under the run's own prior (eps-MSE on ``--val-num`` held-out clips,
      seed 3, with fixed timesteps and fixed generator seeds for the noise draws): it tracks
      each run's own fit, but NOT comparable across priors (each prior is another task).
+
+``--prediction v`` pretrains and fine-tunes with v-prediction (VideoFusion runs, which
+predict eps, are then left out).
 
 Writes ``results.json``, ``results.md`` (the tables and the verdict) and ``ablation.png``
 (the curves; needs matplotlib, otherwise skipped with a message) under ``--out`` (default
@@ -90,7 +94,8 @@ def parse_run(spec: str) -> dict:
 def _common(args, out: Path) -> list[str]:
     return [f"train.out={out}", f"train.threads={args.threads}", f"train.device={args.device}",
             f"train.seed={args.seed}", "train.progress=false", "train.tensorboard=false",
-            "train.ckpt_every=0", f"data.size={args.size}"]
+            "train.ckpt_every=0", f"data.size={args.size}",
+            f"diffusion.prediction={args.prediction}"]
 
 
 def pretrain(args) -> Path:
@@ -281,7 +286,7 @@ def plot(results: list[dict], floor: dict, path: Path) -> str:
     panels = (("fvd_lite", "FVD-lite vs real (lower is better)"),
               ("fvd_motion", "FVD-lite, motion features (lower is better)"),
               ("track", "ball tracking score (1 ~ real)"),
-              ("val_loss", "validation eps-MSE under each run's own prior\n"
+              ("val_loss", "validation loss under each run's own prior\n"
                            "(not comparable across priors)"))
     fig, axes = plt.subplots(1, len(panels), figsize=(5.3 * len(panels), 4.5))
     for ax, (key, title) in zip(axes, panels, strict=True):
@@ -316,7 +321,8 @@ def report(args, results: list[dict], floor: dict, seconds: float, start_machine
         f"Machine: {start_machine}; total {seconds / 60:.1f} min.",
         f"Pretraining: {args.pretrain_steps} steps x {args.pretrain_batch} frames; fine-tuning:"
         f" {args.steps} steps x {args.batch} clips of {args.frames}x{args.size}x{args.size}, "
-        f"LR {args.lr} (VideoFusion base {args.base_lr}), seed {args.seed}; eval: {args.num} "
+        f"LR {args.lr} (VideoFusion base {args.base_lr}), seed {args.seed}, {args.prediction}-"
+        f"prediction; eval: {args.num} "
         f"clips, DDIM {args.sample_steps}, EMA weights.",
         "", "FVD-lite (lower is better) against steps:", "", table(results, "fvd_lite",
                                                                    floor["fvd_lite"]),
@@ -324,7 +330,8 @@ def report(args, results: list[dict], floor: dict, seconds: float, start_machine
         table(results, "fvd_motion", floor["fvd_motion"]),
         "", "Ball tracking score (higher is better, 1 ~ real):", "",
         table(results, "track", floor["track"]),
-        "", "Validation loss under each run's own prior (eps-MSE; NOT comparable across priors):",
+        "", f"Validation loss under each run's own prior ({args.prediction}-MSE; NOT comparable "
+        "across priors):",
         "", table(results, "val_loss", None, ".4f"),
         "", "| run | parameters | train s | total s |", "|---|---|---|---|",
         *[f"| {r['name']} | {r['params']:,} | {r['train_s']:.0f} | {r['total_s']:.0f} |"
@@ -358,6 +365,9 @@ def parse_args(argv=None):
     p.add_argument("--ref-num", type=int, default=256, help="held-out real reference clips")
     p.add_argument("--val-num", type=int, default=64, help="held-out clips of the val loss")
     p.add_argument("--seed", type=int, default=0, help="train.seed of every run")
+    p.add_argument("--prediction", default="eps", choices=("eps", "v"),
+                   help="of the image model and every fine-tune (v: no VideoFusion runs, "
+                        "which predict eps)")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--device", default="cpu")
     p.add_argument("--out", default="runs/noise_prior_ablation")
@@ -368,6 +378,9 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     torch.set_num_threads(args.threads)
     runs = [parse_run(s) for s in args.runs.split(",") if s.strip()]
+    if args.prediction != "eps":
+        _log(f"--prediction {args.prediction}: VideoFusion predicts eps, its runs are left out")
+        runs = [r for r in runs if r["kind"] != "videofusion"]
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     start, start_machine = time.perf_counter(), machine(args)

@@ -191,6 +191,7 @@ def _worker_vidiff(spec: dict) -> dict:
         f"(DDIM {config.train.sample_steps})"
     )
     trainer.raw.eval()
+    torch.set_num_threads(spec["sample_threads"])  # sampling is outside the budget
     t0 = time.perf_counter()
     videos = _sample_chunks(
         lambda i, n: trainer.sample_videos(count=n, seed=spec["sample_seed"] + i),
@@ -283,6 +284,7 @@ def _worker_vdp(spec: dict) -> dict:
     result = _result("vdp", step, seconds, d.batch_size, losses, params)
     result.update(wall_s=wall_s, cpu_s=cpu_s)
     ema_model.eval()
+    torch.set_num_threads(spec["sample_threads"])  # sampling is outside the budget
     result["samples"] = {}
     shape = (3, d.frames, d.size, d.size)
 
@@ -503,6 +505,12 @@ def main() -> None:
         help="a run-config override for vidiff's side (repeatable), as `vidiff train --set`",
     )
     p.add_argument("--ddim-steps", type=int, default=50, help="DDIM steps for the peer's Unet3D")
+    p.add_argument(
+        "--sample-threads",
+        type=int,
+        default=0,
+        help="torch threads for sampling, after training (0: all cores)",
+    )
     p.add_argument("--sample-batch", type=int, default=16, help="clips per sampling call")
     p.add_argument("--sample-seed", type=int, default=0)
     p.add_argument(
@@ -557,6 +565,7 @@ def main() -> None:
         "peer_kwargs": args.peer_kwargs,
         "clock": args.clock,
         "vidiff_set": args.vidiff_set,
+        "sample_threads": args.sample_threads or os.cpu_count() or 1,
         "ddim_steps": args.ddim_steps,
         "sample_batch": args.sample_batch,
         "sample_seed": args.sample_seed,

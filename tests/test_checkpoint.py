@@ -115,3 +115,16 @@ def test_config_json_is_readable(tmp_path):
     path = _save(tmp_path, 7, nn.Linear(3, 2))
     doc = json.loads((path / "config.json").read_text())
     assert doc["meta"]["step"] == 7 and doc["config"]["train"]["steps"] == 9
+
+
+def test_a_field_added_after_the_checkpoint_counts_as_its_default():
+    from dataclasses import asdict
+
+    from vidiff.checkpoint import architecture_mismatch
+    from vidiff.models import unet_config
+
+    current = asdict(unet_config("tiny"))
+    old = {k: v for k, v in current.items() if k != "cond_channels"}  # written before it existed
+    assert architecture_mismatch(old, current) == []
+    assert architecture_mismatch(old, {**current, "cond_channels": 3}) == [
+        "cond_channels: checkpoint 0, model 3"]

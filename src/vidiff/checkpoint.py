@@ -290,13 +290,23 @@ def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
 
 # -- matching weights to a model ---------------------------------------------------------------
 def architecture_mismatch(saved: Mapping[str, Any], current: Mapping[str, Any]) -> list[str]:
-    """The fields where two (U-Net) config dicts differ, as "name: checkpoint X, model Y"."""
+    """The fields where two U-Net config dicts differ, as "name: checkpoint X, model Y". A field
+    the checkpoint lacks (added to `UNetConfig` after it was written) counts as its default."""
+    saved = {**_unet_defaults(), **saved}
     keys = sorted(set(saved) | set(current))
     return [
         f"{k}: checkpoint {saved.get(k)!r}, model {current.get(k)!r}"
         for k in keys
         if _norm(saved.get(k)) != _norm(current.get(k))
     ]
+
+
+def _unet_defaults() -> dict[str, Any]:
+    from dataclasses import MISSING, fields
+
+    from vidiff.models.config import UNetConfig
+
+    return {f.name: f.default for f in fields(UNetConfig) if f.default is not MISSING}
 
 
 def _norm(value):

@@ -11,6 +11,9 @@ model's length in which some frames are known, conditioning with `Reconstruction
 - `interpolate`: the given frames every `factor` frames, the frames between them unknown.
 - `upsample_guided`: a high-resolution video whose 2D average-pooled version must match a
   low-resolution one: reconstruction guidance through the downsampling operator.
+- `upsample_conditioned`: the same with a super-resolution model (`UNetConfig.cond_channels`)
+  that takes the low-resolution video as its `lowres` input, guidance optional; clips longer
+  than the model's window are sampled in windows as `fill` does.
 
 >>> cs = ConditionalSampler(model, diffusion, prior, method="reconstruction", weight=2.0)
 >>> long = cs.extend(clip, frames=64, window=16, overlap=8, generator=g)  # (B, C, 64, H, W)
@@ -18,7 +21,7 @@ model's length in which some frames are known, conditioning with `Reconstruction
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import torch
 import torch.nn.functional as F
@@ -34,6 +37,14 @@ METHODS = ("reconstruction", "replacement")
 def downsample(video: torch.Tensor, factor: int) -> torch.Tensor:
     """Average `factor` x `factor` pixel blocks: (B, C, F, H, W) -> (B, C, F, H/f, W/f)."""
     return F.avg_pool3d(video, kernel_size=(1, factor, factor))
+
+
+def downsample_to(video: torch.Tensor, size: int) -> torch.Tensor:
+    """`downsample` (B, C, F, H, W) to `size` x `size`: the low-res condition of an upsampler."""
+    if video.shape[-1] % size or video.shape[-2] % size:
+        raise ValueError(f"{size} does not divide the frame size "
+                         f"{video.shape[-2]}x{video.shape[-1]}")
+    return downsample(video, video.shape[-1] // size)
 
 
 def upsample_nearest(video: torch.Tensor, factor: int) -> torch.Tensor:
@@ -76,6 +87,8 @@ class ConditionalSampler:
     sampler: str = "ddim"  # ddpm | ddim | dpmpp_2m
     steps: int | None = 50  # sampler steps (None: the sampler's default)
     cond: dict = field(default_factory=dict)  # keyword conditions of the denoiser
+    # keyword conditions with a frame axis (dim 2), cut to each window's frames (lowres)
+    frame_cond: dict = field(default_factory=dict)
     progress: bool = False  # a progress bar per window
 
     def __post_init__(self):
@@ -90,22 +103,25 @@ class ConditionalSampler:
         """w_r as applied: 0 for the replacement method."""
         return self.weight if self.method == "reconstruction" else 0.0
 
-    def _sample(self, denoiser, shape, generator, like: torch.Tensor) -> torch.Tensor:
+    def _sample(self, denoiser, shape, generator, like: torch.Tensor,
+                frames: slice = slice(None)) -> torch.Tensor:
+        cond = {**self.cond, **{k: v[:, :, frames] for k, v in self.frame_cond.items()}}
         return sample(denoiser, shape, diffusion=self.diffusion, prior=self.prior,
                       sampler=self.sampler, steps=self.steps, generator=generator,
-                      cond=self.cond, device=like.device, dtype=like.dtype,
+                      cond=cond, device=like.device, dtype=like.dtype,
                       progress=self.progress)
 
     def sample_window(self, values: torch.Tensor, known: torch.Tensor,
-                      generator: torch.Generator | None = None) -> torch.Tensor:
+                      generator: torch.Generator | None = None,
+                      frames: slice = slice(None)) -> torch.Tensor:
         """One window (B, C, F, H, W): `values` where `known` (bool (F,)), sampled elsewhere.
-        The known frames are returned exactly."""
+        The known frames are returned exactly. `frames`: the window's frames of `frame_cond`."""
         mask = known.to(values.device).view(1, 1, -1, 1, 1)  # (1, 1, F, 1, 1)
         denoiser = self.denoiser
         if known.any():
             denoiser = ReconstructionGuidance(self.denoiser, self.diffusion, values, mask=mask,
                                               weight=self.guidance_weight, prior=self.prior)
-        out = self._sample(denoiser, values.shape, generator, values)
+        out = self._sample(denoiser, values.shape, generator, values, frames)
         return torch.where(mask, values, out)
 
     def fill(self, video: torch.Tensor, known: torch.Tensor, window: int, overlap: int,
@@ -122,7 +138,8 @@ class ConditionalSampler:
         video, known = video.clone(), known.clone()
         for start in window_starts(known, window, overlap):
             part = slice(start, start + window)
-            video[:, :, part] = self.sample_window(video[:, :, part], known[part], generator)
+            video[:, :, part] = self.sample_window(video[:, :, part], known[part], generator,
+                                                   part)
             known[part] = True
         return video
 
@@ -162,3 +179,21 @@ class ConditionalSampler:
                                         operator=lambda x: downsample(x, factor),
                                         prior=self.prior)
         return self._sample(guided, (b, c, f, h * factor, w * factor), generator, low)
+
+    def upsample_conditioned(self, low: torch.Tensor, factor: int, window: int, overlap: int,
+                             generator: torch.Generator | None = None) -> torch.Tensor:
+        """A video `factor` times larger from `low` (B, C, F, h, w) with a super-resolution
+        model, which gets `low` as its `lowres` input; with the reconstruction method and
+        weight > 0, plus guidance through `downsample` (as `upsample_guided`). Clips longer than
+        `window` frames: windows as `fill`'s, each conditioned on its low-res frames and, by the
+        method, on the `overlap` frames generated before it (no guidance through the
+        downsampling there)."""
+        b, c, f, h, w = low.shape
+        cs = replace(self, frame_cond={**self.frame_cond, "lowres": low})
+        if f > window:
+            timeline = low.new_zeros(b, c, f, h * factor, w * factor)  # (B, C, F, H, W)
+            return cs.fill(timeline, torch.zeros(f, dtype=torch.bool), window, overlap,
+                           generator)
+        if self.guidance_weight > 0:
+            return cs.upsample_guided(low, factor, generator)
+        return cs._sample(self.denoiser, (b, c, f, h * factor, w * factor), generator, low)

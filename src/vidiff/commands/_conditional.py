@@ -29,6 +29,11 @@ def add_common_arguments(parser: argparse.ArgumentParser, weight: float = 2.0) -
                         help="w_r of reconstruction guidance (VDM eq. 7)")
     parser.add_argument("--sampler", default="ddim", help="ddpm, ddim or dpmpp_2m")
     parser.add_argument("--steps", type=int, default=50, help="sampler steps per window")
+    add_run_arguments(parser)
+
+
+def add_run_arguments(parser: argparse.ArgumentParser) -> None:
+    """--seed, --weights, --device, --fps and --threads (shared with `vidiff sample`)."""
     parser.add_argument("--seed", type=int, default=0, help="seed of the noise")
     parser.add_argument("--weights", choices=("ema", "model"), default="ema",
                         help="which weights: the EMA or the raw trained ones")
@@ -38,7 +43,9 @@ def add_common_arguments(parser: argparse.ArgumentParser, weight: float = 2.0) -
                         help="torch CPU threads (0: the cores not already busy)")
 
 
-def _device(name: str) -> str:
+def pick_device(name: str) -> str:
+    """The torch device of a --device value (auto: cuda when there is one); a clear error
+    for cuda without CUDA. Shared by `vidiff sample` and the conditional commands."""
     import torch
 
     from vidiff.cli import CommandError
@@ -71,23 +78,29 @@ def check_common(args: argparse.Namespace) -> None:
                            f"{', '.join(SAMPLERS.names())}")
 
 
-def load(args: argparse.Namespace):
-    """(model, LoadedModel, ConditionalSampler) for the checkpoint and options of `args`."""
+def load_checkpoint_model(args: argparse.Namespace):
+    """(model, LoadedModel) of args.checkpoint with --weights on --device, after setting
+    --threads; a `CommandError` for a bad checkpoint. Shared with `vidiff sample`."""
     import torch
 
     from vidiff.checkpoint import CheckpointError
     from vidiff.cli import CommandError
-    from vidiff.conditional import ConditionalSampler
     from vidiff.train.sampling import load_model
     from vidiff.train.trainer import auto_threads
 
-    check_common(args)
     torch.set_num_threads(args.threads if args.threads > 0 else auto_threads())
-    device = _device(args.device)
     try:
-        model, info = load_model(args.checkpoint, args.weights, device)
+        return load_model(args.checkpoint, args.weights, pick_device(args.device))
     except (CheckpointError, ValueError) as err:
         raise CommandError(str(err)) from None
+
+
+def load(args: argparse.Namespace):
+    """(model, LoadedModel, ConditionalSampler) for the checkpoint and options of `args`."""
+    from vidiff.conditional import ConditionalSampler
+
+    check_common(args)
+    model, info = load_checkpoint_model(args)
     sampler = ConditionalSampler(model, info.diffusion, info.prior, method=args.method,
                                  weight=args.guidance_weight, sampler=args.sampler,
                                  steps=args.steps, progress=True)

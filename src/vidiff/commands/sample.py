@@ -17,6 +17,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from vidiff.commands._conditional import add_run_arguments, load_checkpoint_model
+
 NAME = "sample"
 HELP = "sample videos from a checkpoint to mp4, gif, png or npy"
 
@@ -37,7 +39,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="sampler steps (None: the run's train.sample_steps)")
     parser.add_argument("--eta", type=float, default=None,
                         help="DDIM eta (stochasticity; None: 0)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the noise")
     parser.add_argument("--class", dest="class_", metavar="LABEL", default=None,
                         help="class-conditional models: a class index or name, or a comma "
                              "list cycled over the videos (None: all classes in turn)")
@@ -45,12 +46,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="text-conditional models: the caption (None: the class names)")
     parser.add_argument("--guidance-scale", type=float, default=1.0,
                         help="classifier-free guidance scale for conditional models (1: none)")
-    parser.add_argument("--weights", choices=("ema", "model"), default="ema",
-                        help="which weights: the EMA or the raw trained ones")
-    parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
-    parser.add_argument("--fps", type=float, default=8, help="frame rate of mp4/gif")
-    parser.add_argument("--threads", type=int, default=0,
-                        help="torch CPU threads (0: the cores not already busy)")
+    add_run_arguments(parser)  # --seed, --weights, --device, --fps, --threads
 
 
 def _labels(text: str, names: list[str], num_classes: int) -> list[int]:
@@ -74,14 +70,11 @@ def _labels(text: str, names: list[str], num_classes: int) -> list[int]:
 
 
 def run(args: argparse.Namespace) -> int:
-    import torch
-
-    from vidiff.checkpoint import CheckpointError
     from vidiff.cli import CommandError
     from vidiff.io import WRITE_SUFFIXES, write_video
     from vidiff.samplers import SAMPLERS
     from vidiff.train.config import RunConfig
-    from vidiff.train.sampling import load_model, sample_videos
+    from vidiff.train.sampling import sample_videos
 
     out = Path(args.out)
     if out.suffix.lower() not in WRITE_SUFFIXES:
@@ -91,18 +84,11 @@ def run(args: argparse.Namespace) -> int:
         raise CommandError(f"--num must be >= 1, got {args.num}")
     if args.steps is not None and args.steps < 1:
         raise CommandError(f"--steps must be >= 1, got {args.steps}")
-    from vidiff.train.trainer import auto_threads
-
-    torch.set_num_threads(args.threads if args.threads > 0 else auto_threads())
-    device = args.device
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    elif device.startswith("cuda") and not torch.cuda.is_available():
-        raise CommandError("--device cuda: torch sees no CUDA device; use --device cpu")
-    try:
-        model, info = load_model(args.checkpoint, args.weights, device)
-    except (CheckpointError, ValueError) as err:
-        raise CommandError(str(err)) from None
+    model, info = load_checkpoint_model(args)
+    device = next(model.parameters()).device
+    if info.lowres_size is not None:
+        raise CommandError(f"{args.checkpoint!r} is a super-resolution model (from "
+                           f"{info.lowres_size}x{info.lowres_size}): use vidiff upsample")
     config = RunConfig.from_dict(info.checkpoint.config)
     sampler = args.sampler or config.train.sampler
     if sampler not in SAMPLERS:

@@ -1,12 +1,20 @@
-"""Spatial super-resolution with a model trained at the high resolution (VDM section 3.1).
+"""Spatial super-resolution (VDM section 3.1; Imagen Video / VDM cascades).
 
-The low-resolution input (the model's size divided by FACTOR) is the observation y = A(x) of
-the high-resolution video through A = average pooling of FACTOR x FACTOR blocks; the model
-samples x with reconstruction guidance on ||y - A(xhat)||^2 (VDM eq. 7, the error taken
-through the downsampling). The whole clip is sampled at once. Without --input, --num videos
-are sampled at the model's size and downsampled first (a round trip to compare against).
+Two kinds of checkpoint:
+
+- a super-resolution model (trained with data.lowres_size): the U-Net takes the low-resolution
+  video as an extra input (upsampled by nearest neighbour, concatenated to its channels). The
+  --input must have the model's low resolution. --guidance-weight > 0 adds reconstruction
+  guidance through the downsampling (below); 0 is the model's conditioning alone. Clips
+  longer than the model's frames are sampled in windows overlapping by --overlap frames.
+- an ordinary model trained at the high resolution: the low-resolution input (the model's
+  size divided by --factor, resized to it) is the observation y = A(x) of the high-resolution
+  video through A = average pooling of FACTOR x FACTOR blocks; the model samples x with
+  reconstruction guidance on ||y - A(xhat)||^2 (VDM eq. 7). The whole clip is sampled at once.
+  Without --input, --num videos are sampled first and downsampled (a round trip).
 
 Examples:
+  vidiff upsample runs/sr16to32 --input low16.mp4 --out high.mp4 --guidance-weight 0
   vidiff upsample runs/balls32 --input low16.mp4 --factor 2 --out high.mp4
   vidiff upsample runs/balls32 --num 4 --factor 4 --guidance-weight 8 --out round.gif
 """
@@ -18,31 +26,67 @@ import argparse
 from vidiff.commands import _conditional as common
 
 NAME = "upsample"
-HELP = "spatial super-resolution by reconstruction guidance through downsampling"
+HELP = "spatial super-resolution: a model conditioned on the low-res video, or guidance"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     common.add_common_arguments(parser, weight=4.0)
-    parser.add_argument("--factor", type=int, default=2, help="upsampling factor (2, 4, ...)")
+    parser.add_argument("--factor", type=int, default=None,
+                        help="upsampling factor (2, 4, ...; None: the super-resolution "
+                             "model's own, or 2)")
+    parser.add_argument("--overlap", type=int, default=None,
+                        help="super-resolution model, clips longer than its frames: frames "
+                             "shared by consecutive windows (None: half the window)")
 
 
 def run(args: argparse.Namespace) -> int:
     from vidiff.cli import CommandError
+
+    if args.factor is not None and args.factor < 2:
+        raise CommandError(f"--factor must be >= 2, got {args.factor}")
+    model, info, sampler = common.load(args)
+    if info.lowres_size is not None:
+        return _conditioned(args, model, info, sampler)
+    factor = args.factor or 2
+    if args.method != "reconstruction" or args.guidance_weight <= 0:
+        raise CommandError("upsample with a model that is not a super-resolution model needs "
+                           "--method reconstruction and --guidance-weight > 0 (there is "
+                           "nothing to replace: no pixel is known)")
+    if info.size % factor:
+        raise CommandError(f"--factor {factor} does not divide the model's size {info.size}")
     from vidiff.conditional import downsample
 
-    if args.factor < 2:
-        raise CommandError(f"--factor must be >= 2, got {args.factor}")
-    if args.method != "reconstruction" or args.guidance_weight <= 0:
-        raise CommandError("upsample needs --method reconstruction and --guidance-weight > 0 "
-                           "(there is nothing to replace: no pixel is known)")
-    model, info, sampler = common.load(args)
-    if info.size % args.factor:
-        raise CommandError(f"--factor {args.factor} does not divide the model's size "
-                           f"{info.size}")
     device = next(model.parameters()).device
-    low_size = info.size // args.factor
+    low_size = info.size // factor
     low = (common.read_input(args, info.channels, low_size, device) if args.input
-           else downsample(common.first_clip(args, model, info, device), args.factor))
-    out = sampler.upsample_guided(low, args.factor, common.generator(args, device))
-    common.write_output(args, out, f"upsampled x{args.factor} from {low_size}x{low_size}")
+           else downsample(common.first_clip(args, model, info, device), factor))
+    out = sampler.upsample_guided(low, factor, common.generator(args, device))
+    common.write_output(args, out, f"upsampled x{factor} from {low_size}x{low_size}")
+    return 0
+
+
+def _conditioned(args: argparse.Namespace, model, info, sampler) -> int:
+    """A super-resolution model: the --input at its low resolution is its condition."""
+    from vidiff.cli import CommandError
+
+    low_size, size = info.lowres_size, info.size
+    factor = size // low_size
+    what = f"the model upsamples {low_size}x{low_size} to {size}x{size}"
+    if args.factor not in (None, factor):
+        raise CommandError(f"--factor {args.factor}: {what} (x{factor})")
+    if args.input is None:
+        raise CommandError(f"a super-resolution model needs --input, a {low_size}x{low_size} "
+                           f"video ({what})")
+    device = next(model.parameters()).device
+    low = common.read_input(args, info.channels, None, device)  # (N, C, F, h, w)
+    if tuple(low.shape[-2:]) != (low_size, low_size):
+        raise CommandError(f"--input {args.input!r} is {low.shape[-2]}x{low.shape[-1]}; {what}")
+    overlap = info.frames // 2 if args.overlap is None else args.overlap
+    if low.shape[2] > info.frames and not 0 < overlap < info.frames:
+        raise CommandError(f"--overlap must be in [1, {info.frames - 1}] (the model samples "
+                           f"{info.frames} frames at a time), got {overlap}")
+    out = sampler.upsample_conditioned(low, factor, info.frames, overlap,
+                                       common.generator(args, device))
+    common.write_output(args, out, f"super-resolution model x{factor} from "
+                                   f"{low_size}x{low_size}")
     return 0

@@ -49,6 +49,9 @@ class UNetConfig:
     # -- conditioning --------------------------------------------------------------------------
     num_classes: int | None = None  # class-conditional with this many classes; None = no labels
     text_dim: int | None = None  # text width D; pooled into emb + attended by attention blocks
+    # super-resolution (VDM/Imagen Video cascades): channels of a low-res video, upsampled
+    # (nearest) to x's size and concatenated to x before conv_in; 0 = no low-res input
+    cond_channels: int = 0
     # -- video (VDM) ---------------------------------------------------------------------------
     temporal: bool = True  # False: image U-Net, frames independent; True: factorized video U-Net
     temporal_conv: bool = False  # 1D conv over frames after every residual block (zero-init)
@@ -149,6 +152,8 @@ class UNetConfig:
             bad("num_classes", "must be >= 1 or None")
         if self.text_dim is not None and self.text_dim < 1:
             bad("text_dim", "must be >= 1 or None")
+        if self.cond_channels < 0:
+            bad("cond_channels", "must be >= 0 (0: no low-res input)")
         if self.time_embed_dim is not None and self.time_embed_dim < 1:
             bad("time_embed_dim", "must be >= 1 or None")
 

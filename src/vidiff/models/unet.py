@@ -69,7 +69,8 @@ class UNet(nn.Module):
     """Image (`config.temporal=False`) or factorized space-time video U-Net.
 
     Call it as `model(x, t, class_labels=..., text_emb=..., text_mask=..., cond_mask=...,
-    num_images=K)`; see `forward`. Build one from a preset with `vidiff.models.build_unet`.
+    num_images=K, lowres=...)`; see `forward`. Build one from a preset with
+    `vidiff.models.build_unet`.
     """
 
     def __init__(self, config: UNetConfig):
@@ -85,7 +86,7 @@ class UNet(nn.Module):
             nn.Embedding(cfg.num_classes + 1, emb_dim) if cfg.num_classes is not None else None
         )
         self.text_cond = TextConditioner(cfg.text_dim, emb_dim) if cfg.text_dim else None
-        self.conv_in = nn.Conv2d(cfg.in_channels, ch0, 3, padding=1)
+        self.conv_in = nn.Conv2d(cfg.in_channels + cfg.cond_channels, ch0, 3, padding=1)
 
         ch, skips = ch0, [ch0]
         self.down = nn.ModuleList()
@@ -171,6 +172,7 @@ class UNet(nn.Module):
         cond_mask: Tensor | None = None,
         num_images: int = 0,
         frame_emb: Tensor | None = None,
+        lowres: Tensor | None = None,
     ) -> Tensor:
         """Predict (eps, x0 or v, whatever it was trained for) for the noisy input x.
 
@@ -188,6 +190,9 @@ class UNet(nn.Module):
             frame_emb: float (F, emb_dim) or (B, F, emb_dim), added to the conditioning
                 embedding of each frame (per-frame conditioning, e.g. VideoFusion's frame
                 index, see `vidiff.models.videofusion`); None = the same embedding for all.
+            lowres: (B, cond_channels, F, h, w) low-resolution video (or (B, cond_channels,
+                h, w) for a 4D x) of a super-resolution model (`cond_channels` > 0), required
+                there: upsampled (nearest) to H x W and concatenated to x's channels.
 
         Returns:
             (B, out_channels, F, H, W), or (B, out_channels, H, W) for a 4D x.
@@ -223,7 +228,7 @@ class UNet(nn.Module):
             frame_emb,
         )
 
-        h = self.conv_in(h)
+        h = self.conv_in(self._with_lowres(h, lowres, b, frames, x.ndim))
         skips = [h]
         for stage in self.down:
             h = stage(h, ctx)
@@ -237,6 +242,26 @@ class UNet(nn.Module):
             return h.contiguous()
         # (B*F, C_out, H, W) -> (B, C_out, F, H, W)
         return h.view(b, frames, -1, hh, ww).transpose(1, 2).contiguous()
+
+    def _with_lowres(self, h: Tensor, lowres: Tensor | None, b: int, frames: int,
+                     ndim: int) -> Tensor:
+        """(B*F, C, H, W) -> (B*F, C + cond_channels, H, W): the low-res video upsampled to
+        H x W (nearest: each low-res pixel covers its block) after x's channels."""
+        cc = self.config.cond_channels
+        if cc == 0:
+            if lowres is not None:
+                raise ValueError("lowres given to a model built with cond_channels=0")
+            return h
+        if lowres is None:
+            raise ValueError(f"this super-resolution model (cond_channels={cc}) needs lowres")
+        want = (b, cc, frames) if ndim == 5 else (b, cc)
+        if lowres.ndim != ndim or tuple(lowres.shape[:ndim - 2]) != want:
+            raise ValueError(f"lowres must be {(*want, 'h', 'w')}, got {tuple(lowres.shape)}")
+        if ndim == 5:
+            # (B, Cc, F, h, w) -> (B*F, Cc, h, w)
+            lowres = lowres.transpose(1, 2).reshape(b * frames, cc, *lowres.shape[-2:])
+        up = F.interpolate(lowres.to(h.dtype), size=h.shape[-2:], mode="nearest")
+        return torch.cat([h, up], dim=1)  # (B*F, C + Cc, H, W)
 
     def _check_inputs(self, x, c, hh, ww, frames, t, num_images):
         cfg = self.config

@@ -54,6 +54,9 @@ class DataConfig:
     path: str | None = None  # the folder of videos (source = "folder"), searched recursively
     frames: int = 8  # frames per clip (F)
     size: int = 24  # frame height and width in pixels (a multiple of 2^(U-Net levels - 1))
+    # super-resolution model: the U-Net also gets the clip average-pooled to this size (it
+    # must divide size); None: an ordinary (unconditional in pixels) model
+    lowres_size: int | None = None
     stride: int = 1  # folder: take every stride-th frame (exclusive with fps)
     fps: float | None = None  # folder: resample clips to this frame rate instead of a stride
     num_videos: int = 10_000  # synthetic: dataset length (item i depends on (seed, i) only)
@@ -191,6 +194,7 @@ def validate(config: RunConfig) -> RunConfig:
         _positive(f"data.{key}", getattr(d, key))
     for key in ("num_videos", "num_images", "workers", "seed"):
         _positive(f"data.{key}", getattr(d, key), 0)
+    _check_lowres(config)
     if d.fps is not None and d.fps <= 0:
         raise ConfigError(f"data.fps = {d.fps} must be > 0 (or none)")
     if d.use_captions and d.text_encoder != "hash":
@@ -222,6 +226,18 @@ def validate(config: RunConfig) -> RunConfig:
     if t.grad_clip < 0 or t.weight_decay < 0:
         raise ConfigError("train.grad_clip and train.weight_decay must be >= 0")
     return config
+
+
+def _check_lowres(config: RunConfig) -> None:
+    d, m = config.data, config.model
+    if d.lowres_size is None:
+        return
+    if not 0 < d.lowres_size < d.size or d.size % d.lowres_size:
+        raise ConfigError(f"data.lowres_size = {d.lowres_size} must divide data.size = "
+                          f"{d.size} and be smaller (e.g. {d.size // 2})")
+    if m.kind != "unet" or m.init_from is not None:
+        raise ConfigError("data.lowres_size (a super-resolution model) needs model.kind = "
+                          "\"unet\" and no model.init_from")
 
 
 def _check_text_encoder(name: str) -> None:

@@ -43,6 +43,7 @@ class LoadedModel:
     channels: int
     frames: int
     size: int
+    lowres_size: int | None = None  # set: a super-resolution model conditioned on this size
 
 
 def load_model(path: str | Path, weights: str = "ema",
@@ -67,6 +68,7 @@ def load_model(path: str | Path, weights: str = "ema",
         int(ckpt.meta.get("channels", unet_config.in_channels)),
         int(ckpt.meta.get("frames", config.data.frames)),
         int(ckpt.meta.get("size", config.data.size)),
+        ckpt.meta.get("lowres_size", config.data.lowres_size),
     )
     return model, info
 
@@ -110,11 +112,13 @@ def sample_videos(
     text_encoder: HashTextEncoder | BertTextEncoder | None = None,
     guidance_scale: float = 1.0,
     progress: bool = False,
+    lowres: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """`count` videos (count, C, F, H, W) in [-1, 1]; the noise comes from `prior` with a
     generator seeded by `seed`. A class-conditional model gets `labels` (default 0, 1, ...
     cycling through `num_classes`); a text-conditional one gets `captions` (cycled) through
-    `text_encoder`. `guidance_scale` != 1 applies classifier-free guidance. `eta`: DDIM's."""
+    `text_encoder`. `guidance_scale` != 1 applies classifier-free guidance. `eta`: DDIM's.
+    A super-resolution model gets `lowres` (count, C, F, h, w), its low-res videos."""
     device = torch.device(device)
     cond: dict = {}
     if num_classes is not None:
@@ -125,6 +129,8 @@ def sample_videos(
         captions = captions or [""]
         chosen = [captions[i % len(captions)] for i in range(count)]
         cond["text_emb"], cond["text_mask"] = text_encoder(chosen, device)
+    if lowres is not None:
+        cond["lowres"] = lowres.to(device)
     denoiser = guided(model, guidance_scale) if guidance_scale != 1.0 and cond else model
     g = torch.Generator(device=device).manual_seed(seed)
     return sample(denoiser, (count, channels, frames, size, size), diffusion=diffusion,

@@ -45,6 +45,7 @@ from vidiff.checkpoint import (
     load_weights,
     save_checkpoint,
 )
+from vidiff.conditional import downsample_to
 from vidiff.config_io import ConfigError
 from vidiff.diffusion import Diffusion
 from vidiff.losses import diffusion_loss
@@ -134,6 +135,8 @@ def resolve_unet_config(config: RunConfig, num_classes: int | None = None):
                               "num_classes)")
     if config.data.use_captions:
         overrides.setdefault("text_dim", text_width(config.data))
+    if config.data.lowres_size is not None:  # an upsampler: the low-res clip as extra input
+        overrides.setdefault("cond_channels", overrides.get("in_channels", 3))
     try:
         return unet_config(config.model.preset, **overrides)
     except ValueError as err:
@@ -281,6 +284,7 @@ class Trainer:
             "channels": self.channels,
             "frames": d.frames,
             "size": d.size,
+            "lowres_size": d.lowres_size,  # set: a super-resolution model from this size
             "num_images": d.num_images,
             "world_size": self.dist.world,
             **self.model_meta,  # VideoFusion: its config_dict, to rebuild it for sampling
@@ -363,6 +367,9 @@ class Trainer:
         cond: dict[str, Any] = {}
         if self.config.data.num_images:
             cond["num_images"] = self.config.data.num_images
+        if self.config.data.lowres_size is not None:  # upsampler: the clip's average pooling
+            cond["lowres"] = downsample_to(batch["video"].to(self.device),
+                                           self.config.data.lowres_size)
         if not self.conditional:
             return cond
         keep = drops >= self.config.train.cond_drop_prob  # (B,) False: condition dropped
@@ -455,8 +462,16 @@ class Trainer:
             seed=t.sample_seed if seed is None else seed, device=self.device,
             num_classes=self.unet_config.num_classes if self.unet_config else None,
             captions=self.class_names if self.text_encoder is not None else None,
-            text_encoder=self.text_encoder,
+            text_encoder=self.text_encoder, lowres=self._sample_lowres(count or t.sample_count),
         )
+
+    def _sample_lowres(self, count: int) -> torch.Tensor | None:
+        """An upsampler's sample condition: the first `count` clips, downsampled."""
+        size = self.config.data.lowres_size
+        if size is None:
+            return None
+        clips = [self.dataset[i % len(self.dataset)]["video"] for i in range(count)]
+        return downsample_to(torch.stack(clips).to(self.device), size)  # (N, C, F, h, w)
 
     def write_samples(self) -> list[Path]:
         """Sample and write ``samples/step_XXXXXXXX.{mp4,gif,png}`` (rank 0)."""
