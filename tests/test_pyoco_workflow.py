@@ -65,8 +65,10 @@ def test_pretrain_inflate_finetune_from_the_command(image_run, tmp_path, capsys)
     assert image.meta["unet_config"]["temporal"] is False and image.meta["frames"] == 1
     for prior in ("mixed", "progressive"):
         out = tmp_path / prior
-        assert main(["train", "--out", str(out), "--steps", "2", "--prior", prior, *SET,
-                     f"model.init_from={image_run}"]) == 0
+        source = (["--init-from", str(image_run), *SET] if prior == "progressive"
+                  else [*SET, f"model.init_from={image_run}"])  # the shortcut, or --set
+        assert main(["train", "--out", str(out), "--steps", "2", "--prior", prior,
+                     *source]) == 0
         ckpt = load_checkpoint(out)
         assert ckpt.meta["unet_config"]["temporal"] is True and ckpt.meta["frames"] == 4
         assert ckpt.config["model"]["init_from"] == str(image_run)

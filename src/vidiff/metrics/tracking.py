@@ -211,7 +211,7 @@ def ball_tracking_stats(
     """Detection, count-consistency, smoothness and color statistics of bouncing-balls clips.
 
     Returns floats: ``"count_constant"`` (fraction of clips whose per-frame count never
-    changes), ``"count_deviation"`` (mean ``|count_f - mode|``), ``"mean_count"``,
+    changes and is not zero), ``"count_deviation"`` (mean ``|count_f - mode|``), ``"mean_count"``,
     ``"accel"`` (mean ``|p[t+1] - 2 p[t] + p[t-1]|`` over linked triples, in frame widths;
     NaN without any), ``"speed"`` (mean step along links, frame widths), ``"color_change"``
     (mean RGB distance along links, [0, 1] scale), ``"link_fraction"`` (detections linked
@@ -224,7 +224,8 @@ def ball_tracking_stats(
     b, f = counts.shape
     size = float(videos.shape[-1])
     mode = counts.mode(1).values  # (B,)
-    constant = (counts == counts[:, :1]).all(1)
+    # constant and non-zero: a clip in which nothing is detected tracks no balls
+    constant = (counts == counts[:, :1]).all(1) & (counts[:, 0] > 0)
     deviation = (counts - mode[:, None]).abs().double().mean(1)
     xy, color, clip = det["xy"].cpu(), det["color"].cpu(), det["clip"].cpu()
     pred, succ = _link(xy, counts)
