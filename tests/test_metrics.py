@@ -267,6 +267,20 @@ def test_tracking_score_validation(balls):
     assert blank["score"] == 0.0 and blank["count_constant"] == 0.0
 
 
+def test_count_consistency_is_graded_per_frame_pair(balls):
+    real_a, real_b, _ = balls
+    ref = ball_tracking_stats(real_a)
+    real = ball_tracking_score(real_b, reference=ref)
+    assert real["count_steady"] > 0.95 and real["score"] > 0.9
+    one_frame_lost = real_b.clone()
+    one_frame_lost[:, :, 5] = -1.0  # every clip loses its balls in one of 16 frames
+    lost = ball_tracking_score(one_frame_lost, reference=ref)
+    # the all-or-nothing statistic drops to 0; the pairwise one loses the 2 pairs of 15
+    assert lost["count_constant"] == 0.0
+    assert lost["count_steady"] == pytest.approx(real["count_steady"] - 2 / 15, abs=0.02)
+    assert 0.5 * real["score"] < lost["score"] < real["score"]
+
+
 # -- temporal statistics ------------------------------------------------------------------------
 
 

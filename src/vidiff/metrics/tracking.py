@@ -8,7 +8,8 @@ dropped; each detection has an intensity-weighted centroid, an area and a mean c
 `ball_tracking_stats` links detections of consecutive frames (mutual nearest neighbours) and
 measures, per clip and overall:
 
-- **count consistency**: whether the number of detections is constant along the clip, and the
+- **count consistency**: whether the number of detections is constant along the clip, the
+  fraction of consecutive frames whose (non-zero) count stays the same ("steady"), and the
   mean ``|count_f - mode count|``;
 - **smoothness**: the mean ``|p[t+1] - 2 p[t] + p[t-1]|`` (acceleration, in frame widths) along
   linked detections. Balls move at constant speed except at bounces, so real clips have a
@@ -211,7 +212,8 @@ def ball_tracking_stats(
     """Detection, count-consistency, smoothness and color statistics of bouncing-balls clips.
 
     Returns floats: ``"count_constant"`` (fraction of clips whose per-frame count never
-    changes and is not zero), ``"count_deviation"`` (mean ``|count_f - mode|``), ``"mean_count"``,
+    changes and is not zero), ``"count_steady"`` (fraction of consecutive frame pairs with the
+    same non-zero count: a graded version, one miscounted frame costs two pairs, not the clip), ``"count_deviation"`` (mean ``|count_f - mode|``), ``"mean_count"``,
     ``"accel"`` (mean ``|p[t+1] - 2 p[t] + p[t-1]|`` over linked triples, in frame widths;
     NaN without any), ``"speed"`` (mean step along links, frame widths), ``"color_change"``
     (mean RGB distance along links, [0, 1] scale), ``"link_fraction"`` (detections linked
@@ -244,6 +246,7 @@ def ball_tracking_stats(
 
     return {
         "count_constant": mean(constant),
+        "count_steady": mean((counts[:, 1:] == counts[:, :-1]) & (counts[:, 1:] > 0)),
         "count_deviation": mean(deviation),
         "mean_count": mean(counts),
         "accel": mean(accel),
@@ -281,10 +284,10 @@ def ball_tracking_score(
     `ball_tracking_stats`. Returns the floats of `ball_tracking_stats` and, with a reference,
     ``"accel_ratio"`` (smoothness against the data's own: 1 is as smooth as real, > 1
     jerkier), ``"count_constant_ratio"``, ``"mean_count_ratio"``, the reference's own
-    ``"ref_accel"`` and ``"ref_count_constant"``, and ``"score"`` in [0, 1] (about 1 for real
-    clips):
+    ``"ref_accel"``, ``"ref_count_constant"`` and ``"ref_count_steady"``, and ``"score"`` in
+    [0, 1] (about 1 for real clips):
 
-        score = min(1, count_constant / ref) * closeness(accel) * closeness(mean_count),
+        score = min(1, count_steady / ref) * closeness(accel) * closeness(mean_count),
 
     where ``closeness(x) = min(x / ref, ref / x)`` (0 when there is nothing to track).
     """
@@ -300,7 +303,11 @@ def ball_tracking_score(
     out["count_constant_ratio"] = stats["count_constant"] / ref_cc if ref_cc > 0 else float("nan")
     ref_count = reference["mean_count"]
     out["mean_count_ratio"] = stats["mean_count"] / ref_count if ref_count > 0 else float("nan")
-    consistency = min(1.0, stats["count_constant"] / ref_cc) if ref_cc > 0 else 1.0
+    ref_steady = reference["count_steady"]
+    out["ref_count_steady"] = ref_steady
+    # graded: the share of frame pairs whose count holds (count_constant drops a whole clip
+    # for one miscounted frame, which leaves no resolution between "almost" and "noise")
+    consistency = min(1.0, stats["count_steady"] / ref_steady) if ref_steady > 0 else 1.0
     out["score"] = (
         consistency
         * _closeness(stats["accel"], ref_accel)
