@@ -13,7 +13,7 @@ conditioning (the worst case for the boundaries). Metrics on the 64-frame videos
   window, divided by the one between other consecutive generated frames (1 = seamless), and
   the same for the frame correlation drop (1 - `frame_consistency`).
 
-    python benchmarks/extension.py [--run runs/ext16] [--train-seconds 420] [--clips 32]
+    python benchmarks/extension.py [--run runs/ext16] [--train-seconds 1500] [--clips 32]
 
 Writes runs/extension/results.json and results.md. VDM reports FVD 136 (reconstruction
 guidance) vs 451 (replacement) for 64-frame extensions of a 16-frame UCF101 model.
@@ -40,7 +40,7 @@ from vidiff.train import load_model, load_run_config, train
 def parse_args() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--run", default="runs/ext16", help="run folder (trained if it has no model)")
-    p.add_argument("--train-seconds", type=float, default=420,
+    p.add_argument("--train-seconds", type=float, default=1500,
                    help="training budget in CPU seconds (1 thread)")
     p.add_argument("--size", type=int, default=16, help="frame size")
     p.add_argument("--clips", type=int, default=32, help="videos extended per method")
