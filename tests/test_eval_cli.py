@@ -18,10 +18,12 @@ from _train_helpers import TINY
 
 from vidiff.cli import main
 from vidiff.data import make_synthetic
-from vidiff.io import to_uint8
+from vidiff.io import from_uint8, to_uint8
 from vidiff.metrics import (
     FIDInceptionV3,
     InceptionI3d,
+    frame_inception_score,
+    load_fid_inception,
     random_init_,
     replace_with_noise,
     shuffle_frames,
@@ -91,7 +93,12 @@ def test_report_keys_values_and_saved_reference(files, saved, tmp_path):
     report, ref = saved
     m = report["metrics"]
     assert m["fvd"] >= 0 and m["fid"] >= 0 and m["fvd_lite"] >= 0
-    assert 1 < m["inception_score"] <= 1008 and m["inception_score_std"] >= 0
+    # the streamed IS equals the library's one-shot IS of the same frames and network
+    frames = from_uint8(torch.from_numpy(np.load(files / "clean.npy")))
+    inception = load_fid_inception(files / "pt_inception.pth")
+    is_mean, is_std = frame_inception_score(frames, inception, splits=2, return_std=True)
+    assert m["inception_score"] == pytest.approx(is_mean, rel=1e-4) and is_mean > 1
+    assert m["inception_score_std"] == pytest.approx(is_std, rel=1e-3, abs=1e-6)
     assert set(m["fvd_lite_groups"]) == {"appearance", "sharpness", "motion"}
     assert 0 < m["ball_tracking"]["score"] <= 1
     for side in ("generated", "reference"):

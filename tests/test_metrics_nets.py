@@ -414,7 +414,7 @@ def test_fid_with_random_inception_orders_corruption(inception_net):
     assert stats.dim == 2048
 
 
-def test_inception_features_are_deterministic_and_is_in_range(inception_net):
+def test_inception_features_are_deterministic_and_is_matches_the_formula(inception_net):
     gen = torch.Generator().manual_seed(7)
     videos = _blob_videos(2, 2, 75, gen)
     config = FIDConfig(batch_size=4)
@@ -426,7 +426,9 @@ def test_inception_features_are_deterministic_and_is_in_range(inception_net):
     assert torch.allclose(logits, pool @ inception_net.fc.weight.T, atol=1e-4)  # no bias
     score, std = frame_inception_score(videos, inception_net, splits=2, config=config,
                                        return_std=True)
-    assert 1 <= score <= 1008 and std >= 0
+    # the frames' softmax over the logits above, scored by the reference formula
+    expected = inception_score(torch.softmax(logits.double(), 1), splits=2, return_std=True)
+    assert (score, std) == pytest.approx(expected, rel=1e-6, abs=1e-9) and score >= 1
 
 
 def test_inception_score_reference_values():
@@ -440,7 +442,11 @@ def test_inception_score_reference_values():
     same_class[:, 0] = 1
     assert inception_score(same_class, splits=2) == pytest.approx(1.0)  # confident, no diversity
     soft = torch.softmax(torch.randn(30, 7, generator=torch.Generator().manual_seed(8)), 1)
-    assert 1 <= inception_score(soft, splits=3) <= 7
+    # the formula written out: exp of the mean KL(p(y|x) || p(y)) in each chunk of 10 rows
+    chunks = soft.double().view(3, 10, 7)
+    kl = (chunks * (chunks.log() - chunks.mean(1, keepdim=True).log())).sum(2)  # (3, 10)
+    assert inception_score(soft, splits=3) == pytest.approx(kl.mean(1).exp().mean().item(),
+                                                            rel=1e-12)
     sorted_one_hot = torch.eye(classes).repeat_interleave(10, 0)  # each split sees one class
     assert inception_score(sorted_one_hot, splits=5) == pytest.approx(1.0)
     gen = torch.Generator().manual_seed(0)

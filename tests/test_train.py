@@ -133,10 +133,15 @@ def test_bf16_autocast_and_loader_workers(tmp_path):
     assert result.step == 2 and math.isfinite(result.loss)
 
 
-def test_auto_threads_within_cores():
+def test_auto_threads_are_the_free_cores(monkeypatch):
     import os
 
     from vidiff.train.trainer import auto_threads
 
-    assert 1 <= auto_threads() <= (os.cpu_count() or 1)
-    assert auto_threads(processes=64) == 1
+    monkeypatch.setattr(os, "cpu_count", lambda: 16)
+    for load, processes, threads in [(0.0, 1, 16), (3.6, 1, 12), (3.6, 4, 3), (15.8, 1, 1),
+                                     (40.0, 1, 1), (0.0, 64, 1)]:
+        monkeypatch.setattr(os, "getloadavg", lambda load=load: (load, 0.0, 0.0))
+        assert auto_threads(processes) == threads, (load, processes)
+    monkeypatch.setattr(os, "getloadavg", lambda: (_ for _ in ()).throw(OSError()))
+    assert auto_threads() == 16  # no load average on this platform: all cores

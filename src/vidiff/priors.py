@@ -11,6 +11,7 @@ always get independent noise: the frame covariance is blockdiag(S_F, I_K).
 from __future__ import annotations
 
 import math
+from abc import ABC, abstractmethod
 from collections.abc import Sequence
 
 import torch
@@ -41,7 +42,7 @@ def _check_frames(frames: int) -> None:
         raise ValueError(f"F (the number of frames) must be an integer >= 1, got {frames!r}")
 
 
-class NoisePrior:
+class NoisePrior(ABC):
     """Base class: a distribution of noise with per-element variance 1 and frame correlations.
 
     Subclasses implement `_sample_video` (the correlated draw for F video frames) and
@@ -95,11 +96,13 @@ class NoisePrior:
             )
         return chol
 
+    @abstractmethod
     def _sample_video(self, shape, generator, device, dtype) -> torch.Tensor:
-        raise NotImplementedError
+        """The correlated draw for the F video frames of `shape` (B, C, F, H, W)."""
 
+    @abstractmethod
     def _video_covariance(self, frames: int) -> torch.Tensor:
-        raise NotImplementedError
+        """The exact (F, F) float64 frame covariance of `_sample_video`."""
 
     def __repr__(self) -> str:
         params = ", ".join(f"{k}={v!r}" for k, v in self.params().items())

@@ -75,6 +75,7 @@ def _videos(args, out: Path) -> None:
     cov = drifting_field_covariance(shape)
     gen = torch.Generator().manual_seed(args.seed)
     chol = torch.linalg.cholesky(cov)
+    # the *data* x0 ~ N(0, cov) (not diffusion noise: that comes from the prior below)
     data = (torch.randn(args.num, cov.shape[0], generator=gen, dtype=torch.float64) @ chol.T)
     _write(out, "data", data.view(args.num, *shape).float())
     diffusion = vidiff.Diffusion()

@@ -29,6 +29,7 @@ import errno
 import os
 import re
 import warnings
+from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -189,7 +190,7 @@ def resize_crop(
     return video[:, :, y : y + th, x : x + tw].clamp(-1.0, 1.0).contiguous()
 
 
-class _FolderDataset(Dataset):
+class _FolderDataset(Dataset, ABC):
     """Shared machinery: the entry list, per-item generators, skipping unreadable entries."""
 
     kind = "video"
@@ -235,11 +236,13 @@ class _FolderDataset(Dataset):
             stacklevel=3,
         )
 
+    @abstractmethod
     def _entry_of(self, index: int) -> _Entry:
-        raise NotImplementedError
+        """The entry (file or frame folder) that item `index` comes from."""
 
+    @abstractmethod
     def _load(self, index: int, generator: torch.Generator) -> dict[str, Any]:
-        raise NotImplementedError
+        """Item `index` (may raise a read error: `__getitem__` skips the entry)."""
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         n = len(self)

@@ -20,6 +20,7 @@ Items are dicts with at least:
 from __future__ import annotations
 
 import dataclasses
+from abc import ABC, abstractmethod
 from typing import Any, ClassVar
 
 import numpy as np
@@ -51,7 +52,7 @@ def make_synthetic(name: str, config: Any = None, **overrides: Any) -> Synthetic
     return SYNTHETIC.get(name)(config, **overrides)
 
 
-class SyntheticVideoDataset(Dataset):
+class SyntheticVideoDataset(Dataset, ABC):
     """Base class: config handling, per-item seeding, indexing. Subclasses implement `sample`.
 
     ``config`` is an instance of the subclass's ``config_class`` (default: its defaults);
@@ -75,18 +76,18 @@ class SyntheticVideoDataset(Dataset):
         self.config = dataclasses.replace(config, **overrides)  # also re-runs validation
 
     @property
+    @abstractmethod
     def class_names(self) -> list[str]:
         """The class names; ``class_names[label]`` describes items with that label."""
-        raise NotImplementedError
 
     @property
     def num_classes(self) -> int:
         """The number of classes (labels are ``0 .. num_classes - 1``)."""
         return len(self.class_names)
 
+    @abstractmethod
     def sample(self, generator: torch.Generator) -> dict[str, Any]:
         """A random clip drawn from ``generator`` (an item dict, see the module docstring)."""
-        raise NotImplementedError
 
     def __len__(self) -> int:
         return self.config.num_videos

@@ -213,7 +213,8 @@ def ball_tracking_stats(
 
     Returns floats: ``"count_constant"`` (fraction of clips whose per-frame count never
     changes and is not zero), ``"count_steady"`` (fraction of consecutive frame pairs with the
-    same non-zero count: a graded version, one miscounted frame costs two pairs, not the clip), ``"count_deviation"`` (mean ``|count_f - mode|``), ``"mean_count"``,
+    same non-zero count: a graded version, one miscounted frame costs two pairs, not the
+    clip), ``"count_deviation"`` (mean ``|count_f - mode|``), ``"mean_count"``,
     ``"accel"`` (mean ``|p[t+1] - 2 p[t] + p[t-1]|`` over linked triples, in frame widths;
     NaN without any), ``"speed"`` (mean step along links, frame widths), ``"color_change"``
     (mean RGB distance along links, [0, 1] scale), ``"link_fraction"`` (detections linked

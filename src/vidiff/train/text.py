@@ -32,6 +32,7 @@ class HashTextEncoder:
         if token not in self._cache:
             seed = int.from_bytes(hashlib.sha256(token.encode()).digest()[:8], "little")
             g = torch.Generator().manual_seed(seed & (2**63 - 1))
+            # a fixed word vector hashed from the token (an embedding, not diffusion noise)
             self._cache[token] = torch.randn(self.dim, generator=g)
         return self._cache[token]
 
