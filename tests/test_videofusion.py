@@ -19,7 +19,6 @@ from vidiff.models import (
     is_temporal_parameter,
     load_diffusers_unet2d,
 )
-from vidiff.models.videofusion import param_groups
 from vidiff.priors import DecomposedPrior
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -185,7 +184,7 @@ def test_frame_index_conditions_the_residual_generator():
 
 # -- training ---------------------------------------------------------------------------------
 def _one_step(model, lr, base_lr):
-    opt = torch.optim.AdamW(param_groups(model, lr, base_lr, weight_decay=0.01))
+    opt = torch.optim.AdamW(model.param_groups(lr, base_lr, weight_decay=0.01))
     x0, t = inputs()
     noise = model.prior.sample(x0.shape, generator=torch.Generator().manual_seed(1))
     before = {k: v.clone() for k, v in model.state_dict().items()}

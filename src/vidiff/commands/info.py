@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 
 NAME = "info"
 HELP = "show a checkpoint's step, model, parameter count, files and config"
@@ -40,7 +41,7 @@ def describe(path: str) -> dict:
     for kind in ("model", "ema"):
         if kind in ckpt.files:
             with safe_open(str(ckpt.files[kind]), "pt") as f:  # header only, no tensor data
-                counts[kind] = sum(_numel(f.get_slice(k).get_shape()) for k in f.keys())
+                counts[kind] = sum(math.prod(f.get_slice(k).get_shape()) for k in f.keys())
     run = ckpt.path.parent.parent if ckpt.path.is_dir() else None
     others = [p.name for p in list_checkpoints(run)] if run is not None else []
     config = ckpt.config
@@ -75,13 +76,6 @@ def _model_line(model: dict, extra: str) -> str:
     if model.get("init_from"):
         line += f"\n             initialized from the image model {model['init_from']}"
     return line
-
-
-def _numel(shape) -> int:
-    n = 1
-    for s in shape:
-        n *= int(s)
-    return n
 
 
 def run(args: argparse.Namespace) -> int:

@@ -73,7 +73,6 @@ def run(args: argparse.Namespace) -> int:
     from vidiff.cli import CommandError
     from vidiff.io import WRITE_SUFFIXES, write_video
     from vidiff.samplers import SAMPLERS
-    from vidiff.train.config import RunConfig
     from vidiff.train.sampling import sample_videos
 
     out = Path(args.out)
@@ -89,7 +88,7 @@ def run(args: argparse.Namespace) -> int:
     if info.lowres_size is not None:
         raise CommandError(f"{args.checkpoint!r} is a super-resolution model (from "
                            f"{info.lowres_size}x{info.lowres_size}): use vidiff upsample")
-    config = RunConfig.from_dict(info.checkpoint.config)
+    config = info.config
     sampler = args.sampler or config.train.sampler
     if sampler not in SAMPLERS:
         raise CommandError(f"--sampler {sampler!r} is unknown; choose one of "

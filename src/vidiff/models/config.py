@@ -7,7 +7,7 @@ Presets (`vidiff.models.presets`) override what they need.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import asdict, dataclass, fields
 
 _PADDINGS = ("same", "symmetric")
 _REL_POS = ("t5", "clip")
@@ -161,3 +161,17 @@ class UNetConfig:
     def field_names(cls) -> list[str]:
         """Names of all config fields (what `unet_config(..., **overrides)` accepts)."""
         return [f.name for f in fields(cls)]
+
+
+def unet_config_to_dict(config: UNetConfig) -> dict:
+    """The JSON form of a `UNetConfig` (tuples as lists)."""
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(config).items()}
+
+
+def unet_config_from_dict(data: dict) -> UNetConfig:
+    """A `UNetConfig` from its JSON form (lists for tuples), e.g. a checkpoint's record."""
+    names = {f.name for f in fields(UNetConfig)}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        raise ValueError(f"unknown UNetConfig fields (written by a newer vidiff?): {unknown}")
+    return UNetConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in data.items()})

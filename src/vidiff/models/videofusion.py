@@ -35,7 +35,6 @@ Checkpoint layout: `model.state_dict()` holds `base.*` (the image U-Net's own na
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import asdict, fields
 from pathlib import Path
 
 import torch
@@ -43,7 +42,7 @@ from torch import Tensor, nn
 
 from ..diffusion import Diffusion, DiffusionConfig
 from ..priors import DecomposedPrior
-from .config import UNetConfig
+from .config import UNetConfig, unet_config_from_dict, unet_config_to_dict
 from .diffusers_io import load_diffusers_unet2d
 from .presets import UNET_PRESETS, unet_config
 from .unet import UNet
@@ -187,7 +186,7 @@ class VideoFusion(nn.Module):
             ("residual", self.residual, lr),
             ("base", self.base, base_lr),
         ):
-            decay, no_decay = _split_decay(module.parameters())
+            decay, no_decay = split_decay(module.parameters())
             for suffix, params, wd in (("", decay, weight_decay), ("/no_decay", no_decay, 0.0)):
                 if params:
                     groups.append(
@@ -283,9 +282,9 @@ class VideoFusion(nn.Module):
         lam = params["lam"]
         return {
             "format": FORMAT,
-            "base": {"unet": _config_to_dict(self.base.config)},
+            "base": {"unet": unet_config_to_dict(self.base.config)},
             "residual": {
-                "unet": _config_to_dict(self.residual.config),
+                "unet": unet_config_to_dict(self.residual.config),
                 "max_frames": self.residual.max_frames,
             },
             "prior": {
@@ -327,13 +326,6 @@ class VideoFusion(nn.Module):
             f"prior={self.prior!r}, diffusion={self.diffusion!r}, "
             f"base_frozen={self.base_frozen}, condition_base={self.condition_base}"
         )
-
-
-def param_groups(
-    model: VideoFusion, lr: float, base_lr: float, weight_decay: float = 0.0
-) -> list[dict]:
-    """`model.param_groups(lr, base_lr, weight_decay)`: the base at its own learning rate."""
-    return model.param_groups(lr, base_lr, weight_decay)
 
 
 def build_videofusion(
@@ -403,7 +395,9 @@ def build_videofusion(
 
 
 # -- helpers --------------------------------------------------------------------------------
-def _split_decay(params: Iterable[nn.Parameter]) -> tuple[list, list]:
+def split_decay(params: Iterable[nn.Parameter]) -> tuple[list, list]:
+    """(matrices, vectors) of the trainable `params`: weight decay applies to the first only
+    (biases and norm scales are left undecayed)."""
     decay, no_decay = [], []
     for p in params:
         if p.requires_grad:
@@ -411,23 +405,11 @@ def _split_decay(params: Iterable[nn.Parameter]) -> tuple[list, list]:
     return decay, no_decay
 
 
-def _config_to_dict(config: UNetConfig) -> dict:
-    return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(config).items()}
-
-
-def unet_config_from_dict(data: dict) -> UNetConfig:
-    """A `UNetConfig` from its JSON form (lists for tuples), e.g. a checkpoint's record."""
-    names = {f.name for f in fields(UNetConfig)}
-    unknown = sorted(set(data) - names)
-    if unknown:
-        raise ValueError(f"unknown UNetConfig fields (written by a newer vidiff?): {unknown}")
-    return UNetConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in data.items()})
 
 
 __all__ = [
     "FrameConditionedUNet",
     "VideoFusion",
     "build_videofusion",
-    "param_groups",
-    "unet_config_from_dict",
+    "split_decay",
 ]

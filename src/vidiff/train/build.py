@@ -26,12 +26,13 @@ from vidiff.checkpoint import Checkpoint, CheckpointError
 from vidiff.config_io import ConfigError
 from vidiff.diffusion import Diffusion
 from vidiff.models import FrameConditionedUNet, UNet, UNetConfig, VideoFusion, unet_config
-from vidiff.models.videofusion import unet_config_from_dict
-from vidiff.priors import noise_prior
+from vidiff.models.config import unet_config_from_dict
+from vidiff.models.videofusion import split_decay
+from vidiff.priors import NoisePrior, noise_prior
 from vidiff.train.config import RunConfig
 from vidiff.train.init import inflate_to, is_diffusers_dir, load_image_unet
 
-__all__ = ["build_model", "optimizer_groups", "rebuild_model"]
+__all__ = ["build_model", "build_prior", "optimizer_groups", "rebuild_model"]
 
 META_KEY = "videofusion"  # checkpoint meta entry holding VideoFusion.config_dict()
 
@@ -79,10 +80,7 @@ def _videofusion(config: RunConfig, residual_cfg: UNetConfig) -> VideoFusion:
             f"the base generator takes {base.config.in_channels} channels and the residual "
             f"generator {residual_cfg.in_channels}: they must match (the data's channels)"
         )
-    try:
-        prior = noise_prior(config.prior.name, **config.prior.params)
-    except ValueError as err:
-        raise ConfigError(f"prior: {err}") from None
+    prior = build_prior(config)
     conditional_base = base.config.num_classes is not None or bool(base.config.text_dim)
     return VideoFusion(base, residual, prior, Diffusion.from_config(config.diffusion),
                        freeze_base=m.freeze_base, condition_base=conditional_base)
@@ -107,6 +105,14 @@ def _base_generator(config: RunConfig, residual_cfg: UNetConfig) -> UNet:
     return inflate_to(load_image_unet(m.init_from), base_cfg, m.init_from, what)
 
 
+def build_prior(config: RunConfig) -> NoisePrior:
+    """The noise prior of ``[prior]``; bad parameters are a `ConfigError`."""
+    try:
+        return noise_prior(config.prior.name, **config.prior.params)
+    except ValueError as err:
+        raise ConfigError(f"prior: {err}") from None
+
+
 def optimizer_groups(model: nn.Module, config: RunConfig) -> list[dict]:
     """AdamW parameter groups: weight decay on matrices, none on vectors (biases, norms);
     VideoFusion's base generator at ``model.base_lr`` (`VideoFusion.param_groups`). Frozen
@@ -114,10 +120,7 @@ def optimizer_groups(model: nn.Module, config: RunConfig) -> list[dict]:
     t = config.train
     if isinstance(model, VideoFusion):
         return model.param_groups(t.lr, config.model.base_lr, t.weight_decay)
-    decay, no_decay = [], []
-    for p in model.parameters():
-        if p.requires_grad:
-            (decay if p.ndim >= 2 else no_decay).append(p)
+    decay, no_decay = split_decay(model.parameters())
     return [{"params": decay, "weight_decay": t.weight_decay},
             {"params": no_decay, "weight_decay": 0.0}]
 

@@ -27,7 +27,7 @@ from vidiff.checkpoint import (
 )
 from vidiff.config_io import ConfigError
 from vidiff.models import UNet, UNetConfig, inflate, load_diffusers_unet2d
-from vidiff.models.videofusion import unet_config_from_dict
+from vidiff.models.config import unet_config_from_dict
 
 __all__ = ["inflate_to", "is_diffusers_dir", "load_image_unet"]
 

@@ -9,17 +9,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
 
-from vidiff.checkpoint import (
-    Checkpoint,
-    CheckpointError,
-    architecture_mismatch,
-    load_checkpoint,
-    load_weights,
-)
+from vidiff.checkpoint import Checkpoint, load_checkpoint, load_weights
 from vidiff.diffusion import Diffusion
 from vidiff.guidance import ClassifierFreeGuidance
 from vidiff.priors import NoisePrior, noise_prior
@@ -44,6 +39,7 @@ class LoadedModel:
     frames: int
     size: int
     lowres_size: int | None = None  # set: a super-resolution model conditioned on this size
+    config: Any = None  # the checkpoint's `RunConfig`
 
 
 def load_model(path: str | Path, weights: str = "ema",
@@ -68,22 +64,9 @@ def load_model(path: str | Path, weights: str = "ema",
         int(ckpt.meta.get("channels", unet_config.in_channels)),
         int(ckpt.meta.get("frames", config.data.frames)),
         int(ckpt.meta.get("size", config.data.size)),
-        ckpt.meta.get("lowres_size", config.data.lowres_size),
+        ckpt.meta.get("lowres_size", config.data.lowres_size), config,
     )
     return model, info
-
-
-def check_architecture(model_config, ckpt: Checkpoint) -> None:
-    """A `CheckpointError` naming the fields where `ckpt`'s U-Net differs from
-    `model_config` (a UNetConfig)."""
-    from dataclasses import asdict
-
-    saved = ckpt.meta.get("unet_config")
-    if saved:
-        diff = architecture_mismatch(saved, asdict(model_config))
-        if diff:
-            raise CheckpointError(f"checkpoint {ckpt.path} is for another model architecture: "
-                                  + "; ".join(diff))
 
 
 def guided(model: nn.Module, scale: float):

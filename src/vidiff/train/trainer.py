@@ -49,7 +49,6 @@ from vidiff.conditional import downsample_to
 from vidiff.config_io import ConfigError
 from vidiff.diffusion import Diffusion
 from vidiff.losses import diffusion_loss
-from vidiff.priors import noise_prior
 from vidiff.text import build_text_encoder, text_width
 from vidiff.train import distributed
 from vidiff.train.budget import TimeBudget
@@ -156,7 +155,7 @@ class _JsonlLogger:
 
                 self.tb = SummaryWriter(str(out / "tensorboard"))
             except Exception:  # tensorboard not installed (or broken): JSONL only
-                self.tb = None
+                pass
 
     def log(self, record: dict[str, Any]) -> None:
         self.file.write(json.dumps(record) + "\n")
@@ -194,6 +193,8 @@ class Trainer:
             raise
 
     def _build(self, model: nn.Module | None) -> None:
+        from vidiff.train.build import build_model, build_prior, optimizer_groups
+
         config = self.config
         d, t = config.data, config.train
         torch.set_num_threads(t.threads or auto_threads(self.dist.local_world))
@@ -215,8 +216,6 @@ class Trainer:
         # model -------------------------------------------------------------------------------
         self.unet_config, self.model_meta = None, {}
         if model is None:  # model.kind: a U-Net (init_from: inflated) or VideoFusion
-            from vidiff.train.build import build_model
-
             unet_config = resolve_unet_config(config, len(self.class_names) or None)
             model, self.unet_config, self.model_meta = build_model(config, unet_config)
             self._check_shapes(first)
@@ -238,12 +237,7 @@ class Trainer:
 
         # diffusion, prior, optimization ------------------------------------------------------
         self.diffusion = Diffusion.from_config(config.diffusion)
-        try:
-            self.prior = noise_prior(config.prior.name, **config.prior.params)
-        except ValueError as err:
-            raise ConfigError(f"prior: {err}") from None
-        from vidiff.train.build import optimizer_groups
-
+        self.prior = build_prior(config)
         groups = optimizer_groups(self.raw, config)  # VideoFusion: the base at model.base_lr
         self.optimizer = torch.optim.AdamW(groups, lr=t.lr, betas=tuple(t.betas))
         self.schedule = WarmupSchedule(t.warmup, t.steps, t.lr_schedule, t.min_lr_ratio)
@@ -454,15 +448,16 @@ class Trainer:
         from vidiff.train.sampling import sample_videos
 
         t = self.config.train
+        count = count or t.sample_count
         return sample_videos(
             self.ema.model, self.diffusion, self.prior,
-            count=count or t.sample_count, channels=self.channels,
+            count=count, channels=self.channels,
             frames=self.config.data.frames, size=self.config.data.size,
             sampler=t.sampler, steps=t.sample_steps,
             seed=t.sample_seed if seed is None else seed, device=self.device,
             num_classes=self.unet_config.num_classes if self.unet_config else None,
             captions=self.class_names if self.text_encoder is not None else None,
-            text_encoder=self.text_encoder, lowres=self._sample_lowres(count or t.sample_count),
+            text_encoder=self.text_encoder, lowres=self._sample_lowres(count),
         )
 
     def _sample_lowres(self, count: int) -> torch.Tensor | None:
