@@ -122,16 +122,17 @@ class ReconstructionGuidance:
     def _frame_maps(self, frames: int):
         """(gain, precond) of `conditional_frame_maps` for the prior; None for white noise."""
         if frames not in self._maps:
-            cov = (self.prior.frame_covariance(frames) if self.prior is not None
-                   else torch.eye(frames, dtype=torch.float64))
-            known = torch.zeros(frames, dtype=torch.bool)
-            if self.mask is not None:
-                known = frame_mask(self.mask, frames)
-            white = torch.equal(cov, torch.eye(frames, dtype=torch.float64))
-            if known is None and not white:
-                raise ValueError(f"a correlated noise prior ({self.prior!r}) needs a mask of "
-                                 "whole known frames, the same for every pixel and video")
-            self._maps[frames] = None if white else conditional_frame_maps(cov, known)
+            eye = torch.eye(frames, dtype=torch.float64)
+            cov = eye if self.prior is None else self.prior.frame_covariance(frames)
+            maps = None
+            if not torch.equal(cov, eye):
+                known = (torch.zeros(frames, dtype=torch.bool) if self.mask is None
+                         else frame_mask(self.mask, frames))
+                if known is None:
+                    raise ValueError(f"a correlated noise prior ({self.prior!r}) needs a mask "
+                                     "of whole known frames, the same for every pixel and video")
+                maps = conditional_frame_maps(cov, known)
+            self._maps[frames] = maps
         return self._maps[frames]
 
     def _x0_with_grad(self, xt, t, cond):
@@ -171,6 +172,4 @@ class ReconstructionGuidance:
             x0 = self._guided_x0(x0, grad, a, maps)
         if self.replace:
             x0 = self._replaced_x0(x0, maps)
-        eps = (xt - a * x0) / s
-        pred = self.diffusion.prediction
-        return eps if pred == "eps" else x0 if pred == "x0" else a * eps - s * x0
+        return self.diffusion.target(x0, (xt - a * x0) / s, t)  # eps, x0 or v, as the model

@@ -95,6 +95,18 @@ def load_checkpoint_model(args: argparse.Namespace):
         raise CommandError(str(err)) from None
 
 
+def window_overlap(args: argparse.Namespace, frames: int, lowest: int = 1) -> int:
+    """--overlap (None: half the model's `frames`), a `CommandError` unless it is in
+    [lowest, frames - 1]."""
+    from vidiff.cli import CommandError
+
+    overlap = frames // 2 if args.overlap is None else args.overlap
+    if not lowest <= overlap < frames:
+        raise CommandError(f"--overlap must be in [{lowest}, {frames - 1}] (the model samples "
+                           f"{frames} frames at a time), got {overlap}")
+    return overlap
+
+
 def load(args: argparse.Namespace):
     """(model, LoadedModel, ConditionalSampler) for the checkpoint and options of `args`."""
     from vidiff.conditional import ConditionalSampler

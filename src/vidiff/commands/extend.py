@@ -34,10 +34,7 @@ def run(args: argparse.Namespace) -> int:
     device = next(model.parameters()).device
     video = (common.read_input(args, info.channels, info.size, device) if args.input
              else common.first_clip(args, model, info, device))
-    overlap = info.frames // 2 if args.overlap is None else args.overlap
-    if not 0 < overlap < info.frames:
-        raise CommandError(f"--overlap must be in [1, {info.frames - 1}] (the model samples "
-                           f"{info.frames} frames at a time), got {overlap}")
+    overlap = common.window_overlap(args, info.frames)
     if args.frames < video.shape[2]:
         raise CommandError(f"--frames {args.frames} is shorter than the given video "
                            f"({video.shape[2]} frames)")

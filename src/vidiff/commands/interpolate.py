@@ -39,10 +39,8 @@ def run(args: argparse.Namespace) -> int:
              else common.first_clip(args, model, info, device))
     if video.shape[2] < 2:
         raise CommandError("interpolation needs a video of at least 2 frames")
-    if not 0 <= args.overlap < info.frames:
-        raise CommandError(f"--overlap must be in [0, {info.frames - 1}] (the model samples "
-                           f"{info.frames} frames at a time), got {args.overlap}")
-    out = sampler.interpolate(video, args.factor, info.frames, args.overlap,
+    overlap = common.window_overlap(args, info.frames, lowest=0)
+    out = sampler.interpolate(video, args.factor, info.frames, overlap,
                               common.generator(args, device))
     common.write_output(args, out, f"{video.shape[2]} frames interpolated x{args.factor}")
     return 0

@@ -81,10 +81,8 @@ def _conditioned(args: argparse.Namespace, model, info, sampler) -> int:
     low = common.read_input(args, info.channels, None, device)  # (N, C, F, h, w)
     if tuple(low.shape[-2:]) != (low_size, low_size):
         raise CommandError(f"--input {args.input!r} is {low.shape[-2]}x{low.shape[-1]}; {what}")
-    overlap = info.frames // 2 if args.overlap is None else args.overlap
-    if low.shape[2] > info.frames and not 0 < overlap < info.frames:
-        raise CommandError(f"--overlap must be in [1, {info.frames - 1}] (the model samples "
-                           f"{info.frames} frames at a time), got {overlap}")
+    # the overlap counts only for clips longer than the model's window
+    overlap = common.window_overlap(args, info.frames) if low.shape[2] > info.frames else 0
     out = sampler.upsample_conditioned(low, factor, info.frames, overlap,
                                        common.generator(args, device))
     common.write_output(args, out, f"super-resolution model x{factor} from "

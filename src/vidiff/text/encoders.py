@@ -52,10 +52,12 @@ class BertTextEncoder:
     def _ids(self, captions: list[str], device):
         encoded = [self.tokenizer.encode(c) for c in captions]
         length = max(len(e) for e in encoded)
-        ids = torch.zeros(len(encoded), length, dtype=torch.long)  # [PAD] = 0
+        ids = torch.full((len(encoded), length), self.tokenizer.vocab["[PAD]"], dtype=torch.long)
+        mask = torch.zeros(len(encoded), length, dtype=torch.bool)
         for i, e in enumerate(encoded):
             ids[i, : len(e)] = torch.tensor(e)
-        return ids.to(device), (ids != 0).to(device)
+            mask[i, : len(e)] = True
+        return ids.to(device), mask.to(device)
 
     @torch.no_grad()
     def __call__(self, captions: list[str], device: torch.device | str = "cpu"):
