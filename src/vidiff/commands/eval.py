@@ -92,16 +92,6 @@ def _check_args(args: argparse.Namespace) -> None:
         _fail("--save-reference: the reference is already a statistics file")
 
 
-def _device(name: str):
-    import torch
-
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        _fail("--device cuda: torch sees no CUDA device; use --device cpu")
-    return torch.device(name)
-
-
 def _load_nets(args, device) -> tuple:
     """The I3D and Inception networks (or None) and their descriptions for the report."""
     from vidiff.evaluate import file_sha256
@@ -141,10 +131,9 @@ def _default_reference(args) -> str:
     if not args.checkpoint:
         _fail("give a --reference: bouncing_balls, moving_shapes, a folder of videos, an "
               "array file or an .npz from --save-reference")
-    from vidiff.train.sampling import load_model
+    from vidiff.checkpoint import load_checkpoint
 
-    _, info = load_model(args.checkpoint)
-    data = info.checkpoint.config.get("data", {})
+    data = load_checkpoint(args.checkpoint).config.get("data", {})  # the config: no weights
     return data.get("path") if data.get("source") == "folder" else data.get("source")
 
 
@@ -167,13 +156,13 @@ def _reference_source(args, name: str, shape: tuple, count: int):
           "(.npy, .pt) or an .npz from --save-reference")
 
 
-def _check_saved(reference, weights: dict, config, shape: tuple, path: str) -> None:
-    """A saved reference must match the weights, settings and clip shape of this run."""
+def _check_saved(reference, weights: dict, config, path: str) -> None:
+    """A saved reference must match the weights and settings of this run."""
     meta = reference.meta
-    for flag, name in (("i3d", "i3d"), ("inception", "inception")):
+    for flag in ("i3d", "inception"):
         if flag not in weights:
             continue
-        if name not in reference.stats:
+        if flag not in reference.stats:
             _fail(f"--reference {path!r} holds no {flag} statistics: save it again with --{flag}")
         saved = meta.get("weights", {}).get(flag, {}).get("sha256")
         if saved != weights[flag]["sha256"]:
@@ -186,9 +175,6 @@ def _check_saved(reference, weights: dict, config, shape: tuple, path: str) -> N
         if meta.get("settings", {}).get(key) != settings[key]:
             _fail(f"--reference {path!r} was computed with other {key} settings: "
                   f"{meta.get('settings', {}).get(key)} vs {settings[key]}")
-    if shape is not None and tuple(reference.shape) != tuple(shape):
-        _fail(f"mismatched sizes: the reference clips are {tuple(reference.shape)} (C, F, H, W), "
-              f"the generated ones {tuple(shape)}")
     if config.tracking and reference.tracking is None:
         _fail(f"--reference {path!r} holds no ball tracking statistics")
 
@@ -258,13 +244,15 @@ def _print_summary(metrics: dict) -> None:
 def run(args: argparse.Namespace) -> int:
     import torch
 
-    from vidiff.evaluate import EvalConfig, load_reference, save_reference, versions
+    from vidiff.commands._conditional import pick_device
+    from vidiff.evaluate import EvalConfig, compare, load_reference, save_reference, versions
     from vidiff.metrics import FIDConfig, FVDConfig
     from vidiff.train.trainer import auto_threads
 
     _check_args(args)
     torch.set_num_threads(args.threads if args.threads > 0 else auto_threads())
-    device, progress = _device(args.device), (False if args.no_progress else None)
+    device = torch.device(pick_device(args.device))
+    progress = False if args.no_progress else None
     i3d, inception, weights = _load_nets(args, device)
     ref_name = _default_reference(args)
     config = EvalConfig(batch_size=args.batch_size, fvd=FVDConfig(protocol=args.fvd_protocol),
@@ -277,27 +265,25 @@ def run(args: argparse.Namespace) -> int:
             _fail(f"--reference: {err}")
     config.tracking = _is_tracked(ref_name, reference if saved else None)
     if saved:
-        _check_saved(reference, weights, config, None, ref_name)
+        _check_saved(reference, weights, config, ref_name)  # before the generated pass
     generated_source = _generated(args, device)
     generated = _accumulate(generated_source, config, (i3d, inception), device, "generated",
                             progress)
     if saved:
-        _check_saved(reference, weights, config, generated.shape, ref_name)
         reference_describe = reference.meta["reference"]
     else:
         count = args.reference_num or generated.count
         source = _reference_source(args, ref_name, generated.shape, count)
         reference = _accumulate(source, config, (i3d, inception), device, "reference", progress)
         reference_describe = source.describe
-        if reference.shape != generated.shape:
-            _fail(f"mismatched sizes: the reference clips are {reference.shape} (C, F, H, W), "
-                  f"the generated ones {generated.shape}; pass --frames / --size")
-        if args.save_reference:
-            save_reference(reference, args.save_reference,
-                           {"reference": reference_describe, "weights": weights,
-                            "settings": config.settings(), "versions": versions()})
-    from vidiff.evaluate import compare
-
+    if reference.shape != generated.shape:
+        hint = "" if saved else "; pass --frames / --size"
+        _fail(f"mismatched sizes: the reference clips are {reference.shape} (C, F, H, W), "
+              f"the generated ones {generated.shape}{hint}")
+    if args.save_reference and not saved:
+        save_reference(reference, args.save_reference,
+                       {"reference": reference_describe, "weights": weights,
+                        "settings": config.settings(), "versions": versions()})
     metrics = compare(reference, generated)
     if args.nll:
         metrics["nll"] = _nll(args, ref_name, generated.shape, device, progress)

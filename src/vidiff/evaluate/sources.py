@@ -17,21 +17,20 @@ Sources raise ``ValueError`` (or ``FileNotFoundError``) naming the file for bad 
 from __future__ import annotations
 
 import os
-import re
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from vidiff.io import from_uint8, read_video
+from vidiff.io.read import _natural_key
 
 __all__ = ["ClipSource", "open_videos", "dataset_clips", "checkpoint_clips", "ARRAY_SUFFIXES"]
 
 #: Files that hold many clips at once.
 ARRAY_SUFFIXES = (".npy", ".pt", ".pth")
-_VIDEO_SUFFIXES = (".mp4", ".webm", ".avi", ".mov", ".mkv", ".gif")
 
 
 @dataclass
@@ -46,7 +45,6 @@ class ClipSource:
     count: int
     _batches: Callable[[int], Iterator[torch.Tensor]]
     frames: int | None = None
-    shapes: set = field(default_factory=set)  # (C, F, H, W) seen so far
 
     def batches(self, batch_size: int) -> Iterator[torch.Tensor]:
         """Float batches ``(B, 3, F, H, W)`` in [-1, 1], ``B <= batch_size``."""
@@ -58,7 +56,6 @@ class ClipSource:
                     raise ValueError(f"{self.describe['path']}: clips have {batch.shape[2]} "
                                      f"frames, fewer than the {self.frames} asked for")
                 batch = batch[:, :, :self.frames]
-            self.shapes.add(tuple(batch.shape[1:]))
             yield batch
 
 
@@ -108,10 +105,6 @@ def _array_source(path: Path) -> ClipSource:
     return ClipSource({"kind": "array", "path": str(path)}, int(array.shape[0]), batches)
 
 
-def _natural_key(path: Path) -> list:
-    return [int(t) if t.isdigit() else t.lower() for t in re.split(r"(\d+)", path.name)]
-
-
 def _read_clip(path: Path) -> torch.Tensor:
     if path.suffix.lower() in ARRAY_SUFFIXES:
         return _float_clips(_load_array(path), 0, 1, path)[0]
@@ -142,13 +135,15 @@ def open_videos(path: str | os.PathLike, frames: int | None = None) -> ClipSourc
 
     ``frames`` cuts every clip to its first ``frames`` frames.
     """
+    from vidiff.data.folder import VIDEO_SUFFIXES
+
     path = Path(path).expanduser()
     if not path.exists():
         raise FileNotFoundError(f"no such file or folder: {str(path)!r}")
     if path.is_dir():
-        suffixes = _VIDEO_SUFFIXES + ARRAY_SUFFIXES
+        suffixes = VIDEO_SUFFIXES + ARRAY_SUFFIXES
         files = sorted((p for p in path.iterdir() if p.suffix.lower() in suffixes),
-                       key=_natural_key)
+                       key=lambda p: _natural_key(p.name))
         if not files:
             raise ValueError(f"{str(path)!r} holds no videos ({', '.join(suffixes)})")
         source = _files_source(files, {"kind": "folder", "path": str(path)})

@@ -35,7 +35,11 @@ def frame_consistency(videos: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
     frames (shuffled, noise) give about 0. A constant frame has no contrast to correlate:
     two constant frames count as consistent (1) through ``eps``.
     """
-    u = unit_range(videos)
+    return _consistency(unit_range(videos), eps)
+
+
+def _consistency(u: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
+    """`frame_consistency` of videos already on the [0, 1] scale."""
     b, c, f, h, w = u.shape
     x = u.transpose(1, 2).reshape(b, f, -1)  # (B, C, F, H, W) -> (B, F, C*H*W)
     x = x - x.mean(-1, keepdim=True)
@@ -46,7 +50,11 @@ def frame_consistency(videos: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
 
 def frame_difference(videos: torch.Tensor) -> torch.Tensor:
     """Mean squared difference between consecutive frames, per clip ``(B,)`` ([0, 1] scale)."""
-    u = unit_range(videos)
+    return _difference(unit_range(videos))
+
+
+def _difference(u: torch.Tensor) -> torch.Tensor:
+    """`frame_difference` of videos already on the [0, 1] scale."""
     return (u[:, :, 1:] - u[:, :, :-1]).pow(2).mean((1, 2, 3, 4))
 
 
@@ -92,9 +100,9 @@ class TemporalStats:
 
     def update(self, videos: torch.Tensor) -> None:
         """Add a batch of clips."""
-        for name, fn in zip(self.NAMES, (frame_consistency, frame_difference, flicker),
-                            strict=True):
-            self.sums[name] += float(fn(videos).double().sum())
+        u = unit_range(videos)  # once for the three statistics
+        for name, fn in zip(self.NAMES, (_consistency, _difference, hf_fraction), strict=True):
+            self.sums[name] += float(fn(u).double().sum())
         self.count += videos.shape[0]
 
     def compute(self) -> dict[str, float]:
