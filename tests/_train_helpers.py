@@ -1,5 +1,8 @@
 """Small, fast run configs for the training, checkpoint and CLI tests."""
 
+import pytest
+
+from vidiff.cli import main
 from vidiff.train.config import load_run_config
 
 # 4 frames of 16x16, 2 videos a step, a 2-step sampler: a step takes a few milliseconds
@@ -14,3 +17,11 @@ TINY = [
 def tiny_config(out, *extra, steps=4):
     """A tiny run config writing to `out`."""
     return load_run_config(None, [*TINY, f"train.out={out}", f"train.steps={steps}", *extra])
+
+
+def cli_error(capsys, argv):
+    """Run `vidiff argv`, which must fail as a usage error (exit 2); its stderr."""
+    with pytest.raises(SystemExit) as exc:
+        main(argv)
+    assert exc.value.code == 2
+    return capsys.readouterr().err

@@ -6,7 +6,7 @@ import json
 import numpy as np
 import pytest
 import torch
-from _train_helpers import TINY
+from _train_helpers import TINY, cli_error
 
 from vidiff.cli import main
 
@@ -31,11 +31,6 @@ def cond_dir(tmp_path_factory):
     return out
 
 
-def _error(capsys, argv):
-    with pytest.raises(SystemExit) as exc:
-        main(argv)
-    assert exc.value.code == 2
-    return capsys.readouterr().err
 
 
 def test_train_writes_run(run_dir, capsys):
@@ -70,9 +65,9 @@ def test_sample_conditional(cond_dir, tmp_path, capsys):
     assert main(["sample", str(cond_dir), "--out", str(out), "--num", "2", "--steps", "2",
                  "--class", "a red ball,1", "--guidance-scale", "2"]) == 0
     assert np.load(out).shape[0] == 2
-    err = _error(capsys, ["sample", str(cond_dir), "--out", str(out), "--class", "purple"])
+    err = cli_error(capsys, ["sample", str(cond_dir), "--out", str(out), "--class", "purple"])
     assert "neither a class index" in err and "'a red ball'" in err
-    err = _error(capsys, ["sample", str(cond_dir), "--out", str(out), "--class", "99"])
+    err = cli_error(capsys, ["sample", str(cond_dir), "--out", str(out), "--class", "99"])
     assert "4 classes" in err
 
 
@@ -89,12 +84,12 @@ def test_info(run_dir, capsys):
 def test_missing_checkpoint(tmp_path, capsys):
     missing = tmp_path / "nope"
     for cmd in ("sample", "info"):
-        err = _error(capsys, [cmd, str(missing)])
+        err = cli_error(capsys, [cmd, str(missing)])
         assert f"checkpoint '{missing}' does not exist" in err
 
 
 def test_checkpoint_of_other_architecture(run_dir, capsys):
-    err = _error(capsys, ["train", "--out", str(run_dir), "--steps", "3",
+    err = cli_error(capsys, ["train", "--out", str(run_dir), "--steps", "3",
                           "--set", "model.overrides.model_channels=32"])
     assert "another model architecture" in err and "model_channels: checkpoint 16, model 32" in err
 
@@ -102,34 +97,34 @@ def test_checkpoint_of_other_architecture(run_dir, capsys):
 def test_pickle_is_refused(tmp_path, capsys):
     bad = tmp_path / "model.safetensors"
     torch.save({"weight": torch.zeros(1)}, bad)
-    err = _error(capsys, ["sample", str(bad), "--out", str(tmp_path / "x.mp4")])
+    err = cli_error(capsys, ["sample", str(bad), "--out", str(tmp_path / "x.mp4")])
     assert "not a safetensors file" in err
 
 
 def test_bad_config_inputs(tmp_path, capsys):
     out = str(tmp_path / "r")
-    err = _error(capsys, ["train", "--out", out, "--set", "train.lrr=1"])
+    err = cli_error(capsys, ["train", "--out", out, "--set", "train.lrr=1"])
     assert "unknown config key 'train.lrr'" in err and "valid keys of [train]" in err
-    err = _error(capsys, ["train", "--out", out, "--set", "data.frames=many"])
+    err = cli_error(capsys, ["train", "--out", out, "--set", "data.frames=many"])
     assert "data.frames: expected an int, got 'many'" in err
-    err = _error(capsys, ["train", "--out", out, *SET, "model.overrides.in_channels=1",
+    err = cli_error(capsys, ["train", "--out", out, *SET, "model.overrides.in_channels=1",
                           "model.overrides.out_channels=1"])
     assert "the data has 3 channels" in err and "in_channels=1" in err
-    err = _error(capsys, ["train", "--out", out, "--set", "model.overrides.colour=1"])
+    err = cli_error(capsys, ["train", "--out", out, "--set", "model.overrides.colour=1"])
     assert "unknown UNetConfig field 'colour'" in err
-    err = _error(capsys, ["train", "--out", out, "--data", str(tmp_path / "no_videos")])
+    err = cli_error(capsys, ["train", "--out", out, "--data", str(tmp_path / "no_videos")])
     assert "no_videos" in err
-    err = _error(capsys, ["train", "-c", str(tmp_path / "missing.toml")])
+    err = cli_error(capsys, ["train", "-c", str(tmp_path / "missing.toml")])
     assert "missing.toml' does not exist" in err
-    err = _error(capsys, ["sample", out, "--out", "x.avi"])
+    err = cli_error(capsys, ["sample", out, "--out", "x.avi"])
     assert "unknown suffix '.avi'" in err
 
 
 def test_sample_option_errors(run_dir, tmp_path, capsys):
     out = str(tmp_path / "x.mp4")
-    assert "not class-conditional" in _error(capsys, ["sample", str(run_dir), "--out", out,
+    assert "not class-conditional" in cli_error(capsys, ["sample", str(run_dir), "--out", out,
                                                       "--class", "1"])
-    assert "--sampler 'euler' is unknown" in _error(capsys, ["sample", str(run_dir), "--out",
+    assert "--sampler 'euler' is unknown" in cli_error(capsys, ["sample", str(run_dir), "--out",
                                                              out, "--sampler", "euler"])
 
 

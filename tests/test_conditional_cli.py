@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 import torch
-from _train_helpers import TINY
+from _train_helpers import TINY, cli_error
 
 from vidiff.cli import main
 from vidiff.io import write_video
@@ -29,11 +29,6 @@ def clip(tmp_path):
     return path
 
 
-def _error(capsys, argv):
-    with pytest.raises(SystemExit) as exc:
-        main(argv)
-    assert exc.value.code == 2
-    return capsys.readouterr().err
 
 
 @pytest.mark.parametrize("method", ["reconstruction", "replacement"])
@@ -65,15 +60,15 @@ def test_interpolate_keeps_the_given_frames(tiny_run, clip, tmp_path):
 
 def test_conditional_commands_name_bad_input(tiny_run, clip, tmp_path, capsys):
     run = str(tiny_run)
-    assert "--overlap" in _error(capsys, ["extend", run, "--overlap", "4", *FAST])
-    assert "shorter" in _error(capsys, ["extend", run, "--input", str(clip), "--frames", "2"])
-    assert "--input" in _error(capsys, ["extend", run, "--input", str(tmp_path / "no.mp4")])
+    assert "--overlap" in cli_error(capsys, ["extend", run, "--overlap", "4", *FAST])
+    assert "shorter" in cli_error(capsys, ["extend", run, "--input", str(clip), "--frames", "2"])
+    assert "--input" in cli_error(capsys, ["extend", run, "--input", str(tmp_path / "no.mp4")])
     bad = tmp_path / "bad.npy"
     bad.write_bytes(b"not a video")
-    assert "bad.npy" in _error(capsys, ["interpolate", run, "--input", str(bad)])
-    assert "--factor" in _error(capsys, ["interpolate", run, "--factor", "1"])
-    assert "--out" in _error(capsys, ["extend", run, "--out", "x.avi"])
-    assert "invalid choice" in _error(capsys, ["extend", run, "--method", "inpaint"])
+    assert "bad.npy" in cli_error(capsys, ["interpolate", run, "--input", str(bad)])
+    assert "--factor" in cli_error(capsys, ["interpolate", run, "--factor", "1"])
+    assert "--out" in cli_error(capsys, ["extend", run, "--out", "x.avi"])
+    assert "invalid choice" in cli_error(capsys, ["extend", run, "--method", "inpaint"])
 
 
 def test_upsample_fits_the_low_resolution_input(tiny_run, tmp_path):
@@ -92,5 +87,5 @@ def test_upsample_fits_the_low_resolution_input(tiny_run, tmp_path):
 
 def test_upsample_names_bad_input(tiny_run, capsys):
     run = str(tiny_run)
-    assert "--factor 3" in _error(capsys, ["upsample", run, "--factor", "3"])
-    assert "reconstruction" in _error(capsys, ["upsample", run, "--method", "replacement"])
+    assert "--factor 3" in cli_error(capsys, ["upsample", run, "--factor", "3"])
+    assert "reconstruction" in cli_error(capsys, ["upsample", run, "--method", "replacement"])

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 from _metric_stubs import TinyVideoDetector
-from _train_helpers import TINY
+from _train_helpers import TINY, cli_error
 
 from vidiff.cli import main
 from vidiff.data import make_synthetic
@@ -175,10 +175,7 @@ def test_checkpoint_samples_and_nll(run_dir, tmp_path):
 
 
 def _error(capsys, argv):
-    with pytest.raises(SystemExit) as exc:
-        main([*argv, "--threads", "1", "--no-progress"])
-    assert exc.value.code == 2
-    return capsys.readouterr().err
+    return cli_error(capsys, [*argv, "--threads", "1", "--no-progress"])
 
 
 def test_errors(files, saved, tmp_path, capsys):

@@ -6,7 +6,7 @@ from dataclasses import asdict
 
 import pytest
 import torch
-from _train_helpers import TINY
+from _train_helpers import TINY, cli_error
 
 from vidiff.checkpoint import list_checkpoints, load_checkpoint, save_checkpoint
 from vidiff.cli import main
@@ -48,11 +48,6 @@ def perturbed_image(tmp_path_factory):
     return out, unet.eval()
 
 
-def _error(capsys, argv):
-    with pytest.raises(SystemExit) as exc:
-        main(argv)
-    assert exc.value.code == 2
-    return capsys.readouterr().err
 
 
 def _video_config(tmp_path, source, *extra):
@@ -117,30 +112,30 @@ def test_videofusion_base_starts_as_the_image_model(perturbed_image, tmp_path, c
 
 def test_bad_init_from_gives_clear_errors(image_run, perturbed_image, tmp_path, capsys):
     run = ["train", "--out", str(tmp_path / "r"), "--steps", "1", *SET]
-    err = _error(capsys, [*run, f"model.init_from={tmp_path / 'missing'}"])
+    err = cli_error(capsys, [*run, f"model.init_from={tmp_path / 'missing'}"])
     assert f"model.init_from '{tmp_path / 'missing'}' does not exist" in err
     assert "temporal=false" in err
     # a video checkpoint where an image model is needed
     video = tmp_path / "video"
     assert main(["train", "--out", str(video), "--steps", "1", *SET]) == 0
-    err = _error(capsys, [*run, f"model.init_from={video}"])
+    err = cli_error(capsys, [*run, f"model.init_from={video}"])
     assert "is a video model" in err and "train.resume" in err
     # another architecture than the run's model
-    err = _error(capsys, [*run, f"model.init_from={image_run}",
+    err = cli_error(capsys, [*run, f"model.init_from={image_run}",
                           "model.overrides.model_channels=8"])
     assert "has another architecture" in err and "model_channels: image model 16, model 8" in err
-    err = _error(capsys, [*run, f"model.init_from={image_run}", *VIDEO_FUSION,
+    err = cli_error(capsys, [*run, f"model.init_from={image_run}", *VIDEO_FUSION,
                           "model.base_overrides.num_res_blocks=2"])
     assert "the base generator" in err and "num_res_blocks: image model 1, model 2" in err
     # a VideoFusion checkpoint is not an image model either
     fusion = tmp_path / "fusion"
     assert main(["train", "--out", str(fusion), "--steps", "1", *SET, *VIDEO_FUSION]) == 0
-    err = _error(capsys, [*run, f"model.init_from={fusion}"])
+    err = cli_error(capsys, [*run, f"model.init_from={fusion}"])
     assert "is a VideoFusion checkpoint" in err
     # VideoFusion needs the decomposed prior and eps-prediction
-    err = _error(capsys, [*run, "model.kind=videofusion", "prior.name=mixed"])
+    err = cli_error(capsys, [*run, "model.kind=videofusion", "prior.name=mixed"])
     assert 'needs prior.name = "decomposed"' in err
-    err = _error(capsys, [*run, *VIDEO_FUSION, "diffusion.prediction=v"])
+    err = cli_error(capsys, [*run, *VIDEO_FUSION, "diffusion.prediction=v"])
     assert 'needs diffusion.prediction = "eps"' in err
     assert not list_checkpoints(tmp_path / "r")
 

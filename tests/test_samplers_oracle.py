@@ -108,6 +108,12 @@ class CountingPrior(vidiff.NoisePrior):
         self.calls += 1
         return self.inner.sample(*args, **kwargs)
 
+    def _sample_video(self, *args):
+        return self.inner._sample_video(*args)
+
+    def _video_covariance(self, frames):
+        return self.inner._video_covariance(frames)
+
 
 @pytest.mark.parametrize("sampler,steps,draws", [("ddpm", 10, 10), ("ddim", 10, 1),
                                                   ("dpmpp_2m", 10, 1)])

@@ -4,7 +4,7 @@ data.lowres_size, and `vidiff upsample` with such a checkpoint."""
 import numpy as np
 import pytest
 import torch
-from _train_helpers import TINY, tiny_config
+from _train_helpers import TINY, cli_error, tiny_config
 
 import vidiff
 from vidiff.cli import main
@@ -122,22 +122,18 @@ def test_upsample_command_with_an_upsampler(sr_run, tmp_path, gen):
     assert np.load(out).shape == (1, 6, 16, 16, 3)
 
 
-def _error(capsys, argv):
-    with pytest.raises(SystemExit) as exc:
-        main(argv)
-    assert exc.value.code == 2
-    return capsys.readouterr().err
 
 
 def test_upsample_names_a_mismatched_input(sr_run, tmp_path, gen, capsys):
     run = str(sr_run)
     big = str(_npy(tmp_path / "big.npy", 1, 4, 12, gen))
-    err = _error(capsys, ["upsample", run, "--input", big, *FAST])
+    err = cli_error(capsys, ["upsample", run, "--input", big, *FAST])
     assert "12x12" in err and "8x8" in err and "16x16" in err
     low = str(_npy(tmp_path / "low.npy", 1, 4, 8, gen))
-    assert "--factor 4" in _error(capsys, ["upsample", run, "--input", low, "--factor", "4"])
-    assert "--input" in _error(capsys, ["upsample", run, *FAST])
-    assert "vidiff upsample" in _error(capsys, ["sample", run, "--out", str(tmp_path / "s.npy")])
+    assert "--factor 4" in cli_error(capsys, ["upsample", run, "--input", low, "--factor", "4"])
+    assert "--input" in cli_error(capsys, ["upsample", run, *FAST])
+    sample = ["sample", run, "--out", str(tmp_path / "s.npy")]
+    assert "vidiff upsample" in cli_error(capsys, sample)
 
 
 def _mse_through_downsampling(model, info, low, weight):

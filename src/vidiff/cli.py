@@ -13,6 +13,11 @@ import sys
 COMMANDS = ["train", "sample", "info", "demo", "extend", "interpolate", "upsample", "eval"]
 
 
+class HelpFormatter(argparse.RawDescriptionHelpFormatter,
+                    argparse.ArgumentDefaultsHelpFormatter):
+    """Every subcommand's help: the module docstring's line breaks kept, defaults shown."""
+
+
 class CommandError(Exception):
     """A user error: printed as `vidiff <cmd>: error: <message>` with exit code 2."""
 
@@ -30,7 +35,7 @@ def build_parser() -> argparse.ArgumentParser:
     for name in COMMANDS:
         module = importlib.import_module(f"vidiff.commands.{name}")
         cmd = sub.add_parser(module.NAME, help=module.HELP, description=module.__doc__,
-                             formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                             formatter_class=HelpFormatter)
         module.add_arguments(cmd)
         cmd.set_defaults(_run=module.run, _parser=cmd)
     return parser

@@ -27,6 +27,11 @@ from .priors import NoisePrior, apply_frames, noise_prior
 BIN = 1 / 255  # half the width of one of the 256 data bins in [-1, 1]
 
 
+def quantize_256(videos: torch.Tensor) -> torch.Tensor:
+    """Round videos in [-1, 1] to the 256 levels the discretized decoder scores (DDPM 3.3)."""
+    return ((videos.clamp(-1, 1) + 1) * 127.5).round() / 127.5 - 1
+
+
 def _log_diff_exp(la: torch.Tensor, lb: torch.Tensor) -> torch.Tensor:
     """log(exp(la) - exp(lb)) for la >= lb, stably."""
     return la + torch.log1p(-torch.exp((lb - la).clamp(max=-1e-12)))

@@ -7,13 +7,8 @@ import argparse
 from pathlib import Path
 
 
-class Formatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
-    """Keep the examples' line breaks and show defaults."""
-
-
 def add_common_arguments(parser: argparse.ArgumentParser, weight: float = 2.0) -> None:
     """The checkpoint, input, output, conditioning method and sampler options."""
-    parser.formatter_class = Formatter
     parser.add_argument("checkpoint", help="run folder, checkpoint folder or .safetensors file")
     parser.add_argument("-i", "--input", default=None,
                         help="the given video: mp4/webm/gif/npy (npy: (N, F, H, W, C) uint8 for "

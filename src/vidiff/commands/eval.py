@@ -29,12 +29,7 @@ NAME = "eval"
 HELP = "FVD, FID, IS, NLL and weight-free metrics of generated videos, as a JSON report"
 
 
-class _Formatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
-    """Keep the examples' line breaks and show defaults."""
-
-
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.formatter_class = _Formatter
     add = parser.add_argument
     add("-g", "--generated", help="generated clips: .npy/.pt array, a video file or a folder")
     add("-c", "--checkpoint", help="run folder / checkpoint to sample from (no --generated) "

@@ -23,12 +23,7 @@ NAME = "sample"
 HELP = "sample videos from a checkpoint to mp4, gif, png or npy"
 
 
-class _Formatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
-    """Keep the examples' line breaks and show defaults."""
-
-
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.formatter_class = _Formatter
     parser.add_argument("checkpoint", help="run folder, checkpoint folder or .safetensors file")
     parser.add_argument("-o", "--out", default="samples.mp4",
                         help="output file; format by suffix: .mp4, .webm, .gif, .png, .npy")

@@ -53,12 +53,7 @@ SHORTCUTS = [
 ]
 
 
-class _Formatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
-    """Keep the examples' line breaks and show defaults."""
-
-
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.formatter_class = _Formatter
     parser.add_argument("-c", "--config", metavar="FILE", default=argparse.SUPPRESS,
                         help="run config file: .toml, .json or .yaml (see configs/)")
     parser.add_argument("--set", dest="overrides", metavar="KEY=VALUE", nargs="+",

@@ -16,6 +16,7 @@ from tqdm import tqdm
 
 from vidiff.evaluate.sources import ClipSource
 from vidiff.evaluate.suite import EvalConfig, SetStats
+from vidiff.likelihood import quantize_256
 
 __all__ = ["accumulate", "nll_bits_per_dim_on", "file_sha256", "versions", "quantize_256"]
 
@@ -49,11 +50,6 @@ def accumulate(
 
 def _disable(progress: bool | None) -> bool | None:
     return None if progress is None else not progress
-
-
-def quantize_256(videos: torch.Tensor) -> torch.Tensor:
-    """Round videos in [-1, 1] to the 256 levels the discretized decoder scores (DDPM 3.3)."""
-    return ((videos.clamp(-1, 1) + 1) * 127.5).round() / 127.5 - 1
 
 
 def nll_bits_per_dim_on(

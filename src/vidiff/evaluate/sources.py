@@ -200,11 +200,10 @@ def checkpoint_clips(
     Batch ``k`` (``batch_size`` videos) uses the noise seed ``seed + k``; class-conditional
     models cycle through the classes. ``sampler`` / ``steps`` default to the run's settings.
     """
-    from vidiff.train.config import RunConfig
     from vidiff.train.sampling import load_model, sample_videos
 
     model, info = load_model(path, weights, device)
-    config = RunConfig.from_dict(info.checkpoint.config)
+    config = info.config
     sampler = sampler or config.train.sampler
     steps = steps or config.train.sample_steps
     num_classes = info.unet_config.num_classes
