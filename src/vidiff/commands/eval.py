@@ -85,6 +85,22 @@ def _check_args(args: argparse.Namespace) -> None:
                   "docs/EVAL.md for where to get it)")
     if args.save_reference and str(args.reference).endswith(".npz"):
         _fail("--save-reference: the reference is already a statistics file")
+    if args.checkpoint and not args.generated and args.num < 2:
+        _fail(f"--num {args.num}: the metrics compare two sets of clips; sample at least 2")
+    _check_outputs(args)
+
+
+def _check_outputs(args: argparse.Namespace) -> None:
+    """--out and --save-reference must be writable before any clip is scored."""
+    from vidiff.io import OutputPathError, check_output_file
+
+    for flag in ("out", "save_reference"):
+        path = getattr(args, flag)
+        if path:
+            try:
+                check_output_file(path, f"--{flag.replace('_', '-')}")
+            except OutputPathError as err:
+                _fail(str(err))
 
 
 def _load_nets(args, device) -> tuple:
@@ -113,7 +129,12 @@ def _generated(args, device):
 
     try:
         if args.generated:
-            return open_videos(args.generated)
+            source = open_videos(args.generated)
+            if source.count < 2:
+                _fail(f"--generated {args.generated!r} holds {source.count} clip(s); the "
+                      f"metrics compare two sets of clips and need at least 2 (a folder of "
+                      f"videos, an (N, C, F, H, W) array, or -c CHECKPOINT --num N)")
+            return source
         return checkpoint_clips(args.checkpoint, args.num, sampler=args.sampler,
                                 steps=args.steps, seed=args.seed, device=device)
     except (FileNotFoundError, ValueError, CheckpointError) as err:

@@ -39,5 +39,6 @@ def run(args: argparse.Namespace) -> int:
         raise CommandError(f"--frames {args.frames} is shorter than the given video "
                            f"({video.shape[2]} frames)")
     out = sampler.extend(video, args.frames, info.frames, overlap, common.generator(args, device))
-    common.write_output(args, out, f"extended from {video.shape[2]} frames, overlap {overlap}")
+    common.write_output(args, out, f"extended from {video.shape[2]} frames, overlap {overlap}",
+                        info)
     return 0

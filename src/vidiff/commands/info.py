@@ -53,7 +53,9 @@ def describe(path: str) -> dict:
         "total_bytes": sum(f["bytes"] for f in files.values()),
         "model": config.get("model"),
         "unet_config": ckpt.meta.get("unet_config"),
-        "data": {k: ckpt.meta.get(k) for k in ("channels", "frames", "size", "num_images")},
+        "data": {k: ckpt.meta.get(k)
+                 for k in ("channels", "frames", "size", "num_images", "fps")},
+        "text_encoder": _text_encoder(config.get("data", {})),
         "num_classes": len(ckpt.meta.get("class_names") or []),
         "class_names": ckpt.meta.get("class_names") or [],
         "diffusion": config.get("diffusion"),
@@ -61,6 +63,15 @@ def describe(path: str) -> dict:
         "checkpoints_in_run": others,
         "config": config,
     }
+
+
+def _text_encoder(data: dict) -> str | None:
+    """The frozen text encoder of a text-conditional run (None: the model reads no text)."""
+    if not data.get("use_captions"):
+        return None
+    name = data.get("text_encoder", "hash")
+    width = f", width {data.get('text_dim')}" if name == "hash" else ""
+    return f"{name}{width}, up to {data.get('max_tokens')} words"
 
 
 def _model_line(model: dict, extra: str) -> str:
@@ -105,6 +116,9 @@ def run(args: argparse.Namespace) -> int:
           f"predicts {diff.get('prediction')}")
     prior = facts["prior"] or {}
     print(f"prior        {prior.get('name')} {json.dumps(prior.get('params') or {})}")
+    if d.get("fps"):
+        print(f"frame rate   {d['fps']:g} fps")
+    print(f"text         {facts['text_encoder'] or 'none (not text-conditional)'}")
     if facts["num_classes"]:
         names = facts["class_names"]
         shown = ", ".join(names[:6]) + (", ..." if len(names) > 6 else "")

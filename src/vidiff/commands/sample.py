@@ -17,7 +17,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from vidiff.commands._conditional import add_run_arguments, load_checkpoint_model
+from vidiff.commands._conditional import add_run_arguments, load_checkpoint_model, output_fps
 
 NAME = "sample"
 HELP = "sample videos from a checkpoint to mp4, gif, png or npy"
@@ -66,7 +66,7 @@ def _labels(text: str, names: list[str], num_classes: int) -> list[int]:
 
 def run(args: argparse.Namespace) -> int:
     from vidiff.cli import CommandError
-    from vidiff.io import WRITE_SUFFIXES, write_video
+    from vidiff.io import WRITE_SUFFIXES, OutputPathError, check_output_file, write_video
     from vidiff.samplers import SAMPLERS
     from vidiff.train.sampling import sample_videos
 
@@ -74,6 +74,10 @@ def run(args: argparse.Namespace) -> int:
     if out.suffix.lower() not in WRITE_SUFFIXES:
         raise CommandError(f"--out {args.out!r}: unknown suffix {out.suffix!r}; use one of "
                            f"{', '.join(WRITE_SUFFIXES)}")
+    try:
+        check_output_file(out)  # before any sampling: the work is never lost
+    except OutputPathError as err:
+        raise CommandError(str(err)) from None
     if args.num < 1:
         raise CommandError(f"--num must be >= 1, got {args.num}")
     if args.steps is not None and args.steps < 1:
@@ -111,7 +115,7 @@ def run(args: argparse.Namespace) -> int:
         captions=captions, text_encoder=info.text_encoder, guidance_scale=args.guidance_scale,
         progress=True,
     )
-    write_video(out, videos.cpu(), fps=args.fps)
+    write_video(out, videos.cpu(), fps=output_fps(args, info))
     print(f"wrote {out} ({args.num} videos of {info.frames}x{info.size}x{info.size}, "
           f"{sampler} {steps} steps, step-{info.checkpoint.step} {args.weights} weights)")
     return 0

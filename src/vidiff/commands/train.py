@@ -118,4 +118,8 @@ def run(args: argparse.Namespace) -> int:
         return 1
     if result.samples:
         print(f"samples: {', '.join(str(p) for p in result.samples)}")
+    if result.interrupted is not None:  # a checkpoint was written; 128 + N as a shell would
+        print(f"vidiff train: stopped by a signal at step {result.step}; resume with: "
+              f"vidiff train --out {result.out}", file=sys.stderr)
+        return 128 + int(result.interrupted)
     return 0

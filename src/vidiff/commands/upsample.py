@@ -61,7 +61,7 @@ def run(args: argparse.Namespace) -> int:
     low = (common.read_input(args, info.channels, low_size, device) if args.input
            else downsample(common.first_clip(args, model, info, device), factor))
     out = sampler.upsample_guided(low, factor, common.generator(args, device))
-    common.write_output(args, out, f"upsampled x{factor} from {low_size}x{low_size}")
+    common.write_output(args, out, f"upsampled x{factor} from {low_size}x{low_size}", info)
     return 0
 
 
@@ -86,5 +86,5 @@ def _conditioned(args: argparse.Namespace, model, info, sampler) -> int:
     out = sampler.upsample_conditioned(low, factor, info.frames, overlap,
                                        common.generator(args, device))
     common.write_output(args, out, f"super-resolution model x{factor} from "
-                                   f"{low_size}x{low_size}")
+                                   f"{low_size}x{low_size}", info)
     return 0

@@ -397,6 +397,20 @@ class VideoFolder(_FolderDataset):
             self._info[i] = (info.num_frames, info.fps)
         return self._info[i]
 
+    @property
+    def clip_fps(self) -> float | None:
+        """The frame rate of the clips: ``fps`` when resampling, else the first readable
+        video's rate divided by the stride (None when the files do not say)."""
+        if self.fps is not None:
+            return float(self.fps)
+        for i in range(len(self.entries)):
+            try:
+                rate = self._video_info(i)[1]
+            except _READ_ERRORS:
+                continue
+            return rate / self.stride if rate else None
+        return None
+
     def _step(self, i: int) -> float:
         """Source frames per output frame."""
         if self.fps is None:

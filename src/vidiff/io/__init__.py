@@ -15,14 +15,25 @@ from vidiff.io.read import (
     read_video,
     video_info,
 )
-from vidiff.io.write import WRITE_SUFFIXES, atomic_path, gif_durations, write_video
+from vidiff.io.write import (
+    WRITE_SUFFIXES,
+    OutputPathError,
+    atomic_path,
+    check_output_dir,
+    check_output_file,
+    gif_durations,
+    write_video,
+)
 
 __all__ = [
     "IMAGE_SUFFIXES",
     "WRITE_SUFFIXES",
     "VideoInfo",
+    "OutputPathError",
     "VideoReadError",
     "atomic_path",
+    "check_output_dir",
+    "check_output_file",
     "contact_sheet",
     "from_uint8",
     "gif_durations",

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import os
 import secrets
+import tempfile
 from collections.abc import Iterator
 from fractions import Fraction
 from pathlib import Path
@@ -21,7 +22,8 @@ from PIL import Image
 
 from vidiff.io.convert import contact_sheet, tile_videos, to_rgb, to_uint8
 
-__all__ = ["write_video", "atomic_path", "WRITE_SUFFIXES", "gif_durations"]
+__all__ = ["WRITE_SUFFIXES", "OutputPathError", "atomic_path", "check_output_dir",
+           "check_output_file", "gif_durations", "write_video"]
 
 # Codecs tried in order for each container; the first one this FFmpeg build has is used.
 _VIDEO_CODECS = {".mp4": ("libx264", "mpeg4"), ".webm": ("libvpx-vp9", "libvpx")}
@@ -188,4 +190,52 @@ def write_video(
                 _write_gif(tmp, grid, fps)
             else:
                 _write_av(tmp, grid, fps, suffix)
+    return path
+
+
+class OutputPathError(ValueError):
+    """An output path that cannot be written; the message names it (one line)."""
+
+
+def _probe_dir(folder: Path, what: str, shown: str) -> None:
+    """Create `folder` (and parents) if needed and write a probe file in it."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except FileExistsError:
+        raise OutputPathError(f"{what} {shown!r}: {str(folder)!r} exists and is a file, "
+                              f"not a folder") from None
+    except OSError as err:
+        raise OutputPathError(f"{what} {shown!r}: cannot create folder {str(folder)!r} "
+                              f"({err.strerror or err})") from None
+    if not folder.is_dir():
+        raise OutputPathError(f"{what} {shown!r}: {str(folder)!r} is not a folder")
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".vidiff-write-test-", dir=folder)
+    except OSError as err:
+        raise OutputPathError(f"{what} {shown!r}: cannot write in {str(folder)!r} "
+                              f"({err.strerror or err})") from None
+    os.close(fd)
+    os.unlink(probe)
+
+
+def check_output_dir(path: str | os.PathLike, what: str = "--out") -> Path:
+    """Make sure the folder `path` exists (created if needed) and can be written, before any
+    compute is spent; an `OutputPathError` naming `what` otherwise."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise OutputPathError(f"{what} {str(path)!r} is an existing file; it must be a folder "
+                              f"(give a new path or the run folder)")
+    _probe_dir(path, what, str(path))
+    return path
+
+
+def check_output_file(path: str | os.PathLike, what: str = "--out") -> Path:
+    """Make sure the file `path` can be written (its folder created if needed; an existing
+    file is replaced), before any compute is spent; an `OutputPathError` otherwise."""
+    path = Path(path)
+    if path.is_dir():
+        raise OutputPathError(f"{what} {str(path)!r} is a folder; give a file name")
+    _probe_dir(path.parent if str(path.parent) else Path("."), what, str(path))
+    if path.exists() and not os.access(path, os.W_OK):
+        raise OutputPathError(f"{what} {str(path)!r} exists and is read-only")
     return path

@@ -76,7 +76,7 @@ class SpatialAttention(nn.Module):
         q, k, v = self.qkv(h).view(n, length, 3, heads, d).permute(2, 0, 3, 1, 4).unbind(0)
         mask = None
         if self.text_kv is not None and ctx.text is not None:
-            b, lt = ctx.text.shape[:2]
+            b, lt = ctx.text.shape[:2]  # b = B, or N when the text is per frame
             frames = n // b
             kv = self.text_kv(ctx.text)  # (B, L, 2C)
             # (B, L, 2C) -> (B, F, L, 2, heads, d) -> 2 x (N, heads, L, d)

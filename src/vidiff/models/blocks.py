@@ -34,6 +34,25 @@ def _up2(x: Tensor) -> Tensor:
     return F.interpolate(x, scale_factor=2.0, mode="nearest")
 
 
+class Conv1x1(nn.Conv2d):
+    """A 1x1 convolution computed as a matrix product over the channels of a channels-last
+    input. Same parameters (and state-dict keys) as ``nn.Conv2d(cin, cout, 1)``, but its weight
+    gradient comes out contiguous, the layout of the parameter: the convolution's own backward
+    returns it channels-last, which DDP's gradient buckets do not match (every rank warned
+    "Grad strides do not match bucket view strides" and copied the gradient every step)."""
+
+    def __init__(self, in_channels: int, out_channels: int):
+        super().__init__(in_channels, out_channels, 1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """(N, C_in, H, W) -> (N, C_out, H, W), channels-last in, channels-last out."""
+        if not x.is_contiguous(memory_format=torch.channels_last) or x.is_contiguous():
+            return super().forward(x)
+        # (N, C, H, W) channels-last -> (N, H, W, C): a view; linear over C; back: a view
+        w = self.weight.view(self.out_channels, self.in_channels)
+        return F.linear(x.permute(0, 2, 3, 1), w, self.bias).permute(0, 3, 1, 2)
+
+
 class ResBlock(nn.Module):
     """Residual block with timestep (and class/text) conditioning (DDPM, ADM).
 
@@ -68,9 +87,7 @@ class ResBlock(nn.Module):
         self.norm2 = GroupNorm32(groups, out_channels, eps=eps)
         self.dropout = nn.Dropout(dropout)
         self.conv2 = zero_(nn.Conv2d(out_channels, out_channels, 3, padding=1))
-        self.skip = (
-            nn.Conv2d(in_channels, out_channels, 1) if in_channels != out_channels else None
-        )
+        self.skip = Conv1x1(in_channels, out_channels) if in_channels != out_channels else None
 
     def forward(self, x: Tensor, ctx: Context) -> Tensor:
         """(B*F, C_in, H, W) -> (B*F, C_out, H', W')."""

@@ -20,7 +20,8 @@ class Context(NamedTuple):
     # (B*F, emb_dim) when a per-frame embedding was added (UNet's frame_emb)
     batch: int  # B; the number of frames is F = N // B for activations with N = B*F rows
     num_images: int  # K: the last K of the F frames are independent images (joint training)
-    text: Tensor | None  # (B, L, text_dim) layer-normed text tokens, or None
-    text_mask: Tensor | None  # (B, L) bool, True = real token; None = all real
+    # (B, L, text_dim) layer-normed text tokens, (B*F, L, text_dim) with per-frame text, or None
+    text: Tensor | None
+    text_mask: Tensor | None  # (B, L) or (B*F, L) bool, True = real token; None = all real
     rel_buckets: Tensor | None  # (F, F) int64 relative position bucket of (query i, key j)
     frame_mask: Tensor | None  # (F, F) bool, True = frame i may attend frame j; None = all

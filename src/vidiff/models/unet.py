@@ -297,10 +297,12 @@ class UNet(nn.Module):
             freq_shift=cfg.time_freq_shift,
         )
         emb = self.time_embed(emb.to(self.conv_in.weight.dtype))  # (B, emb_dim)
-        if cond_mask is not None and cond_mask.shape != (b,):
-            raise ValueError(f"cond_mask must be bool (B,)=({b},), got {tuple(cond_mask.shape)}")
+        rows, labels, text_emb, text_mask, cond_mask = _condition_rows(
+            b, frames, labels, text_emb, text_mask, cond_mask)
+        if rows != b:  # per-frame conditions: (B, E) -> (B*F, E), each frame its own
+            emb = emb[:, None].expand(b, frames, emb.shape[-1]).reshape(rows, -1)
         if self.class_embed is not None:
-            null = torch.full((b,), cfg.num_classes, dtype=torch.long, device=device)
+            null = torch.full((rows,), cfg.num_classes, dtype=torch.long, device=device)
             if labels is None:
                 labels = null
             elif cond_mask is not None:
@@ -310,7 +312,7 @@ class UNet(nn.Module):
             raise ValueError("class_labels given to a model built with num_classes=None")
         tokens = tmask = None
         if self.text_cond is not None:
-            tokens, tmask, pooled = self.text_cond(text_emb, text_mask, cond_mask, b)
+            tokens, tmask, pooled = self.text_cond(text_emb, text_mask, cond_mask, rows)
             emb = emb + pooled
         elif text_emb is not None:
             raise ValueError("text_emb given to a model built with text_dim=None")
@@ -322,8 +324,9 @@ class UNet(nn.Module):
                     f"frame_emb must be (F, emb_dim) or (B, F, emb_dim) = "
                     f"({b}, {frames}, {cfg.emb_dim}), got {tuple(frame_emb.shape)}"
                 )
-            # (B, 1, E) + (B, F, E) -> (B*F, E): each frame its own embedding
-            emb = (emb[:, None] + frame_emb.to(emb.dtype)).reshape(b * frames, -1)
+            # (B, 1 or F, E) + (B, F, E) -> (B*F, E): each frame its own embedding
+            emb = emb.view(b, -1, emb.shape[-1]) + frame_emb.to(emb.dtype)
+            emb = emb.reshape(b * frames, -1)
 
         buckets = frame_mask = None
         if cfg.temporal and frames > 1:
@@ -340,3 +343,36 @@ class UNet(nn.Module):
                 is_video = idx < frames - num_images
                 frame_mask = (is_video[:, None] & is_video[None, :]) | (idx[:, None] == idx)
         return Context(F.silu(emb), b, num_images, tokens, tmask, buckets, frame_mask)
+
+
+def _condition_rows(b, frames, labels, text_emb, text_mask, cond_mask):
+    """The conditions as rows of the embedding: per sample (B rows), or per frame (B*F rows)
+    when any of them is given per frame: class_labels (B, F), cond_mask (B, F), text_emb
+    (B, F, L, D) with text_mask (B, F, L). VDM's joint image+video batches need the latter:
+    each of the K images carries its own clip's label or caption. Returns (rows, labels,
+    text_emb, text_mask, cond_mask) flattened to those rows."""
+    per_frame = ((labels is not None and labels.ndim == 2)
+                 or (cond_mask is not None and cond_mask.ndim == 2)
+                 or (text_emb is not None and text_emb.ndim == 4))
+    if cond_mask is not None and cond_mask.shape not in ((b,), (b, frames)):
+        raise ValueError(f"cond_mask must be bool (B,) or (B, F) = ({b}, {frames}), got "
+                         f"{tuple(cond_mask.shape)}")
+    if labels is not None and labels.shape not in ((b,), (b, frames)):
+        raise ValueError(f"class_labels must be (B,) or (B, F) = ({b}, {frames}), got "
+                         f"{tuple(labels.shape)}")
+    if not per_frame:
+        return b, labels, text_emb, text_mask, cond_mask
+    rows = b * frames
+
+    def frame_rows(value, per_sample_ndim):  # (B, ...) or (B, F, ...) -> (B*F, ...)
+        if value is None:
+            return None
+        if value.ndim == per_sample_ndim:
+            value = value[:, None].expand(b, frames, *value.shape[1:])
+        if tuple(value.shape[:2]) != (b, frames):
+            raise ValueError(f"a per-frame condition must be (B, F, ...) = ({b}, {frames}, "
+                             f"...), got {tuple(value.shape)}")
+        return value.reshape(rows, *value.shape[2:])
+
+    return (rows, frame_rows(labels, 1), frame_rows(text_emb, 3), frame_rows(text_mask, 2),
+            frame_rows(cond_mask, 1))

@@ -37,7 +37,9 @@ __all__ = [
     "PriorConfig",
     "RunConfig",
     "TrainConfig",
+    "inert_settings",
     "load_run_config",
+    "warmup_steps",
 ]
 
 DATA_SOURCES = ("bouncing_balls", "moving_shapes", "folder")
@@ -117,7 +119,9 @@ class TrainConfig:
     lr: float = 1e-3  # peak learning rate (AdamW)
     lr_schedule: str = "cosine"  # after warmup: constant | cosine (down to min_lr_ratio * lr)
     min_lr_ratio: float = 0.1  # cosine: the final learning rate as a fraction of lr
-    warmup: int = 100  # linear warmup steps from 0 to lr
+    # linear warmup steps from 0 to lr; None: 10% of steps, at most 100 (`warmup_steps`), so a
+    # short run is not all warmup
+    warmup: int | None = None
     weight_decay: float = 0.0  # AdamW decoupled weight decay
     betas: tuple[float, float] = (0.9, 0.999)  # AdamW betas
     grad_clip: float = 1.0  # clip the global gradient norm to this (0: no clipping)
@@ -134,7 +138,9 @@ class TrainConfig:
     log_every: int = 25  # steps between log lines (log.jsonl, TensorBoard, progress bar)
     tensorboard: bool = True  # also log to TensorBoard when it is installed
     progress: bool = True  # show a tqdm progress bar (rank 0)
-    sample_every: int = 0  # steps between sample videos (0: only at the end)
+    # steps between sample videos, written as samples/step_N.{mp4,gif,png}; None: with every
+    # checkpoint (ckpt_every); 0: only at the end
+    sample_every: int | None = None
     sample_count: int = 8  # videos per sample grid
     sampler: str = "ddim"  # ddpm | ddim | dpmpp_2m
     sample_steps: int = 50  # sampler steps
@@ -212,7 +218,8 @@ def validate(config: RunConfig) -> RunConfig:
     for key in ("steps", "grad_accum", "sample_count", "sample_steps", "keep_checkpoints"):
         _positive(f"train.{key}", getattr(t, key))
     for key in ("warmup", "ema_start", "threads", "log_every", "sample_every", "ckpt_every"):
-        _positive(f"train.{key}", getattr(t, key), 0)
+        if getattr(t, key) is not None:
+            _positive(f"train.{key}", getattr(t, key), 0)
     if t.max_seconds < 0:
         raise ConfigError(f"train.max_seconds = {t.max_seconds} must be >= 0 (0: no limit)")
     if not t.lr > 0:
@@ -226,6 +233,54 @@ def validate(config: RunConfig) -> RunConfig:
     if t.grad_clip < 0 or t.weight_decay < 0:
         raise ConfigError("train.grad_clip and train.weight_decay must be >= 0")
     return config
+
+
+def warmup_steps(train: TrainConfig) -> int:
+    """The warmup of a run: ``train.warmup``, or when unset 10% of ``train.steps``, at most
+    100 steps (the 1000-step default run warms up for 100 steps, a 100-step run for 10)."""
+    if train.warmup is not None:
+        return train.warmup
+    return min(100, train.steps // 10)
+
+
+def inert_settings(config: RunConfig) -> list[str]:
+    """Settings changed from their defaults that have no effect given the others, each as a
+    sentence (the trainer prints them as warnings): a setting must never be accepted and
+    silently ignored."""
+    d, m, t = config.data, config.model, config.train
+    default = RunConfig()
+    notes = []
+
+    def changed(section, key) -> bool:
+        return getattr(section, key) != getattr(getattr(default, _section_name(section)), key)
+
+    if not d.use_captions:
+        notes += [f"data.{k} = {getattr(d, k)!r} has no effect: the model does not read "
+                  f"captions (data.use_captions = false)"
+                  for k in ("text_encoder", "text_dim", "max_tokens") if changed(d, k)]
+    elif d.text_encoder != "hash" and changed(d, "text_dim"):
+        notes.append(f"data.text_dim = {d.text_dim} has no effect: the {d.text_encoder!r} "
+                     f"text encoder has its own width")
+    if d.source != "folder":
+        notes += [f"data.{k} = {getattr(d, k)!r} has no effect on data.source = {d.source!r} "
+                  f"(folders only)" for k in ("path", "stride", "fps") if changed(d, k)]
+    elif changed(d, "num_videos"):
+        notes.append("data.num_videos has no effect on a folder (it sizes synthetic data)")
+    if m.kind != "videofusion":
+        notes += [f"model.{k} has no effect: model.kind is {m.kind!r}, not videofusion"
+                  for k in ("base_preset", "base_overrides", "base_lr", "freeze_base")
+                  if changed(m, k)]
+    if not d.use_labels and not d.use_captions and changed(t, "cond_drop_prob"):
+        notes.append("train.cond_drop_prob has no effect: the model is unconditional")
+    if not t.max_seconds and changed(t, "budget_clock"):
+        notes.append("train.budget_clock has no effect without train.max_seconds")
+    if t.lr_schedule == "constant" and changed(t, "min_lr_ratio"):
+        notes.append("train.min_lr_ratio has no effect with train.lr_schedule = constant")
+    return notes
+
+
+def _section_name(section) -> str:
+    return {DataConfig: "data", ModelConfig: "model", TrainConfig: "train"}[type(section)]
 
 
 def _check_lowres(config: RunConfig) -> None:

@@ -25,6 +25,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from vidiff.config_io import ConfigError
 from vidiff.train.config import DataConfig
+from vidiff.train.interrupt import ignore_stop_signals
 
 __all__ = ["JointVideoDataset", "ShardedOrder", "build_dataset", "make_loader"]
 
@@ -54,8 +55,10 @@ def build_dataset(config: DataConfig) -> Dataset:
                 f'data.source = "folder" needs vidiff.data.folder, which failed to import: '
                 f"{err}"
             ) from None
+        # probe every file up front (skipping unreadable ones, with a warning each), so the
+        # run starts with the true count and never trains on a folder of broken files
         kwargs = {"frames": config.frames, "size": config.size, "stride": config.stride,
-                  "fps": config.fps, "seed": config.seed, **opts}
+                  "fps": config.fps, "seed": config.seed, "probe": True, **opts}
         try:
             return VideoFolder(config.path, **kwargs)
         except FileNotFoundError:
@@ -76,16 +79,19 @@ class ShardedOrder:
     """The item indices of each rank's micro-batches: deterministic, resumable, sharded.
 
     Iterating yields, for micro-steps ``start, start + 1, ...``, a list of ``batch`` index
-    tuples ``(epoch, video_index, image_indices)`` for this rank. Use it as a DataLoader's
-    ``batch_sampler`` over a `JointVideoDataset`.
+    tuples ``(epoch, video_index, image_indices)`` for this rank; micro-step s starts at the
+    global position ``offset + s * batch * world``. Use it as a DataLoader's ``batch_sampler``
+    over a `JointVideoDataset`.
     """
 
     def __init__(self, num_videos: int, batch: int, *, rank: int = 0, world: int = 1,
-                 seed: int = 0, num_images: int = 0, num_frames: int = 0, start: int = 0):
+                 seed: int = 0, num_images: int = 0, num_frames: int = 0, start: int = 0,
+                 offset: int = 0):
         if num_videos < 1:
             raise ConfigError("the dataset is empty")
         self.n, self.batch, self.rank, self.world = num_videos, batch, rank, world
         self.seed, self.k, self.m, self.start = seed, num_images, num_videos * num_frames, start
+        self.offset = offset  # global position of micro-step 0 (videos consumed before it)
         self._perms: dict[tuple[int, int], torch.Tensor] = {}
 
     def _perm(self, stream: int, epoch: int, size: int) -> torch.Tensor:
@@ -101,7 +107,9 @@ class ShardedOrder:
 
     def micro_batch(self, step: int) -> list[tuple[int, int, tuple[int, ...]]]:
         """This rank's items of global micro-step `step`."""
-        first = step * self.batch * self.world + self.rank * self.batch  # global position
+        # global position: a resumed run continues at the videos consumed, whatever batch
+        # size or number of processes it had before
+        first = self.offset + step * self.batch * self.world + self.rank * self.batch
         items = []
         for pos in range(first, first + self.batch):
             epoch, video = self._at(0, pos, self.n)
@@ -119,7 +127,8 @@ class ShardedOrder:
 class JointVideoDataset(Dataset):
     """Items for `ShardedOrder` index tuples: the video with its K images appended.
 
-    ``item["video"]`` is ``(C, F + K, H, W)``; ``"label"`` and ``"caption"`` are the video's.
+    ``item["video"]`` is ``(C, F + K, H, W)``; ``"labels"`` (1 + K ints) and ``"captions"``
+    (1 + K strings) are the video's, then each image's own (its clip's label and caption).
     The epoch of the tuple is passed to datasets with ``set_epoch`` (folder crops).
     """
 
@@ -137,19 +146,23 @@ class JointVideoDataset(Dataset):
             self._epoch = epoch
         item = self.videos[video_index]
         video = item["video"]
-        if image_indices:
-            frames = [self.images[j]["image"] for j in image_indices]  # each (C, H, W)
+        images = [self.images[j] for j in image_indices]
+        if images:
+            frames = [image["image"] for image in images]  # each (C, H, W)
             video = torch.cat([video, torch.stack(frames, dim=1)], dim=1)  # (C, F + K, H, W)
-        label = item.get("label", -1)
-        return {"video": video, "label": int(label), "caption": str(item.get("caption", ""))}
+        sources = [item, *images]
+        return {"video": video,
+                "labels": [int(it.get("label", -1)) for it in sources],
+                "captions": [str(it.get("caption", "")) for it in sources]}
 
 
 def collate(items: list[dict[str, Any]]) -> dict[str, Any]:
-    """Stack videos (B, C, F + K, H, W) and labels (B,); captions stay a list."""
+    """Stack videos (B, C, F + K, H, W) and labels (B, 1 + K); captions stay lists
+    (B lists of 1 + K)."""
     return {
         "video": torch.stack([it["video"] for it in items]),
-        "label": torch.tensor([it["label"] for it in items], dtype=torch.long),
-        "caption": [it["caption"] for it in items],
+        "label": torch.tensor([it["labels"] for it in items], dtype=torch.long),
+        "caption": [it["captions"] for it in items],
     }
 
 
@@ -158,5 +171,7 @@ def make_loader(dataset: JointVideoDataset, order: ShardedOrder, workers: int,
     """An endless iterator of collated micro-batches in `order`."""
     loader = DataLoader(dataset, batch_sampler=order, num_workers=workers, collate_fn=collate,
                         pin_memory=pin_memory, persistent_workers=False,
-                        prefetch_factor=2 if workers else None)
+                        prefetch_factor=2 if workers else None,
+                        # Ctrl-C reaches the workers too: they leave it to the main process
+                        worker_init_fn=ignore_stop_signals if workers else None)
     return iter(loader)

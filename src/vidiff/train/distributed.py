@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
-__all__ = ["DistInfo", "all_mean", "barrier", "setup", "teardown"]
+__all__ = ["DistInfo", "all_mean", "any_rank", "barrier", "setup", "teardown"]
 
 
 @dataclass
@@ -91,3 +91,13 @@ def all_mean(value: torch.Tensor, info: DistInfo) -> torch.Tensor:
         dist.all_reduce(value, op=dist.ReduceOp.SUM)
         value /= info.world
     return value
+
+
+def any_rank(flag: bool, info: DistInfo) -> bool:
+    """True on every rank when `flag` is True on any rank (the flag itself in one process):
+    how the ranks agree to stop after the same step."""
+    if not (info.distributed and dist.is_initialized()):
+        return bool(flag)
+    value = torch.tensor([float(flag)], device=info.device)
+    dist.all_reduce(value, op=dist.ReduceOp.MAX)
+    return bool(value.item() > 0)

@@ -25,10 +25,11 @@ from __future__ import annotations
 import json
 import math
 import os
+import signal
 import time
 from collections.abc import Iterator
 from contextlib import nullcontext
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -39,9 +40,7 @@ from torch import nn
 from vidiff.checkpoint import (
     CheckpointError,
     architecture_mismatch,
-    find_checkpoint,
     list_checkpoints,
-    load_checkpoint,
     load_weights,
     save_checkpoint,
 )
@@ -52,7 +51,7 @@ from vidiff.losses import diffusion_loss
 from vidiff.text import build_text_encoder, text_width
 from vidiff.train import distributed
 from vidiff.train.budget import TimeBudget
-from vidiff.train.config import RunConfig, validate
+from vidiff.train.config import RunConfig, inert_settings, validate, warmup_steps
 from vidiff.train.data import (
     JointVideoDataset,
     ShardedOrder,
@@ -61,6 +60,10 @@ from vidiff.train.data import (
     make_loader,
 )
 from vidiff.train.ema import EMA
+from vidiff.train.interrupt import StopSignals
+from vidiff.train.logger import RunLogger
+from vidiff.train.resume import Restored, config_changes, remove_leftovers, restore_point
+from vidiff.train.runlock import RunLock
 from vidiff.train.schedule import WarmupSchedule
 
 __all__ = [
@@ -96,6 +99,7 @@ class TrainResult:
     checkpoint: Path | None  # the newest checkpoint
     samples: list[Path] = field(default_factory=list)  # sample files written by this call
     seconds: float = 0.0  # wall time of the call
+    interrupted: int | None = None  # the signal (SIGINT, SIGTERM) that stopped the run early
 
 
 def _sample_generator(seed: int, position: int, device: torch.device) -> torch.Generator:
@@ -142,35 +146,6 @@ def resolve_unet_config(config: RunConfig, num_classes: int | None = None):
         raise ConfigError(f"model: {err}") from None
 
 
-class _JsonlLogger:
-    """log.jsonl, plus TensorBoard when it is installed (optional)."""
-
-    def __init__(self, out: Path, tensorboard: bool):
-        self.path = out / "log.jsonl"
-        self.file = open(self.path, "a", encoding="utf-8")  # noqa: SIM115
-        self.tb = None
-        if tensorboard:
-            try:
-                from torch.utils.tensorboard import SummaryWriter
-
-                self.tb = SummaryWriter(str(out / "tensorboard"))
-            except Exception:  # tensorboard not installed (or broken): JSONL only
-                pass
-
-    def log(self, record: dict[str, Any]) -> None:
-        self.file.write(json.dumps(record) + "\n")
-        self.file.flush()
-        if self.tb is not None:
-            for key, value in record.items():
-                if key != "step" and isinstance(value, (int, float)):
-                    self.tb.add_scalar(f"train/{key}", value, record["step"])
-
-    def close(self) -> None:
-        self.file.close()
-        if self.tb is not None:
-            self.tb.close()
-
-
 class Trainer:
     """Trains the model of a `RunConfig`; `run()` goes to ``train.steps`` and returns a
     `TrainResult`.
@@ -186,11 +161,30 @@ class Trainer:
         self.echo = echo
         self.dist = distributed.setup(config.train.device)
         self.device = self.dist.device
+        self.lock: RunLock | None = None
         try:
+            self._take_run_folder()
             self._build(model)
         except BaseException:
             self.close()
             raise
+
+    def _take_run_folder(self) -> None:
+        """Rank 0 checks that --out can be written, locks it against a second trainer and
+        removes leftovers of killed saves; every rank learns whether that worked."""
+        from vidiff.io import OutputPathError, check_output_dir
+
+        self.out = Path(self.config.train.out)
+        error = None
+        if self.dist.is_main:
+            try:
+                check_output_dir(self.out, "train.out (--out)")
+                self.lock = RunLock(self.out).acquire()
+                remove_leftovers(self.out)
+            except (OutputPathError, RuntimeError, OSError) as err:
+                error = str(err)
+        if distributed.any_rank(error is not None, self.dist):
+            raise ConfigError(error or f"rank 0 could not take the run folder {self.out}")
 
     def _build(self, model: nn.Module | None) -> None:
         from vidiff.train.build import build_model, build_prior, optimizer_groups
@@ -200,14 +194,16 @@ class Trainer:
         torch.set_num_threads(t.threads or auto_threads(self.dist.local_world))
         if t.precision == "fp16" and self.device.type != "cuda":
             raise ConfigError("train.precision = fp16 needs a CUDA device; use bf16 or fp32")
-        self.out = Path(t.out)
+        for note in inert_settings(config):
+            self._print(f"warning: {note}")
+        restored = self._restore_point()
 
         # data --------------------------------------------------------------------------------
         self.dataset = build_dataset(d)
         if len(self.dataset) == 0:
             raise ConfigError(f"the {d.source} dataset is empty")
         self.class_names = list(getattr(self.dataset, "class_names", []) or [])
-        first = self.dataset[0]["video"]  # (C, F, H, W)
+        first = self._first_clip()  # (C, F, H, W)
         self.channels = int(first.shape[0])
         images = image_dataset(self.dataset, d.frames) if d.num_images else None
         self.train_data = JointVideoDataset(self.dataset, images)
@@ -217,7 +213,10 @@ class Trainer:
         self.unet_config, self.model_meta = None, {}
         if model is None:  # model.kind: a U-Net (init_from: inflated) or VideoFusion
             unet_config = resolve_unet_config(config, len(self.class_names) or None)
-            model, self.unet_config, self.model_meta = build_model(config, unet_config)
+            # a resumed run gets its weights from the checkpoint: init_from is not read
+            build_config = replace(config, model=replace(config.model, init_from=None)) \
+                if restored is not None else config
+            model, self.unet_config, self.model_meta = build_model(build_config, unet_config)
             self._check_shapes(first)
         self.raw = model.to(self.device)
         self.num_params = sum(p.numel() for p in self.raw.parameters())
@@ -239,16 +238,57 @@ class Trainer:
         self.diffusion = Diffusion.from_config(config.diffusion)
         self.prior = build_prior(config)
         groups = optimizer_groups(self.raw, config)  # VideoFusion: the base at model.base_lr
+        for group in groups:  # the LR of step s is peak_lr * schedule(s), set every step
+            group["peak_lr"] = group.get("lr", t.lr)
         self.optimizer = torch.optim.AdamW(groups, lr=t.lr, betas=tuple(t.betas))
-        self.schedule = WarmupSchedule(t.warmup, t.steps, t.lr_schedule, t.min_lr_ratio)
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, self.schedule)
+        self.schedule = WarmupSchedule(warmup_steps(t), t.steps, t.lr_schedule, t.min_lr_ratio)
         self.scaler = torch.amp.GradScaler("cuda", enabled=t.precision == "fp16")
         self.autocast_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(t.precision)
         self.step = 0
+        self.position = 0  # training videos consumed so far, over all processes
         self.last_checkpoint: Path | None = None
-        self._resume()
+        if restored is not None:
+            self._resume(restored)
+        self._set_lr()
+
+    def _set_lr(self) -> None:
+        """The LR of the coming step: each group's peak LR times the schedule's factor at
+        this step (warmup, then constant or cosine decay): a function of the step and this
+        run's config alone, so a resumed run follows its new settings."""
+        factor = self.schedule(self.step)
+        for group in self.optimizer.param_groups:
+            group["lr"] = group["peak_lr"] * factor
 
     # -- setup helpers ----------------------------------------------------------------------------
+    def _first_clip(self) -> torch.Tensor:
+        try:
+            return self.dataset[0]["video"]
+        except (ValueError, OSError) as err:  # e.g. every video of a folder unreadable
+            raise ConfigError(f"data: {err}") from None
+
+    def _restore_point(self) -> Restored | None:
+        """The checkpoint to resume from (none for a new run), its settings checked."""
+        t = self.config.train
+        if t.resume == "never":
+            found = list_checkpoints(self.out)
+            if found:
+                raise ConfigError(f"{self.out} already has checkpoints ({found[-1].name}); "
+                                  f"continue it with train.resume=auto, or pick a new --out")
+            return None
+        restored = restore_point(t.resume, self.out)
+        if restored is None:
+            return None
+        allowed, refused = config_changes(restored.checkpoint.config, self.config.to_dict())
+        if refused:
+            raise ConfigError(
+                f"cannot resume {restored.checkpoint.path} with other model settings: "
+                f"{'; '.join(refused)}. These define the trained model (docs/TRAINING.md, "
+                f"Resuming); keep the checkpoint's values or pick a new --out"
+            )
+        if allowed:
+            self._print(f"resuming with changed settings: {'; '.join(allowed)}")
+        return restored
+
     def _check_shapes(self, first: torch.Tensor) -> None:
         cfg, d = self.unet_config, self.config.data
         if self.channels != cfg.in_channels:
@@ -269,6 +309,11 @@ class Trainer:
             raise ConfigError(f"the dataset gives {first.shape[1]} frames, data.frames = "
                               f"{d.frames}")
 
+    @property
+    def fps(self) -> float:
+        """The frame rate of the training clips (folders: as resampled; synthetic: 8)."""
+        return float(getattr(self.dataset, "clip_fps", None) or 8.0)
+
     def _meta(self) -> dict[str, Any]:
         d = self.config.data
         return {
@@ -278,28 +323,15 @@ class Trainer:
             "channels": self.channels,
             "frames": d.frames,
             "size": d.size,
+            "fps": self.fps,
             "lowres_size": d.lowres_size,  # set: a super-resolution model from this size
             "num_images": d.num_images,
             "world_size": self.dist.world,
             **self.model_meta,  # VideoFusion: its config_dict, to rebuild it for sampling
         }
 
-    def _resume(self) -> None:
-        t = self.config.train
-        if t.resume == "never":
-            found = list_checkpoints(self.out)
-            if found:
-                raise ConfigError(f"{self.out} already has checkpoints ({found[-1].name}); "
-                                  f"continue it with train.resume=auto, or pick a new --out")
-            return
-        if t.resume == "auto":
-            found = list_checkpoints(self.out)
-            if not found:
-                return
-            path = found[-1]
-        else:
-            path = find_checkpoint(t.resume)
-        ckpt = load_checkpoint(path)
+    def _resume(self, restored: Restored) -> None:
+        ckpt = restored.checkpoint
         saved = ckpt.meta.get("unet_config")
         if saved is not None and self.unet_config is not None:
             diff = architecture_mismatch(saved, asdict(self.unet_config))
@@ -309,12 +341,27 @@ class Trainer:
                     f"differences: {'; '.join(diff)}. Use the checkpoint's model settings or a "
                     f"new --out"
                 )
-        load_weights(self.raw, ckpt.weights("model"), str(ckpt.path))
-        load_weights(self.ema.model, ckpt.weights("ema"), str(ckpt.path))
-        state = ckpt.state()
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.scheduler.load_state_dict(state["scheduler"])
-        self.scheduler.lr_lambdas[0] = self.schedule  # this run's schedule (e.g. more steps)
+        old_classes = ckpt.meta.get("class_names") or []
+        if self.config.data.use_labels and old_classes != self.class_names:
+            raise ConfigError(f"cannot resume {ckpt.path}: its classes {old_classes} differ "
+                              f"from the data's {self.class_names}")
+        load_weights(self.raw, restored.model, str(ckpt.path))
+        load_weights(self.ema.model, restored.ema, str(ckpt.path))
+        state = restored.state
+        # optimizer moments from the checkpoint; its hyperparameters (lr, betas, weight decay)
+        # from this run's config: what the user sets on resume holds
+        hyper = [{k: v for k, v in g.items() if k != "params"}
+                 for g in self.optimizer.param_groups]
+        try:
+            self.optimizer.load_state_dict(state["optimizer"])
+        except (KeyError, ValueError) as err:
+            raise CheckpointError(f"checkpoint {ckpt.path}: its optimizer state does not fit "
+                                  f"this model ({err})") from None
+        for group, h in zip(self.optimizer.param_groups, hyper, strict=True):
+            group.pop("initial_lr", None)  # left by the LambdaLR of older checkpoints
+            group.update(h)
+        if self.config.train.max_seconds and state.get("lr_horizon"):
+            self.schedule.total = int(state["lr_horizon"])  # a time-budget run's re-aimed end
         if state.get("scaler"):
             self.scaler.load_state_dict(state["scaler"])
         rng = state.get("rng", {})
@@ -323,6 +370,7 @@ class Trainer:
         if self.device.type == "cuda" and rng.get("torch_cuda"):
             torch.cuda.set_rng_state(rng["torch_cuda"], self.device)
         self.step = int(state["step"])
+        self.position = int(state.get("data_position", self.step * self.global_batch))
         self.last_checkpoint = ckpt.path
         self._print(f"resumed from {ckpt.path} at step {self.step}")
 
@@ -343,43 +391,51 @@ class Trainer:
         """Videos per optimizer step over all processes."""
         return self.global_micro_batch * self.config.train.grad_accum
 
-    def _draws(self, micro_step: int, shape: tuple[int, ...]):
-        """t (B,), noise (B, C, F + K, H, W) and the condition-dropout uniforms (B,) of this
-        rank's samples at `micro_step`, each sample from its own generator."""
+    def _draws(self, position: int, shape: tuple[int, ...]):
+        """t (B,), noise (B, C, F + K, H, W) and the condition-dropout uniforms (B, 1 + K)
+        (the clip's, then each image's) of this rank's samples of the global micro-batch
+        that starts at `position`, each sample from its own generator."""
         d = self.config.data
-        first = micro_step * self.global_micro_batch + self.dist.rank * d.batch_size
+        first = position + self.dist.rank * d.batch_size
         ts, noises, drops = [], [], []
         for i in range(d.batch_size):
             g = _sample_generator(self.config.train.seed, first + i, self.device)
             ts.append(self.diffusion.sample_t(1, generator=g, device=self.device))
             noises.append(self.prior.sample((1, *shape[1:]), generator=g,
                                             num_images=d.num_images, device=self.device))
-            drops.append(torch.rand(1, generator=g, device=self.device))
-        return torch.cat(ts), torch.cat(noises), torch.cat(drops)
+            drops.append(torch.rand(1 + d.num_images, generator=g, device=self.device))
+        return torch.cat(ts), torch.cat(noises), torch.stack(drops)
 
     def _cond(self, batch: dict[str, Any], drops: torch.Tensor) -> dict[str, Any]:
+        """The model's condition keywords. In joint image+video batches (K > 0) class labels,
+        text and the condition dropout are per frame slot: the F clip frames carry the clip's
+        label or caption, each of the K images its own clip's."""
+        d = self.config.data
         cond: dict[str, Any] = {}
-        if self.config.data.num_images:
-            cond["num_images"] = self.config.data.num_images
-        if self.config.data.lowres_size is not None:  # upsampler: the clip's average pooling
-            cond["lowres"] = downsample_to(batch["video"].to(self.device),
-                                           self.config.data.lowres_size)
+        if d.num_images:
+            cond["num_images"] = d.num_images
+        if d.lowres_size is not None:  # upsampler: the clip's average pooling
+            cond["lowres"] = downsample_to(batch["video"].to(self.device), d.lowres_size)
         if not self.conditional:
             return cond
-        keep = drops >= self.config.train.cond_drop_prob  # (B,) False: condition dropped
-        if self.unet_config.num_classes is not None and self.config.data.use_labels:
-            labels = batch["label"].to(self.device)
+        slots = _frame_slots(d.frames, d.num_images, self.device)  # (F + K,) -> 0 .. K
+        keep = drops >= self.config.train.cond_drop_prob  # (B, 1 + K) False: dropped
+        if self.unet_config.num_classes is not None and d.use_labels:
+            labels = batch["label"].to(self.device)  # (B, 1 + K)
             keep = keep & (labels >= 0)  # unlabelled items (-1) train the null condition
-            cond["class_labels"] = labels.clamp(min=0)
+            cond["class_labels"] = _per_slot(labels.clamp(min=0), slots)
         if self.text_encoder is not None:
-            cond["text_emb"], cond["text_mask"] = self.text_encoder(batch["caption"],
-                                                                    self.device)
-        cond["cond_mask"] = keep
+            captions = [c for row in batch["caption"] for c in row]  # B x (1 + K), row-major
+            emb, mask = self.text_encoder(captions, self.device)  # (B (1 + K), L, D)
+            b = len(batch["caption"])
+            emb, mask = emb.view(b, -1, *emb.shape[1:]), mask.view(b, -1, mask.shape[-1])
+            cond["text_emb"], cond["text_mask"] = _per_slot(emb, slots), _per_slot(mask, slots)
+        cond["cond_mask"] = _per_slot(keep, slots)
         return cond
 
-    def _micro_step(self, batch: dict[str, Any], micro_step: int, sync: bool) -> torch.Tensor:
+    def _micro_step(self, batch: dict[str, Any], position: int, sync: bool) -> torch.Tensor:
         x0 = batch["video"].to(self.device, non_blocking=True)  # (B, C, F + K, H, W)
-        t, noise, drops = self._draws(micro_step, tuple(x0.shape))
+        t, noise, drops = self._draws(position, tuple(x0.shape))
         cond = self._cond(batch, drops)
         no_sync = getattr(self.ddp, "no_sync", None)
         ctx = no_sync() if (no_sync is not None and not sync) else nullcontext()
@@ -397,8 +453,8 @@ class Trainer:
         t = self.config.train
         total = torch.zeros((), device=self.device)
         for m in range(t.grad_accum):
-            micro = self.step * t.grad_accum + m
-            total += self._micro_step(next(batches), micro, sync=m == t.grad_accum - 1)
+            position = self.position + m * self.global_micro_batch
+            total += self._micro_step(next(batches), position, sync=m == t.grad_accum - 1)
         loss = distributed.all_mean(total / t.grad_accum, self.dist).item()
         if not math.isfinite(loss):
             self.optimizer.zero_grad(set_to_none=True)
@@ -409,11 +465,12 @@ class Trainer:
             norm = torch.nn.utils.clip_grad_norm_(params, t.grad_clip)
         else:
             norm = torch.linalg.vector_norm(torch.stack([p.grad.norm() for p in params]))
+        self._set_lr()
         self.scaler.step(self.optimizer)
         self.scaler.update()
-        self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
         self.step += 1
+        self.position += self.global_batch
         self.ema.update(self.raw, self.step)
         return loss, float(norm)
 
@@ -428,10 +485,10 @@ class Trainer:
                 rng["torch_cuda"] = torch.cuda.get_rng_state(self.device)
             state = {
                 "optimizer": self.optimizer.state_dict(),
-                "scheduler": self.scheduler.state_dict(),
+                "lr_horizon": self.schedule.total,  # where the LR decay ends (time budgets)
                 "scaler": self.scaler.state_dict() if self.scaler.is_enabled() else {},
                 "rng": rng,
-                "data_position": self.step * self.global_batch,  # videos consumed
+                "data_position": self.position,  # videos consumed, over all processes
                 "world_size": self.dist.world,
             }
             path = save_checkpoint(
@@ -478,7 +535,7 @@ class Trainer:
             videos = self.sample_videos()
             stem = self.out / "samples" / f"step_{self.step:08d}"
             for suffix in (".mp4", ".gif", ".png"):
-                paths.append(write_video(stem.with_suffix(suffix), videos, fps=8))
+                paths.append(write_video(stem.with_suffix(suffix), videos, fps=self.fps))
             self._print(f"samples: {stem}.mp4 / .gif / .png")
         distributed.barrier(self.dist)
         return paths
@@ -487,10 +544,10 @@ class Trainer:
     def batches(self) -> Iterator[dict[str, Any]]:
         """This rank's training batches from the current step on, in the run's fixed order
         (what `run` feeds to `train_step`; for loops of your own)."""
-        d, t = self.config.data, self.config.train
+        d = self.config.data
         order = ShardedOrder(len(self.dataset), d.batch_size, rank=self.dist.rank,
                              world=self.dist.world, seed=d.seed, num_images=d.num_images,
-                             num_frames=d.frames, start=self.step * t.grad_accum)
+                             num_frames=d.frames, offset=self.position)
         return make_loader(self.train_data, order, d.workers,
                            pin_memory=self.device.type == "cuda")
 
@@ -507,71 +564,85 @@ class Trainer:
                                 dtype=torch.float64, device=self.device)
         if self.dist.distributed:
             torch.distributed.broadcast(decision, 0)
-        if self.step >= t.warmup:
+        if self.step >= self.schedule.warmup:
             self.schedule.total = int(decision[1])
         return bool(decision[0])
 
     def run(self, until: int | None = None) -> TrainResult:
         """Train to ``train.steps`` (or stop after step `until`, with a checkpoint, as an
-        interruption would); checkpoints, samples and logs along the way."""
-        from tqdm.auto import tqdm
-
-        t, d = self.config.train, self.config.data
+        interruption would); checkpoints, samples and logs along the way. SIGINT or SIGTERM
+        ends the current step, writes a checkpoint and returns (`TrainResult.interrupted`);
+        a second one stops at once."""
+        t = self.config.train
         end = t.steps if until is None else min(until, t.steps)
-        start_time, start_cpu = time.perf_counter(), time.process_time()
+        start_time = time.perf_counter()
         result = TrainResult(self.step, None, self.out, self.last_checkpoint)
         if self.dist.is_main:
-            self.out.mkdir(parents=True, exist_ok=True)
             (self.out / "config.json").write_text(json.dumps(self.config.to_dict(), indent=2))
         if self.step >= end:
             self._print(f"already at step {self.step} of {t.steps}: nothing to train "
                         f"(raise --steps to go on)")
             result.seconds = time.perf_counter() - start_time
             return result
-        self._print(
-            f"{self.num_params / 1e6:.2f}M parameters, {self.dist.world} process(es) on "
-            f"{self.device}, {self.global_batch} videos per step of "
-            f"{d.frames}{f'+{d.num_images}' if d.num_images else ''}x{d.size}x{d.size}, "
-            f"out: {self.out}"
-        )
+        self._print(self._banner())
+        logger = RunLogger(self.out, t.tensorboard, self.step) if self.dist.is_main else None
+        stop = StopSignals("finishing this step, then writing a checkpoint (again: stop now)")
+        try:
+            with stop:
+                self._loop(end, result, logger, stop)
+        finally:
+            if logger is not None:
+                logger.close()
+        result.step, result.checkpoint = self.step, self.last_checkpoint
+        result.seconds = time.perf_counter() - start_time
+        self._print(f"done: step {self.step}, {result.seconds:.0f} s, checkpoint "
+                    f"{self.last_checkpoint}")
+        return result
+
+    def _banner(self) -> str:
+        d = self.config.data
+        shape = f"{d.frames}{f'+{d.num_images}' if d.num_images else ''}x{d.size}x{d.size}"
+        return (f"data: {_describe_data(self.dataset, self.class_names)}; "
+                f"{self.num_params / 1e6:.2f}M parameters, {self.dist.world} process(es) on "
+                f"{self.device}, {self.global_batch} videos per step of {shape}, warmup "
+                f"{self.schedule.warmup} steps, out: {self.out}")
+
+    def _loop(self, end: int, result: TrainResult, logger: RunLogger | None,
+              stop: StopSignals) -> None:
+        from tqdm.auto import tqdm
+
+        t = self.config.train
+        sample_every = t.ckpt_every if t.sample_every is None else t.sample_every
         batches = self.batches()
         budget = TimeBudget(t.max_seconds, t.budget_clock) if t.max_seconds else None
-        logger = _JsonlLogger(self.out, t.tensorboard) if self.dist.is_main else None
+        meter = _Meter(self.global_batch)
         bar = tqdm(total=t.steps, initial=self.step, desc="train", unit="step",
                    disable=not (self.dist.is_main and t.progress), dynamic_ncols=True)
         self.raw.train()
-        interval_losses: list[float] = []
-        interval_start, interval_steps = time.perf_counter(), 0
         try:
             while self.step < end:
-                loss, norm = self.train_step(batches)
-                interval_losses.append(loss)
-                interval_steps += 1
+                meter.add(*self.train_step(batches))
                 bar.update(1)
                 out_of_time = budget is not None and self._spend(budget)
-                last = self.step == end or out_of_time
+                signalled = distributed.any_rank(stop.requested is not None, self.dist)
+                last = self.step == end or out_of_time or signalled
                 if self.step % max(1, t.log_every) == 0 or last:
-                    seconds = max(time.perf_counter() - interval_start, 1e-9)
-                    record = {
-                        "step": self.step,
-                        "loss": sum(interval_losses) / len(interval_losses),
-                        "lr": self.optimizer.param_groups[0]["lr"],
-                        "grad_norm": norm,
-                        "it_s": interval_steps / seconds,
-                        "videos_s": interval_steps * self.global_batch / seconds,
-                        "elapsed_s": time.perf_counter() - start_time,
-                        "cpu_s": time.process_time() - start_cpu,  # this process, all threads
-                    }
+                    record = meter.record(self.step, self.optimizer.param_groups[0]["lr"])
                     result.loss = record["loss"]
                     bar.set_postfix(loss=f"{record['loss']:.4f}",
                                     vid_s=f"{record['videos_s']:.1f}")
                     if logger is not None:
                         logger.log(record)
-                    interval_losses, interval_start, interval_steps = [], time.perf_counter(), 0
                 if (t.ckpt_every and self.step % t.ckpt_every == 0) or last:
                     self.save()
+                if signalled:
+                    result.interrupted = stop.requested or signal.SIGTERM
+                    self._print(f"stopped by a signal after step {self.step}; checkpoint "
+                                f"{self.last_checkpoint}. Run the same command again to "
+                                f"resume")
+                    break
                 final = self.step == t.steps or out_of_time
-                if (t.sample_every and self.step % t.sample_every == 0) or final:
+                if (sample_every and self.step % sample_every == 0) or final:
                     self.raw.eval()
                     result.samples += self.write_samples()
                     self.raw.train()
@@ -581,18 +652,81 @@ class Trainer:
                     break
         finally:
             bar.close()
-            if logger is not None:
-                logger.close()
             del batches
-        result.step, result.checkpoint = self.step, self.last_checkpoint
-        result.seconds = time.perf_counter() - start_time
-        self._print(f"done: step {self.step}, {result.seconds:.0f} s, checkpoint "
-                    f"{self.last_checkpoint}")
-        return result
 
     def close(self) -> None:
-        """Leave the process group if this trainer joined it."""
+        """Release the run folder's lock and leave the process group if this trainer joined
+        it (idempotent)."""
+        if self.lock is not None:
+            self.lock.release()
         distributed.teardown(self.dist)
+
+    def __del__(self) -> None:  # a trainer that was never closed still frees its run folder
+        lock = getattr(self, "lock", None)
+        if lock is not None:
+            lock.release()
+
+
+class _Meter:
+    """Losses and timing of the steps since the last log record."""
+
+    def __init__(self, global_batch: int):
+        self.global_batch = global_batch
+        self.start_wall, self.start_cpu = time.perf_counter(), time.process_time()
+        self._reset()
+
+    def _reset(self) -> None:
+        self.losses: list[float] = []
+        self.norm, self.since = 0.0, time.perf_counter()
+
+    def add(self, loss: float, norm: float) -> None:
+        self.losses.append(loss)
+        self.norm = norm
+
+    def record(self, step: int, lr: float) -> dict[str, Any]:
+        """The log record of the interval, which then starts anew."""
+        seconds = max(time.perf_counter() - self.since, 1e-9)
+        n = len(self.losses)
+        record = {
+            "step": step,
+            "loss": sum(self.losses) / max(1, n),
+            "lr": lr,
+            "grad_norm": self.norm,
+            "it_s": n / seconds,
+            "videos_s": n * self.global_batch / seconds,
+            "elapsed_s": time.perf_counter() - self.start_wall,
+            "cpu_s": time.process_time() - self.start_cpu,  # this process, all threads
+        }
+        self._reset()
+        return record
+
+
+def _frame_slots(frames: int, num_images: int, device: torch.device) -> torch.Tensor:
+    """(F + K,) int64: which condition each frame slot takes (0: the clip's, j: image j's)."""
+    return torch.cat([torch.zeros(frames, dtype=torch.long),
+                      torch.arange(1, num_images + 1)]).to(device)
+
+
+def _per_slot(values: torch.Tensor, slots: torch.Tensor) -> torch.Tensor:
+    """(B, 1 + K, ...) per clip and image -> (B,  ...) without images, else (B, F + K, ...)."""
+    if values.shape[1] == 1:
+        return values[:, 0]  # one condition per sample: the model's (B, ...) form
+    return values.index_select(1, slots)
+
+
+def _describe_data(dataset, class_names: list[str]) -> str:
+    """What the data banner says: videos, classes, unreadable files skipped."""
+    entries = getattr(dataset, "entries", None)
+    text = (f"{len(entries)} videos" if entries is not None else f"{len(dataset)} clips")
+    if entries is not None and len(dataset) != len(entries):
+        text += f" ({len(dataset)} clips)"
+    if class_names:
+        text += f" in {len(class_names)} classes"
+    bad = getattr(dataset, "bad_paths", None)
+    if bad is not None:
+        text += f", {len(bad)} unreadable skipped"
+    root = getattr(dataset, "root", None)
+    return f"{text} from {root}" if root is not None else f"{text} ({type(dataset).__name__})"
 
 
 def train(config: RunConfig, *, until: int | None = None, **kwargs) -> TrainResult:

@@ -1,0 +1,62 @@
+"""`StopSignals`: turn SIGINT and SIGTERM into "stop after this step".
+
+SLURM, Kubernetes and torchrun send SIGTERM on preemption; Ctrl-C sends SIGINT. While a
+`StopSignals` is active the first of either only sets `requested`: the trainer finishes the
+step it is in, writes a checkpoint and returns. A second signal restores the previous handlers
+and raises `KeyboardInterrupt` at once (the run lock is still released; nothing since the last
+checkpoint is saved). Under DDP the trainer reduces `requested` over the ranks with the step's
+loss, so every rank stops after the same step.
+
+Handlers can only be installed from the main thread; elsewhere (a trainer in a worker thread)
+`StopSignals` does nothing and signals keep their usual effect.
+"""
+
+from __future__ import annotations
+
+import signal
+import sys
+import threading
+
+__all__ = ["StopSignals", "ignore_stop_signals"]
+
+_SIGNALS = tuple(s for s in (signal.SIGINT, getattr(signal, "SIGTERM", None)) if s is not None)
+
+
+class StopSignals:
+    """A context manager: while inside, SIGINT/SIGTERM request a stop instead of killing."""
+
+    def __init__(self, message: str = ""):
+        self.requested: int | None = None  # the first signal's number, once one arrived
+        self.message = message  # printed (stderr) when the first signal arrives
+        self._previous: dict[int, object] = {}
+
+    def _handle(self, signum: int, frame) -> None:
+        if self.requested is not None:  # the second one: stop now
+            self.restore()
+            raise KeyboardInterrupt
+        self.requested = signum
+        if self.message:
+            print(f"\n{signal.Signals(signum).name}: {self.message}", file=sys.stderr,
+                  flush=True)
+
+    def __enter__(self) -> StopSignals:
+        if threading.current_thread() is threading.main_thread():
+            for sig in _SIGNALS:
+                self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def restore(self) -> None:
+        """Put the previous handlers back."""
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+        self._previous.clear()
+
+    def __exit__(self, *exc) -> None:
+        self.restore()
+
+
+def ignore_stop_signals(_worker_id: int = 0) -> None:
+    """DataLoader ``worker_init_fn``: workers ignore SIGINT and SIGTERM (Ctrl-C reaches the
+    whole process group), so that the main process can finish its step and shut them down."""
+    for sig in _SIGNALS:
+        signal.signal(sig, signal.SIG_IGN)

@@ -1,0 +1,147 @@
+"""Resuming a run: which checkpoint, which settings may change, and leftovers of crashes.
+
+A resumed run takes every setting from its new config. The settings that define the trained
+model cannot change, since the weights would mean something else; a change there is refused,
+naming the field and both values (`FIXED`). The rest (learning rate and its schedule, the step
+horizon, batch, EMA, precision, logging, the data's source and order, the loss weighting, ...)
+may change; the trainer prints what changed. ``model.init_from`` is read at step 0 only.
+
+`restore_point` picks the newest checkpoint whose files all read back (a truncated
+``state.pt`` or safetensors file is skipped with a warning naming it), and
+`remove_leftovers` deletes the ``.tmp-*`` / ``.old-*`` folders of saves that were killed.
+"""
+
+from __future__ import annotations
+
+import shutil
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from vidiff.checkpoint import (
+    CHECKPOINTS_DIR,
+    Checkpoint,
+    CheckpointError,
+    find_checkpoint,
+    list_checkpoints,
+    load_checkpoint,
+)
+
+__all__ = ["FIXED", "IGNORED", "Restored", "config_changes", "remove_leftovers",
+           "restore_point"]
+
+# fields (section.key, or a whole section) whose change would change what the weights mean.
+# model.preset and model.overrides are checked on the resolved U-Net config instead
+# (`vidiff.checkpoint.architecture_mismatch`): execution fields such as dropout may change
+FIXED = (
+    "model.kind", "model.base_preset", "model.base_overrides",
+    "diffusion", "prior",
+    "data.frames", "data.size", "data.lowres_size", "data.use_labels", "data.use_captions",
+)
+FIXED_WITH_CAPTIONS = ("data.text_encoder", "data.text_dim")  # the text the model learned
+IGNORED = ("model.init_from",)  # only read when a run starts at step 0
+
+
+class CheckpointWarning(UserWarning):
+    """A checkpoint was skipped because one of its files does not read back."""
+
+
+@dataclass
+class Restored:
+    """A checkpoint read back whole: its description, weights and training state."""
+
+    checkpoint: Checkpoint
+    model: dict[str, torch.Tensor]
+    ema: dict[str, torch.Tensor]
+    state: dict[str, Any]
+
+
+def _read_whole(path: Path) -> Restored:
+    ckpt = load_checkpoint(path)
+    state = ckpt.state()
+    return Restored(ckpt, ckpt.weights("model"), ckpt.weights("ema"), state)
+
+
+def restore_point(resume: str, out: Path) -> Restored | None:
+    """The checkpoint a run resumes from: ``resume = "auto"``: the newest readable one in
+    `out` (None when there is none); a path: that checkpoint, which must read back."""
+    if resume == "never":
+        return None
+    if resume != "auto":
+        return _read_whole(find_checkpoint(resume))
+    bad = []
+    for path in reversed(list_checkpoints(out)):
+        try:
+            restored = _read_whole(path)
+        except CheckpointError as err:
+            bad.append(path)
+            warnings.warn(f"skipping unreadable checkpoint {path}: {err}", CheckpointWarning,
+                          stacklevel=2)
+            continue
+        if bad:
+            warnings.warn(f"resuming from {path} instead of the newer, unreadable "
+                          f"{', '.join(p.name for p in bad)}", CheckpointWarning, stacklevel=2)
+        return restored
+    if bad:
+        raise CheckpointError(f"no checkpoint in {str(out)!r} reads back (tried "
+                              f"{', '.join(p.name for p in bad)}); resume from another run "
+                              f"with --resume PATH, or pick a new --out")
+    return None
+
+
+def remove_leftovers(out: Path) -> list[Path]:
+    """Delete the temporary folders of interrupted checkpoint saves; returns them."""
+    root = out / CHECKPOINTS_DIR
+    if not root.is_dir():
+        return []
+    stale = [p for p in root.iterdir() if p.name.startswith((".tmp-", ".old-"))]
+    for path in stale:
+        shutil.rmtree(path, ignore_errors=True)
+    return stale
+
+
+def _flat(config: dict) -> dict[str, Any]:
+    """section.key -> value; dict fields (model.overrides, prior.params) one level deeper."""
+    flat = {}
+    for section, values in config.items():
+        for key, value in (values.items() if isinstance(values, dict) else ()):
+            if isinstance(value, dict):
+                flat.update({f"{section}.{key}.{k}": v for k, v in value.items()})
+            else:
+                flat[f"{section}.{key}"] = value
+    return flat
+
+
+def _is_fixed(key: str, captions: bool) -> bool:
+    parts = key.split(".")
+    if any(".".join(parts[:n]) in FIXED for n in (1, 2)):
+        return True
+    return captions and key in FIXED_WITH_CAPTIONS
+
+
+def _norm(value):
+    return list(value) if isinstance(value, tuple) else value
+
+
+def config_changes(saved: dict, new: dict) -> tuple[list[str], list[str]]:
+    """(allowed, refused) differences between a checkpoint's run config and a new one, each
+    as ``"key: old -> new"``. Keys the checkpoint lacks (added to vidiff since) count as
+    their defaults."""
+    from vidiff.train.config import RunConfig
+
+    try:
+        saved = RunConfig.from_dict(saved).to_dict()  # fills fields added since
+    except ValueError:
+        pass
+    old, cur = _flat(saved), _flat(new)
+    captions = bool(cur.get("data.use_captions"))
+    allowed, refused = [], []
+    for key in sorted(set(old) | set(cur)):
+        if key in IGNORED or key == "train.resume" or _norm(old.get(key)) == _norm(cur.get(key)):
+            continue
+        change = f"{key}: {old.get(key)!r} -> {cur.get(key)!r}"
+        (refused if _is_fixed(key, captions) else allowed).append(change)
+    return allowed, refused
