@@ -12,7 +12,7 @@ F = 6
 
 
 def closed_form(name, params, frames):
-    """SPEC.md section 2, written independently of vidiff.priors."""
+    """docs/MATH.md section 2, written independently of vidiff.priors."""
     i = torch.arange(frames, dtype=torch.float64)
     if name == "independent":
         return torch.eye(frames, dtype=torch.float64)

@@ -1,4 +1,4 @@
-"""PYoCo's recipe from the command (SPEC section 5): pretrain an image model on frames,
+"""PYoCo's recipe from the command (docs/MATH.md section 5): pretrain an image model on frames,
 inflate it (`model.init_from`), fine-tune it on video with any prior; VideoFusion's base
 generator from the same image model; clear errors for bad `init_from` sources."""
 

@@ -1,4 +1,4 @@
-"""VideoFusion's decomposed model (SPEC section 4): the base generator estimates the base noise
+"""VideoFusion's decomposed model (docs/MATH.md section 4): the base generator estimates the base
 from the key frame once per step, the residual generator (conditioned on the frame index)
 estimates the residual noise from z'_t, and ehat_i = sqrt(lambda_i) bhat + sqrt(1 - lambda_i)
 rhat^i. Stub generators check the algebra exactly; tiny U-Nets check the rest."""

@@ -29,10 +29,12 @@ from vidiff.models import FrameConditionedUNet, UNet, UNetConfig, VideoFusion, u
 from vidiff.models.config import unet_config_from_dict
 from vidiff.models.videofusion import split_decay
 from vidiff.priors import NoisePrior, noise_prior
+from vidiff.text import text_width
 from vidiff.train.config import RunConfig
 from vidiff.train.init import inflate_to, is_diffusers_dir, load_image_unet
 
-__all__ = ["build_model", "build_prior", "optimizer_groups", "rebuild_model"]
+__all__ = ["build_model", "build_prior", "check_data_fits", "optimizer_groups",
+           "rebuild_model", "resolve_unet_config"]
 
 META_KEY = "videofusion"  # checkpoint meta entry holding VideoFusion.config_dict()
 
@@ -144,3 +146,48 @@ def rebuild_model(ckpt: Checkpoint) -> tuple[nn.Module, UNetConfig]:
     except ValueError as err:
         raise CheckpointError(f"checkpoint {ckpt.path}: {err}") from None
     return UNet(cfg), cfg
+
+
+def resolve_unet_config(config: RunConfig, num_classes: int | None = None):
+    """The `UNetConfig` of a run: the preset, its overrides, and the conditioning the data
+    asks for (num_classes from the dataset, text_dim of the hash text encoder)."""
+    from vidiff.models import unet_config
+
+    overrides = dict(config.model.overrides)
+    if config.data.use_labels:
+        if num_classes is not None:
+            overrides.setdefault("num_classes", num_classes)
+        if overrides.get("num_classes") is None:
+            raise ConfigError("data.use_labels needs labelled data (or model.overrides."
+                              "num_classes)")
+    if config.data.use_captions:
+        overrides.setdefault("text_dim", text_width(config.data))
+    if config.data.lowres_size is not None:  # an upsampler: the low-res clip as extra input
+        overrides.setdefault("cond_channels", overrides.get("in_channels", 3))
+    try:
+        return unet_config(config.model.preset, **overrides)
+    except ValueError as err:
+        raise ConfigError(f"model: {err}") from None
+
+
+def check_data_fits(cfg: UNetConfig, first: torch.Tensor, config: RunConfig) -> None:
+    """The data's clips (`first`: (C, F, H, W)) fit the U-Net `cfg`; a `ConfigError` saying
+    what to change otherwise."""
+    channels = int(first.shape[0])
+    if channels != cfg.in_channels:
+        raise ConfigError(
+            f"the data has {channels} channels (clips {tuple(first.shape)}) but the "
+            f"model takes in_channels={cfg.in_channels}; set model.overrides.in_channels="
+            f"{channels} (and out_channels) or use data with {cfg.in_channels} channels"
+        )
+    if cfg.out_channels != cfg.in_channels:
+        raise ConfigError(f"model out_channels={cfg.out_channels} must equal in_channels="
+                          f"{cfg.in_channels} (the prediction has the shape of x)")
+    div = 2 ** (cfg.num_levels - 1)
+    h, w = first.shape[-2:]
+    if h % div or w % div:
+        raise ConfigError(f"frames of {h}x{w} pixels do not fit the {config.model.preset}"
+                          f" U-Net: data.size must be a multiple of {div}")
+    if first.shape[1] != config.data.frames:
+        raise ConfigError(f"the dataset gives {first.shape[1]} frames, data.frames = "
+                          f"{config.data.frames}")

@@ -27,7 +27,8 @@ from vidiff.config_io import ConfigError
 from vidiff.train.config import DataConfig
 from vidiff.train.interrupt import ignore_stop_signals
 
-__all__ = ["JointVideoDataset", "ShardedOrder", "build_dataset", "make_loader"]
+__all__ = ["JointVideoDataset", "ShardedOrder", "build_dataset", "describe_dataset",
+           "make_loader"]
 
 
 def _seeded(*keys: int) -> torch.Generator:
@@ -175,3 +176,18 @@ def make_loader(dataset: JointVideoDataset, order: ShardedOrder, workers: int,
                         # Ctrl-C reaches the workers too: they leave it to the main process
                         worker_init_fn=ignore_stop_signals if workers else None)
     return iter(loader)
+
+
+def describe_dataset(dataset, class_names: list[str]) -> str:
+    """What the data banner says: videos, classes, unreadable files skipped."""
+    entries = getattr(dataset, "entries", None)
+    text = (f"{len(entries)} videos" if entries is not None else f"{len(dataset)} clips")
+    if entries is not None and len(dataset) != len(entries):
+        text += f" ({len(dataset)} clips)"
+    if class_names:
+        text += f" in {len(class_names)} classes"
+    bad = getattr(dataset, "bad_paths", None)
+    if bad is not None:
+        text += f", {len(bad)} unreadable skipped"
+    root = getattr(dataset, "root", None)
+    return f"{text} from {root}" if root is not None else f"{text} ({type(dataset).__name__})"

@@ -6,10 +6,13 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from pathlib import Path
 from typing import Any
 
-__all__ = ["RunLogger", "truncate_log"]
+import torch
+
+__all__ = ["RunLogger", "StepMeter", "truncate_log"]
 
 LOG_FILE = "log.jsonl"
 
@@ -69,3 +72,39 @@ class RunLogger:
         self.file.close()
         if self.tb is not None:
             self.tb.close()
+
+
+class StepMeter:
+    """Losses and timing of the steps since the last log record."""
+
+    def __init__(self, global_batch: int):
+        self.global_batch = global_batch
+        self.start_wall, self.start_cpu = time.perf_counter(), time.process_time()
+        self._reset()
+
+    def _reset(self) -> None:
+        self.losses: list[float] = []
+        self.norm, self.since = 0.0, time.perf_counter()
+
+    def add(self, loss: float, norm: float) -> None:
+        self.losses.append(loss)
+        self.norm = norm
+
+    def record(self, step: int, lr: float) -> dict[str, Any]:
+        """The log record of the interval, which then starts anew."""
+        seconds = max(time.perf_counter() - self.since, 1e-9)
+        n = len(self.losses)
+        record = {
+            "step": step,
+            "loss": sum(self.losses) / max(1, n),
+            "lr": lr,
+            "grad_norm": self.norm,
+            "it_s": n / seconds,
+            "videos_s": n * self.global_batch / seconds,
+            "elapsed_s": time.perf_counter() - self.start_wall,
+            "cpu_s": time.process_time() - self.start_cpu,  # this process, all threads
+        }
+        if torch.cuda.is_available() and torch.cuda.is_initialized():
+            record["gpu_mem_gib"] = torch.cuda.max_memory_allocated() / 2**30  # peak so far
+        self._reset()
+        return record

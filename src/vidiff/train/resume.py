@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import shutil
 import warnings
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -25,13 +25,15 @@ from vidiff.checkpoint import (
     CHECKPOINTS_DIR,
     Checkpoint,
     CheckpointError,
+    architecture_mismatch,
     find_checkpoint,
     list_checkpoints,
     load_checkpoint,
 )
+from vidiff.config_io import ConfigError
 
-__all__ = ["FIXED", "IGNORED", "Restored", "config_changes", "remove_leftovers",
-           "restore_point"]
+__all__ = ["FIXED", "IGNORED", "Restored", "check_restored_model", "config_changes",
+           "load_optimizer_state", "remove_leftovers", "restore_point", "resume_point"]
 
 # fields (section.key, or a whole section) whose change would change what the weights mean.
 # model.preset and model.overrides are checked on the resolved U-Net config instead
@@ -145,3 +147,60 @@ def config_changes(saved: dict, new: dict) -> tuple[list[str], list[str]]:
         change = f"{key}: {old.get(key)!r} -> {cur.get(key)!r}"
         (refused if _is_fixed(key, captions) else allowed).append(change)
     return allowed, refused
+
+
+def resume_point(config, out: Path) -> tuple[Restored | None, list[str]]:
+    """(the checkpoint a run of `config` resumes from or None, the allowed setting changes).
+    A change of a model-defining setting, or checkpoints in `out` with ``resume = "never"``,
+    is a `ConfigError`."""
+    resume = config.train.resume
+    if resume == "never":
+        found = list_checkpoints(out)
+        if found:
+            raise ConfigError(f"{out} already has checkpoints ({found[-1].name}); continue it "
+                              f"with train.resume=auto, or pick a new --out")
+        return None, []
+    restored = restore_point(resume, out)
+    if restored is None:
+        return None, []
+    allowed, refused = config_changes(restored.checkpoint.config, config.to_dict())
+    if refused:
+        raise ConfigError(
+            f"cannot resume {restored.checkpoint.path} with other model settings: "
+            f"{'; '.join(refused)}. These define the trained model (docs/TRAINING.md, "
+            f"Resuming); keep the checkpoint's values or pick a new --out"
+        )
+    return restored, allowed
+
+
+def check_restored_model(restored: Restored, unet_config, class_names: list[str],
+                         use_labels: bool) -> None:
+    """The checkpoint's U-Net architecture and classes are this run's."""
+    ckpt = restored.checkpoint
+    saved = ckpt.meta.get("unet_config")
+    if saved is not None and unet_config is not None:
+        diff = architecture_mismatch(saved, asdict(unet_config))
+        if diff:
+            raise CheckpointError(
+                f"checkpoint {ckpt.path} was trained with another model architecture; "
+                f"differences: {'; '.join(diff)}. Use the checkpoint's model settings or a "
+                f"new --out"
+            )
+    old_classes = ckpt.meta.get("class_names") or []
+    if use_labels and old_classes != class_names:
+        raise ConfigError(f"cannot resume {ckpt.path}: its classes {old_classes} differ from "
+                          f"the data's {class_names}")
+
+
+def load_optimizer_state(optimizer: torch.optim.Optimizer, state: dict, path: Path) -> None:
+    """The optimizer's moments from a checkpoint; its hyperparameters (lr, betas, weight
+    decay, peak_lr) stay those of this run's config: what the user sets on resume holds."""
+    hyper = [{k: v for k, v in g.items() if k != "params"} for g in optimizer.param_groups]
+    try:
+        optimizer.load_state_dict(state)
+    except (KeyError, ValueError) as err:
+        raise CheckpointError(f"checkpoint {path}: its optimizer state does not fit this model "
+                              f"({err})") from None
+    for group, h in zip(optimizer.param_groups, hyper, strict=True):
+        group.pop("initial_lr", None)  # left by the LambdaLR of older checkpoints
+        group.update(h)

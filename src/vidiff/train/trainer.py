@@ -1,4 +1,4 @@
-"""The training loop: `Trainer(config).run()`.
+"""The trainer: `Trainer(config).run()` (the loop itself: `vidiff.train.loop`).
 
 Per optimizer step: ``grad_accum`` micro-batches of ``data.batch_size`` videos per process,
 the loss of `vidiff.losses.diffusion_loss` (noise from the noise prior, t uniform), AdamW with
@@ -7,14 +7,16 @@ bf16/fp16 autocast (GradScaler for fp16), condition dropout for classifier-free 
 
 Randomness. Every training sample's randomness (its timestep t, its noise and its condition
 dropout) comes from a `torch.Generator` seeded from ``(train.seed, g)``, g the sample's global
-position in the stream of training samples (micro-step x global micro-batch + index); t is
+position in the stream of training samples (videos consumed before its micro-batch + its
+index in it); t is
 drawn by ``diffusion.sample_t`` and the noise by ``prior.sample``, both from that generator. The
 data order is a function of the same position (`vidiff.train.data.ShardedOrder`). So:
 
 - under DDP each rank draws exactly its own samples' noise, and the union over ranks is the
   single-process batch of the same global size, draw for draw (tested to 1e-5);
 - a resumed run continues the trajectory of an uninterrupted one (tested bitwise): only the
-  step is needed, plus the optimizer/scheduler/EMA state and the global RNG state (dropout).
+  step and data position are needed, plus the optimizer/EMA state and the global RNG state
+  (dropout). The learning rate is a function of the step and the current config.
 
 Rank 0 alone writes logs (``log.jsonl``, TensorBoard when installed), checkpoints and samples;
 every rank waits at a barrier around checkpoints and samples.
@@ -22,14 +24,10 @@ every rank waits at a barrier around checkpoints and samples.
 
 from __future__ import annotations
 
-import json
 import math
-import os
-import signal
-import time
 from collections.abc import Iterator
 from contextlib import nullcontext
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
@@ -37,20 +35,15 @@ import numpy as np
 import torch
 from torch import nn
 
-from vidiff.checkpoint import (
-    CheckpointError,
-    architecture_mismatch,
-    list_checkpoints,
-    load_weights,
-    save_checkpoint,
-)
+from vidiff.checkpoint import load_weights, save_checkpoint
 from vidiff.conditional import downsample_to
 from vidiff.config_io import ConfigError
 from vidiff.diffusion import Diffusion
 from vidiff.losses import diffusion_loss
-from vidiff.text import build_text_encoder, text_width
+from vidiff.text import build_text_encoder
 from vidiff.train import distributed
-from vidiff.train.budget import TimeBudget
+from vidiff.train.build import check_data_fits, resolve_unet_config
+from vidiff.train.conditions import batch_conditions
 from vidiff.train.config import RunConfig, inert_settings, validate, warmup_steps
 from vidiff.train.data import (
     JointVideoDataset,
@@ -59,10 +52,16 @@ from vidiff.train.data import (
     image_dataset,
     make_loader,
 )
+from vidiff.train.distributed import auto_threads
 from vidiff.train.ema import EMA
-from vidiff.train.interrupt import StopSignals
-from vidiff.train.logger import RunLogger
-from vidiff.train.resume import Restored, config_changes, remove_leftovers, restore_point
+from vidiff.train.result import NonFiniteLossError, TrainResult
+from vidiff.train.resume import (
+    Restored,
+    check_restored_model,
+    load_optimizer_state,
+    remove_leftovers,
+    resume_point,
+)
 from vidiff.train.runlock import RunLock
 from vidiff.train.schedule import WarmupSchedule
 
@@ -76,74 +75,10 @@ __all__ = [
 ]
 
 
-class NonFiniteLossError(RuntimeError):
-    """The loss became NaN or infinite; the run stopped before the optimizer step."""
-
-    def __init__(self, step: int, loss: float, last_checkpoint: Path | None):
-        self.step, self.loss, self.last_checkpoint = step, loss, last_checkpoint
-        where = (f"the last good checkpoint is {last_checkpoint}" if last_checkpoint
-                 else "no checkpoint was written yet")
-        super().__init__(
-            f"the loss is {loss} at step {step}: training stopped before that step's update; "
-            f"{where}. Try a lower train.lr, train.grad_clip, or train.precision=fp32"
-        )
-
-
-@dataclass
-class TrainResult:
-    """What a run produced."""
-
-    step: int  # optimizer steps done
-    loss: float | None  # mean loss of the last logged interval
-    out: Path  # the run folder
-    checkpoint: Path | None  # the newest checkpoint
-    samples: list[Path] = field(default_factory=list)  # sample files written by this call
-    seconds: float = 0.0  # wall time of the call
-    interrupted: int | None = None  # the signal (SIGINT, SIGTERM) that stopped the run early
-
-
 def _sample_generator(seed: int, position: int, device: torch.device) -> torch.Generator:
     """The generator of the training sample at global `position` (see the module doc)."""
     state = np.random.SeedSequence([seed, 0x7EED, position]).generate_state(1, np.uint64)[0]
     return torch.Generator(device=device).manual_seed(int(state) & (2**63 - 1))
-
-
-def auto_threads(processes: int = 1) -> int:
-    """CPU threads for one of `processes` training processes on this machine: the cores not
-    already busy (os.cpu_count() minus the 1-minute load average), split between them.
-
-    On a shared CPU, more threads than free cores makes every parallel region wait for
-    descheduled threads (a step can take 4x longer with 2 threads than with 1).
-    """
-    cores = os.cpu_count() or 1
-    try:
-        busy = os.getloadavg()[0]
-    except (AttributeError, OSError):  # not on every platform
-        busy = 0.0
-    free = max(1, round(cores - busy)) if busy < cores else 1
-    return max(1, free // max(1, processes))
-
-
-def resolve_unet_config(config: RunConfig, num_classes: int | None = None):
-    """The `UNetConfig` of a run: the preset, its overrides, and the conditioning the data
-    asks for (num_classes from the dataset, text_dim of the hash text encoder)."""
-    from vidiff.models import unet_config
-
-    overrides = dict(config.model.overrides)
-    if config.data.use_labels:
-        if num_classes is not None:
-            overrides.setdefault("num_classes", num_classes)
-        if overrides.get("num_classes") is None:
-            raise ConfigError("data.use_labels needs labelled data (or model.overrides."
-                              "num_classes)")
-    if config.data.use_captions:
-        overrides.setdefault("text_dim", text_width(config.data))
-    if config.data.lowres_size is not None:  # an upsampler: the low-res clip as extra input
-        overrides.setdefault("cond_channels", overrides.get("in_channels", 3))
-    try:
-        return unet_config(config.model.preset, **overrides)
-    except ValueError as err:
-        raise ConfigError(f"model: {err}") from None
 
 
 class Trainer:
@@ -159,7 +94,10 @@ class Trainer:
                  echo: bool = True):
         self.config = validate(config)
         self.echo = echo
-        self.dist = distributed.setup(config.train.device)
+        try:
+            self.dist = distributed.setup(config.train.device)
+        except ValueError as err:  # e.g. --device cuda on a machine without CUDA
+            raise ConfigError(str(err)) from None
         self.device = self.dist.device
         self.lock: RunLock | None = None
         try:
@@ -217,7 +155,7 @@ class Trainer:
             build_config = replace(config, model=replace(config.model, init_from=None)) \
                 if restored is not None else config
             model, self.unet_config, self.model_meta = build_model(build_config, unet_config)
-            self._check_shapes(first)
+            check_data_fits(self.unet_config, first, config)
         self.raw = model.to(self.device)
         self.num_params = sum(p.numel() for p in self.raw.parameters())
         self.conditional = bool(
@@ -268,46 +206,10 @@ class Trainer:
 
     def _restore_point(self) -> Restored | None:
         """The checkpoint to resume from (none for a new run), its settings checked."""
-        t = self.config.train
-        if t.resume == "never":
-            found = list_checkpoints(self.out)
-            if found:
-                raise ConfigError(f"{self.out} already has checkpoints ({found[-1].name}); "
-                                  f"continue it with train.resume=auto, or pick a new --out")
-            return None
-        restored = restore_point(t.resume, self.out)
-        if restored is None:
-            return None
-        allowed, refused = config_changes(restored.checkpoint.config, self.config.to_dict())
-        if refused:
-            raise ConfigError(
-                f"cannot resume {restored.checkpoint.path} with other model settings: "
-                f"{'; '.join(refused)}. These define the trained model (docs/TRAINING.md, "
-                f"Resuming); keep the checkpoint's values or pick a new --out"
-            )
+        restored, allowed = resume_point(self.config, self.out)
         if allowed:
             self._print(f"resuming with changed settings: {'; '.join(allowed)}")
         return restored
-
-    def _check_shapes(self, first: torch.Tensor) -> None:
-        cfg, d = self.unet_config, self.config.data
-        if self.channels != cfg.in_channels:
-            raise ConfigError(
-                f"the data has {self.channels} channels (clips {tuple(first.shape)}) but the "
-                f"model takes in_channels={cfg.in_channels}; set model.overrides.in_channels="
-                f"{self.channels} (and out_channels) or use data with {cfg.in_channels} channels"
-            )
-        if cfg.out_channels != cfg.in_channels:
-            raise ConfigError(f"model out_channels={cfg.out_channels} must equal in_channels="
-                              f"{cfg.in_channels} (the prediction has the shape of x)")
-        div = 2 ** (cfg.num_levels - 1)
-        h, w = first.shape[-2:]
-        if h % div or w % div:
-            raise ConfigError(f"frames of {h}x{w} pixels do not fit the {self.config.model.preset}"
-                              f" U-Net: data.size must be a multiple of {div}")
-        if first.shape[1] != d.frames:
-            raise ConfigError(f"the dataset gives {first.shape[1]} frames, data.frames = "
-                              f"{d.frames}")
 
     @property
     def fps(self) -> float:
@@ -332,34 +234,12 @@ class Trainer:
 
     def _resume(self, restored: Restored) -> None:
         ckpt = restored.checkpoint
-        saved = ckpt.meta.get("unet_config")
-        if saved is not None and self.unet_config is not None:
-            diff = architecture_mismatch(saved, asdict(self.unet_config))
-            if diff:
-                raise CheckpointError(
-                    f"checkpoint {ckpt.path} was trained with another model architecture; "
-                    f"differences: {'; '.join(diff)}. Use the checkpoint's model settings or a "
-                    f"new --out"
-                )
-        old_classes = ckpt.meta.get("class_names") or []
-        if self.config.data.use_labels and old_classes != self.class_names:
-            raise ConfigError(f"cannot resume {ckpt.path}: its classes {old_classes} differ "
-                              f"from the data's {self.class_names}")
+        check_restored_model(restored, self.unet_config, self.class_names,
+                             self.config.data.use_labels)
         load_weights(self.raw, restored.model, str(ckpt.path))
         load_weights(self.ema.model, restored.ema, str(ckpt.path))
         state = restored.state
-        # optimizer moments from the checkpoint; its hyperparameters (lr, betas, weight decay)
-        # from this run's config: what the user sets on resume holds
-        hyper = [{k: v for k, v in g.items() if k != "params"}
-                 for g in self.optimizer.param_groups]
-        try:
-            self.optimizer.load_state_dict(state["optimizer"])
-        except (KeyError, ValueError) as err:
-            raise CheckpointError(f"checkpoint {ckpt.path}: its optimizer state does not fit "
-                                  f"this model ({err})") from None
-        for group, h in zip(self.optimizer.param_groups, hyper, strict=True):
-            group.pop("initial_lr", None)  # left by the LambdaLR of older checkpoints
-            group.update(h)
+        load_optimizer_state(self.optimizer, state["optimizer"], ckpt.path)
         if self.config.train.max_seconds and state.get("lr_horizon"):
             self.schedule.total = int(state["lr_horizon"])  # a time-budget run's re-aimed end
         if state.get("scaler"):
@@ -407,31 +287,10 @@ class Trainer:
         return torch.cat(ts), torch.cat(noises), torch.stack(drops)
 
     def _cond(self, batch: dict[str, Any], drops: torch.Tensor) -> dict[str, Any]:
-        """The model's condition keywords. In joint image+video batches (K > 0) class labels,
-        text and the condition dropout are per frame slot: the F clip frames carry the clip's
-        label or caption, each of the K images its own clip's."""
-        d = self.config.data
-        cond: dict[str, Any] = {}
-        if d.num_images:
-            cond["num_images"] = d.num_images
-        if d.lowres_size is not None:  # upsampler: the clip's average pooling
-            cond["lowres"] = downsample_to(batch["video"].to(self.device), d.lowres_size)
-        if not self.conditional:
-            return cond
-        slots = _frame_slots(d.frames, d.num_images, self.device)  # (F + K,) -> 0 .. K
-        keep = drops >= self.config.train.cond_drop_prob  # (B, 1 + K) False: dropped
-        if self.unet_config.num_classes is not None and d.use_labels:
-            labels = batch["label"].to(self.device)  # (B, 1 + K)
-            keep = keep & (labels >= 0)  # unlabelled items (-1) train the null condition
-            cond["class_labels"] = _per_slot(labels.clamp(min=0), slots)
-        if self.text_encoder is not None:
-            captions = [c for row in batch["caption"] for c in row]  # B x (1 + K), row-major
-            emb, mask = self.text_encoder(captions, self.device)  # (B (1 + K), L, D)
-            b = len(batch["caption"])
-            emb, mask = emb.view(b, -1, *emb.shape[1:]), mask.view(b, -1, mask.shape[-1])
-            cond["text_emb"], cond["text_mask"] = _per_slot(emb, slots), _per_slot(mask, slots)
-        cond["cond_mask"] = _per_slot(keep, slots)
-        return cond
+        """The model's condition keywords for `batch` (`vidiff.train.conditions`)."""
+        return batch_conditions(batch, drops, self.config,
+                                self.unet_config if self.conditional else None,
+                                self.text_encoder, self.device)
 
     def _micro_step(self, batch: dict[str, Any], position: int, sync: bool) -> torch.Tensor:
         x0 = batch["video"].to(self.device, non_blocking=True)  # (B, C, F + K, H, W)
@@ -551,108 +410,14 @@ class Trainer:
         return make_loader(self.train_data, order, d.workers,
                            pin_memory=self.device.type == "cuda")
 
-    def _spend(self, budget: TimeBudget) -> bool:
-        """Count a step against `budget`; past warmup, aim the end of the LR decay at the
-        step where the budget will end (the mean rate so far, re-estimated every step). True
-        when the budget allows no further step (rank 0 decides, so every process stops at
-        the same step with the same LR)."""
-        budget.done_step()
-        t = self.config.train
-        # rank 0's clock decides for all: [stop, LR horizon] (float64 holds any step exactly)
-        decision = torch.tensor([float(not budget.another()),
-                                 float(budget.horizon(self.step, cap=t.steps))],
-                                dtype=torch.float64, device=self.device)
-        if self.dist.distributed:
-            torch.distributed.broadcast(decision, 0)
-        if self.step >= self.schedule.warmup:
-            self.schedule.total = int(decision[1])
-        return bool(decision[0])
-
     def run(self, until: int | None = None) -> TrainResult:
         """Train to ``train.steps`` (or stop after step `until`, with a checkpoint, as an
         interruption would); checkpoints, samples and logs along the way. SIGINT or SIGTERM
         ends the current step, writes a checkpoint and returns (`TrainResult.interrupted`);
-        a second one stops at once."""
-        t = self.config.train
-        end = t.steps if until is None else min(until, t.steps)
-        start_time = time.perf_counter()
-        result = TrainResult(self.step, None, self.out, self.last_checkpoint)
-        if self.dist.is_main:
-            (self.out / "config.json").write_text(json.dumps(self.config.to_dict(), indent=2))
-        if self.step >= end:
-            self._print(f"already at step {self.step} of {t.steps}: nothing to train "
-                        f"(raise --steps to go on)")
-            result.seconds = time.perf_counter() - start_time
-            return result
-        self._print(self._banner())
-        logger = RunLogger(self.out, t.tensorboard, self.step) if self.dist.is_main else None
-        stop = StopSignals("finishing this step, then writing a checkpoint (again: stop now)")
-        try:
-            with stop:
-                self._loop(end, result, logger, stop)
-        finally:
-            if logger is not None:
-                logger.close()
-        result.step, result.checkpoint = self.step, self.last_checkpoint
-        result.seconds = time.perf_counter() - start_time
-        self._print(f"done: step {self.step}, {result.seconds:.0f} s, checkpoint "
-                    f"{self.last_checkpoint}")
-        return result
+        a second one stops at once. See `vidiff.train.loop`."""
+        from vidiff.train.loop import run
 
-    def _banner(self) -> str:
-        d = self.config.data
-        shape = f"{d.frames}{f'+{d.num_images}' if d.num_images else ''}x{d.size}x{d.size}"
-        return (f"data: {_describe_data(self.dataset, self.class_names)}; "
-                f"{self.num_params / 1e6:.2f}M parameters, {self.dist.world} process(es) on "
-                f"{self.device}, {self.global_batch} videos per step of {shape}, warmup "
-                f"{self.schedule.warmup} steps, out: {self.out}")
-
-    def _loop(self, end: int, result: TrainResult, logger: RunLogger | None,
-              stop: StopSignals) -> None:
-        from tqdm.auto import tqdm
-
-        t = self.config.train
-        sample_every = t.ckpt_every if t.sample_every is None else t.sample_every
-        batches = self.batches()
-        budget = TimeBudget(t.max_seconds, t.budget_clock) if t.max_seconds else None
-        meter = _Meter(self.global_batch)
-        bar = tqdm(total=t.steps, initial=self.step, desc="train", unit="step",
-                   disable=not (self.dist.is_main and t.progress), dynamic_ncols=True)
-        self.raw.train()
-        try:
-            while self.step < end:
-                meter.add(*self.train_step(batches))
-                bar.update(1)
-                out_of_time = budget is not None and self._spend(budget)
-                signalled = distributed.any_rank(stop.requested is not None, self.dist)
-                last = self.step == end or out_of_time or signalled
-                if self.step % max(1, t.log_every) == 0 or last:
-                    record = meter.record(self.step, self.optimizer.param_groups[0]["lr"])
-                    result.loss = record["loss"]
-                    bar.set_postfix(loss=f"{record['loss']:.4f}",
-                                    vid_s=f"{record['videos_s']:.1f}")
-                    if logger is not None:
-                        logger.log(record)
-                if (t.ckpt_every and self.step % t.ckpt_every == 0) or last:
-                    self.save()
-                if signalled:
-                    result.interrupted = stop.requested or signal.SIGTERM
-                    self._print(f"stopped by a signal after step {self.step}; checkpoint "
-                                f"{self.last_checkpoint}. Run the same command again to "
-                                f"resume")
-                    break
-                final = self.step == t.steps or out_of_time
-                if (sample_every and self.step % sample_every == 0) or final:
-                    self.raw.eval()
-                    result.samples += self.write_samples()
-                    self.raw.train()
-                if out_of_time:
-                    self._print(f"time budget of {t.max_seconds:g} s spent at step "
-                                f"{self.step} (train.max_seconds)")
-                    break
-        finally:
-            bar.close()
-            del batches
+        return run(self, until)
 
     def close(self) -> None:
         """Release the run folder's lock and leave the process group if this trainer joined
@@ -665,68 +430,6 @@ class Trainer:
         lock = getattr(self, "lock", None)
         if lock is not None:
             lock.release()
-
-
-class _Meter:
-    """Losses and timing of the steps since the last log record."""
-
-    def __init__(self, global_batch: int):
-        self.global_batch = global_batch
-        self.start_wall, self.start_cpu = time.perf_counter(), time.process_time()
-        self._reset()
-
-    def _reset(self) -> None:
-        self.losses: list[float] = []
-        self.norm, self.since = 0.0, time.perf_counter()
-
-    def add(self, loss: float, norm: float) -> None:
-        self.losses.append(loss)
-        self.norm = norm
-
-    def record(self, step: int, lr: float) -> dict[str, Any]:
-        """The log record of the interval, which then starts anew."""
-        seconds = max(time.perf_counter() - self.since, 1e-9)
-        n = len(self.losses)
-        record = {
-            "step": step,
-            "loss": sum(self.losses) / max(1, n),
-            "lr": lr,
-            "grad_norm": self.norm,
-            "it_s": n / seconds,
-            "videos_s": n * self.global_batch / seconds,
-            "elapsed_s": time.perf_counter() - self.start_wall,
-            "cpu_s": time.process_time() - self.start_cpu,  # this process, all threads
-        }
-        self._reset()
-        return record
-
-
-def _frame_slots(frames: int, num_images: int, device: torch.device) -> torch.Tensor:
-    """(F + K,) int64: which condition each frame slot takes (0: the clip's, j: image j's)."""
-    return torch.cat([torch.zeros(frames, dtype=torch.long),
-                      torch.arange(1, num_images + 1)]).to(device)
-
-
-def _per_slot(values: torch.Tensor, slots: torch.Tensor) -> torch.Tensor:
-    """(B, 1 + K, ...) per clip and image -> (B,  ...) without images, else (B, F + K, ...)."""
-    if values.shape[1] == 1:
-        return values[:, 0]  # one condition per sample: the model's (B, ...) form
-    return values.index_select(1, slots)
-
-
-def _describe_data(dataset, class_names: list[str]) -> str:
-    """What the data banner says: videos, classes, unreadable files skipped."""
-    entries = getattr(dataset, "entries", None)
-    text = (f"{len(entries)} videos" if entries is not None else f"{len(dataset)} clips")
-    if entries is not None and len(dataset) != len(entries):
-        text += f" ({len(dataset)} clips)"
-    if class_names:
-        text += f" in {len(class_names)} classes"
-    bad = getattr(dataset, "bad_paths", None)
-    if bad is not None:
-        text += f", {len(bad)} unreadable skipped"
-    root = getattr(dataset, "root", None)
-    return f"{text} from {root}" if root is not None else f"{text} ({type(dataset).__name__})"
 
 
 def train(config: RunConfig, *, until: int | None = None, **kwargs) -> TrainResult:
