@@ -62,6 +62,8 @@ def test_read_only_out_for_train_sample_extend_eval(run_dir, tmp_path, capsys):
                  ["upsample", str(run_dir), "--out", f"{place}/u.mp4"]):
         line = _one_line(cli_error(capsys, argv))
         assert f"{place}/" in line and "cannot create" in line, argv
+    line = _one_line(cli_error(capsys, ["demo", "--out", f"{place}/demo"]))
+    assert place in line
     clips = tmp_path / "clips.npy"
     np.save(clips, np.zeros((2, 3, 4, 16, 16), np.uint8))
     line = _one_line(cli_error(capsys, ["eval", "-g", str(clips), "-r", "bouncing_balls",

@@ -230,7 +230,7 @@ def _start(out, *extra, steps=100000):
     cmd = [sys.executable, "-m", "vidiff", "train", "--out", str(out), "--steps", str(steps),
            "--set", *TINY, "train.sample_every=0", *extra]
     return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env=dict(os.environ, OMP_NUM_THREADS="1"))
+                            env=dict(os.environ, OMP_NUM_THREADS="1"), start_new_session=True)
 
 
 def _wait_for_steps(out, n, proc, timeout=120):
@@ -244,14 +244,20 @@ def _wait_for_steps(out, n, proc, timeout=120):
     raise AssertionError("the run did not start")
 
 
-@pytest.mark.parametrize("sig, code", [("SIGINT", 130), ("SIGTERM", 143)])
-def test_signal_writes_a_checkpoint_and_says_how_to_resume(tmp_path, sig, code):
+@pytest.mark.parametrize("sig, code, workers", [("SIGINT", 130, 0), ("SIGTERM", 143, 0),
+                                                ("SIGINT", 130, 2)])
+def test_signal_writes_a_checkpoint_and_says_how_to_resume(tmp_path, sig, code, workers):
+    """With DataLoader workers too: Ctrl-C reaches the whole process group, and the workers
+    leave it to the main process (they would otherwise die and break the last step)."""
     import signal
 
     out = tmp_path / "r"
-    proc = _start(out)
+    proc = _start(out, f"data.workers={workers}")
     _wait_for_steps(out, 3, proc)
-    proc.send_signal(getattr(signal, sig))
+    if workers:  # as a terminal does: the signal goes to every process of the group
+        os.killpg(proc.pid, getattr(signal, sig))
+    else:
+        proc.send_signal(getattr(signal, sig))
     stdout, stderr = proc.communicate(timeout=60)
     assert proc.returncode == code, stderr
     step = load_checkpoint(out).step

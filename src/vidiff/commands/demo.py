@@ -124,8 +124,14 @@ def _check(args) -> list[tuple]:
 def run(args: argparse.Namespace) -> int:
     threads = torch.get_num_threads()
     torch.set_num_threads(1 if threads <= 2 else threads)  # small tensors: avoid oversubscribing
+    from vidiff.cli import CommandError
+    from vidiff.io import OutputPathError, check_output_dir
+
+    try:
+        check_output_dir(args.out)
+    except OutputPathError as err:
+        raise CommandError(str(err)) from None
     start = time.time()
-    args.out.mkdir(parents=True, exist_ok=True)
     _videos(args, args.out)
     print(f"wrote data, noise and sample videos (gif, mp4) to {args.out}/")
     rows = _check(args)
