@@ -280,3 +280,21 @@ def test_second_ctrl_c_stops_at_once(tmp_path):
     _, stderr = proc.communicate(timeout=60)
     assert proc.returncode == 130 and "interrupted" in stderr
     RunLock(out).acquire().release()  # the lock went with the process
+
+
+def test_banner_counts_videos_classes_and_skipped_files(tmp_path, capsys):
+    import numpy as np
+
+    from vidiff.io import write_video
+
+    data = tmp_path / "videos"
+    for label in ("cats", "dogs"):
+        clip = torch.from_numpy(np.random.default_rng(0).uniform(-1, 1, (3, 6, 16, 16)))
+        write_video(data / label / "a.mp4", clip.float(), fps=8)
+    (data / "dogs" / "broken.mp4").write_bytes(b"not a video" * 20)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        train(tiny_config(tmp_path / "r", "data.source=folder", f"data.path={data}", steps=1))
+    banner = [line for line in capsys.readouterr().out.splitlines() if "data:" in line][0]
+    assert "2 videos in 2 classes, 1 unreadable skipped" in banner
+    assert any("broken.mp4" in str(w.message) for w in caught)

@@ -183,3 +183,21 @@ def test_images_and_joint_batches_sample():
     img = vidiff.sample(lambda x, t: torch.zeros_like(x), (2, 3, 4, 4), diffusion=diffusion,
                         sampler="dpmpp_2m", steps=3)
     assert img.shape == (2, 3, 4, 4)
+
+
+def test_clip_x0_is_on_by_default_and_can_be_turned_off():
+    """A denoiser whose x0 estimate is 3 everywhere: DDIM (eta 0) ends at the clipped estimate
+    1 by default (data in [-1, 1]) and at 3 with clip_x0=False (data outside that range)."""
+    import inspect
+
+    assert inspect.signature(vidiff.sample).parameters["clip_x0"].default is True
+    assert "clip_x0=False" in vidiff.sample.__doc__
+    diffusion = vidiff.Diffusion(prediction="x0")
+    denoiser = lambda x, t: torch.full_like(x, 3.0)  # noqa: E731
+    g = torch.Generator().manual_seed(0)
+    clipped = vidiff.sample(denoiser, (2, 3, 4, 8, 8), diffusion=diffusion, sampler="ddim",
+                            steps=10, generator=g)
+    free = vidiff.sample(denoiser, (2, 3, 4, 8, 8), diffusion=diffusion, sampler="ddim",
+                         steps=10, generator=g, clip_x0=False)
+    torch.testing.assert_close(clipped, torch.ones_like(clipped), atol=1e-3, rtol=0)
+    torch.testing.assert_close(free, torch.full_like(free, 3.0), atol=3e-3, rtol=0)

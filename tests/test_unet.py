@@ -415,3 +415,21 @@ def test_torch_compile_inductor_matches_eager():
         out = torch.compile(model)(x, T2, **cond)
         torch.testing.assert_close(out, model(x, T2, **cond), atol=1e-5, rtol=1e-4)
     torch._dynamo.reset()
+
+
+def test_1x1_convolution_gradients_keep_the_parameter_layout():
+    """DDP's buckets follow the parameters' layout; a channels-last 1x1 convolution's own
+    backward returned its weight gradient channels-last (strides (I, 1, I, I)), which made
+    every DDP rank warn and copy. `Conv1x1` computes the same thing as a matrix product."""
+    from vidiff.models.blocks import Conv1x1
+
+    conv = Conv1x1(8, 16)
+    x = torch.randn(2, 8, 5, 5).contiguous(memory_format=torch.channels_last).requires_grad_()
+    y = conv(x)
+    torch.testing.assert_close(y, torch.nn.functional.conv2d(x, conv.weight, conv.bias))
+    assert y.is_contiguous(memory_format=torch.channels_last)
+    y.square().sum().backward()
+    assert conv.weight.grad.stride() == conv.weight.stride()
+    ref = torch.nn.Conv2d(8, 16, 1)
+    ref.load_state_dict(conv.state_dict())  # the same parameters and keys as nn.Conv2d
+    assert list(ref.state_dict()) == list(conv.state_dict())
