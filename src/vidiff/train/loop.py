@@ -40,6 +40,7 @@ def _spend(trainer: Trainer, budget: TimeBudget) -> bool:
         trainer.schedule.total = int(decision[1])
     return bool(decision[0])
 
+
 def run(trainer: Trainer, until: int | None = None) -> TrainResult:
     """Train to ``train.steps`` (or stop after step `until`, with a checkpoint, as an
     interruption would); checkpoints, samples and logs along the way. SIGINT or SIGTERM
@@ -52,11 +53,11 @@ def run(trainer: Trainer, until: int | None = None) -> TrainResult:
     if trainer.dist.is_main:
         (trainer.out / "config.json").write_text(json.dumps(trainer.config.to_dict(), indent=2))
     if trainer.step >= end:
-        trainer._print(f"already at step {trainer.step} of {t.steps}: nothing to train "
+        trainer.say(f"already at step {trainer.step} of {t.steps}: nothing to train "
                     f"(raise --steps to go on)")
         result.seconds = time.perf_counter() - start_time
         return result
-    trainer._print(_banner(trainer))
+    trainer.say(_banner(trainer))
     logger = RunLogger(trainer.out, t.tensorboard, trainer.step) if trainer.dist.is_main else None
     stop = StopSignals("finishing this step, then writing a checkpoint (again: stop now)")
     try:
@@ -67,11 +68,13 @@ def run(trainer: Trainer, until: int | None = None) -> TrainResult:
             logger.close()
     result.step, result.checkpoint = trainer.step, trainer.last_checkpoint
     result.seconds = time.perf_counter() - start_time
-    trainer._print(f"done: step {trainer.step}, {result.seconds:.0f} s, checkpoint "
+    trainer.say(f"done: step {trainer.step}, {result.seconds:.0f} s, checkpoint "
                 f"{trainer.last_checkpoint}")
     return result
 
+
 def _banner(trainer: Trainer) -> str:
+    """The line a run starts with: the data found, the model, the batch, the warmup."""
     d = trainer.config.data
     shape = f"{d.frames}{f'+{d.num_images}' if d.num_images else ''}x{d.size}x{d.size}"
     return (f"data: {describe_dataset(trainer.dataset, trainer.class_names)}; "
@@ -79,8 +82,11 @@ def _banner(trainer: Trainer) -> str:
             f"{trainer.device}, {trainer.global_batch} videos per step of {shape}, warmup "
             f"{trainer.schedule.warmup} steps, out: {trainer.out}")
 
+
 def _loop(trainer: Trainer, end: int, result: TrainResult, logger: RunLogger | None,
           stop: StopSignals) -> None:
+    """Steps until `end`, the time budget or a signal; logs, checkpoints and samples at their
+    intervals and after the last step (no samples after a signal: exit quickly)."""
     from tqdm.auto import tqdm
 
     t = trainer.config.train
@@ -109,7 +115,7 @@ def _loop(trainer: Trainer, end: int, result: TrainResult, logger: RunLogger | N
                 trainer.save()
             if signalled:
                 result.interrupted = stop.requested or signal.SIGTERM
-                trainer._print(f"stopped by a signal after step {trainer.step}; checkpoint "
+                trainer.say(f"stopped by a signal after step {trainer.step}; checkpoint "
                             f"{trainer.last_checkpoint}. Run the same command again to "
                             f"resume")
                 break
@@ -119,7 +125,7 @@ def _loop(trainer: Trainer, end: int, result: TrainResult, logger: RunLogger | N
                 result.samples += trainer.write_samples()
                 trainer.raw.train()
             if out_of_time:
-                trainer._print(f"time budget of {t.max_seconds:g} s spent at step "
+                trainer.say(f"time budget of {t.max_seconds:g} s spent at step "
                             f"{trainer.step} (train.max_seconds)")
                 break
     finally:

@@ -133,7 +133,7 @@ class Trainer:
         if t.precision == "fp16" and self.device.type != "cuda":
             raise ConfigError("train.precision = fp16 needs a CUDA device; use bf16 or fp32")
         for note in inert_settings(config):
-            self._print(f"warning: {note}")
+            self.say(f"warning: {note}")
         restored = self._restore_point()
 
         # data --------------------------------------------------------------------------------
@@ -208,7 +208,7 @@ class Trainer:
         """The checkpoint to resume from (none for a new run), its settings checked."""
         restored, allowed = resume_point(self.config, self.out)
         if allowed:
-            self._print(f"resuming with changed settings: {'; '.join(allowed)}")
+            self.say(f"resuming with changed settings: {'; '.join(allowed)}")
         return restored
 
     @property
@@ -252,9 +252,10 @@ class Trainer:
         self.step = int(state["step"])
         self.position = int(state.get("data_position", self.step * self.global_batch))
         self.last_checkpoint = ckpt.path
-        self._print(f"resumed from {ckpt.path} at step {self.step}")
+        self.say(f"resumed from {ckpt.path} at step {self.step}")
 
-    def _print(self, message: str) -> None:
+    def say(self, message: str) -> None:
+        """Print a `[vidiff train]` line (rank 0, unless the trainer was built with echo=False)."""
         if self.echo and self.dist.is_main:
             from tqdm.auto import tqdm
 
@@ -395,7 +396,7 @@ class Trainer:
             stem = self.out / "samples" / f"step_{self.step:08d}"
             for suffix in (".mp4", ".gif", ".png"):
                 paths.append(write_video(stem.with_suffix(suffix), videos, fps=self.fps))
-            self._print(f"samples: {stem}.mp4 / .gif / .png")
+            self.say(f"samples: {stem}.mp4 / .gif / .png")
         distributed.barrier(self.dist)
         return paths
 
