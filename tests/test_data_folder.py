@@ -300,3 +300,20 @@ def test_recursive_scan_webm_and_hidden_files(tmp_path):
     assert [e.rel for e in ds.entries] == ["A/deeper/x.webm", "top.mp4"]
     assert ds.class_names == ["A"] and [int(ds[i]["label"]) for i in range(2)] == [0, -1]
     assert torch.allclose(gray_level(ds[0]["video"]), torch.tensor([0.0, 24, 48]), atol=3)
+
+
+@pytest.mark.parametrize("shape, size", [((5, 72, 128, 3), (32, 32)), ((3, 144, 176, 3), (64, 48)),
+                                         ((2, 20, 30, 3), (64, 64)), ((2, 64, 64, 3), (64, 64))])
+@pytest.mark.parametrize("crop", ["center", "random"])
+def test_uint8_resize_crop_equals_the_float_path(shape, size, crop):
+    """The fast path (resize and crop the bytes, convert at the final size) gives the clip of
+    the float path: the same crop, values within the rounding to 256 levels."""
+    from vidiff.data.folder import resize_crop, resize_crop_frames
+    from vidiff.io import from_uint8
+
+    frames = torch.randint(0, 256, shape, dtype=torch.uint8,
+                           generator=torch.Generator().manual_seed(3))
+    slow = resize_crop(from_uint8(frames), size, crop, torch.Generator().manual_seed(7))
+    fast = from_uint8(resize_crop_frames(frames, size, crop, torch.Generator().manual_seed(7)))
+    assert fast.shape == slow.shape == (3, shape[0], *size)
+    assert (fast - slow).abs().max() <= 1.0 / 127.5 + 1e-6

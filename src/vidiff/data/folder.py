@@ -161,6 +161,44 @@ def _size_pair(size: int | tuple[int, int]) -> tuple[int, int]:
     return int(h), int(w)
 
 
+def _cover(h: int, w: int, size: tuple[int, int]) -> tuple[int, int]:
+    """The smallest (height, width) that covers `size` with the aspect ratio of h x w kept."""
+    th, tw = size
+    scale = max(th / h, tw / w)
+    return max(th, round(h * scale)), max(tw, round(w * scale))
+
+
+def _crop_offset(nh: int, nw: int, size: tuple[int, int], crop: str,
+                 generator: torch.Generator | None) -> tuple[int, int]:
+    th, tw = size
+    if crop == "random":  # y, then x, from the generator
+        y = int(torch.randint(nh - th + 1, (1,), generator=generator))
+        x = int(torch.randint(nw - tw + 1, (1,), generator=generator))
+        return y, x
+    return (nh - th) // 2, (nw - tw) // 2
+
+
+def resize_crop_frames(
+    frames: torch.Tensor,
+    size: tuple[int, int],
+    crop: str = "center",
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """`resize_crop` on uint8 frames ``(F, H, W, C)``, returning uint8 ``(F, h, w, C)``: the
+    same geometry and the same bilinear antialiased filter, computed on bytes before any float
+    conversion (torch's uint8 channels-last kernel), so the float step happens at the clip's
+    final size. Values equal `resize_crop`'s rounded to the nearest of the 256 levels (within
+    one level)."""
+    f, h, w, c = frames.shape
+    nh, nw = _cover(h, w, size)
+    if (nh, nw) != (h, w):
+        x = frames.permute(0, 3, 1, 2)  # (F, H, W, C) -> (F, C, H, W): a channels-last view
+        x = F.interpolate(x, size=(nh, nw), mode="bilinear", antialias=True, align_corners=False)
+        frames = x.permute(0, 2, 3, 1)  # (F, C, nh, nw) -> (F, nh, nw, C)
+    y, x0 = _crop_offset(nh, nw, size, crop, generator)
+    return frames[:, y : y + size[0], x0 : x0 + size[1]]
+
+
 def resize_crop(
     video: torch.Tensor,
     size: tuple[int, int],
@@ -174,19 +212,14 @@ def resize_crop(
     """
     c, f, h, w = video.shape
     th, tw = size
-    scale = max(th / h, tw / w)
-    nh, nw = max(th, round(h * scale)), max(tw, round(w * scale))
+    nh, nw = _cover(h, w, size)
     if (nh, nw) != (h, w):
         frames = video.transpose(0, 1)  # (C, F, H, W) -> (F, C, H, W)
         frames = F.interpolate(
             frames, size=(nh, nw), mode="bilinear", antialias=True, align_corners=False
         )
         video = frames.transpose(0, 1)  # (F, C, nh, nw) -> (C, F, nh, nw)
-    if crop == "random":
-        y = int(torch.randint(nh - th + 1, (1,), generator=generator))
-        x = int(torch.randint(nw - tw + 1, (1,), generator=generator))
-    else:
-        y, x = (nh - th) // 2, (nw - tw) // 2
+    y, x = _crop_offset(nh, nw, size, crop, generator)
     return video[:, :, y : y + th, x : x + tw].clamp(-1.0, 1.0).contiguous()
 
 
@@ -475,8 +508,9 @@ class VideoFolder(_FolderDataset):
         entry = self.entries[i]
         start = self._clip_start(i, clip, clips, generator)
         frames, src, real = self._read(i, start)
-        video = from_uint8(to_rgb(frames))  # (F, H, W, C) uint8 -> (3, F, H, W)
-        video = resize_crop(video, self.size, self.crop, generator)
+        # resize and crop the bytes, then convert the clip at its final size
+        frames = resize_crop_frames(to_rgb(frames), self.size, self.crop, generator)
+        video = from_uint8(frames)  # (F, h, w, 3) uint8 -> (3, F, h, w) float
         return {
             "video": video,
             "label": torch.tensor(entry.label, dtype=torch.int64),
@@ -548,8 +582,8 @@ class VideoFolderFrames(Dataset):
                     if t == 0:
                         raise
                     t, frame = 0, read_video(entry.path, 0, max_frames=1)
-                image = from_uint8(to_rgb(frame))  # (1, H, W, C) -> (3, 1, H, W)
-                image = resize_crop(image, v.size, v.crop, g)[:, 0]
+                frame = resize_crop_frames(to_rgb(frame), v.size, v.crop, g)
+                image = from_uint8(frame)[:, 0]  # (1, h, w, 3) -> (3, h, w)
             except _READ_ERRORS as e:
                 v._mark_bad(entry, e)
                 continue
@@ -610,7 +644,7 @@ class ImageFolder(_FolderDataset):
         with Image.open(entry.path) as im:
             array = np.asarray(im.convert("RGB"))
         frame = torch.from_numpy(array.copy())[None]  # (1, H, W, 3)
-        image = resize_crop(from_uint8(frame), self.size, self.crop, generator)[:, 0]
+        image = from_uint8(resize_crop_frames(frame, self.size, self.crop, generator))[:, 0]
         return {
             "image": image,
             "label": torch.tensor(entry.label, dtype=torch.int64),
