@@ -189,14 +189,37 @@ def resize_crop_frames(
     conversion (torch's uint8 channels-last kernel), so the float step happens at the clip's
     final size. Values equal `resize_crop`'s rounded to the nearest of the 256 levels (within
     one level)."""
-    f, h, w, c = frames.shape
-    nh, nw = _cover(h, w, size)
-    if (nh, nw) != (h, w):
+    nh, nw = _cover(*frames.shape[1:3], size)
+    return _resize_crop_at(frames, (nh, nw, *_crop_offset(nh, nw, size, crop, generator)), size)
+
+
+def _resize_crop_at(frames: torch.Tensor, geometry: tuple[int, int, int, int],
+                    size: tuple[int, int]) -> torch.Tensor:
+    """uint8 (F, H, W, C) resized to (nh, nw) and cropped at (y, x) to `size`."""
+    nh, nw, y, x0 = geometry
+    if (nh, nw) != tuple(frames.shape[1:3]):
         x = frames.permute(0, 3, 1, 2)  # (F, H, W, C) -> (F, C, H, W): a channels-last view
         x = F.interpolate(x, size=(nh, nw), mode="bilinear", antialias=True, align_corners=False)
         frames = x.permute(0, 2, 3, 1)  # (F, C, nh, nw) -> (F, nh, nw, C)
-    y, x0 = _crop_offset(nh, nw, size, crop, generator)
     return frames[:, y : y + size[0], x0 : x0 + size[1]]
+
+
+class _FitFrames:
+    """`resize_crop_frames` one decoded frame at a time (a `read_video` ``frame_fn``): RGB,
+    resized and cropped as each frame arrives, so a clip never holds full-resolution frames.
+    The crop offset is drawn from the generator at the first frame, as `resize_crop` draws it."""
+
+    def __init__(self, size: tuple[int, int], crop: str, generator: torch.Generator | None):
+        self.size, self.crop, self.generator = size, crop, generator
+        self.geometry: tuple[int, int, int, int] | None = None  # (nh, nw, y, x)
+
+    def __call__(self, frame: np.ndarray) -> torch.Tensor:
+        rgb = to_rgb(torch.from_numpy(np.ascontiguousarray(frame)))  # (H, W, 3) uint8
+        if self.geometry is None:
+            nh, nw = _cover(*rgb.shape[:2], self.size)
+            self.geometry = (nh, nw, *_crop_offset(nh, nw, self.size, self.crop,
+                                                   self.generator))
+        return _resize_crop_at(rgb[None], self.geometry, self.size)[0].contiguous()
 
 
 def resize_crop(
@@ -474,24 +497,25 @@ class VideoFolder(_FolderDataset):
             return (lo + hi) // 2
         return int(torch.randint(lo, hi + 1, (1,), generator=g))
 
-    def _read(self, i: int, start: int) -> tuple[torch.Tensor, torch.Tensor, int]:
-        """uint8 frames (frames, H, W, 3), the source indices, the count before padding."""
+    def _read(self, i: int, start: int, fit: _FitFrames
+              ) -> tuple[torch.Tensor, torch.Tensor, int]:
+        """uint8 frames (frames, h, w, 3) resized and cropped by `fit` as they are decoded,
+        the source indices, the count before padding."""
         entry = self.entries[i]
         step = self._step(i)
         wanted = [start + int(round(k * step)) for k in range(self.frames)]  # (frames,)
         integral = self.fps is None
         end = wanted[-1] + 1
         try:
-            if integral:
-                got = read_video(entry.path, start, end, self.stride)
-            else:
-                got = read_video(entry.path, start, end)
+            got = read_video(entry.path, start, end, self.stride if integral else 1,
+                             frame_fn=fit)
         except VideoReadError:
             if start == 0:
                 raise
             # the header overstated the length (an estimate, or truncation): from the start
             start, wanted = 0, [w - start for w in wanted]
-            got = read_video(entry.path, 0, wanted[-1] + 1, self.stride if integral else 1)
+            got = read_video(entry.path, 0, wanted[-1] + 1, self.stride if integral else 1,
+                             frame_fn=fit)
         # the positions of the wanted frames in what was decoded
         pos = [k for k in range(self.frames)] if integral else [w - start for w in wanted]
         real = sum(p < got.shape[0] for p in pos)
@@ -507,9 +531,8 @@ class VideoFolder(_FolderDataset):
         i, clip, clips = self._locate(index)
         entry = self.entries[i]
         start = self._clip_start(i, clip, clips, generator)
-        frames, src, real = self._read(i, start)
-        # resize and crop the bytes, then convert the clip at its final size
-        frames = resize_crop_frames(to_rgb(frames), self.size, self.crop, generator)
+        # each frame resized and cropped as bytes when decoded; the float step at the end
+        frames, src, real = self._read(i, start, _FitFrames(self.size, self.crop, generator))
         video = from_uint8(frames)  # (F, h, w, 3) uint8 -> (3, F, h, w) float
         return {
             "video": video,

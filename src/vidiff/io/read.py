@@ -13,6 +13,7 @@ import os
 import re
 import sys
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -100,6 +101,8 @@ def _finish(path: Path, frames: list[np.ndarray], start: int, total: int | None 
             raise VideoReadError(path, "the video has no frames")
         of = f" (the video has {total} frames)" if total is not None else ""
         raise VideoReadError(path, f"no frames at or after frame {start}{of}")
+    if isinstance(frames[0], torch.Tensor):
+        return torch.stack(frames)
     return torch.from_numpy(np.stack(frames))
 
 
@@ -109,6 +112,7 @@ def read_video(
     end: int | None = None,
     stride: int = 1,
     max_frames: int | None = None,
+    frame_fn: FrameFn | None = None,
 ) -> torch.Tensor:
     """Decode frames ``start, start + stride, ... < end`` (at most ``max_frames``) of a video.
 
@@ -119,23 +123,34 @@ def read_video(
     ``start > 0`` the decoder seeks to the keyframe before ``start`` and reads its index from
     its timestamp (``round((pts - start_pts) * fps)``, exact for constant frame rates).
 
+    ``frame_fn`` maps each kept uint8 frame ``(H, W, C)`` (a numpy array) to what is stored
+    (e.g. a resized crop), as it is decoded: full-resolution frames are never stacked or kept.
+
     Raises `FileNotFoundError` for a missing path and `VideoReadError` for a corrupt, empty or
     frameless file or an empty range.
     """
     _check_range(start, end, stride, max_frames)
     path = Path(path)
     _check_file(path)
+    keep = frame_fn or _identity
     if path.is_dir():
-        return read_frames_folder(path, start, end, stride, max_frames)
+        return read_frames_folder(path, start, end, stride, max_frames, frame_fn=keep)
     suffix = path.suffix.lower()
     if suffix == ".npy":
-        return _read_npy(path, start, end, stride, max_frames)
+        return _read_npy(path, start, end, stride, max_frames, keep)
     if suffix == ".gif":
-        return _read_gif(path, start, end, stride, max_frames)
-    return _read_av(path, _selected(sys.maxsize, start, end, stride, max_frames))
+        return _read_gif(path, start, end, stride, max_frames, keep)
+    return _read_av(path, _selected(sys.maxsize, start, end, stride, max_frames), keep)
 
 
-def _read_npy(path: Path, start, end, stride, max_frames) -> torch.Tensor:
+FrameFn = Callable[[np.ndarray], "np.ndarray | torch.Tensor"]
+
+
+def _identity(frame: np.ndarray) -> np.ndarray:
+    return frame
+
+
+def _read_npy(path: Path, start, end, stride, max_frames, keep: FrameFn) -> torch.Tensor:
     try:
         arr = np.load(path, mmap_mode="r", allow_pickle=False)
     except (ValueError, OSError, EOFError) as e:
@@ -149,17 +164,17 @@ def _read_npy(path: Path, start, end, stride, max_frames) -> torch.Tensor:
             "several videos is read with numpy.load",
         )
     idx = _selected(arr.shape[0], start, end, stride, max_frames)
-    return _finish(path, [np.array(arr[i]) for i in idx], start, arr.shape[0])
+    return _finish(path, [keep(np.array(arr[i])) for i in idx], start, arr.shape[0])
 
 
-def _read_gif(path: Path, start, end, stride, max_frames) -> torch.Tensor:
+def _read_gif(path: Path, start, end, stride, max_frames, keep: FrameFn) -> torch.Tensor:
     try:
         with Image.open(path) as im:
             idx = _selected(getattr(im, "n_frames", 1), start, end, stride, max_frames)
             frames = []
             for i in idx:
                 im.seek(i)  # Pillow composites earlier frames (disposal) as needed
-                frames.append(np.asarray(im.convert("RGB")))
+                frames.append(keep(np.asarray(im.convert("RGB"))))
             total = getattr(im, "n_frames", 1)
     except (UnidentifiedImageError, OSError, EOFError, SyntaxError) as e:
         raise VideoReadError(path, f"not a readable GIF ({e})") from e
@@ -200,7 +215,8 @@ def _seek(container, stream, start: int) -> bool:
     return True
 
 
-def _read_av(path: Path, wanted: range, seek: bool = True) -> torch.Tensor:
+def _read_av(path: Path, wanted: range, keep: FrameFn = _identity,
+             seek: bool = True) -> torch.Tensor:
     """Decode the frames at the indices ``wanted`` (a range) from a container file.
 
     With ``seek`` and ``wanted.start > 0`` the decoder first jumps to the keyframe before the
@@ -225,7 +241,7 @@ def _read_av(path: Path, wanted: range, seek: bool = True) -> torch.Tensor:
                 if index > wanted[-1]:
                     break
                 if index in wanted:
-                    frames.append(frame.to_ndarray(format="rgb24"))
+                    frames.append(keep(frame.to_ndarray(format="rgb24")))
                 index += 1
             else:
                 ended = True
@@ -234,7 +250,7 @@ def _read_av(path: Path, wanted: range, seek: bool = True) -> torch.Tensor:
             raise VideoReadError(path, msg) from e
         listed = stream.frames
     if restart:
-        return _read_av(path, wanted, seek=False)
+        return _read_av(path, wanted, keep, seek=False)
     if not sought and not index:
         raise VideoReadError(path, "the video has no frames")
     if ended and index is not None and 0 < index < listed and len(wanted) > len(frames):
@@ -274,29 +290,33 @@ def read_frames_folder(
     end: int | None = None,
     stride: int = 1,
     max_frames: int | None = None,
+    frame_fn: FrameFn | None = None,
 ) -> torch.Tensor:
     """Read a folder of image frames (png, jpg, ...) as uint8 RGB frames ``(F, H, W, 3)``.
 
     Files are ordered naturally ("frame2" before "frame10"); hidden files are ignored. The
-    frame range works as in `read_video`, and only the selected files are opened. All frames
-    must have the same size.
+    frame range and ``frame_fn`` work as in `read_video`, and only the selected files are
+    opened. All frames must have the same size.
     """
     _check_range(start, end, stride, max_frames)
     folder = Path(folder)
     files = _frame_files(folder)
-    frames = []
+    keep = frame_fn or _identity
+    frames, first = [], None
     for i in _selected(len(files), start, end, stride, max_frames):
         try:
             with Image.open(files[i]) as im:
-                frames.append(np.asarray(im.convert("RGB")))
+                image = np.asarray(im.convert("RGB"))
         except (UnidentifiedImageError, OSError, SyntaxError) as e:
             raise VideoReadError(files[i], f"not a readable image ({e})") from e
-        if frames[-1].shape != frames[0].shape:
+        first = image.shape if first is None else first
+        if image.shape != first:
             raise VideoReadError(
                 folder,
-                f"frame {files[i].name} is {frames[-1].shape[1]}x{frames[-1].shape[0]}, "
-                f"the first selected frame is {frames[0].shape[1]}x{frames[0].shape[0]}",
+                f"frame {files[i].name} is {image.shape[1]}x{image.shape[0]}, "
+                f"the first selected frame is {first[1]}x{first[0]}",
             )
+        frames.append(keep(image))
     return _finish(folder, frames, start, len(files))
 
 
