@@ -219,7 +219,7 @@ class _FitFrames:
             nh, nw = _cover(*rgb.shape[:2], self.size)
             self.geometry = (nh, nw, *_crop_offset(nh, nw, self.size, self.crop,
                                                    self.generator))
-        return _resize_crop_at(rgb[None], self.geometry, self.size)[0].contiguous()
+        return _resize_crop_at(rgb[None], self.geometry, self.size)[0]  # a view: stacked later
 
 
 def resize_crop(

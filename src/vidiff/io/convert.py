@@ -48,8 +48,11 @@ def from_uint8(frames: torch.Tensor | np.ndarray) -> torch.Tensor:
         )
     if frames.dtype != torch.uint8:
         raise TypeError(f"expected uint8 frames, got {frames.dtype}")
-    # (..., F, H, W, C) -> (..., C, F, H, W)
-    return frames.movedim(-1, -4).float().div(127.5).sub(1.0).contiguous()
+    # (..., F, H, W, C) -> (..., C, F, H, W): converted in one copy into a contiguous
+    # float tensor, then scaled in place (the same arithmetic as float / 127.5 - 1)
+    moved = frames.movedim(-1, -4)
+    out = torch.empty(moved.shape, dtype=torch.float32)
+    return out.copy_(moved).div_(127.5).sub_(1.0)
 
 
 def to_rgb(frames: torch.Tensor) -> torch.Tensor:

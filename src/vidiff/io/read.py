@@ -242,6 +242,9 @@ def _read_av(path: Path, wanted: range, keep: FrameFn = _identity,
                     break
                 if index in wanted:
                     frames.append(keep(frame.to_ndarray(format="rgb24")))
+                    if index == wanted[-1]:  # the last one: decode no further frame
+                        index += 1
+                        break
                 index += 1
             else:
                 ended = True
