@@ -188,6 +188,7 @@ def main() -> None:
     p.add_argument("--videos", type=int, default=4, help="files per resolution")
     p.add_argument("--length", type=int, default=150, help="frames per file")
     p.add_argument("--workers", default="1,2")
+    p.add_argument("--loaders", default=None, help="comma list (default: all installed)")
     p.add_argument("--cache", default=os.path.join(tempfile.gettempdir(), "vidiff_bench_videos"))
     p.add_argument("--json", default=None)
     p.add_argument("--_child", nargs=5, default=None, help=argparse.SUPPRESS)
@@ -204,6 +205,8 @@ def main() -> None:
         loaders.append("decord")
     except ImportError:
         print("decord is not installed: its rows are skipped (torchcodec likewise)")
+    if args.loaders:
+        loaders = [name for name in args.loaders.split(",") if name in loaders]
     rows = []
     for res, (w, h) in RESOLUTIONS.items():
         root = Path(args.cache) / res
@@ -224,8 +227,8 @@ def main() -> None:
     print("\n| input | clip | workers | loader | clips/s | vs plain PyAV | peak memory (MiB) |")
     print("|---|---|---|---|---|---|---|")
     for r in rows:
-        base = next(b["clips_s"] for b in rows if b["loader"] == "plain PyAV" and all(
-            b[k] == r[k] for k in ("res", "frames", "size", "workers")))
+        base = next((b["clips_s"] for b in rows if b["loader"] == "plain PyAV" and all(
+            b[k] == r[k] for k in ("res", "frames", "size", "workers"))), float("nan"))
         print(f"| {r['res']} | {r['frames']}x{r['size']}x{r['size']} | {r['workers']} | "
               f"{r['loader']} | {r['clips_s']:.1f} | {r['clips_s'] / base:.2f} | "
               f"{r['peak_mib']:.0f} |")

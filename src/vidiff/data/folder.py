@@ -214,7 +214,9 @@ class _FitFrames:
         self.geometry: tuple[int, int, int, int] | None = None  # (nh, nw, y, x)
 
     def __call__(self, frame: np.ndarray) -> torch.Tensor:
-        rgb = to_rgb(torch.from_numpy(np.ascontiguousarray(frame)))  # (H, W, 3) uint8
+        if not (frame.flags.writeable and frame.flags.c_contiguous):  # e.g. Pillow's arrays
+            frame = np.array(frame)
+        rgb = to_rgb(torch.from_numpy(frame))  # (H, W, 3) uint8
         if self.geometry is None:
             nh, nw = _cover(*rgb.shape[:2], self.size)
             self.geometry = (nh, nw, *_crop_offset(nh, nw, self.size, self.crop,
