@@ -132,8 +132,11 @@ def test_fps_resampling(root):
 
 
 def test_short_videos_pad_or_skip(root):
+    from vidiff.data.folder import PaddedVideoWarning
+
     ds = VideoFolder(root, frames=14, size=16, offset="first")
-    item = ds[1]  # the gif has 10 frames: padded by repeating the last
+    with pytest.warns(PaddedVideoWarning, match="v_jump_02.gif"):
+        item = ds[1]  # the gif has 10 frames: padded by repeating the last
     assert int(item["num_real_frames"]) == 10
     assert item["frame_indices"].tolist() == list(range(10)) + [9] * 4
     level = gray_level(item["video"])
@@ -343,3 +346,23 @@ def test_folder_clips_equal_the_float_path_on_a_real_h264_file(tmp_path):
         slow = resize_crop(from_uint8(frames), (48, 48), "random", gen)
         assert item["video"].shape == slow.shape == (3, 6, 48, 48)
         assert (item["video"] - slow).abs().max() <= 1.0 / 127.5 + 1e-6
+
+
+def test_padding_short_videos_is_said_once_with_a_count(tmp_path):
+    from vidiff.data import VideoFolder
+    from vidiff.data.folder import PaddedVideoWarning
+
+    write_video(tmp_path / "short.mp4", ramp_video(5), fps=8)
+    write_video(tmp_path / "long.mp4", ramp_video(20), fps=8)
+    with pytest.warns(PaddedVideoWarning, match="1 of the 2 videos are shorter than a clip"):
+        ds = VideoFolder(tmp_path, frames=8, size=16, probe=True, labels=None)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # said already: reading the padded clips is silent
+        assert all(int(ds[i]["num_real_frames"]) in (5, 8) for i in range(len(ds)))
+    lazy = VideoFolder(tmp_path, frames=8, size=16, labels=None, offset="first")
+    with pytest.warns(PaddedVideoWarning, match="short.mp4 is"):
+        for i in range(len(lazy)):
+            lazy[i]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        lazy[1 if lazy.entries[1].rel == "short.mp4" else 0]  # once only

@@ -228,3 +228,23 @@ def test_real_size_i3d_state_dict_fvd(files, tmp_path):
                   "--reference-num", "4")
     assert 0 <= clean["metrics"]["fvd"] < noisy["metrics"]["fvd"]
     assert clean["settings"]["weights"]["i3d"]["kind"] == "state_dict"
+
+
+def test_clip_counts_are_said_and_small_samples_warned(tmp_path, capsys):
+    """A folder of 3 videos asked for 64 reference clips: the counts are printed, the shortfall
+    warned, and a Frechet distance on fewer clips than feature dimensions is flagged."""
+    from vidiff.io import write_video
+
+    for i in range(3):
+        write_video(tmp_path / "ref" / f"v{i}.mp4", torch.rand(3, 8, 16, 16) * 2 - 1, fps=8)
+    clips = tmp_path / "gen.npy"
+    np.save(clips, np.random.default_rng(0).integers(0, 256, (6, 8, 16, 16, 3), np.uint8))
+    out = tmp_path / "report.json"
+    assert main(["eval", "-g", str(clips), "-r", str(tmp_path / "ref"), "--reference-num", "64",
+                 "--frames", "8", "--size", "16", "--out", str(out), "--no-progress"]) == 0
+    captured = capsys.readouterr()
+    assert "clips: 6 generated, 3 reference" in captured.out
+    assert "64 reference clips were asked for" in captured.err and "gave 3" in captured.err
+    assert "FVD-lite from 3 clips per side with 26-d features" in captured.err
+    report = json.loads(out.read_text())
+    assert report["metrics"]["warnings"] and report["metrics"]["reference"]["clips"] == 3

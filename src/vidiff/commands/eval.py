@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import sys
 from pathlib import Path
 
 NAME = "eval"
@@ -228,6 +229,14 @@ def _nll(args, ref_name: str, shape: tuple, device, progress: bool) -> dict:
                                device=device, progress=progress)
 
 
+def _say_counts(generated: int, reference: int, asked: int | None, ref_name: str) -> None:
+    """How many clips each side has; a warning when the reference gave fewer than asked."""
+    print(f"clips: {generated} generated, {reference} reference")
+    if asked is not None and reference < asked:
+        print(f"vidiff eval: warning: {asked} reference clips were asked for, {ref_name!r} "
+              f"gave {reference}", file=sys.stderr)
+
+
 def _clean(value):
     """NaN / inf -> None, numpy scalars -> floats (strict JSON)."""
     if isinstance(value, dict):
@@ -300,7 +309,11 @@ def run(args: argparse.Namespace) -> int:
         save_reference(reference, args.save_reference,
                        {"reference": reference_describe, "weights": weights,
                         "settings": config.settings(), "versions": versions()})
+    asked = None if saved else (args.reference_num or generated.count)
+    _say_counts(generated.count, reference.count, asked, ref_name)
     metrics = compare(reference, generated)
+    for note in metrics["warnings"]:
+        print(f"vidiff eval: warning: {note}", file=sys.stderr)
     if args.nll:
         metrics["nll"] = _nll(args, ref_name, generated.shape, device, progress)
     report = {"metrics": metrics, "settings": {

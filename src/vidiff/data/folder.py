@@ -64,6 +64,10 @@ class SkippedVideoWarning(RuntimeWarning):
     """An unreadable video or image was skipped; the message names it."""
 
 
+class PaddedVideoWarning(RuntimeWarning):
+    """Videos shorter than a clip are padded with their last frame (said once, with a count)."""
+
+
 def epoch_generator(seed: int, epoch: int, index: int) -> torch.Generator:
     """A CPU generator seeded from ``(seed, epoch, index)``, well mixed (numpy's SeedSequence)."""
     state = np.random.SeedSequence([seed, epoch, index]).generate_state(1, dtype=np.uint64)[0]
@@ -407,6 +411,7 @@ class VideoFolder(_FolderDataset):
         if not self.entries:
             raise self._empty_error("none found")
         self._info: dict[int, tuple[int, float | None]] = {}  # entry -> (frames, fps)
+        self._padding_warned = False
         # with "all": item -> (entry index, clip number, clips of that entry)
         self._clips: list[tuple[int, int, int]] | None = None
         if probe or clips_per_video == "all":
@@ -426,6 +431,9 @@ class VideoFolder(_FolderDataset):
         if not good:
             raise self._empty_error(f"all {len(self.entries)} found are unreadable")
         self.entries, self._info = good, info  # renumbered without the unreadable ones
+        short = [e.rel for i, e in enumerate(good) if info[i][0] < self._span(i)]
+        if short and self.short == "pad":
+            self._warn_padded(short[0], len(short))
         if self.clips_per_video == "all":
             self._clips = []
             for i in range(len(self.entries)):
@@ -468,6 +476,16 @@ class VideoFolder(_FolderDataset):
                 continue
             return rate / self.stride if rate else None
         return None
+
+    def _warn_padded(self, example: str, count: int | None) -> None:
+        """Once per dataset: videos shorter than a clip are padded with their last frame."""
+        self._padding_warned = True
+        many = (f"{count} of the {len(self.entries)} videos are" if count is not None
+                else f"{example} is (the first found; others are not counted)")
+        warnings.warn(f"{many} shorter than a clip of {self.frames} frames at this stride/fps "
+                      f"(e.g. {example}): their clips are padded by repeating the last frame; "
+                      f"short='skip' (data.options.short) leaves them out", PaddedVideoWarning,
+                      stacklevel=3)
 
     def _step(self, i: int) -> float:
         """Source frames per output frame."""
@@ -525,6 +543,8 @@ class VideoFolder(_FolderDataset):
             raise VideoReadError(
                 entry.path, f"{real} frames, fewer than the {self.frames} of a clip (short='skip')"
             )
+        if real < self.frames and not self._padding_warned:
+            self._warn_padded(entry.rel, None)
         pos = [min(p, got.shape[0] - 1) for p in pos]  # pad: repeat the last frame
         src = torch.tensor([start + (p * self.stride if integral else p) for p in pos])
         return got[pos], src, real

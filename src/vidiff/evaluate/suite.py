@@ -117,8 +117,28 @@ class SetStats:
         return out
 
 
+METRIC_NAMES = {"fvd_lite": "FVD-lite", "i3d": "FVD", "inception": "FID"}
+
+
+def sample_size_warnings(reference: SetStats, generated: SetStats) -> list[str]:
+    """A sentence for each Frechet distance computed on no more clips (or frames) per side
+    than its features have dimensions: the covariance is then singular (rank <= n - 1) and
+    the distance is biased, often far, from its large-sample value."""
+    notes = []
+    for key, acc in generated.stats.items():
+        ref = reference.stats.get(key)
+        n = min(acc.count, ref.count if ref is not None else acc.count)
+        if acc.dim is not None and n <= acc.dim:
+            unit = "frames" if key == "inception" else "clips"
+            notes.append(f"{METRIC_NAMES.get(key, key)} from {n} {unit} per side with "
+                         f"{acc.dim}-d features: the covariance is singular and the distance "
+                         f"biased; use more than {acc.dim} {unit} per side")
+    return notes
+
+
 def compare(reference: SetStats, generated: SetStats) -> dict:
-    """The metrics of ``generated`` against ``reference`` (see docs/EVAL.md for each)."""
+    """The metrics of ``generated`` against ``reference`` (see docs/EVAL.md for each), with
+    ``"warnings"`` for distances on too few samples (`sample_size_warnings`)."""
     lite_r, lite_g = reference.stats["fvd_lite"], generated.stats["fvd_lite"]
     out: dict = {
         "fvd_lite": standardized_distance(lite_r, lite_g),
@@ -140,6 +160,7 @@ def compare(reference: SetStats, generated: SetStats) -> dict:
         out["ball_tracking"] = score
     out["generated"] = generated.summary()
     out["reference"] = reference.summary()
+    out["warnings"] = sample_size_warnings(reference, generated)
     return out
 
 
