@@ -161,3 +161,25 @@ def test_cuda_device_without_cuda(tmp_path, capsys):
     line = _one_line(cli_error(capsys, ["train", "--out", str(tmp_path / "r"), "--device",
                                         "cuda", *SET]))
     assert "no CUDA device" in line and "--device cpu" in line
+
+
+def test_sample_grids_are_marked_refused_by_eval_and_a_folder_gets_one_file_each(
+        run_dir, tmp_path, capsys):
+    from vidiff.io import grid_of, read_video
+
+    grid = tmp_path / "grid.mp4"
+    assert main(["sample", str(run_dir), "--out", str(grid), "--num", "4", "--steps", "2"]) == 0
+    assert grid_of(grid) == "vidiff grid: 4 videos of 16x16, 2 per row"
+    line = _one_line(cli_error(capsys, ["eval", "-g", str(grid), "-r", "bouncing_balls"]))
+    assert "holds 4 videos of 16x16, 2 per row, tiled into one file" in line
+    assert "--out DIR/" in line
+    folder = tmp_path / "each"
+    assert main(["sample", str(run_dir), "--out", f"{folder}/", "--num", "3", "--steps",
+                 "2", "--format", "gif"]) == 0
+    files = sorted(folder.iterdir())
+    assert [f.name for f in files] == [f"video_{k:04d}.gif" for k in range(3)]
+    assert all(grid_of(f) is None and read_video(f).shape[1:3] == (16, 16) for f in files)
+    capsys.readouterr()
+    assert main(["eval", "-g", str(folder), "-r", "bouncing_balls", "--frames", "4",
+                 "--no-progress"]) == 0
+    assert "clips: 3 generated" in capsys.readouterr().out

@@ -4,10 +4,13 @@ CHECKPOINT is a run folder (its newest checkpoint), a checkpoint folder
 (runs/x/checkpoints/step_*) or one of its .safetensors files. The output format follows the
 suffix of --out: .mp4 / .webm / .gif (the videos tiled into one grid video), .png (a contact
 sheet: one row per video, frames left to right) or .npy (the exact uint8 frames, shaped
-(N, F, H, W, C)).
+(N, F, H, W, C)). An --out that ends in "/" (or is a folder) gets one file per video,
+video_0000.mp4, ... (--format picks the suffix): what `vidiff eval -g DIR` scores clip by clip
+(it refuses the grid files, which would count as one clip).
 
 Examples:
   vidiff sample runs/balls --out balls.mp4 --num 16
+  vidiff sample runs/balls --out samples/ --num 64 --format mp4   # one file per video
   vidiff sample runs/balls --out sheet.png --sampler dpmpp_2m --steps 20 --seed 3
   vidiff sample runs/cond --class "two red balls" --guidance-scale 3 --out red.gif
 """
@@ -26,7 +29,10 @@ HELP = "sample videos from a checkpoint to mp4, gif, png or npy"
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("checkpoint", help="run folder, checkpoint folder or .safetensors file")
     parser.add_argument("-o", "--out", default="samples.mp4",
-                        help="output file; format by suffix: .mp4, .webm, .gif, .png, .npy")
+                        help="output file; format by suffix: .mp4, .webm, .gif, .png, .npy; "
+                             "a folder (ending in /): one file per video")
+    parser.add_argument("--format", default="mp4", choices=("mp4", "webm", "gif", "png", "npy"),
+                        help="the file format of each video when --out is a folder")
     parser.add_argument("-n", "--num", type=int, default=8, help="number of videos")
     parser.add_argument("--sampler", default=None,
                         help="ddpm, ddim or dpmpp_2m (None: the run's train.sampler)")
@@ -66,16 +72,23 @@ def _labels(text: str, names: list[str], num_classes: int) -> list[int]:
 
 def run(args: argparse.Namespace) -> int:
     from vidiff.cli import CommandError
-    from vidiff.io import WRITE_SUFFIXES, OutputPathError, check_output_file, write_video
+    from vidiff.io import (
+        WRITE_SUFFIXES,
+        OutputPathError,
+        check_output_dir,
+        check_output_file,
+        write_video,
+    )
     from vidiff.samplers import SAMPLERS
     from vidiff.train.sampling import sample_videos
 
     out = Path(args.out)
-    if out.suffix.lower() not in WRITE_SUFFIXES:
+    per_video = str(args.out).endswith(("/", "\\")) or out.is_dir()
+    if not per_video and out.suffix.lower() not in WRITE_SUFFIXES:
         raise CommandError(f"--out {args.out!r}: unknown suffix {out.suffix!r}; use one of "
-                           f"{', '.join(WRITE_SUFFIXES)}")
-    try:
-        check_output_file(out)  # before any sampling: the work is never lost
+                           f"{', '.join(WRITE_SUFFIXES)}, or a folder ending in /")
+    try:  # before any sampling: the work is never lost
+        check_output_dir(out) if per_video else check_output_file(out)
     except OutputPathError as err:
         raise CommandError(str(err)) from None
     if args.num < 1:
@@ -115,7 +128,12 @@ def run(args: argparse.Namespace) -> int:
         captions=captions, text_encoder=info.text_encoder, guidance_scale=args.guidance_scale,
         progress=True,
     )
-    write_video(out, videos.cpu(), fps=output_fps(args, info))
+    fps = output_fps(args, info)
+    if per_video:
+        for k, video in enumerate(videos.cpu()):
+            write_video(out / f"video_{k:04d}.{args.format}", video, fps=fps)
+    else:
+        write_video(out, videos.cpu(), fps=fps)
     print(f"wrote {out} ({args.num} videos of {info.frames}x{info.size}x{info.size}, "
           f"{sampler} {steps} steps, step-{info.checkpoint.step} {args.weights} weights)")
     return 0

@@ -146,13 +146,28 @@ def open_videos(path: str | os.PathLike, frames: int | None = None) -> ClipSourc
                        key=lambda p: _natural_key(p.name))
         if not files:
             raise ValueError(f"{str(path)!r} holds no videos ({', '.join(suffixes)})")
+        _refuse_grids(files)
         source = _files_source(files, {"kind": "folder", "path": str(path)})
     elif path.suffix.lower() in ARRAY_SUFFIXES:
         source = _array_source(path)
     else:
+        _refuse_grids([path])
         source = _files_source([path], {"kind": "video", "path": str(path)})
     source.frames = frames
     return source
+
+
+def _refuse_grids(files: list[Path]) -> None:
+    """A grid of several videos tiled into one file would be scored as one clip."""
+    from vidiff.io import grid_of
+
+    for file in files:
+        grid = grid_of(file)
+        if grid is not None:
+            what = grid[len("vidiff grid: "):]
+            raise ValueError(f"{str(file)!r} holds {what}, tiled into one file (a vidiff "
+                             f"sample grid), which would be scored as one clip; write one file "
+                             f"per video with vidiff sample --out DIR/, or an .npy")
 
 
 def _stack_items(dataset, count: int) -> Callable[[int], Iterator[torch.Tensor]]:

@@ -373,3 +373,24 @@ def video_info(path: str | os.PathLike) -> VideoInfo:
             n = round(seconds * fps) if fps else 0
         ctx = stream.codec_context
         return VideoInfo(n, fps, ctx.width, ctx.height, exact, ctx.name)
+
+
+def grid_of(path: str | os.PathLike) -> str | None:
+    """The description of a tiled batch when `path` is a grid video that `write_video` wrote
+    from several videos (``"vidiff grid: 8 videos of 24x24, 3 per row"``), else None."""
+    from vidiff.io.write import GRID_TAG
+
+    path = Path(path)
+    comment = ""
+    try:
+        if path.suffix.lower() == ".gif":
+            with Image.open(path) as im:
+                comment = im.info.get("comment", b"")
+                comment = comment.decode(errors="replace") if isinstance(comment, bytes) else ""
+        elif path.is_file() and path.suffix.lower() not in (".npy", ".png"):
+            with av.open(str(path)) as container:
+                comment = next((v for k, v in container.metadata.items()
+                                if k.lower() == "comment"), "")  # webm: "COMMENT"
+    except (OSError, av.error.FFmpegError, UnidentifiedImageError):
+        return None
+    return comment if comment.startswith(GRID_TAG) else None

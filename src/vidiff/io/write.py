@@ -8,6 +8,7 @@ half-written file and a failed write leaves nothing behind.
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import secrets
 import tempfile
@@ -90,7 +91,19 @@ def _pad_even(frames: torch.Tensor) -> torch.Tensor:
     return frames
 
 
-def _write_av(tmp: Path, frames: torch.Tensor, fps: float, suffix: str) -> None:
+GRID_TAG = "vidiff grid"  # the comment that marks a tiled batch (`vidiff.io.grid_of`)
+
+
+def _grid_comment(batch: torch.Tensor, nrow: int | None) -> str | None:
+    """The comment of a file that tiles several videos into one (None for one video)."""
+    b, _, h, w, _ = batch.shape
+    if b == 1:
+        return None
+    return f"{GRID_TAG}: {b} videos of {h}x{w}, {nrow or math.ceil(math.sqrt(b))} per row"
+
+
+def _write_av(tmp: Path, frames: torch.Tensor, fps: float, suffix: str,
+              comment: str | None = None) -> None:
     """Encode RGB uint8 frames (F, H, W, 3) with PyAV (yuv420p, constant quality)."""
     frames = _pad_even(frames)
     codec = _pick_codec(suffix)
@@ -98,6 +111,8 @@ def _write_av(tmp: Path, frames: torch.Tensor, fps: float, suffix: str) -> None:
     fmt = {".mp4": "mp4", ".webm": "webm"}[suffix]
     opts = {"movflags": "+faststart"} if fmt == "mp4" else {}
     with av.open(str(tmp), mode="w", format=fmt, options=opts) as container:
+        if comment:
+            container.metadata["comment"] = comment
         stream = container.add_stream(codec, rate=rate, options=dict(_CODEC_OPTIONS[codec]))
         stream.width, stream.height = frames.shape[2], frames.shape[1]
         stream.pix_fmt = "yuv420p"
@@ -109,7 +124,7 @@ def _write_av(tmp: Path, frames: torch.Tensor, fps: float, suffix: str) -> None:
         container.mux(stream.encode(None))  # flush the encoder
 
 
-def _write_gif(tmp: Path, frames: torch.Tensor, fps: float) -> None:
+def _write_gif(tmp: Path, frames: torch.Tensor, fps: float, comment: str | None = None) -> None:
     """A looping GIF through Pillow, one adaptive palette per frame."""
     images = [Image.fromarray(f) for f in frames.numpy()]
     images = [
@@ -125,6 +140,7 @@ def _write_gif(tmp: Path, frames: torch.Tensor, fps: float) -> None:
         duration=gif_durations(len(images), fps),
         disposal=1,
         optimize=False,
+        **({"comment": comment.encode()} if comment else {}),
     )
 
 
@@ -186,10 +202,11 @@ def write_video(
             _write_npy(tmp, batch)
         else:  # one video: the batch tiled into a grid
             grid = to_rgb(tile_videos(batch, nrow=nrow))
+            comment = _grid_comment(batch, nrow)  # readers can tell a grid from one video
             if suffix == ".gif":
-                _write_gif(tmp, grid, fps)
+                _write_gif(tmp, grid, fps, comment)
             else:
-                _write_av(tmp, grid, fps, suffix)
+                _write_av(tmp, grid, fps, suffix, comment)
     return path
 
 
