@@ -54,9 +54,21 @@ def pick_device(name: str) -> str:
     return name
 
 
-def output_fps(args: argparse.Namespace, info) -> float:
-    """--fps, else the frame rate of the model's training clips (checkpoint meta), else 8."""
-    return float(args.fps or info.checkpoint.meta.get("fps") or 8)
+def output_fps(args: argparse.Namespace, info, factor: float = 1.0) -> float:
+    """--fps; else the --input video's frame rate, else the model's training clips' rate
+    (checkpoint meta), else 8; times `factor` (interpolation makes `factor` frames of one)."""
+    if args.fps:
+        return float(args.fps)
+    rate = None
+    source = getattr(args, "input", None)
+    if source is not None and Path(source).suffix.lower() not in (".npy", ""):
+        from vidiff.io import VideoReadError, video_info
+
+        try:
+            rate = video_info(source).fps
+        except (VideoReadError, OSError, ValueError):
+            rate = None
+    return float(rate or info.checkpoint.meta.get("fps") or 8) * factor
 
 
 def check_common(args: argparse.Namespace) -> None:
@@ -125,45 +137,52 @@ def load(args: argparse.Namespace):
     return model, info, sampler
 
 
-def _read_frames(path: Path):
-    """uint8 (N, F, H, W, C): one video, or the N videos of an .npy batch."""
+def _read_frames(path: Path, size: int | None):
+    """uint8 (N, F, h, w, C): one video, or the N videos of an .npy batch, each frame resized
+    to cover `size` x `size` and center-cropped as it is decoded (the training data's
+    geometry, `vidiff.data.folder.resize_crop_frames`), so memory follows the model's clip
+    size, not the file's resolution. `size` None: frames as they are."""
     import numpy as np
     import torch
 
     from vidiff.cli import CommandError
+    from vidiff.data.folder import FitFrames, resize_crop_frames
     from vidiff.io import VideoReadError, read_video
 
     try:
         if path.suffix.lower() == ".npy":
-            arr = np.load(path, allow_pickle=False)
+            arr = np.load(path, mmap_mode="r", allow_pickle=False)
             if arr.ndim == 5 and arr.dtype == np.uint8:
-                return torch.from_numpy(arr)
-        return read_video(path).unsqueeze(0)
+                batch = torch.from_numpy(np.array(arr))
+                if size is None:
+                    return batch
+                return torch.stack([resize_crop_frames(v, (size, size)) for v in batch])
+        fit = FitFrames((size, size), "center", None) if size is not None else None
+        return read_video(path, frame_fn=fit).unsqueeze(0)
     except (VideoReadError, ValueError, OSError) as err:
         raise CommandError(f"--input {str(path)!r}: {err}") from None
 
 
 def read_input(args: argparse.Namespace, channels: int, size: int | None, device):
-    """The --input videos as float (N, C, F, H, W) in [-1, 1] on `device`, resized to
-    `size` x `size` (area interpolation) unless `size` is None."""
-    import torch.nn.functional as F
-
+    """The --input videos as float (N, C, F, h, w) in [-1, 1] on `device`: resized to cover
+    `size` x `size` and center-cropped, as the training clips were (None: as they are). A
+    different input size or aspect is said, never silently changed."""
     from vidiff.cli import CommandError
-    from vidiff.io import from_uint8, to_rgb
+    from vidiff.io import from_uint8, to_rgb, video_info
 
-    frames = _read_frames(Path(args.input))  # (N, F, H, W, C) uint8
+    path = Path(args.input)
+    frames = _read_frames(path, size)  # (N, F, h, w, C) uint8
     if frames.shape[-1] != channels:
         if channels != 3:
             raise CommandError(f"--input {args.input!r} has {frames.shape[-1]} channels; the "
                                f"model takes {channels}")
         frames = to_rgb(frames)
-    video = from_uint8(frames).to(device)  # (N, C, F, H, W)
-    n, c, f, h, w = video.shape
-    if size is not None and (h, w) != (size, size):
-        flat = video.transpose(1, 2).reshape(n * f, c, h, w)  # (N*F, C, H, W)
-        flat = F.interpolate(flat, size=(size, size), mode="area")
-        video = flat.reshape(n, f, c, size, size).transpose(1, 2)  # (N, C, F, S, S)
-    return video
+    if size is not None and path.suffix.lower() != ".npy" and not path.is_dir():
+        info = video_info(path)
+        if (info.height, info.width) != (size, size):
+            print(f"--input {args.input!r}: {info.width}x{info.height} frames resized to cover "
+                  f"{size}x{size} and center-cropped, as the model's training clips were")
+    return from_uint8(frames).to(device)  # (N, C, F, h, w)
 
 
 def first_clip(args: argparse.Namespace, model, info, device):
@@ -177,12 +196,12 @@ def first_clip(args: argparse.Namespace, model, info, device):
                          captions=info.class_names or None, text_encoder=info.text_encoder)
 
 
-def write_output(args: argparse.Namespace, video, what: str, info) -> None:
-    """Write `video` (N, C, F, H, W) to --out at --fps (default: the model's data rate) and
-    say what was written."""
+def write_output(args: argparse.Namespace, video, what: str, info,
+                 factor: float = 1.0) -> None:
+    """Write `video` (N, C, F, H, W) to --out at `output_fps` and say what was written."""
     from vidiff.io import write_video
 
-    write_video(args.out, video.cpu(), fps=output_fps(args, info))
+    write_video(args.out, video.cpu(), fps=output_fps(args, info, factor))
     n, _, f, h, w = video.shape
     print(f"wrote {args.out} ({n} videos of {f}x{h}x{w}, {what}, {args.method}"
           f"{'' if args.method == 'replacement' else f' w_r={args.guidance_weight}'}, "

@@ -42,5 +42,6 @@ def run(args: argparse.Namespace) -> int:
     overlap = common.window_overlap(args, info.frames, lowest=0)
     out = sampler.interpolate(video, args.factor, info.frames, overlap,
                               common.generator(args, device))
-    common.write_output(args, out, f"{video.shape[2]} frames interpolated x{args.factor}", info)
+    common.write_output(args, out, f"{video.shape[2]} frames interpolated x{args.factor}", info,
+                        factor=args.factor)
     return 0

@@ -45,12 +45,16 @@ from vidiff.io import IMAGE_SUFFIXES, VideoReadError, from_uint8, read_video, to
 
 __all__ = [
     "VIDEO_SUFFIXES",
+    "FitFrames",
+    "PaddedVideoWarning",
     "SkippedVideoWarning",
     "VideoFolder",
     "VideoFolderFrames",
     "ImageFolder",
     "make_dataset",
     "epoch_generator",
+    "resize_crop",
+    "resize_crop_frames",
 ]
 
 #: Suffixes of the video files `VideoFolder` picks up (frame folders count as videos too).
@@ -208,7 +212,7 @@ def _resize_crop_at(frames: torch.Tensor, geometry: tuple[int, int, int, int],
     return frames[:, y : y + size[0], x0 : x0 + size[1]]
 
 
-class _FitFrames:
+class FitFrames:
     """`resize_crop_frames` one decoded frame at a time (a `read_video` ``frame_fn``): RGB,
     resized and cropped as each frame arrives, so a clip never holds full-resolution frames.
     The crop offset is drawn from the generator at the first frame, as `resize_crop` draws it."""
@@ -517,7 +521,7 @@ class VideoFolder(_FolderDataset):
             return (lo + hi) // 2
         return int(torch.randint(lo, hi + 1, (1,), generator=g))
 
-    def _read(self, i: int, start: int, fit: _FitFrames
+    def _read(self, i: int, start: int, fit: FitFrames
               ) -> tuple[torch.Tensor, torch.Tensor, int]:
         """uint8 frames (frames, h, w, 3) resized and cropped by `fit` as they are decoded,
         the source indices, the count before padding."""
@@ -554,7 +558,7 @@ class VideoFolder(_FolderDataset):
         entry = self.entries[i]
         start = self._clip_start(i, clip, clips, generator)
         # each frame resized and cropped as bytes when decoded; the float step at the end
-        frames, src, real = self._read(i, start, _FitFrames(self.size, self.crop, generator))
+        frames, src, real = self._read(i, start, FitFrames(self.size, self.crop, generator))
         video = from_uint8(frames)  # (F, h, w, 3) uint8 -> (3, F, h, w) float
         return {
             "video": video,
