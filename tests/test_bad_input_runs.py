@@ -81,11 +81,11 @@ def test_out_that_is_an_existing_file(tmp_path, capsys):
     assert str(file) in line
 
 
-def test_sample_out_that_is_a_folder(run_dir, tmp_path, capsys):
-    (tmp_path / "x.mp4").mkdir()
+def test_sample_out_that_is_a_file_under_a_file(run_dir, tmp_path, capsys):
+    (tmp_path / "notes.txt").write_text("mine")
     line = _one_line(cli_error(capsys, ["sample", str(run_dir), "--out",
-                                        str(tmp_path / "x.mp4")]))
-    assert "is a folder" in line
+                                        str(tmp_path / "notes.txt" / "s.mp4")]))
+    assert "notes.txt" in line
 
 
 def test_truncated_state_file_given_to_resume(run_dir, tmp_path, capsys):

@@ -70,3 +70,14 @@ def test_extend_memory_follows_the_clip_size_not_the_file_resolution(run_dir, tm
                             "--steps", "1", "--out", str(tmp_path / f"{p.stem}.npy")])
              for p in (small, large)]
     assert peaks[1] - peaks[0] < 120, peaks  # MiB; the float path added > 350
+
+
+def test_interpolate_shows_one_progress_bar_for_all_windows(run_dir, tmp_path, capsys):
+    source = _wide_video(tmp_path / "wide.mp4", frames=6)
+    assert main(["interpolate", str(run_dir), "--input", str(source), "--factor", "3",
+                 "--steps", "2", "--out", str(tmp_path / "d.mp4")]) == 0
+    err = capsys.readouterr().err
+    bars = {line.split(":")[0].strip() for line in err.replace("\r", "\n").splitlines()
+            if "window(s)" in line}
+    assert len(bars) == 1, bars  # one bar, counting every step of every window
+    assert "sampling" not in err

@@ -21,6 +21,7 @@ model's length in which some frames are known, conditioning with `Reconstruction
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
 import torch
@@ -29,7 +30,7 @@ import torch.nn.functional as F
 from .diffusion import Diffusion
 from .guidance import Denoiser, ReconstructionGuidance
 from .priors import NoisePrior
-from .samplers import sample
+from .samplers import DEFAULT_STEPS, sample
 
 METHODS = ("reconstruction", "replacement")
 
@@ -89,7 +90,8 @@ class ConditionalSampler:
     cond: dict = field(default_factory=dict)  # keyword conditions of the denoiser
     # keyword conditions with a frame axis (dim 2), cut to each window's frames (lowres)
     frame_cond: dict = field(default_factory=dict)
-    progress: bool = False  # a progress bar per window
+    progress: bool = False  # a progress bar (one for all the windows of a fill)
+    callback: Callable | None = None  # called after every sampler step (`vidiff.sample`'s)
 
     def __post_init__(self):
         if self.method not in METHODS:
@@ -109,7 +111,7 @@ class ConditionalSampler:
         return sample(denoiser, shape, diffusion=self.diffusion, prior=self.prior,
                       sampler=self.sampler, steps=self.steps, generator=generator,
                       cond=cond, device=like.device, dtype=like.dtype,
-                      progress=self.progress)
+                      progress=self.progress, callback=self.callback)
 
     def sample_window(self, values: torch.Tensor, known: torch.Tensor,
                       generator: torch.Generator | None = None,
@@ -136,12 +138,37 @@ class ConditionalSampler:
             raise ValueError(f"overlap must be in [0, {window - 1}] for windows of {window} "
                              f"frames, got {overlap}")
         video, known = video.clone(), known.clone()
-        for start in window_starts(known, window, overlap):
-            part = slice(start, start + window)
-            video[:, :, part] = self.sample_window(video[:, :, part], known[part], generator,
-                                                   part)
-            known[part] = True
+        starts = window_starts(known, window, overlap)
+        bar, each = self._job_bar(len(starts))
+        try:
+            for start in starts:
+                part = slice(start, start + window)
+                video[:, :, part] = each.sample_window(video[:, :, part], known[part],
+                                                       generator, part)
+                known[part] = True
+        finally:
+            if bar is not None:
+                bar.close()
         return video
+
+    def _job_bar(self, windows: int):
+        """(one progress bar over every step of every window, the sampler that feeds it);
+        (None, self) without `progress`."""
+        if not self.progress:
+            return None, self
+        from tqdm.auto import tqdm
+
+        steps = self.steps or DEFAULT_STEPS[self.sampler] or self.diffusion.timesteps
+        bar = tqdm(total=windows * steps, desc=f"{windows} window(s)", unit="step",
+                   dynamic_ncols=True)
+        outer = self.callback
+
+        def step(info):
+            bar.update(1)
+            if outer is not None:
+                outer(info)
+
+        return bar, replace(self, progress=False, callback=step)
 
     def extend(self, video: torch.Tensor, frames: int, window: int, overlap: int,
                generator: torch.Generator | None = None) -> torch.Tensor:
