@@ -9,7 +9,9 @@ returning float (3, F, S, S) in [-1, 1]:
   uint8 antialiased resize and crop, then the float conversion at the final size);
 - plain PyAV: open, seek, decode, `frame.reformat(width, height, "rgb24")` (the resize in
   FFmpeg's swscale), crop, convert: the loop a user would write by hand;
-- decord / torchcodec when they are installed (optional peers; skipped otherwise).
+- decord when it is installed (an optional peer: `pip install --no-deps decord`; its
+  VideoReader resizes while decoding). torchcodec 0.17 installs here but does not load (it
+  needs FFmpeg's shared libraries and a matching torch build), so it has no row.
 
 Every loader runs behind a `torch.utils.data.DataLoader` with 1 and 2 worker processes, each
 row in a fresh subprocess (peak memory: the resident-set high-water mark of the process and
@@ -123,6 +125,7 @@ class Decord:
 
         self.paths = sorted(Path(root).glob("*.mp4"))
         self.frames, self.size, self.seed = frames, size, seed
+        self.shapes: dict = {}
 
     def __len__(self) -> int:
         return 10**6
@@ -132,8 +135,9 @@ class Decord:
         import torch
 
         path = self.paths[index % len(self.paths)]
-        probe = decord.VideoReader(str(path))
-        h, w = probe[0].shape[:2]
+        if path not in self.shapes:  # probed once per file
+            self.shapes[path] = decord.VideoReader(str(path))[0].shape[:2]
+        h, w = self.shapes[path]
         scale = self.size / min(h, w)
         vr = decord.VideoReader(str(path), width=max(self.size, round(w * scale)),
                                 height=max(self.size, round(h * scale)))
@@ -204,7 +208,7 @@ def main() -> None:
 
         loaders.append("decord")
     except ImportError:
-        print("decord is not installed: its rows are skipped (torchcodec likewise)")
+        print("decord is not installed: its rows are skipped")
     if args.loaders:
         loaders = [name for name in args.loaders.split(",") if name in loaders]
     rows = []
