@@ -81,3 +81,22 @@ def test_interpolate_shows_one_progress_bar_for_all_windows(run_dir, tmp_path, c
             if "window(s)" in line}
     assert len(bars) == 1, bars  # one bar, counting every step of every window
     assert "sampling" not in err
+
+
+def test_extend_a_long_video_from_its_last_frames(run_dir, tmp_path, capsys):
+    """--context N: only the last N input frames condition, --frames new ones are added after
+    the whole input, which comes back unchanged in front."""
+    source = _wide_video(tmp_path / "long.mp4", frames=12)
+    out = tmp_path / "longer.npy"
+    assert main(["extend", str(run_dir), "--input", str(source), "--context", "3",
+                 "--frames", "5", "--steps", "2", "--out", str(out)]) == 0
+    got = torch.from_numpy(np.load(out))[0]
+    want = resize_crop_frames(read_video(source), (16, 16))
+    assert got.shape[0] == 12 + 5
+    assert (got[:12].int() - want.int()).abs().max() <= 1
+    from _train_helpers import cli_error
+
+    err = cli_error(capsys, ["extend", str(run_dir), "--input", str(source), "--frames", "5"])
+    assert "--context N --frames NEW" in err
+    err = cli_error(capsys, ["extend", str(run_dir), "--input", str(source), "--context", "20"])
+    assert "--context 20 must be in [1, 12]" in err
