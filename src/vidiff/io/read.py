@@ -215,6 +215,18 @@ def _seek(container, stream, start: int) -> bool:
     return True
 
 
+def _decode_threads() -> int:
+    """Decoder threads: FFmpeg's choice (0) in a plain process; in a DataLoader worker, the
+    cores shared out between the workers, which already decode side by side (one each when
+    there are as many workers as cores)."""
+    from torch.utils.data import get_worker_info
+
+    worker = get_worker_info()
+    if worker is None:
+        return 0
+    return max(1, (os.cpu_count() or 1) // max(1, worker.num_workers))
+
+
 def _read_av(path: Path, wanted: range, keep: FrameFn = _identity,
              seek: bool = True) -> torch.Tensor:
     """Decode the frames at the indices ``wanted`` (a range) from a container file.
@@ -229,6 +241,7 @@ def _read_av(path: Path, wanted: range, keep: FrameFn = _identity,
     restart = ended = False
     with container:
         stream.thread_type = "AUTO"
+        stream.thread_count = _decode_threads()
         sought = seek and wanted.start > 0 and _seek(container, stream, wanted.start)
         index = None if sought else 0  # the index of the next decoded frame
         try:

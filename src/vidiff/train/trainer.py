@@ -226,6 +226,10 @@ class Trainer:
             "frames": d.frames,
             "size": d.size,
             "fps": self.fps,
+            # how clips were made from the videos: what the window commands do to --input
+            "preprocess": {"resize": "cover, antialiased bilinear",
+                           "crop": "center at inference (training: "
+                                   f"{self.config.data.options.get('crop', 'center')})"},
             "lowres_size": d.lowres_size,  # set: a super-resolution model from this size
             "num_images": d.num_images,
             "world_size": self.dist.world,
