@@ -100,3 +100,13 @@ def test_extend_a_long_video_from_its_last_frames(run_dir, tmp_path, capsys):
     assert "--context N --frames NEW" in err
     err = cli_error(capsys, ["extend", str(run_dir), "--input", str(source), "--context", "20"])
     assert "--context 20 must be in [1, 12]" in err
+
+
+def test_upsample_keeps_the_input_fps_and_says_the_resize(run_dir, tmp_path, capsys):
+    source = _wide_video(tmp_path / "wide.mp4", fps=15)
+    out = tmp_path / "up.mp4"
+    assert main(["upsample", str(run_dir), "--input", str(source), "--factor", "2",
+                 "--steps", "2", "--out", str(out)]) == 0
+    assert "64x36 frames resized to cover 8x8 and center-cropped" in capsys.readouterr().out
+    info = video_info(out)
+    assert info.fps == pytest.approx(15) and (info.width, info.height) == (16, 16)
