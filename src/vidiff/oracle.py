@@ -86,3 +86,12 @@ def gaussian_nll_bits_per_dim(data_cov: torch.Tensor, bin_width: float = 2 / 255
     logdet = torch.linalg.slogdet(data_cov.double())[1].item()
     nats = 0.5 * (d * math.log(2 * math.pi * math.e) + logdet) - d * math.log(bin_width)
     return nats / (d * math.log(2))
+
+
+def gaussian_data(cov_cholesky: torch.Tensor, n: int,
+                  generator: torch.Generator | None = None) -> torch.Tensor:
+    """`n` draws of *data* x0 ~ N(0, L L^T), float64 (n, D), from the Cholesky factor L
+    (D, D): the Gaussian data the oracle is exact for. Not diffusion noise, which always comes
+    from a `vidiff.priors.NoisePrior`."""
+    z = torch.randn(n, cov_cholesky.shape[0], generator=generator, dtype=torch.float64)
+    return z @ cov_cholesky.T  # (n, D)

@@ -4,6 +4,7 @@ reading the input video, writing the output."""
 from __future__ import annotations
 
 import argparse
+import functools
 from pathlib import Path
 
 
@@ -59,16 +60,25 @@ def output_fps(args: argparse.Namespace, info, factor: float = 1.0) -> float:
     (checkpoint meta), else 8; times `factor` (interpolation makes `factor` frames of one)."""
     if args.fps:
         return float(args.fps)
-    rate = None
     source = getattr(args, "input", None)
-    if source is not None and Path(source).suffix.lower() not in (".npy", ""):
-        from vidiff.io import VideoReadError, video_info
-
-        try:
-            rate = video_info(source).fps
-        except (VideoReadError, OSError, ValueError):
-            rate = None
+    header = _input_header(source) if source is not None else None
+    rate = header.fps if header is not None else None
     return float(rate or info.checkpoint.meta.get("fps") or 8) * factor
+
+
+@functools.lru_cache(maxsize=8)
+def _input_header(source: str):
+    """`vidiff.io.video_info` of an --input video file, read once per command (None for an
+    .npy batch, a frame folder or an unreadable header)."""
+    from vidiff.io import VideoReadError, video_info
+
+    path = Path(source)
+    if path.suffix.lower() in (".npy", "") or path.is_dir():
+        return None
+    try:
+        return video_info(path)
+    except (VideoReadError, OSError, ValueError):
+        return None
 
 
 def check_common(args: argparse.Namespace) -> None:
@@ -168,7 +178,7 @@ def read_input(args: argparse.Namespace, channels: int, size: int | None, device
     `size` x `size` and center-cropped, as the training clips were (None: as they are). A
     different input size or aspect is said, never silently changed."""
     from vidiff.cli import CommandError
-    from vidiff.io import from_uint8, to_rgb, video_info
+    from vidiff.io import from_uint8, to_rgb
 
     path = Path(args.input)
     frames = _read_frames(path, size)  # (N, F, h, w, C) uint8
@@ -177,11 +187,10 @@ def read_input(args: argparse.Namespace, channels: int, size: int | None, device
             raise CommandError(f"--input {args.input!r} has {frames.shape[-1]} channels; the "
                                f"model takes {channels}")
         frames = to_rgb(frames)
-    if size is not None and path.suffix.lower() != ".npy" and not path.is_dir():
-        info = video_info(path)
-        if (info.height, info.width) != (size, size):
-            print(f"--input {args.input!r}: {info.width}x{info.height} frames resized to cover "
-                  f"{size}x{size} and center-cropped, as the model's training clips were")
+    header = _input_header(args.input) if size is not None else None
+    if header is not None and (header.height, header.width) != (size, size):
+        print(f"--input {args.input!r}: {header.width}x{header.height} frames resized to cover "
+              f"{size}x{size} and center-cropped, as the model's training clips were")
     return from_uint8(frames).to(device)  # (N, C, F, h, w)
 
 

@@ -16,6 +16,8 @@ from pathlib import Path
 
 import torch
 
+from vidiff.oracle import gaussian_data
+
 NAME = "demo"
 HELP = "sample Gaussian videos with the exact denoiser under every prior and sampler"
 
@@ -75,8 +77,7 @@ def _videos(args, out: Path) -> None:
     cov = drifting_field_covariance(shape)
     gen = torch.Generator().manual_seed(args.seed)
     chol = torch.linalg.cholesky(cov)
-    # the *data* x0 ~ N(0, cov) (not diffusion noise: that comes from the prior below)
-    data = (torch.randn(args.num, cov.shape[0], generator=gen, dtype=torch.float64) @ chol.T)
+    data = gaussian_data(chol, args.num, gen)  # the data x0 ~ N(0, cov), not noise
     _write(out, "data", data.view(args.num, *shape).float())
     diffusion = vidiff.Diffusion()
     for name in PRIORS:
@@ -113,7 +114,7 @@ def _check(args) -> list[tuple]:
             z = torch.linalg.solve_triangular(chol, x.T, upper=False)  # whitened, (D, n)
             errors.append((z @ z.T / n - torch.eye(len(z), dtype=torch.float64)).abs().max())
         m = args.nll_samples
-        data = torch.randn(m, cov.shape[0], generator=gen, dtype=torch.float64) @ chol.T
+        data = gaussian_data(chol, m, gen)
         data = quantize_256(data)  # the 256-level grid
         bound = vidiff.nll_bits_per_dim(oracle, diffusion, data.view(m, *shape), prior=prior,
                                         generator=gen, variance="beta").mean().item()

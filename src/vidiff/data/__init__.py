@@ -11,13 +11,12 @@ True
 from vidiff.data.balls import BouncingBalls, BouncingBallsConfig
 from vidiff.data.folder import (
     VIDEO_SUFFIXES,
-    ImageFolder,
     SkippedVideoWarning,
     VideoFolder,
-    VideoFolderFrames,
     make_dataset,
 )
 from vidiff.data.frames import FramesAsImages
+from vidiff.data.images import ImageFolder, VideoFolderFrames
 from vidiff.data.render import COLORS
 from vidiff.data.shapes import MovingShapes, MovingShapesConfig
 from vidiff.data.synthetic import SYNTHETIC, SyntheticVideoDataset, item_generator, make_synthetic

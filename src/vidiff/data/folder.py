@@ -37,11 +37,16 @@ from typing import Any
 import av
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch.utils.data import Dataset
 
+from vidiff.data.resize import (  # noqa: F401  (resize_crop, _size_pair: re-exported)
+    FitFrames,
+    _size_pair,
+    resize_crop,
+    resize_crop_frames,
+)
 from vidiff.data.synthetic import SYNTHETIC, make_synthetic
-from vidiff.io import IMAGE_SUFFIXES, VideoReadError, from_uint8, read_video, to_rgb, video_info
+from vidiff.io import IMAGE_SUFFIXES, VideoReadError, from_uint8, read_video, video_info
 
 __all__ = [
     "VIDEO_SUFFIXES",
@@ -49,8 +54,6 @@ __all__ = [
     "PaddedVideoWarning",
     "SkippedVideoWarning",
     "VideoFolder",
-    "VideoFolderFrames",
-    "ImageFolder",
     "make_dataset",
     "epoch_generator",
     "resize_crop",
@@ -160,100 +163,6 @@ def _read_caption(entry: _Entry) -> str:
         return entry.caption_file.read_text(encoding="utf-8", errors="replace").strip()
     except OSError:
         return ""
-
-
-def _size_pair(size: int | tuple[int, int]) -> tuple[int, int]:
-    h, w = (size, size) if isinstance(size, int) else tuple(size)
-    if h < 1 or w < 1:
-        raise ValueError(f"size must be positive, got {size}")
-    return int(h), int(w)
-
-
-def _cover(h: int, w: int, size: tuple[int, int]) -> tuple[int, int]:
-    """The smallest (height, width) that covers `size` with the aspect ratio of h x w kept."""
-    th, tw = size
-    scale = max(th / h, tw / w)
-    return max(th, round(h * scale)), max(tw, round(w * scale))
-
-
-def _crop_offset(nh: int, nw: int, size: tuple[int, int], crop: str,
-                 generator: torch.Generator | None) -> tuple[int, int]:
-    th, tw = size
-    if crop == "random":  # y, then x, from the generator
-        y = int(torch.randint(nh - th + 1, (1,), generator=generator))
-        x = int(torch.randint(nw - tw + 1, (1,), generator=generator))
-        return y, x
-    return (nh - th) // 2, (nw - tw) // 2
-
-
-def resize_crop_frames(
-    frames: torch.Tensor,
-    size: tuple[int, int],
-    crop: str = "center",
-    generator: torch.Generator | None = None,
-) -> torch.Tensor:
-    """`resize_crop` on uint8 frames ``(F, H, W, C)``, returning uint8 ``(F, h, w, C)``: the
-    same geometry and the same bilinear antialiased filter, computed on bytes before any float
-    conversion (torch's uint8 channels-last kernel), so the float step happens at the clip's
-    final size. Values equal `resize_crop`'s rounded to the nearest of the 256 levels (within
-    one level)."""
-    nh, nw = _cover(*frames.shape[1:3], size)
-    return _resize_crop_at(frames, (nh, nw, *_crop_offset(nh, nw, size, crop, generator)), size)
-
-
-def _resize_crop_at(frames: torch.Tensor, geometry: tuple[int, int, int, int],
-                    size: tuple[int, int]) -> torch.Tensor:
-    """uint8 (F, H, W, C) resized to (nh, nw) and cropped at (y, x) to `size`."""
-    nh, nw, y, x0 = geometry
-    if (nh, nw) != tuple(frames.shape[1:3]):
-        x = frames.permute(0, 3, 1, 2)  # (F, H, W, C) -> (F, C, H, W): a channels-last view
-        x = F.interpolate(x, size=(nh, nw), mode="bilinear", antialias=True, align_corners=False)
-        frames = x.permute(0, 2, 3, 1)  # (F, C, nh, nw) -> (F, nh, nw, C)
-    return frames[:, y : y + size[0], x0 : x0 + size[1]]
-
-
-class FitFrames:
-    """`resize_crop_frames` one decoded frame at a time (a `read_video` ``frame_fn``): RGB,
-    resized and cropped as each frame arrives, so a clip never holds full-resolution frames.
-    The crop offset is drawn from the generator at the first frame, as `resize_crop` draws it."""
-
-    def __init__(self, size: tuple[int, int], crop: str, generator: torch.Generator | None):
-        self.size, self.crop, self.generator = size, crop, generator
-        self.geometry: tuple[int, int, int, int] | None = None  # (nh, nw, y, x)
-
-    def __call__(self, frame: np.ndarray) -> torch.Tensor:
-        if not (frame.flags.writeable and frame.flags.c_contiguous):  # e.g. Pillow's arrays
-            frame = np.array(frame)
-        rgb = to_rgb(torch.from_numpy(frame))  # (H, W, 3) uint8
-        if self.geometry is None:
-            nh, nw = _cover(*rgb.shape[:2], self.size)
-            self.geometry = (nh, nw, *_crop_offset(nh, nw, self.size, self.crop,
-                                                   self.generator))
-        return _resize_crop_at(rgb[None], self.geometry, self.size)[0]  # a view: stacked later
-
-
-def resize_crop(
-    video: torch.Tensor,
-    size: tuple[int, int],
-    crop: str = "center",
-    generator: torch.Generator | None = None,
-) -> torch.Tensor:
-    """Resize ``(C, F, H, W)`` so it just covers ``size`` (aspect kept), then crop to it.
-
-    The resize is bilinear with antialiasing (`torch.nn.functional.interpolate`); ``crop`` is
-    "center" or "random" (offset from ``generator``).
-    """
-    c, f, h, w = video.shape
-    th, tw = size
-    nh, nw = _cover(h, w, size)
-    if (nh, nw) != (h, w):
-        frames = video.transpose(0, 1)  # (C, F, H, W) -> (F, C, H, W)
-        frames = F.interpolate(
-            frames, size=(nh, nw), mode="bilinear", antialias=True, align_corners=False
-        )
-        video = frames.transpose(0, 1)  # (F, C, nh, nw) -> (C, F, nh, nw)
-    y, x = _crop_offset(nh, nw, size, crop, generator)
-    return video[:, :, y : y + th, x : x + tw].clamp(-1.0, 1.0).contiguous()
 
 
 class _FolderDataset(Dataset, ABC):
@@ -569,142 +478,17 @@ class VideoFolder(_FolderDataset):
             "num_real_frames": torch.tensor(real, dtype=torch.int64),
         }
 
-    def as_images(self, per_video: int = 1) -> VideoFolderFrames:
-        """Single frames of these videos, for image pretraining or joint image-video batches."""
+    def as_images(self, per_video: int = 1):
+        """Single frames of these videos (a `vidiff.data.images.VideoFolderFrames`), for image
+        pretraining or joint image-video batches."""
+        from vidiff.data.images import VideoFolderFrames
+
         return VideoFolderFrames(self, per_video)
 
     def __repr__(self) -> str:
         return (
             f"VideoFolder({str(self.root)!r}, {len(self.entries)} videos, "
             f"{self.num_classes} classes, frames={self.frames}, size={self.size})"
-        )
-
-
-class VideoFolderFrames(Dataset):
-    """Single frames of a `VideoFolder`: ``per_video`` items per video, one decoded frame each.
-
-    Item ``j`` is a frame of video ``j // per_video``: at a random position (the dataset's
-    ``offset="random"``) within segment ``j % per_video`` of the video, else at the segment's
-    center or start. Only that frame is decoded (unlike `vidiff.data.FramesAsImages`, which
-    loads a whole clip per frame). Items: ``"image"`` ``(3, H, W)`` in [-1, 1], ``"label"``,
-    ``"caption"``, ``"path"``, ``"video_index"``, ``"frame_index"``. Unreadable videos are
-    skipped as in `VideoFolder` (the record of bad paths is shared with it).
-    """
-
-    def __init__(self, videos: VideoFolder, per_video: int = 1):
-        if per_video < 1:
-            raise ValueError(f"per_video must be >= 1, got {per_video}")
-        self.videos, self.per_video = videos, int(per_video)
-        self.class_names = videos.class_names
-
-    def __len__(self) -> int:
-        return len(self.videos.entries) * self.per_video
-
-    def set_epoch(self, epoch: int) -> None:
-        """Sample different frames in each epoch."""
-        self.videos.set_epoch(epoch)
-
-    def __getitem__(self, index: int) -> dict[str, Any]:
-        v = self.videos
-        n = len(self)
-        if not -n <= index < n:
-            raise IndexError(f"index {index} out of range for {n} frames")
-        index %= n
-        for step in range(n):
-            j = (index + step) % n
-            i, seg = divmod(j, self.per_video)
-            entry = v.entries[i]
-            if entry.rel in v.bad_paths:
-                continue
-            try:
-                g = epoch_generator(v.seed, v.epoch, j)
-                num = v._video_info(i)[0]
-                lo, hi = num * seg // self.per_video, max(0, num * (seg + 1) // self.per_video - 1)
-                hi = max(lo, hi)
-                if v.offset == "random":
-                    t = int(torch.randint(lo, hi + 1, (1,), generator=g))
-                else:
-                    t = lo if v.offset == "first" else (lo + hi) // 2
-                try:
-                    frame = read_video(entry.path, t, max_frames=1)
-                except VideoReadError:
-                    if t == 0:
-                        raise
-                    t, frame = 0, read_video(entry.path, 0, max_frames=1)
-                frame = resize_crop_frames(to_rgb(frame), v.size, v.crop, g)
-                image = from_uint8(frame)[:, 0]  # (1, h, w, 3) -> (3, h, w)
-            except _READ_ERRORS as e:
-                v._mark_bad(entry, e)
-                continue
-            return {
-                "image": image,
-                "label": torch.tensor(entry.label, dtype=torch.int64),
-                "caption": _read_caption(entry) if v.captions else "",
-                "path": str(entry.path),
-                "video_index": torch.tensor(i),
-                "frame_index": torch.tensor(t),
-            }
-        raise v._empty_error(f"all {len(v.entries)} found are unreadable")
-
-
-class ImageFolder(_FolderDataset):
-    """Images from a folder (searched recursively), for image pretraining.
-
-    Every file with one of `vidiff.io.IMAGE_SUFFIXES` is an item (frames extracted from videos
-    as png/jpg work as they are). Labels, captions (sidecar ``.txt``), ``size``/``crop`` and
-    the skipping of unreadable files work as in `VideoFolder`. Items: ``"image"`` float32
-    ``(3, H, W)`` in [-1, 1], ``"label"`` int64, ``"caption"`` str, ``"path"`` str.
-    """
-
-    kind = "image"
-
-    def __init__(
-        self,
-        root: str | os.PathLike,
-        size: int | tuple[int, int] = 64,
-        crop: str = "center",
-        labels: str | None = "subfolders",
-        captions: bool = True,
-        seed: int = 0,
-        suffixes: tuple[str, ...] = IMAGE_SUFFIXES,
-    ):
-        super().__init__(root, seed)
-        if crop not in ("center", "random"):
-            raise ValueError(f'crop must be "center" or "random", got {crop!r}')
-        self.size, self.crop, self.captions = _size_pair(size), crop, captions
-        self.suffixes = tuple(s.lower() for s in suffixes)
-        found = _scan(self.root, self.suffixes, frame_folders=False)
-        self.entries, self.class_names = _index(self.root, found, labels, captions)
-        if not self.entries:
-            raise self._empty_error("none found")
-
-    def __len__(self) -> int:
-        return len(self.entries)
-
-    def _entry_of(self, index: int) -> _Entry:
-        return self.entries[index]
-
-    def _load(self, index: int, generator: torch.Generator) -> dict[str, Any]:
-        from PIL import Image  # Pillow is a dependency of vidiff.io already
-
-        entry = self.entries[index]
-        if entry.path.stat().st_size == 0:
-            raise VideoReadError(entry.path, "the file is empty (0 bytes)")
-        with Image.open(entry.path) as im:
-            array = np.asarray(im.convert("RGB"))
-        frame = torch.from_numpy(array.copy())[None]  # (1, H, W, 3)
-        image = from_uint8(resize_crop_frames(frame, self.size, self.crop, generator))[:, 0]
-        return {
-            "image": image,
-            "label": torch.tensor(entry.label, dtype=torch.int64),
-            "caption": _read_caption(entry) if self.captions else "",
-            "path": str(entry.path),
-        }
-
-    def __repr__(self) -> str:
-        return (
-            f"ImageFolder({str(self.root)!r}, {len(self.entries)} images, "
-            f"{self.num_classes} classes, size={self.size})"
         )
 
 
