@@ -3,13 +3,16 @@
 For each dataset, a reference set of real clips is compared with a disjoint real set (two of
 them, to show the sampling spread) and with corrupted copies of that set at several levels:
 frames shuffled (fraction of clips), Gaussian blur (sigma in pixels), pixels replaced by noise
-(fraction), additive Gaussian noise (std on the [-1, 1] scale) and 8-bit quantization. Columns:
+(fraction), additive Gaussian noise (std on the [-1, 1] scale), 8-bit quantization and frozen
+clips (the first frame repeated). Columns:
 
 - FVD-lite (`video_distance`) and its appearance / sharpness / motion parts;
 - mean frame consistency (correlation of consecutive frames) and flicker (high-frequency share
   of temporal energy);
 - for bouncing balls, the tracking score (`ball_tracking_score`): overall score, fraction of
-  clips with a constant ball count, and the acceleration ratio against the real data.
+  clips with a constant ball count, the acceleration ratio against the real data, and the
+  share of steady frame pairs (`steady_pairs`: same balls, within a few pixels, same colors,
+  moving).
 
     python benchmarks/metric_validation.py [--clips 256] [--size 32] [--frames 16]
 """
@@ -64,6 +67,7 @@ def table(name: str, clips: int, size: int, frames: int) -> None:
         ("real vs real (set B)", others[0]),
         ("real vs real (set C)", others[1]),
         ("uint8 quantized B", from_uint8(to_uint8(others[0]))),
+        ("frozen B (first frame)", others[0][:, :, :1].expand_as(others[0]).contiguous()),
     ]
     for kind, levels in LEVELS:
         for level in levels:
@@ -72,7 +76,7 @@ def table(name: str, clips: int, size: int, frames: int) -> None:
 
     head = ["FVD-lite", "appear.", "sharp.", "motion", "consist.", "flicker"]
     if balls:
-        head += ["track", "cnt-const", "accel-x"]
+        head += ["track", "cnt-const", "accel-x", "steady"]
     print(f"\n{name}: {clips} clips per side, {size}x{size}, {frames} frames")
     print(f"{'':24s}" + "".join(h.rjust(10) for h in head))
     print(
@@ -80,7 +84,8 @@ def table(name: str, clips: int, size: int, frames: int) -> None:
         + " " * 40
         + fmt(float(frame_consistency(real).mean()), 10)
         + fmt(float(flicker(real).mean()), 10)
-        + (fmt(1.0, 10) + fmt(ref_track["count_constant"], 10) + fmt(1.0, 10) if balls else "")
+        + (fmt(1.0, 10) + fmt(ref_track["count_constant"], 10) + fmt(1.0, 10)
+           + fmt(ref_track["steady_pairs"], 10) if balls else "")
     )
     for label, videos in rows:
         d = video_distance(ref, videos, groups=True)
@@ -94,7 +99,7 @@ def table(name: str, clips: int, size: int, frames: int) -> None:
         ]
         if balls:
             t = ball_tracking_score(videos, reference=ref_track)
-            cells += [t["score"], t["count_constant"], t["accel_ratio"]]
+            cells += [t["score"], t["count_constant"], t["accel_ratio"], t["steady_pairs"]]
         print(f"{label:24s}" + "".join(fmt(c, 10) for c in cells))
 
 

@@ -4,9 +4,10 @@ faster and better than independent noise (PYoCo's and VideoFusion's claim)?
 1. **Pretrain** one image model (`configs/pretrain_image.toml`: the `tiny` U-Net with
    ``temporal = false``, eps-prediction, cosine schedule) on single frames of the embedded
    bouncing balls (seed 0), ``--pretrain-steps`` steps of ``--pretrain-batch`` frames.
-2. **Fine-tune** it to 8x24x24 video once per run of ``--runs``, every run with the same
-   steps, batch, LR, seeds and data order (same clips, same timesteps, the same Gaussian
-   draws turned into each prior's noise):
+2. **Fine-tune** it to 8x24x24 video ``--seeds`` times per run of ``--runs`` (``train.seed``
+   = ``--seed`` + k: init of the new layers, timesteps, noise), every run with the same
+   steps, batch, LR and data order, and for each seed the same timesteps and Gaussian draws
+   turned into each prior's noise; every number is the mean ± sd over the seeds:
    - ``independent``, ``mixed:A``, ``progressive:A``: `configs/finetune_video.toml`, the
      image model inflated into a video U-Net (temporal blocks at the identity), PYoCo's
      recipe with that prior and alpha;
@@ -33,9 +34,9 @@ Writes ``results.json``, ``results.md`` (the tables and the verdict) and ``ablat
 ``runs/noise_prior_ablation``); the pretrained image model stays in ``--out/pretrain`` and is
 reused by a second call with the same pretraining options.
 
-    .venv/bin/python benchmarks/noise_prior_ablation.py                 # ~25 min, 2 CPU cores
+    .venv/bin/python benchmarks/noise_prior_ablation.py                 # ~60 min of 1 CPU core
     .venv/bin/python benchmarks/noise_prior_ablation.py --pretrain-steps 20 --steps 4 \\
-        --eval-every 2 --num 4 --sample-steps 2 --ref-num 16 --val-num 4  # smoke test
+        --eval-every 2 --num 4 --sample-steps 2 --ref-num 16 --val-num 4 --seeds 2  # smoke
     .venv/bin/python benchmarks/noise_prior_ablation.py --device cuda --steps 3000 \\
         --eval-every 500 --num 256 --sample-steps 50                    # a bigger run
 """
@@ -61,7 +62,7 @@ from unet_speed import cpu_model  # noqa: E402
 PRETRAIN = ROOT / "configs" / "pretrain_image.toml"
 FINETUNE = {"unet": ROOT / "configs" / "finetune_video.toml",
             "videofusion": ROOT / "configs" / "finetune_videofusion.toml"}
-DEFAULT_RUNS = "independent,mixed:1,mixed:2,progressive:1,progressive:2,videofusion:0.5"
+DEFAULT_RUNS = "independent,mixed:1,progressive:2"
 REF_SEED, FLOOR_SEEDS, VAL_SEED = 1, range(2, 10), 3  # real data seeds (training: 0)
 VAL_DRAWS = 2  # (t, noise) draws per held-out clip for the validation loss
 SHEET_CLIPS = 8  # clips in each run's contact sheet of its final samples
@@ -91,9 +92,10 @@ def parse_run(spec: str) -> dict:
                      f"progressive:ALPHA or videofusion:LAMBDA")
 
 
-def _common(args, out: Path) -> list[str]:
+def _common(args, out: Path, seed: int | None = None) -> list[str]:
+    seed = args.seed if seed is None else seed
     return [f"train.out={out}", f"train.threads={args.threads}", f"train.device={args.device}",
-            f"train.seed={args.seed}", "train.progress=false", "train.tensorboard=false",
+            f"train.seed={seed}", "train.progress=false", "train.tensorboard=false",
             "train.ckpt_every=0", f"data.size={args.size}",
             f"diffusion.prediction={args.prediction}"]
 
@@ -115,12 +117,13 @@ def pretrain(args) -> Path:
     return out
 
 
-def finetune_config(args, run: dict, image: Path):
+def finetune_config(args, run: dict, image: Path, seed: int):
     from vidiff.train.config import load_run_config
 
     out = Path(args.out) / "runs" / run["name"].replace(" ", "_").replace("=", "")
+    out = out.with_name(f"{out.name}_seed{seed}")
     return load_run_config(FINETUNE[run["kind"]], [
-        *_common(args, out), f"model.init_from={image}", f"train.steps={args.steps}",
+        *_common(args, out, seed), f"model.init_from={image}", f"train.steps={args.steps}",
         f"train.lr={args.lr}", f"model.base_lr={args.base_lr}", f"data.frames={args.frames}",
         f"data.batch_size={args.batch}", "train.resume=never", "train.sampler=ddim",
         f"train.sample_steps={args.sample_steps}", *run["overrides"]])
@@ -201,16 +204,17 @@ def _chunks(total: int, size: int):
 
 def _mean_std(values: list[float]) -> dict:
     mean = sum(values) / len(values)
-    var = sum((v - mean) ** 2 for v in values) / max(1, len(values) - 1)
+    var = sum((v - mean) ** 2 for v in values) / max(1, len(values) - 1) if values[1:] else 0.0
     return {"mean": mean, "std": math.sqrt(var)}
 
 
 # -- one fine-tune ------------------------------------------------------------------------------
-def finetune(args, run: dict, image: Path, evaluator: Evaluator) -> dict:
+def finetune(args, run: dict, image: Path, evaluator: Evaluator, seed: int) -> dict:
+    """One fine-tune of ``run`` with ``train.seed = seed``, evaluated along the way."""
     from vidiff.train.data import ShardedOrder, make_loader
     from vidiff.train.trainer import Trainer
 
-    config = finetune_config(args, run, image)
+    config = finetune_config(args, run, image, seed)
     trainer = Trainer(config, echo=False)
     d = config.data
     order = ShardedOrder(len(trainer.dataset), d.batch_size, seed=d.seed, num_frames=d.frames)
@@ -224,7 +228,8 @@ def finetune(args, run: dict, image: Path, evaluator: Evaluator) -> dict:
             evals.append({"step": trainer.step,
                           **evaluator.evaluate(trainer, sheet if last else None),
                           "train_loss": sum(losses[-25:]) / max(1, len(losses[-25:]))})
-            _log(f"{run['name']}: " + ", ".join(f"{k} {v:.4g}" for k, v in evals[-1].items()))
+            values = ", ".join(f"{k} {v:.4g}" for k, v in evals[-1].items())
+            _log(f"{run['name']} seed {seed}: {values}")
         if trainer.step >= args.steps:
             break
         s0 = time.perf_counter()
@@ -237,13 +242,32 @@ def finetune(args, run: dict, image: Path, evaluator: Evaluator) -> dict:
             "train_s": train_s, "total_s": time.perf_counter() - t0, "evals": evals}
 
 
+def merge_seeds(per_seed: list[dict]) -> dict:
+    """One run's fine-tunes over seeds: each eval's values as the mean, with ``KEY_sd`` (the
+    sample sd over seeds, 0 for one seed); the single runs stay under ``"seeds"``."""
+    first = per_seed[0]
+    evals = []
+    for i, e in enumerate(first["evals"]):
+        merged = {"step": e["step"]}
+        for key in e:
+            if key != "step":
+                stat = _mean_std([r["evals"][i][key] for r in per_seed])
+                merged[key], merged[f"{key}_sd"] = stat["mean"], stat["std"]
+        evals.append(merged)
+    return {**{k: first[k] for k in ("name", "kind", "prior", "prior_params", "params")},
+            "train_s": sum(r["train_s"] for r in per_seed) / len(per_seed),
+            "total_s": sum(r["total_s"] for r in per_seed), "evals": evals,
+            "seeds": per_seed}
+
+
 # -- report -------------------------------------------------------------------------------------
 def table(results: list[dict], key: str, floor: dict | None, fmt: str = ".3f") -> str:
     steps = [e["step"] for e in results[0]["evals"]]
     lines = ["| run | " + " | ".join(f"step {s}" for s in steps) + " |",
              "|---|" + "---|" * len(steps)]
     for r in results:
-        values = [format(e[key], fmt) for e in r["evals"]]
+        values = [format(e[key], fmt) + (f" ± {e[key + '_sd']:{fmt}}" if key + "_sd" in e
+                                         else "") for e in r["evals"]]
         lines.append(f"| {r['name']} | " + " | ".join(values) + " |")
     if floor is not None:
         text = f"{floor['mean']:{fmt}} ± {floor['std']:{fmt}}"
@@ -253,23 +277,27 @@ def table(results: list[dict], key: str, floor: dict | None, fmt: str = ".3f") -
 
 def verdict(results: list[dict], floor: dict) -> list[str]:
     """Each correlated run against independent noise, early (first eval after 0) and at the
-    end, on each comparable metric. Differences within the noise count as ties: the larger of
-    the real-vs-real sd and the sd of the independent run's own values across evaluations
-    (which also holds the sampling noise of the generated clips)."""
+    end, on each comparable metric. A difference counts when it exceeds 2 standard errors of
+    the difference of the means over seeds; with one seed, each side's error is the metric's
+    noise (the real-vs-real sd at this clip count)."""
     base = next((r for r in results if r["prior"] == "independent"), None)
     if base is None:
         return ["(no independent run to compare with)"]
     early = 1 if len(base["evals"]) > 1 else 0
+    n = len(base.get("seeds", [base]))
     lines = []
     for r in results:
         if r is base:
             continue
         parts = []
         for key, (name, sign) in QUALITY.items():
-            sd = max(floor[key]["std"], _mean_std([e[key] for e in base["evals"]])["std"])
             for idx, when in ((early, "early"), (-1, "final")):
-                a, b = r["evals"][idx][key], base["evals"][idx][key]
-                word = ("tie" if abs(a - b) <= sd else
+                ea, eb = r["evals"][idx], base["evals"][idx]
+                se = [e.get(f"{key}_sd", 0.0) / math.sqrt(n) if n > 1 else floor[key]["std"]
+                      for e in (ea, eb)]
+                tol = 2 * math.hypot(*se)
+                a, b = ea[key], eb[key]
+                word = ("tie" if abs(a - b) <= tol else
                         "better" if sign * (a - b) > 0 else "worse")
                 parts.append(f"{name} {when} {a:.3f} vs {b:.3f}: {word}")
         lines.append(f"- {r['name']} vs independent: " + "; ".join(parts))
@@ -293,8 +321,10 @@ def plot(results: list[dict], floor: dict, path: Path) -> str:
     fig, axes = plt.subplots(1, len(panels), figsize=(5.3 * len(panels), 4.5))
     for ax, (key, title) in zip(axes, panels, strict=True):
         for r in results:
-            ax.plot([e["step"] for e in r["evals"]], [e[key] for e in r["evals"]],
-                    marker="o", label=r["name"], linestyle="--" if r["kind"] != "unet" else "-")
+            ax.errorbar([e["step"] for e in r["evals"]], [e[key] for e in r["evals"]],
+                        yerr=[e.get(f"{key}_sd", 0.0) for e in r["evals"]], capsize=3,
+                        marker="o", label=r["name"],
+                        linestyle="--" if r["kind"] != "unet" else "-")
         if key in floor:
             ax.axhspan(floor[key]["mean"] - floor[key]["std"],
                        floor[key]["mean"] + floor[key]["std"], color="grey", alpha=0.25,
@@ -367,14 +397,16 @@ def parse_args(argv=None):
                         "videofusion:LAMBDA")
     p.add_argument("--pretrain-steps", type=int, default=1000)
     p.add_argument("--pretrain-batch", type=int, default=32, help="frames per pretrain step")
-    p.add_argument("--steps", type=int, default=300, help="fine-tuning steps per run")
-    p.add_argument("--eval-every", type=int, default=100)
+    p.add_argument("--steps", type=int, default=900, help="fine-tuning steps per run")
+    p.add_argument("--eval-every", type=int, default=150)
+    p.add_argument("--seeds", type=int, default=3,
+                   help="fine-tunes per run (train.seed = --seed + k): mean ± sd over them")
     p.add_argument("--batch", type=int, default=8, help="clips per fine-tuning step")
     p.add_argument("--frames", type=int, default=8)
     p.add_argument("--size", type=int, default=24)
     p.add_argument("--lr", type=float, default=1e-3, help="fine-tuning peak LR, every run")
     p.add_argument("--base-lr", type=float, default=1e-4, help="VideoFusion base generator LR")
-    p.add_argument("--num", type=int, default=32, help="sampled clips per evaluation")
+    p.add_argument("--num", type=int, default=64, help="sampled clips per evaluation")
     p.add_argument("--sample-steps", type=int, default=25, help="DDIM steps")
     p.add_argument("--sample-batch", type=int, default=64, help="clips per sampling call")
     p.add_argument("--sample-seed", type=int, default=0)
@@ -409,7 +441,9 @@ def main(argv=None) -> int:
     image = pretrain(args)
     results = []
     for run in runs:
-        results.append(finetune(args, run, image, evaluator))
+        per_seed = [finetune(args, run, image, evaluator, args.seed + k)
+                    for k in range(args.seeds)]
+        results.append(merge_seeds(per_seed))
         (out / "results.json").write_text(json.dumps(
             {"machine": start_machine, "args": vars(args), "floor": evaluator.floor,
              "runs": results}, indent=2))

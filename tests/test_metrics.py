@@ -17,6 +17,7 @@ from vidiff.metrics import (
     connected_components,
     corrupt,
     detect_balls,
+    steady_pairs,
     flicker,
     frame_consistency,
     frame_difference,
@@ -279,6 +280,43 @@ def test_count_consistency_is_graded_per_frame_pair(balls):
     assert lost["count_constant"] == 0.0
     assert lost["count_steady"] == pytest.approx(real["count_steady"] - 2 / 15, abs=0.02)
     assert 0.5 * real["score"] < lost["score"] < real["score"]
+
+
+def test_steady_pairs_ranks_real_above_every_corruption(balls):
+    _, real_b, _ = balls
+    g = torch.Generator
+
+    def share(videos):
+        return float(steady_pairs(videos).float().mean())
+
+    real = share(real_b)
+    assert real > 0.85  # the misses are balls passing through each other
+    # frozen: the balls are kept but nothing moves, which is no video of bouncing balls
+    frozen = share(real_b[:, :, :1].expand_as(real_b))
+    assert frozen == 0.0
+    shuffled = [share(shuffle_frames(real_b, lv, g().manual_seed(1))) for lv in (0.5, 1.0)]
+    noised = [share(corrupt(real_b, "noise", lv, g().manual_seed(1))) for lv in (0.1, 0.25)]
+    assert real > shuffled[0] > shuffled[1] and shuffled[1] < 0.5 * real, shuffled
+    assert real > noised[0] > noised[1], noised
+    # a ball that changes colour halfway, or jumps a quarter of the frame, breaks one pair
+    recolored, jumped = real_b[:8].clone(), real_b[:8].clone()
+    recolored[:, :, 8:] = recolored[:, [1, 2, 0], 8:]  # RGB rotated from frame 8 on
+    jumped[:, :, 8:] = jumped[:, :, 8:].roll(8, dims=-1)
+    base = steady_pairs(real_b[:8])
+    for broken in (recolored, jumped):
+        pairs = steady_pairs(broken)
+        assert not pairs[:, 7].any() and torch.equal(pairs[:, :7], base[:, :7])
+    # a frame-filling blob that drifts keeps its count and moves, but is no ball
+    x = torch.arange(32.0)
+    blobs = torch.stack([((x - 14 - t).abs() < 12).float()[None, :].expand(32, 32)
+                         for t in range(8)], 0)  # (F, H, W): a wide bar moving right
+    blob_clip = (blobs * 2 - 1).expand(2, 3, 8, 32, 32)
+    assert detect_balls(blob_clip)["counts"].eq(1).all()
+    assert not steady_pairs(blob_clip).any()
+    # the share is what ball_tracking_stats reports, and the score's ratio to real
+    stats = ball_tracking_stats(real_b)
+    assert stats["steady_pairs"] == pytest.approx(real)
+    assert ball_tracking_score(real_b, stats)["steady_pairs_ratio"] == pytest.approx(1.0)
 
 
 # -- temporal statistics ------------------------------------------------------------------------

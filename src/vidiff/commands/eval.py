@@ -142,20 +142,31 @@ def _generated(args, device):
         _fail(f"--{'generated' if args.generated else 'checkpoint'}: {err}")
 
 
+def _checkpoint_data(args) -> dict:
+    """The data section of --checkpoint's run config ({} without one): no weights read."""
+    if not args.checkpoint:
+        return {}
+    from vidiff.checkpoint import load_checkpoint
+
+    return load_checkpoint(args.checkpoint).config.get("data", {})
+
+
 def _default_reference(args) -> str:
     if args.reference:
         return args.reference
     if not args.checkpoint:
         _fail("give a --reference: bouncing_balls, moving_shapes, a folder of videos, an "
               "array file or an .npz from --save-reference")
-    from vidiff.checkpoint import load_checkpoint
-
-    data = load_checkpoint(args.checkpoint).config.get("data", {})  # the config: no weights
+    data = _checkpoint_data(args)
     return data.get("path") if data.get("source") == "folder" else data.get("source")
 
 
 def _reference_source(args, name: str, shape: tuple, count: int):
-    """The reference clips (a ClipSource) with the generated clips' shape unless told."""
+    """The reference clips (a ClipSource) with the generated clips' shape unless told.
+
+    A synthetic reference of the checkpoint's own training data has the run's dataset options
+    (e.g. ``max_balls``) and is held out: the clips of the next dataset seed, never trained on.
+    """
     from vidiff.data import SYNTHETIC
     from vidiff.evaluate import dataset_clips, open_videos
     from vidiff.evaluate.sources import ARRAY_SUFFIXES
@@ -164,9 +175,14 @@ def _reference_source(args, name: str, shape: tuple, count: int):
     try:
         if Path(name).suffix.lower() in ARRAY_SUFFIXES:
             return open_videos(name)
-        if name in SYNTHETIC or Path(name).is_dir():
+        if name in SYNTHETIC:
+            data = _checkpoint_data(args)
+            own = data.get("source") == name
+            return dataset_clips(name, frames, size, count, seed=data.get("seed", 0) + 1,
+                                 options=data.get("options", {}) if own else {})
+        if Path(name).is_dir():
             return dataset_clips(name, frames, size, count)
-    except (FileNotFoundError, ValueError) as err:
+    except (FileNotFoundError, ValueError, TypeError) as err:
         _fail(f"--reference: {err}")
     valid = ", ".join(SYNTHETIC.names())
     _fail(f"--reference {name!r}: not a synthetic dataset ({valid}), a folder, an array file "
@@ -223,8 +239,9 @@ def _nll(args, ref_name: str, shape: tuple, device, progress: bool) -> dict:
         _fail("--nll: conditional models are not supported (the bound needs the labels)")
     if Path(ref_name).suffix.lower() == ".npz":
         _fail("--nll needs reference videos, not a statistics file")
-    source = _reference_source(argparse.Namespace(frames=info.frames, size=info.size), ref_name,
-                               shape, args.nll_num)
+    source = _reference_source(argparse.Namespace(frames=info.frames, size=info.size,
+                                                  checkpoint=args.checkpoint),
+                               ref_name, shape, args.nll_num)
     return nll_bits_per_dim_on(source, model, info, batch_size=args.batch_size, seed=args.seed,
                                device=device, progress=progress)
 
@@ -255,6 +272,10 @@ def _print_summary(metrics: dict) -> None:
             ("IS (per frame)", metrics.get("inception_score")),
             ("FVD-lite", metrics.get("fvd_lite")),
             ("ball tracking score", metrics.get("ball_tracking", {}).get("score")),
+            ("steady frame pairs (generated)",
+             metrics.get("ball_tracking", {}).get("steady_pairs")),
+            ("steady frame pairs (reference)",
+             metrics.get("ball_tracking", {}).get("ref_steady_pairs")),
             ("NLL (bits/dim)", metrics.get("nll", {}).get("bits_per_dim"))]
     for side in ("generated", "reference"):
         temporal = metrics[side]["temporal"]

@@ -179,19 +179,21 @@ def _stack_items(dataset, count: int) -> Callable[[int], Iterator[torch.Tensor]]
     return batches
 
 
-def dataset_clips(source: str, frames: int, size: int, count: int, seed: int = 0) -> ClipSource:
+def dataset_clips(source: str, frames: int, size: int, count: int, seed: int = 0,
+                  options: dict | None = None) -> ClipSource:
     """``count`` clips (or all there are) of a synthetic dataset or a folder of real videos.
 
     Synthetic clips are items ``0 .. count-1`` of ``make_synthetic(source, frames=frames,
-    size=size, seed=seed)``; folder clips start at each video's first frame, resized to cover
+    size=size, seed=seed, **options)`` (a training run's data of seed s is held out by seed
+    s + 1); folder clips start at each video's first frame, resized to cover
     ``size`` and center-cropped (`vidiff.data.VideoFolder`).
     """
     from vidiff.data import SYNTHETIC, make_dataset
 
     if source in SYNTHETIC:
         dataset = make_dataset(source, frames=frames, size=size, seed=seed,
-                               num_videos=max(count, 1))
-        describe = {"kind": "synthetic", "name": source, "seed": seed}
+                               num_videos=max(count, 1), **(options or {}))
+        describe = {"kind": "synthetic", "name": source, "seed": seed, **(options or {})}
     else:
         dataset = make_dataset(source, frames=frames, size=size, seed=seed, offset="first",
                                crop="center", labels=None, captions=False)

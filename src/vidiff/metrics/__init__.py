@@ -10,7 +10,8 @@
   (running mean and covariance in bounded memory, mergeable, savable).
 - **Ball tracking** for bouncing balls (`ball_tracking_score`): balls detected per frame, count
   consistency along the clip, trajectory smoothness and color consistency, each against the
-  real data's own.
+  real data's own; `steady_pairs`: which frame pairs keep their balls (same count, each ball
+  within a few pixels and the same color, and moving), the headline coherence number.
 - Per-clip temporal statistics: `frame_consistency`, `frame_difference`, `flicker`, and their
   running means `TemporalStats`.
 - **FVD** with the Kinetics-400 I3D (`fvd`, `FVDConfig`, `i3d_features`, `i3d_stats`;
@@ -65,8 +66,10 @@ from vidiff.metrics.temporal import TemporalStats, flicker, frame_consistency, f
 from vidiff.metrics.tracking import (
     ball_tracking_score,
     ball_tracking_stats,
+    SteadyPairs,
     connected_components,
     detect_balls,
+    steady_pairs,
 )
 from vidiff.metrics.weights import random_init_
 
@@ -81,6 +84,7 @@ __all__ = [
     "Feature",
     "FeatureStats",
     "I3D",
+    "SteadyPairs",
     "InceptionI3d",
     "InceptionScoreAccumulator",
     "TemporalStats",
@@ -95,6 +99,7 @@ __all__ = [
     "flicker",
     "frame_consistency",
     "frame_difference",
+    "steady_pairs",
     "frame_inception_score",
     "frechet_distance",
     "fvd",

@@ -14,7 +14,13 @@ measures, per clip and overall:
 - **smoothness**: the mean ``|p[t+1] - 2 p[t] + p[t-1]|`` (acceleration, in frame widths) along
   linked detections. Balls move at constant speed except at bounces, so real clips have a
   small value; shuffled or jittering frames a large one;
-- **color consistency**: the mean RGB change along links.
+- **color consistency**: the mean RGB change along links;
+- **steady pairs** (`steady_pairs`): the share of consecutive frame pairs that keep their
+  balls: the same non-zero count, every ball of one frame linked to one of the next, none
+  moving more than ``max_shift`` frame widths or changing color by more than ``max_color``,
+  something moving (a frozen clip keeps its balls but is not a video of moving balls), and
+  nothing bigger than a ball (a frame-filling blob is not one).
+  This is the headline coherence number: one figure a person can check by eye.
 
 `ball_tracking_score` compares these with the same statistics of real clips (the ``reference``):
 balls pass through each other, so even real clips merge two balls into one blob now and then,
@@ -23,6 +29,7 @@ and the reference fixes what "consistent" and "smooth" mean for the data.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -35,6 +42,8 @@ __all__ = [
     "detect_balls",
     "ball_tracking_stats",
     "ball_tracking_score",
+    "steady_pairs",
+    "SteadyPairs",
 ]
 
 
@@ -202,6 +211,63 @@ def _link(xy: torch.Tensor, counts: torch.Tensor, chunk: int = 32) -> tuple[torc
         succ[src], pred[dst] = dst, src
     return pred, succ
 
+@dataclass(frozen=True)
+class SteadyPairs:
+    """When a pair of consecutive frames "keeps its balls" (`steady_pairs`).
+
+    Lengths are fractions of the frame width, so the test reads the same at any size. The
+    defaults fit the built-in bouncing balls (speeds 0.03-0.07 of the width per frame): real
+    clips pass about 9 pairs in 10 (the rest are balls passing through each other).
+    """
+
+    max_shift: float = 0.09  # most a linked ball may move between the frames (frame widths)
+    min_shift: float = 0.005  # least the linked balls must move on average (not frozen)
+    max_color: float = 0.15  # most a linked ball's mean RGB may change ([0, 1] scale, L2)
+    # largest detection that is a ball (fraction of the frame; real cores: under 0.06): a
+    # frame-filling blob moves and keeps its count, and is no ball
+    max_area: float = 0.15
+
+
+def _steady(det: dict[str, torch.Tensor], succ: torch.Tensor, size: float, area: float,
+            rule: SteadyPairs) -> torch.Tensor:
+    """``(B, F-1)`` bool: frame pair (t, t+1) of each clip keeps its balls (see `SteadyPairs`)."""
+    counts = det["counts"].cpu()
+    b, f = counts.shape
+    xy, color = det["xy"].cpu(), det["color"].cpu()
+    linked = succ >= 0  # links only run from a frame to the next one of the same clip
+    src, dst = linked.nonzero().view(-1), succ[linked]
+    pair = det["clip"].cpu()[src] * (f - 1) + det["frame"].cpu()[src]  # (L,) pair index
+    shift = (xy[dst] - xy[src]).norm(dim=-1) / size  # (L,) frame widths
+    good = (shift <= rule.max_shift) & ((color[dst] - color[src]).norm(dim=-1) <= rule.max_color)
+
+    def per_pair(values: torch.Tensor) -> torch.Tensor:  # (L,) -> (B, F-1) sums
+        return torch.bincount(pair, weights=values.double(), minlength=b * (f - 1)).view(b, -1)
+
+    now, nxt = counts[:, :-1], counts[:, 1:]
+    moved = per_pair(shift) / now.clamp(min=1)  # mean shift of the pair's balls
+    frame_index = det["clip"].cpu() * f + det["frame"].cpu()
+    blob = det["area"].cpu() > rule.max_area * area
+    balls_only = torch.bincount(frame_index[blob], minlength=b * f).view(b, f) == 0
+    return ((now == nxt) & (now > 0) & (per_pair(good) == now) & (moved >= rule.min_shift)
+            & balls_only[:, :-1] & balls_only[:, 1:])
+
+
+def steady_pairs(
+    videos: torch.Tensor, rule: SteadyPairs = SteadyPairs(), threshold: float = 0.3,
+    core: float | None = 0.85, min_area: float | None = None,
+) -> torch.Tensor:
+    """``(B, F-1)`` bool: whether each consecutive frame pair of ``videos`` ``(B, 3, F, H, W)``
+    keeps its balls: the same non-zero count, each ball linked one-to-one to a ball of the
+    next frame within ``rule.max_shift`` and ``rule.max_color``, the balls moving by at
+    least ``rule.min_shift`` on average, and no detection larger than ``rule.max_area``. ``.float().mean()`` is the share of steady pairs;
+    real bouncing-balls clips score about 0.9, shuffled, frozen or noised clips far less.
+    ``threshold``, ``core`` and ``min_area`` go to `detect_balls`.
+    """
+    det = detect_balls(videos, threshold, core, min_area)
+    _, succ = _link(det["xy"].cpu(), det["counts"].cpu())
+    h, w = videos.shape[-2:]
+    return _steady(det, succ, float(w), float(h * w), rule)
+
 
 def ball_tracking_stats(
     videos: torch.Tensor,
@@ -220,7 +286,9 @@ def ball_tracking_stats(
     (mean RGB distance along links, [0, 1] scale), ``"link_fraction"`` (detections linked
     to the next frame); and ``"per_clip"``: tensors ``(B,)`` of ``"constant"``,
     ``"deviation"``, ``"mode"``, ``"accel"`` (NaN for clips without a triple), and
-    ``"counts"`` ``(B, F)``. ``threshold``, ``core`` and ``min_area`` go to `detect_balls`.
+    ``"counts"`` ``(B, F)``, ``"steady"`` ``(B, F-1)``. ``"steady_pairs"`` is the share of
+    frame pairs that keep their balls (`steady_pairs`, with the default `SteadyPairs`).
+    ``threshold``, ``core`` and ``min_area`` go to `detect_balls`.
     """
     det = detect_balls(videos, threshold, core, min_area)
     counts = det["counts"].cpu()
@@ -241,6 +309,8 @@ def ball_tracking_stats(
     n_triples = torch.bincount(clip_of, minlength=b).double()
     per_clip_accel = torch.bincount(clip_of, weights=accel, minlength=b).double() / n_triples
     not_last = det["frame"].cpu() < f - 1
+    area = float(videos.shape[-2] * videos.shape[-1])
+    steady = _steady(det, succ, size, area, SteadyPairs()) if f > 1 else torch.zeros(b, 0)
 
     def mean(x: torch.Tensor) -> float:
         return float(x.double().mean()) if x.numel() else float("nan")
@@ -248,6 +318,7 @@ def ball_tracking_stats(
     return {
         "count_constant": mean(constant),
         "count_steady": mean((counts[:, 1:] == counts[:, :-1]) & (counts[:, 1:] > 0)),
+        "steady_pairs": mean(steady),
         "count_deviation": mean(deviation),
         "mean_count": mean(counts),
         "accel": mean(accel),
@@ -260,6 +331,7 @@ def ball_tracking_stats(
             "mode": mode,
             "accel": per_clip_accel,  # NaN where a clip has no linked triple
             "counts": counts,
+            "steady": steady,
         },
     }
 
@@ -284,7 +356,8 @@ def ball_tracking_score(
     ``reference``: real clips ``(B, 3, F, H, W)`` (same size and length) or their
     `ball_tracking_stats`. Returns the floats of `ball_tracking_stats` and, with a reference,
     ``"accel_ratio"`` (smoothness against the data's own: 1 is as smooth as real, > 1
-    jerkier), ``"count_constant_ratio"``, ``"mean_count_ratio"``, the reference's own
+    jerkier), ``"steady_pairs_ratio"`` (the share of steady frame pairs against the data's own
+    ``"ref_steady_pairs"``), ``"count_constant_ratio"``, ``"mean_count_ratio"``, the reference's own
     ``"ref_accel"``, ``"ref_count_constant"`` and ``"ref_count_steady"``, and ``"score"`` in
     [0, 1] (about 1 for real clips):
 
@@ -306,6 +379,11 @@ def ball_tracking_score(
     out["mean_count_ratio"] = stats["mean_count"] / ref_count if ref_count > 0 else float("nan")
     ref_steady = reference["count_steady"]
     out["ref_count_steady"] = ref_steady
+    ref_pairs = reference.get("steady_pairs", float("nan"))  # absent from older saved refs
+    out["ref_steady_pairs"] = ref_pairs
+    out["steady_pairs_ratio"] = (
+        stats["steady_pairs"] / ref_pairs if ref_pairs > 0 else float("nan")
+    )
     # graded: the share of frame pairs whose count holds (count_constant drops a whole clip
     # for one miscounted frame, which leaves no resolution between "almost" and "noise")
     consistency = min(1.0, stats["count_steady"] / ref_steady) if ref_steady > 0 else 1.0
