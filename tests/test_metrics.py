@@ -17,7 +17,6 @@ from vidiff.metrics import (
     connected_components,
     corrupt,
     detect_balls,
-    steady_pairs,
     flicker,
     frame_consistency,
     frame_difference,
@@ -25,6 +24,7 @@ from vidiff.metrics import (
     gaussian_blur,
     reference_stats,
     shuffle_frames,
+    steady_pairs,
     video_distance,
     video_features,
 )

@@ -64,9 +64,9 @@ from vidiff.metrics.i3d import I3D, InceptionI3d, load_i3d
 from vidiff.metrics.inception import FIDInceptionV3, load_fid_inception
 from vidiff.metrics.temporal import TemporalStats, flicker, frame_consistency, frame_difference
 from vidiff.metrics.tracking import (
+    SteadyPairs,
     ball_tracking_score,
     ball_tracking_stats,
-    SteadyPairs,
     connected_components,
     detect_balls,
     steady_pairs,

@@ -259,8 +259,9 @@ def steady_pairs(
     """``(B, F-1)`` bool: whether each consecutive frame pair of ``videos`` ``(B, 3, F, H, W)``
     keeps its balls: the same non-zero count, each ball linked one-to-one to a ball of the
     next frame within ``rule.max_shift`` and ``rule.max_color``, the balls moving by at
-    least ``rule.min_shift`` on average, and no detection larger than ``rule.max_area``. ``.float().mean()`` is the share of steady pairs;
-    real bouncing-balls clips score about 0.9, shuffled, frozen or noised clips far less.
+    least ``rule.min_shift`` on average, and no detection larger than ``rule.max_area``.
+    ``.float().mean()`` is the share of steady pairs; real bouncing-balls clips score about
+    0.95, shuffled, frozen or noised clips far less.
     ``threshold``, ``core`` and ``min_area`` go to `detect_balls`.
     """
     det = detect_balls(videos, threshold, core, min_area)
@@ -356,10 +357,10 @@ def ball_tracking_score(
     ``reference``: real clips ``(B, 3, F, H, W)`` (same size and length) or their
     `ball_tracking_stats`. Returns the floats of `ball_tracking_stats` and, with a reference,
     ``"accel_ratio"`` (smoothness against the data's own: 1 is as smooth as real, > 1
-    jerkier), ``"steady_pairs_ratio"`` (the share of steady frame pairs against the data's own
-    ``"ref_steady_pairs"``), ``"count_constant_ratio"``, ``"mean_count_ratio"``, the reference's own
-    ``"ref_accel"``, ``"ref_count_constant"`` and ``"ref_count_steady"``, and ``"score"`` in
-    [0, 1] (about 1 for real clips):
+    jerkier), ``"steady_pairs_ratio"`` (the share of steady frame pairs against the data's
+    own ``"ref_steady_pairs"``), ``"count_constant_ratio"``, ``"mean_count_ratio"``, the
+    reference's own ``"ref_accel"``, ``"ref_count_constant"`` and ``"ref_count_steady"``, and
+    ``"score"`` in [0, 1] (about 1 for real clips):
 
         score = min(1, count_steady / ref) * closeness(accel) * closeness(mean_count),
 
