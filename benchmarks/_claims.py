@@ -108,13 +108,18 @@ def train_run(args, out: Path, overrides: list[str], seed: int = 0, tag: str = "
 
 
 @torch.no_grad()
-def sample_run(args, path, count: int, *, sampler: str = "ddim", steps: int | None = 50,
-               seed: int = 0, labels: list[int] | None = None, guidance: float = 1.0):
+def sample_run(args, path, count: int, *, sampler: str | None = None,
+               steps: int | None = None, seed: int = 0, labels: list[int] | None = None,
+               guidance: float = 1.0):
     """``count`` clips ``(N, C, F, H, W)`` of a run's EMA model, ``args.sample_batch`` at a
-    time (batch ``k`` uses seed ``seed + k``); class-conditional models get ``labels``."""
+    time (batch ``k`` uses seed ``seed + k``), with ``sampler`` and ``steps`` (None: the run's
+    own, ``train.sampler`` / ``train.sample_steps``); class-conditional models get
+    ``labels``."""
     from vidiff.train.sampling import load_model, sample_videos
 
     model, info = load_model(path, device=args.device)
+    if sampler is None:
+        sampler, steps = info.config.train.sampler, steps or info.config.train.sample_steps
     num_classes = info.unet_config.num_classes  # None: an unconditional model
     out = []
     for k, start in enumerate(range(0, count, args.sample_batch)):

@@ -16,7 +16,7 @@ labels. Scored per weight:
 The paper's trade-off: the IS-like score rises with w, the FID-like one first improves and then
 worsens.
 
-    .venv/bin/python benchmarks/claim_guidance.py                     # ~25 min, 2 CPU cores
+    .venv/bin/python benchmarks/claim_guidance.py                     # ~30 min of 1 CPU core
     .venv/bin/python benchmarks/claim_guidance.py --device cuda       # larger model and sets
     .venv/bin/python benchmarks/claim_guidance.py --train-steps 5 --num 16 --ref-num 16 \\
         --weights 0,2 --classifier-steps 5 --seeds 1 --out /tmp/claim_guidance   # smoke test
@@ -33,7 +33,7 @@ import torch
 from torch import nn
 
 SCALES = {
-    "cpu": {"num": 96, "seeds": 2, "train_steps": 1000, "classifier_steps": 300,
+    "cpu": {"num": 48, "seeds": 2, "train_steps": 1000, "classifier_steps": 300,
             "out": "runs/claims/guidance"},
     "cuda": {"num": 512, "seeds": 3, "train_steps": 20000, "classifier_steps": 2000,
              "sample_batch": 256, "out": "runs/claims/guidance_gpu",
@@ -44,8 +44,11 @@ CLASSIFIER_SEEDS = (10, 11)  # real data seeds: classifier training, its held-ou
 
 def add(p) -> None:
     p.add_argument("--train-steps", type=int, help="steps of the class-conditional model")
-    p.add_argument("--weights", default="0,0.5,1,2,3,5", help="guidance weights w")
+    p.add_argument("--weights", default="0,1,2,3,5", help="guidance weights w")
     p.add_argument("--classifier-steps", type=int, help="classifier training steps")
+    p.add_argument("--sampler", default="ddim", help="sampler of the sweep (guidance doubles "
+                   "each step's cost)")
+    p.add_argument("--steps", type=int, default=50, help="sampler steps of the sweep")
 
 
 class ClipClassifier(nn.Module):
@@ -113,7 +116,8 @@ def report(args, rows: dict, floor: dict, facts: dict, real: dict, machine: str)
     return "\n".join([
         f"Machine: {machine}.",
         f"Model: {facts['out']} ({facts['steps']} steps, class-conditional); {args.seeds} "
-        f"sample set(s) of {args.num} class-balanced clips per weight (mean ± sd over sets); "
+        f"sample set(s) of {args.num} class-balanced clips per weight ({args.sampler} "
+        f"{args.steps}; mean ± sd over sets); "
         f"classifier on held-out real clips: accuracy {real['accuracy']:.3f}, IS-like "
         f"{real['is_like']:.2f} (real data's; the class count "
         "is the maximum).", "",
@@ -149,8 +153,8 @@ def main(argv=None) -> int:
     for w in [float(v) for v in args.weights.split(",")]:
         scores = []
         for s in range(args.seeds):
-            videos = C.sample_run(args, run, args.num, seed=1000 * s, labels=labels.tolist(),
-                                  guidance=1.0 + w)
+            videos = C.sample_run(args, run, args.num, sampler=args.sampler, steps=args.steps,
+                                  seed=1000 * s, labels=labels.tolist(), guidance=1.0 + w)
             scores.append({**scorer.score(videos), **class_scores(classify(net, videos, args),
                                                                    labels)})
         agg = C.aggregate(scores)

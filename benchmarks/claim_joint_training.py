@@ -7,9 +7,9 @@ independent frames per step (text-to-video FVD 202 -> 58 with 8 images per video
 run is the default run with ``data.num_images = K``, for the same budget of process CPU seconds
 (``train.max_seconds`` on the ``cpu`` clock: the images make each step dearer, so a K > 0 run
 takes fewer steps), ``--seeds`` training seeds per K, and is scored on ``--num`` sampled videos
-(DDIM 50, EMA weights) against held-out real clips (`_claims`).
+(the run's sampler, EMA weights) against held-out real clips (`_claims`).
 
-    .venv/bin/python benchmarks/claim_joint_training.py                # ~40 min, 2 CPU cores
+    .venv/bin/python benchmarks/claim_joint_training.py                # ~25 min of 1 CPU core
     .venv/bin/python benchmarks/claim_joint_training.py --device cuda  # larger, longer runs
     .venv/bin/python benchmarks/claim_joint_training.py --budget 10 --num 8 --ref-num 16 \\
         --ks 0,4 --seeds 1 --out /tmp/claim_joint                          # smoke test
@@ -23,7 +23,7 @@ from pathlib import Path
 import _claims as C
 
 SCALES = {
-    "cpu": {"num": 64, "seeds": 2, "budget": 300.0, "out": "runs/claims/joint_training"},
+    "cpu": {"num": 48, "seeds": 2, "budget": 150.0, "out": "runs/claims/joint_training"},
     "cuda": {"num": 256, "seeds": 3, "budget": 1200.0, "sample_batch": 256,
              "out": "runs/claims/joint_training_gpu",
              "overrides": ["data.size=32", "data.frames=16", "model.preset=small"]},
@@ -61,7 +61,7 @@ def main(argv=None) -> int:
     text = "\n".join([
         f"Machine: {machine}.",
         f"Budget: {args.budget:.0f} {clock} seconds per run; {args.seeds} training seed(s) per "
-        f"K (mean ± sd over seeds); {args.num} sampled clips per run (DDIM 50), "
+        f"K (mean ± sd over seeds); {args.num} sampled clips per run (its own sampler), "
         f"{args.ref_num} held-out real reference clips.", "",
         C.table(list(rows.items()), scorer.floor,
                 {"steps per seed": {n: ", ".join(map(str, s)) for n, s in steps.items()}}), "",

@@ -7,7 +7,7 @@ sample sets of ``--num`` clips each), and scored against held-out real clips (`_
 A setting "matches" DDPM 1000 when every metric is within the larger of two sd of the real
 clips' own spread (the metric's noise at that clip count) and the sd across sample sets.
 
-    .venv/bin/python benchmarks/claim_samplers.py                     # ~35 min, 2 CPU cores
+    .venv/bin/python benchmarks/claim_samplers.py                     # ~30 min of 1 CPU core
     .venv/bin/python benchmarks/claim_samplers.py --run runs/balls    # a model you trained
     .venv/bin/python benchmarks/claim_samplers.py --device cuda       # larger: 256 clips x 3
     .venv/bin/python benchmarks/claim_samplers.py --train-steps 5 --num 8 --ref-num 16 \\
@@ -24,7 +24,7 @@ import _claims as C
 
 SETTINGS = "ddpm:1000,ddpm:250,ddim:10,ddim:20,ddim:50,dpmpp_2m:10,dpmpp_2m:20,dpmpp_2m:50"
 SCALES = {
-    "cpu": {"num": 64, "seeds": 1, "train_steps": 1000, "out": "runs/claims/samplers"},
+    "cpu": {"num": 48, "seeds": 1, "train_steps": 1000, "out": "runs/claims/samplers"},
     "cuda": {"num": 256, "seeds": 3, "train_steps": 20000, "sample_batch": 256,
              "out": "runs/claims/samplers_gpu",
              "overrides": ["data.size=32", "data.frames=16", "model.preset=small"]},

@@ -34,7 +34,7 @@ Writes ``results.json``, ``results.md`` (the tables and the verdict) and ``ablat
 ``runs/noise_prior_ablation``); the pretrained image model stays in ``--out/pretrain`` and is
 reused by a second call with the same pretraining options.
 
-    .venv/bin/python benchmarks/noise_prior_ablation.py                 # ~60 min of 1 CPU core
+    .venv/bin/python benchmarks/noise_prior_ablation.py                 # ~30 min of 1 CPU core
     .venv/bin/python benchmarks/noise_prior_ablation.py --pretrain-steps 20 --steps 4 \\
         --eval-every 2 --num 4 --sample-steps 2 --ref-num 16 --val-num 4 --seeds 2  # smoke
     .venv/bin/python benchmarks/noise_prior_ablation.py --device cuda --steps 3000 \\
@@ -62,7 +62,7 @@ from unet_speed import cpu_model  # noqa: E402
 PRETRAIN = ROOT / "configs" / "pretrain_image.toml"
 FINETUNE = {"unet": ROOT / "configs" / "finetune_video.toml",
             "videofusion": ROOT / "configs" / "finetune_videofusion.toml"}
-DEFAULT_RUNS = "independent,mixed:1,progressive:2"
+DEFAULT_RUNS = "independent,progressive:2"
 REF_SEED, FLOOR_SEEDS, VAL_SEED = 1, range(2, 10), 3  # real data seeds (training: 0)
 VAL_DRAWS = 2  # (t, noise) draws per held-out clip for the validation loss
 SHEET_CLIPS = 8  # clips in each run's contact sheet of its final samples
@@ -397,8 +397,8 @@ def parse_args(argv=None):
                         "videofusion:LAMBDA")
     p.add_argument("--pretrain-steps", type=int, default=1000)
     p.add_argument("--pretrain-batch", type=int, default=32, help="frames per pretrain step")
-    p.add_argument("--steps", type=int, default=900, help="fine-tuning steps per run")
-    p.add_argument("--eval-every", type=int, default=150)
+    p.add_argument("--steps", type=int, default=600, help="fine-tuning steps per run")
+    p.add_argument("--eval-every", type=int, default=200)
     p.add_argument("--seeds", type=int, default=3,
                    help="fine-tunes per run (train.seed = --seed + k): mean ± sd over them")
     p.add_argument("--batch", type=int, default=8, help="clips per fine-tuning step")
@@ -406,7 +406,7 @@ def parse_args(argv=None):
     p.add_argument("--size", type=int, default=24)
     p.add_argument("--lr", type=float, default=1e-3, help="fine-tuning peak LR, every run")
     p.add_argument("--base-lr", type=float, default=1e-4, help="VideoFusion base generator LR")
-    p.add_argument("--num", type=int, default=64, help="sampled clips per evaluation")
+    p.add_argument("--num", type=int, default=48, help="sampled clips per evaluation")
     p.add_argument("--sample-steps", type=int, default=25, help="DDIM steps")
     p.add_argument("--sample-batch", type=int, default=64, help="clips per sampling call")
     p.add_argument("--sample-seed", type=int, default=0)

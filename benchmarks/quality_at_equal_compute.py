@@ -19,12 +19,13 @@ order of `vidiff.train.data.ShardedOrder`. Training time counts everything insid
 model) or after it (sampling).
 
 **vidiff**: ``vidiff train`` as a user runs it (`Trainer.run`) with the default run config of
-`configs/balls.toml` (`tiny` preset, 0.21M parameters, cosine schedule, v-prediction, AdamW 1e-3,
-100 warmup steps, cosine LR decay to 0.1x, EMA 0.995, gradient clipping 1.0) and
+`configs/balls.toml` (`mini` preset, 0.88M parameters, cosine schedule, v-prediction, AdamW
+1e-3, 100 warmup steps, cosine LR decay to 0.1x, EMA 0.995, gradient clipping 1.0; the results
+in benchmarks/README.md were measured with the earlier default, `tiny`, 0.21M) and
 ``train.max_seconds`` / ``train.budget_clock`` set to the budget: the trainer stops when the
 budget is spent and aims its cosine LR decay at the step where the budget will end (re-estimated
 every step from the mean step time). Samples: the EMA weights with the trainer's default
-sampler, DDIM 50 steps (`Trainer.sample_videos`).
+sampler (`Trainer.sample_videos`; DDIM 50 steps when the results were measured).
 
 **video-diffusion-pytorch 0.7.0**: ``GaussianDiffusion(Unet3D(dim=32, dim_mults=(1, 2, 4)),
 image_size=24, num_frames=8, timesteps=1000, loss_type="l2")`` (3.16M parameters): its README's

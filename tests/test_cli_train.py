@@ -31,6 +31,22 @@ def cond_dir(tmp_path_factory):
     return out
 
 
+def test_the_default_run_trains_and_samples(tmp_path):
+    """The README's main job with its real defaults (the mini U-Net with temporal convs, 1-2
+    balls at 8x24x24, DDPM sampling), shortened to 2 steps and a 3-step sampler."""
+    out = tmp_path / "balls"
+    assert main(["train", "--out", str(out), "--steps", "2", "--threads", "1", "--set",
+                 "train.progress=false", "train.tensorboard=false", "train.sample_count=2",
+                 "train.sample_steps=3"]) == 0
+    assert main(["sample", str(out), "--out", str(tmp_path / "balls.gif"), "-n", "2"]) == 0
+    from vidiff.train.sampling import load_model
+
+    model, info = load_model(out)
+    config = info.config
+    assert config.model.preset == "mini" and config.train.sampler == "ddpm"
+    assert info.unet_config.temporal_conv and info.frames == 8 and info.size == 24
+    assert len(info.class_names) == 8  # 1-2 balls x 4 colours
+    assert (tmp_path / "balls.gif").stat().st_size > 0
 
 
 def test_train_writes_run(run_dir, capsys):

@@ -114,7 +114,8 @@ def test_balls_bounce_and_stay_inside():
 
 def test_ball_labels_and_captions_match_content():
     ds = BouncingBalls()
-    assert ds.num_classes == 12
+    assert ds.num_classes == 8  # 1-2 balls x 4 colors
+    assert BouncingBalls(max_balls=3).num_classes == 12
     assert ds.class_names[:5] == [
         "a red ball",
         "a green ball",
@@ -137,7 +138,7 @@ def test_ball_labels_and_captions_match_content():
 
 
 def test_mixed_colors_classes():
-    ds = BouncingBalls(mixed_colors=True)
+    ds = BouncingBalls(mixed_colors=True, max_balls=3)
     assert ds.num_classes == 4 + 10 + 20  # multisets of 1, 2, 3 of 4 colors
     assert "a red ball and a blue ball" in ds.class_names
     assert "two red balls and a yellow ball" in ds.class_names

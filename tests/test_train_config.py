@@ -13,7 +13,7 @@ CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 
 def test_defaults_and_dict_roundtrip():
     config = RunConfig()
-    assert config.data.source == "bouncing_balls" and config.model.preset == "tiny"
+    assert config.data.source == "bouncing_balls" and config.model.preset == "mini"
     again = RunConfig.from_dict(json.loads(json.dumps(config.to_dict())))
     assert again == config
 

@@ -82,7 +82,8 @@ class ModelConfig:
     VideoFusion's base + residual generators; optionally initialized from an image model."""
 
     kind: str = "unet"  # unet (the space-time U-Net) | videofusion (base + residual generators)
-    preset: str = "tiny"  # tiny | small | base | vdm-matched | ddpm-cifar10 | vdm-ucf101
+    # mini (the default run's) | tiny | small | base | vdm-matched | ddpm-cifar10 | vdm-ucf101
+    preset: str = "mini"
     # UNetConfig fields, e.g. model_channels = 32; temporal = false makes an image U-Net
     # (image pretraining). videofusion: preset and overrides make the residual generator
     overrides: dict = field(default_factory=dict)
@@ -142,8 +143,10 @@ class TrainConfig:
     # checkpoint (ckpt_every); 0: only at the end
     sample_every: int | None = None
     sample_count: int = 8  # videos per sample grid
-    sampler: str = "ddim"  # ddpm | ddim | dpmpp_2m
-    sample_steps: int = 50  # sampler steps
+    # ddpm | ddim | dpmpp_2m. DDPM's ancestral steps: on a short run's model its samples keep
+    # their balls far more often than DDIM's or DPM-Solver++'s (docs/RESULTS.md)
+    sampler: str = "ddpm"
+    sample_steps: int = 100  # sampler steps
     sample_seed: int = 0  # seed of the sample noise (the same noise at every interval)
     ckpt_every: int = 500  # steps between checkpoints (and one at the end; 0: only the end)
     keep_checkpoints: int = 2  # keep the newest N checkpoints
