@@ -2,8 +2,8 @@
 faster and better than independent noise (PYoCo's and VideoFusion's claim)?
 
 1. **Pretrain** one image model (`configs/pretrain_image.toml`: the `tiny` U-Net with
-   ``temporal = false``, eps-prediction, cosine schedule) on single frames of the embedded
-   bouncing balls (seed 0), ``--pretrain-steps`` steps of ``--pretrain-batch`` frames.
+   ``temporal = false``, ``--prediction`` (v by default), cosine schedule) on single frames of
+   the embedded bouncing balls (seed 0), ``--pretrain-steps`` steps of ``--pretrain-batch`` frames.
 2. **Fine-tune** it to 8x24x24 video ``--seeds`` times per run of ``--runs`` (``train.seed``
    = ``--seed`` + k: init of the new layers, timesteps, noise), every run with the same
    steps, batch, LR and data order, and for each seed the same timesteps and Gaussian draws
@@ -26,8 +26,10 @@ faster and better than independent noise (PYoCo's and VideoFusion's claim)?
      seed 3, with fixed timesteps and fixed generator seeds for the noise draws): it tracks
      each run's own fit, but NOT comparable across priors (each prior is another task).
 
-``--prediction v`` pretrains and fine-tunes with v-prediction (VideoFusion runs, which
-predict eps, are then left out).
+``--prediction`` (default v) is the image model's and every fine-tune's: the eps-predicting tiny
+image model samples grey noise after this pretraining budget (every earlier run of this script:
+no run drew a trackable ball), so nothing could be compared; VideoFusion runs predict eps and
+are left out under v (``--prediction eps --runs ...,videofusion:0.5`` keeps them).
 
 Writes ``results.json``, ``results.md`` (the tables and the verdict) and ``ablation.png``
 (the curves; needs matplotlib, otherwise skipped with a message) under ``--out`` (default
@@ -413,7 +415,7 @@ def parse_args(argv=None):
     p.add_argument("--ref-num", type=int, default=256, help="held-out real reference clips")
     p.add_argument("--val-num", type=int, default=64, help="held-out clips of the val loss")
     p.add_argument("--seed", type=int, default=0, help="train.seed of every run")
-    p.add_argument("--prediction", default="eps", choices=("eps", "v"),
+    p.add_argument("--prediction", default="v", choices=("eps", "v"),
                    help="of the image model and every fine-tune (v: no VideoFusion runs, "
                         "which predict eps)")
     p.add_argument("--threads", type=int, default=1)
