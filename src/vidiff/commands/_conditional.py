@@ -23,8 +23,10 @@ def add_common_arguments(parser: argparse.ArgumentParser, weight: float = 2.0) -
                         help="reconstruction guidance (VDM eq. 7) or the replacement baseline")
     parser.add_argument("--guidance-weight", type=float, default=weight,
                         help="w_r of reconstruction guidance (VDM eq. 7)")
-    parser.add_argument("--sampler", default="ddim", help="ddpm, ddim or dpmpp_2m")
-    parser.add_argument("--steps", type=int, default=50, help="sampler steps per window")
+    parser.add_argument("--sampler", default=None,
+                        help="ddpm, ddim or dpmpp_2m (None: the run's train.sampler)")
+    parser.add_argument("--steps", type=int, default=None,
+                        help="sampler steps per window (None: the run's train.sample_steps)")
     add_run_arguments(parser)
 
 
@@ -97,11 +99,11 @@ def check_common(args: argparse.Namespace) -> None:
     except OutputPathError as err:
         raise CommandError(str(err)) from None
     for key in ("num", "steps"):
-        if getattr(args, key) < 1:
+        if getattr(args, key) is not None and getattr(args, key) < 1:
             raise CommandError(f"--{key} must be >= 1, got {getattr(args, key)}")
     if args.guidance_weight < 0:
         raise CommandError(f"--guidance-weight must be >= 0, got {args.guidance_weight}")
-    if args.sampler not in SAMPLERS:
+    if args.sampler is not None and args.sampler not in SAMPLERS:
         raise CommandError(f"--sampler {args.sampler!r} is unknown; choose one of "
                            f"{', '.join(SAMPLERS.names())}")
 
@@ -141,6 +143,9 @@ def load(args: argparse.Namespace):
 
     check_common(args)
     model, info = load_checkpoint_model(args)
+    # the run's own sampler unless told (what `vidiff sample` and the run's samples use)
+    args.sampler = args.sampler or info.config.train.sampler
+    args.steps = args.steps or info.config.train.sample_steps
     sampler = ConditionalSampler(model, info.diffusion, info.prior, method=args.method,
                                  weight=args.guidance_weight, sampler=args.sampler,
                                  steps=args.steps, progress=True)
