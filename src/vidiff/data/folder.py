@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import errno
 import os
-import re
 import warnings
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
@@ -35,7 +34,6 @@ from pathlib import Path
 from typing import Any
 
 import av
-import numpy as np
 import torch
 from torch.utils.data import Dataset
 
@@ -47,6 +45,8 @@ from vidiff.data.resize import (  # noqa: F401  (resize_crop, _size_pair: re-exp
 )
 from vidiff.data.synthetic import SYNTHETIC, make_synthetic
 from vidiff.io import IMAGE_SUFFIXES, VideoReadError, from_uint8, read_video, video_info
+from vidiff.io.read import natural_key
+from vidiff.seeding import seeded_generator
 
 __all__ = [
     "VIDEO_SUFFIXES",
@@ -77,14 +77,7 @@ class PaddedVideoWarning(RuntimeWarning):
 
 def epoch_generator(seed: int, epoch: int, index: int) -> torch.Generator:
     """A CPU generator seeded from ``(seed, epoch, index)``, well mixed (numpy's SeedSequence)."""
-    state = np.random.SeedSequence([seed, epoch, index]).generate_state(1, dtype=np.uint64)[0]
-    return torch.Generator().manual_seed(int(state))
-
-
-def _natural_key(text: str) -> list:
-    """Sort key under which "v2" comes before "v10"."""
-    parts = re.split(r"(\d+)", text)
-    return [(0, int(t), "") if t.isdigit() else (1, 0, t.lower()) for t in parts]
+    return seeded_generator(seed, epoch, index)
 
 
 @dataclass(frozen=True)
@@ -147,8 +140,8 @@ def _index(
                 exists = txt.name in names
             caption = txt if exists else None
         items.append((rel.as_posix() or ".", path, cls, caption))
-    items.sort(key=lambda t: _natural_key(t[0]))
-    class_names = sorted({c for _, _, c, _ in items if c is not None}, key=_natural_key)
+    items.sort(key=lambda t: natural_key(t[0]))
+    class_names = sorted({c for _, _, c, _ in items if c is not None}, key=natural_key)
     lookup = {c: i for i, c in enumerate(class_names)}
     entries = [
         _Entry(path, rel, lookup[c] if c is not None else -1, cap) for rel, path, c, cap in items

@@ -23,11 +23,11 @@ import dataclasses
 from abc import ABC, abstractmethod
 from typing import Any, ClassVar
 
-import numpy as np
 import torch
 from torch.utils.data import Dataset
 
 from vidiff.registry import Registry
+from vidiff.seeding import seeded_generator
 
 __all__ = ["SYNTHETIC", "SyntheticVideoDataset", "item_generator", "make_synthetic"]
 
@@ -40,8 +40,7 @@ def item_generator(seed: int, index: int) -> torch.Generator:
 
     Nearby pairs such as ``(0, 1)`` and ``(1, 0)`` give unrelated streams.
     """
-    state = np.random.SeedSequence([seed, index]).generate_state(1, dtype=np.uint64)[0]
-    return torch.Generator().manual_seed(int(state))
+    return seeded_generator(seed, index)
 
 
 def make_synthetic(name: str, config: Any = None, **overrides: Any) -> SyntheticVideoDataset:

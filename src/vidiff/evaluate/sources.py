@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from vidiff.io import from_uint8, read_video
-from vidiff.io.read import _natural_key
+from vidiff.io.read import natural_key
 
 __all__ = ["ClipSource", "open_videos", "dataset_clips", "checkpoint_clips", "ARRAY_SUFFIXES"]
 
@@ -143,7 +143,7 @@ def open_videos(path: str | os.PathLike, frames: int | None = None) -> ClipSourc
     if path.is_dir():
         suffixes = VIDEO_SUFFIXES + ARRAY_SUFFIXES
         files = sorted((p for p in path.iterdir() if p.suffix.lower() in suffixes),
-                       key=lambda p: _natural_key(p.name))
+                       key=lambda p: natural_key(p.name))
         if not files:
             raise ValueError(f"{str(path)!r} holds no videos ({', '.join(suffixes)})")
         _refuse_grids(files)

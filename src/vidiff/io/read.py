@@ -279,9 +279,11 @@ def _read_av(path: Path, wanted: range, keep: FrameFn = _identity,
     return _finish(path, frames, wanted.start)
 
 
-def _natural_key(name: str) -> list:
-    """Sort key under which "frame2.png" comes before "frame10.png"."""
-    return [int(t) if t.isdigit() else t.lower() for t in re.split(r"(\d+)", name)]
+def natural_key(name: str) -> list:
+    """Sort key under which "frame2.png" comes before "frame10.png" (and "v2" before "v10"):
+    digit runs compare as numbers, the rest case-insensitively."""
+    parts = re.split(r"(\d+)", name)
+    return [(0, int(t), "") if t.isdigit() else (1, 0, t.lower()) for t in parts]
 
 
 def _frame_files(folder: Path) -> list[Path]:
@@ -297,7 +299,7 @@ def _frame_files(folder: Path) -> list[Path]:
     if not files:
         kinds = ", ".join(IMAGE_SUFFIXES)
         raise VideoReadError(folder, f"the folder has no image frames ({kinds})")
-    return sorted(files, key=lambda p: _natural_key(p.name))
+    return sorted(files, key=lambda p: natural_key(p.name))
 
 
 def read_frames_folder(

@@ -19,21 +19,16 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
-import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
 from vidiff.config_io import ConfigError
+from vidiff.seeding import seeded_generator
 from vidiff.train.config import DataConfig
 from vidiff.train.interrupt import ignore_stop_signals
 
 __all__ = ["JointVideoDataset", "ShardedOrder", "build_dataset", "describe_dataset",
            "make_loader"]
-
-
-def _seeded(*keys: int) -> torch.Generator:
-    state = np.random.SeedSequence(list(keys)).generate_state(1, dtype=np.uint64)[0]
-    return torch.Generator().manual_seed(int(state))
 
 
 def build_dataset(config: DataConfig) -> Dataset:
@@ -99,7 +94,8 @@ class ShardedOrder:
         key = (stream, epoch)
         if key not in self._perms:
             self._perms = {k: v for k, v in self._perms.items() if k[0] != stream}
-            self._perms[key] = torch.randperm(size, generator=_seeded(self.seed, stream, epoch))
+            g = seeded_generator(self.seed, stream, epoch)
+            self._perms[key] = torch.randperm(size, generator=g)
         return self._perms[key]
 
     def _at(self, stream: int, pos: int, size: int) -> tuple[int, int]:

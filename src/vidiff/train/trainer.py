@@ -31,7 +31,6 @@ from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from torch import nn
 
@@ -40,6 +39,7 @@ from vidiff.conditional import downsample_to
 from vidiff.config_io import ConfigError
 from vidiff.diffusion import Diffusion
 from vidiff.losses import diffusion_loss
+from vidiff.seeding import mixed_seed
 from vidiff.text import build_text_encoder
 from vidiff.train import distributed
 from vidiff.train.build import check_data_fits, resolve_unet_config
@@ -77,8 +77,8 @@ __all__ = [
 
 def _sample_generator(seed: int, position: int, device: torch.device) -> torch.Generator:
     """The generator of the training sample at global `position` (see the module doc)."""
-    state = np.random.SeedSequence([seed, 0x7EED, position]).generate_state(1, np.uint64)[0]
-    return torch.Generator(device=device).manual_seed(int(state) & (2**63 - 1))
+    state = mixed_seed(seed, 0x7EED, position) & (2**63 - 1)  # CUDA generators: 63 bits
+    return torch.Generator(device=device).manual_seed(state)
 
 
 class Trainer:
