@@ -23,7 +23,7 @@ from pathlib import Path
 import _claims as C
 
 SCALES = {
-    "cpu": {"num": 48, "seeds": 2, "budget": 150.0, "out": "runs/claims/joint_training"},
+    "cpu": {"num": 48, "seeds": 2, "budget": 120.0, "out": "runs/claims/joint_training"},
     "cuda": {"num": 256, "seeds": 3, "budget": 1200.0, "sample_batch": 256,
              "out": "runs/claims/joint_training_gpu",
              "overrides": ["data.size=32", "data.frames=16", "model.preset=small"]},
