@@ -70,12 +70,30 @@ def parse(doc: str, scales: dict[str, dict], add=None, argv=None) -> argparse.Na
 
 
 def machine(args) -> str:
+    """The CPU, cores, threads, device, versions and load average, for a report."""
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     device = args.device
     if device.startswith("cuda") and torch.cuda.is_available():
         device = torch.cuda.get_device_name()
     return (f"{cpu_model()}, {cores} cores, {args.threads} torch thread(s), device {device}, "
-            f"torch {torch.__version__}, Python {platform.python_version()}")
+            f"torch {torch.__version__}, Python {platform.python_version()}, load average "
+            f"{' '.join(f'{x:.2f}' for x in os.getloadavg())} at the start")
+
+
+def start(args, tag: str) -> str:
+    """Set the torch threads and log the machine; returns its description."""
+    torch.set_num_threads(args.threads)
+    text = machine(args)
+    log(tag, text)
+    return text
+
+
+def budget(args) -> tuple[list[str], str]:
+    """Overrides that stop a run after ``args.budget`` seconds of process CPU time (wall time
+    on CUDA), its LR decay aimed at the budget's end, and the clock's name."""
+    clock = "wall" if args.device.startswith("cuda") else "cpu"
+    return [f"train.max_seconds={args.budget}", f"train.budget_clock={clock}",
+            "train.steps=1000000"], clock
 
 
 # -- training and sampling ------------------------------------------------------------------------

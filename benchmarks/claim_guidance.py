@@ -133,9 +133,7 @@ def report(args, rows: dict, floor: dict, facts: dict, real: dict, machine: str)
 def main(argv=None) -> int:
     args = C.parse(__doc__, SCALES, add, argv)
     out = Path(args.out)
-    torch.set_num_threads(args.threads)
-    machine = C.machine(args)
-    C.log("guidance", machine)
+    machine = C.start(args, "guidance")
     run = out / "model"
     facts = C.train_run(args, run, [f"train.steps={args.train_steps}", "data.use_labels=true"],
                         tag="guidance")

@@ -39,14 +39,8 @@ def add(p) -> None:
 def main(argv=None) -> int:
     args = C.parse(__doc__, SCALES, add, argv)
     out = Path(args.out)
-    import torch
-
-    torch.set_num_threads(args.threads)
-    machine = C.machine(args)
-    C.log("joint", machine)
-    clock = "wall" if args.device.startswith("cuda") else "cpu"
-    budget = [f"train.max_seconds={args.budget}", f"train.budget_clock={clock}",
-              "train.steps=1000000"]
+    machine = C.start(args, "joint")
+    budget, clock = C.budget(args)
     scorer = C.Scorer(args, C.run_config(args, out, budget))
     rows, steps = {}, {}
     for k in [int(v) for v in args.ks.split(",")]:

@@ -53,11 +53,7 @@ def report(args, rows: dict, floor: dict, facts: dict, seconds: dict, machine: s
 def main(argv=None) -> int:
     args = C.parse(__doc__, SCALES, add, argv)
     out = Path(args.out)
-    import torch
-
-    torch.set_num_threads(args.threads)
-    machine = C.machine(args)
-    C.log("samplers", machine)
+    machine = C.start(args, "samplers")
     run = Path(args.run) if args.run else out / "model"
     if args.run:
         facts = {"out": str(run), "steps": "given"}

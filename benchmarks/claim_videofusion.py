@@ -89,14 +89,8 @@ def _toml(value) -> str:
 def main(argv=None) -> int:
     args = C.parse(__doc__, SCALES, add, argv)
     out = Path(args.out)
-    import torch
-
-    torch.set_num_threads(args.threads)
-    machine = C.machine(args)
-    C.log("videofusion", machine)
-    clock = "wall" if args.device.startswith("cuda") else "cpu"
-    budget = [f"train.max_seconds={args.budget}", f"train.budget_clock={clock}",
-              "train.steps=1000000"]
+    machine = C.start(args, "videofusion")
+    budget, clock = C.budget(args)
     arms, params = arm_overrides(args, budget)
     scorer = C.Scorer(args, C.run_config(args, out, budget))
     rows, steps = {}, {}

@@ -48,8 +48,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
-import platform
 import sys
 import time
 from pathlib import Path
@@ -59,7 +57,6 @@ import torch
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
-from unet_speed import cpu_model  # noqa: E402
 
 PRETRAIN = ROOT / "configs" / "pretrain_image.toml"
 FINETUNE = {"unet": ROOT / "configs" / "finetune_video.toml",
@@ -341,13 +338,9 @@ def plot(results: list[dict], floor: dict, path: Path) -> str:
 
 
 def machine(args) -> str:
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    device = args.device
-    if device.startswith("cuda") and torch.cuda.is_available():
-        device = torch.cuda.get_device_name()
-    return (f"{cpu_model()}, {cores} cores, {args.threads} torch thread(s), device {device}, "
-            f"torch {torch.__version__}, Python {platform.python_version()}, load average "
-            f"{' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+    from _claims import machine as describe
+
+    return describe(args)
 
 
 def report(args, results: list[dict], floor: dict, seconds: float, start_machine: str) -> str:
