@@ -33,7 +33,7 @@ import torch
 from torch import nn
 
 SCALES = {
-    "cpu": {"num": 48, "seeds": 2, "train_steps": 1000, "classifier_steps": 300,
+    "cpu": {"num": 48, "seeds": 1, "train_steps": 1000, "classifier_steps": 200,
             "out": "runs/claims/guidance"},
     "cuda": {"num": 512, "seeds": 3, "train_steps": 20000, "classifier_steps": 2000,
              "sample_batch": 256, "out": "runs/claims/guidance_gpu",
@@ -54,7 +54,7 @@ def add(p) -> None:
 class ClipClassifier(nn.Module):
     """A small 3D-conv classifier of bouncing-balls clips ``(B, 3, F, H, W)`` -> logits."""
 
-    def __init__(self, num_classes: int, width: int = 32):
+    def __init__(self, num_classes: int, width: int = 16):
         super().__init__()
         layers, cin = [], 3
         for cout in (width, 2 * width, 2 * width):
@@ -73,14 +73,14 @@ def train_classifier(args, config, num_classes: int) -> tuple[nn.Module, dict]:
     (the accuracy, and the IS-like score of real data: the top of the scale)."""
     d = config.data
     shape = (d.frames, d.size, dict(d.options))
-    x, y = C.real_clips(CLASSIFIER_SEEDS[0], 4096, *shape, with_labels=True)
+    x, y = C.real_clips(CLASSIFIER_SEEDS[0], 2048, *shape, with_labels=True)
     xv, yv = C.real_clips(CLASSIFIER_SEEDS[1], 512, *shape, with_labels=True)
     g = torch.Generator().manual_seed(0)
     torch.manual_seed(0)  # the classifier's init only (a benchmark script, not the library)
     net = ClipClassifier(num_classes).to(args.device)
-    opt = torch.optim.AdamW(net.parameters(), lr=2e-3)
+    opt = torch.optim.AdamW(net.parameters(), lr=3e-3)
     for _ in range(args.classifier_steps):
-        idx = torch.randint(len(x), (64,), generator=g)
+        idx = torch.randint(len(x), (32,), generator=g)
         loss = nn.functional.cross_entropy(net(x[idx].to(args.device)), y[idx].to(args.device))
         opt.zero_grad()
         loss.backward()
