@@ -363,8 +363,8 @@ def report(args, results: list[dict], floor: dict, seconds: float, start_machine
         "", "| run | parameters | train s | total s |", "|---|---|---|---|",
         *[f"| {r['name']} | {r['params']:,} | {r['train_s']:.0f} | {r['total_s']:.0f} |"
           for r in results],
-        "", "Against independent noise (ties: within the larger of the real-vs-real sd and the sd"
-        " of the independent run across evaluations):", "",
+        "", "Against independent noise (a difference counts beyond 2 standard errors of the "
+        "difference over seeds; one seed: the real-vs-real sd per side):", "",
         *verdict(results, floor),
     ]
     return "\n".join(parts)
