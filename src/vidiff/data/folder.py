@@ -25,11 +25,9 @@ the file and the running count of unreadable files; the bad paths are kept in
 
 from __future__ import annotations
 
-import errno
 import os
 import warnings
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -43,9 +41,9 @@ from vidiff.data.resize import (  # noqa: F401  (resize_crop, _size_pair: re-exp
     resize_crop,
     resize_crop_frames,
 )
+from vidiff.data.scan import Entry, check_root, index_items, read_caption, scan_folder
 from vidiff.data.synthetic import SYNTHETIC, make_synthetic
 from vidiff.io import IMAGE_SUFFIXES, VideoReadError, from_uint8, read_video, video_info
-from vidiff.io.read import natural_key
 from vidiff.seeding import seeded_generator
 
 __all__ = [
@@ -80,84 +78,6 @@ def epoch_generator(seed: int, epoch: int, index: int) -> torch.Generator:
     return seeded_generator(seed, epoch, index)
 
 
-@dataclass(frozen=True)
-class _Entry:
-    """One video (or image) found by the scan."""
-
-    path: Path  # the file, or the frame folder
-    rel: str  # path relative to the root, for messages
-    label: int  # class index, -1 without one
-    caption_file: Path | None  # the sidecar .txt, if there is one
-
-
-def _check_root(root: str | os.PathLike) -> Path:
-    root = Path(root).expanduser()
-    if not root.exists():
-        raise FileNotFoundError(errno.ENOENT, "no such dataset folder", str(root))
-    if not root.is_dir():
-        raise NotADirectoryError(errno.ENOTDIR, "the dataset root is not a folder", str(root))
-    return root
-
-
-def _scan(
-    root: Path, file_suffixes: tuple[str, ...], frame_folders: bool
-) -> list[tuple[Path, bool, set[str]]]:
-    """Walk ``root``: (path, is_frame_folder, names in its folder) for each item found."""
-    found = []
-    for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
-        dirnames[:] = [d for d in dirnames if not d.startswith(".")]
-        names = {n for n in filenames if not n.startswith(".")}
-        here = Path(dirpath)
-        if frame_folders and any(Path(n).suffix.lower() in IMAGE_SUFFIXES for n in names):
-            found.append((here, True, set()))
-        for n in names:
-            if Path(n).suffix.lower() in file_suffixes:
-                found.append((here / n, False, names))
-    return found
-
-
-def _index(
-    root: Path,
-    found: list[tuple[Path, bool, set[str]]],
-    labels: str | None,
-    captions: bool,
-) -> tuple[list[_Entry], list[str]]:
-    """Sorted entries with labels (immediate subfolder of ``root``) and caption files."""
-    if labels not in ("subfolders", None):
-        raise ValueError(f'labels must be "subfolders" or None, got {labels!r}')
-    items = []
-    for path, is_folder, names in found:
-        rel = path.relative_to(root)
-        # a class folder is the first component of a path that goes deeper than root/<item>
-        cls = rel.parts[0] if labels and len(rel.parts) > 1 else None
-        caption = None
-        if captions and rel.parts:
-            if is_folder:  # frames in name/: the caption is name.txt next to it
-                txt = path.parent / f"{path.name}.txt"
-                exists = txt.is_file()
-            else:  # name.mp4: name.txt in the same folder (its names are known from the scan)
-                txt = path.with_suffix(".txt")
-                exists = txt.name in names
-            caption = txt if exists else None
-        items.append((rel.as_posix() or ".", path, cls, caption))
-    items.sort(key=lambda t: natural_key(t[0]))
-    class_names = sorted({c for _, _, c, _ in items if c is not None}, key=natural_key)
-    lookup = {c: i for i, c in enumerate(class_names)}
-    entries = [
-        _Entry(path, rel, lookup[c] if c is not None else -1, cap) for rel, path, c, cap in items
-    ]
-    return entries, class_names
-
-
-def _read_caption(entry: _Entry) -> str:
-    if entry.caption_file is None:
-        return ""
-    try:
-        return entry.caption_file.read_text(encoding="utf-8", errors="replace").strip()
-    except OSError:
-        return ""
-
-
 class _FolderDataset(Dataset, ABC):
     """Shared machinery: the entry list, per-item generators, skipping unreadable entries."""
 
@@ -165,10 +85,10 @@ class _FolderDataset(Dataset, ABC):
     suffixes: tuple[str, ...] = ()
 
     def __init__(self, root: str | os.PathLike, seed: int):
-        self.root = _check_root(root)
+        self.root = check_root(root)
         self.seed = int(seed)
         self.epoch = 0
-        self.entries: list[_Entry] = []
+        self.entries: list[Entry] = []
         self.class_names: list[str] = []
         self.bad_paths: dict[str, str] = {}  # path relative to root -> why it is unreadable
 
@@ -194,7 +114,7 @@ class _FolderDataset(Dataset, ABC):
             )
         )
 
-    def _mark_bad(self, entry: _Entry, error: BaseException) -> None:
+    def _mark_bad(self, entry: Entry, error: BaseException) -> None:
         reason = error.reason if isinstance(error, VideoReadError) else str(error) or repr(error)
         self.bad_paths[entry.rel] = reason
         n = len(self.bad_paths)
@@ -205,7 +125,7 @@ class _FolderDataset(Dataset, ABC):
         )
 
     @abstractmethod
-    def _entry_of(self, index: int) -> _Entry:
+    def _entry_of(self, index: int) -> Entry:
         """The entry (file or frame folder) that item `index` comes from."""
 
     @abstractmethod
@@ -312,8 +232,8 @@ class VideoFolder(_FolderDataset):
         self.crop, self.offset, self.short = crop, offset, short
         self.captions, self.clips_per_video = captions, clips_per_video
         self.suffixes = tuple(s.lower() for s in suffixes)
-        found = _scan(self.root, self.suffixes, frame_folders)
-        self.entries, self.class_names = _index(self.root, found, labels, captions)
+        found = scan_folder(self.root, self.suffixes, frame_folders)
+        self.entries, self.class_names = index_items(self.root, found, labels, captions)
         if not self.entries:
             raise self._empty_error("none found")
         self._info: dict[int, tuple[int, float | None]] = {}  # entry -> (frames, fps)
@@ -358,7 +278,7 @@ class VideoFolder(_FolderDataset):
         k = int(self.clips_per_video)
         return index // k, index % k, k
 
-    def _entry_of(self, index: int) -> _Entry:
+    def _entry_of(self, index: int) -> Entry:
         return self.entries[self._locate(index)[0]]
 
     def _video_info(self, i: int) -> tuple[int, float | None]:
@@ -465,7 +385,7 @@ class VideoFolder(_FolderDataset):
         return {
             "video": video,
             "label": torch.tensor(entry.label, dtype=torch.int64),
-            "caption": _read_caption(entry) if self.captions else "",
+            "caption": read_caption(entry) if self.captions else "",
             "path": str(entry.path),
             "frame_indices": src,
             "num_real_frames": torch.tensor(real, dtype=torch.int64),

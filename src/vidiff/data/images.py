@@ -15,14 +15,11 @@ from torch.utils.data import Dataset
 from vidiff.data.folder import (
     _READ_ERRORS,
     VideoFolder,
-    _Entry,
     _FolderDataset,
-    _index,
-    _read_caption,
-    _scan,
     epoch_generator,
 )
 from vidiff.data.resize import _size_pair, resize_crop_frames
+from vidiff.data.scan import Entry, index_items, read_caption, scan_folder
 from vidiff.io import IMAGE_SUFFIXES, VideoReadError, from_uint8, read_video, to_rgb
 
 __all__ = ["ImageFolder", "VideoFolderFrames"]
@@ -87,7 +84,7 @@ class VideoFolderFrames(Dataset):
             return {
                 "image": image,
                 "label": torch.tensor(entry.label, dtype=torch.int64),
-                "caption": _read_caption(entry) if v.captions else "",
+                "caption": read_caption(entry) if v.captions else "",
                 "path": str(entry.path),
                 "video_index": torch.tensor(i),
                 "frame_index": torch.tensor(t),
@@ -121,15 +118,15 @@ class ImageFolder(_FolderDataset):
             raise ValueError(f'crop must be "center" or "random", got {crop!r}')
         self.size, self.crop, self.captions = _size_pair(size), crop, captions
         self.suffixes = tuple(s.lower() for s in suffixes)
-        found = _scan(self.root, self.suffixes, frame_folders=False)
-        self.entries, self.class_names = _index(self.root, found, labels, captions)
+        found = scan_folder(self.root, self.suffixes, frame_folders=False)
+        self.entries, self.class_names = index_items(self.root, found, labels, captions)
         if not self.entries:
             raise self._empty_error("none found")
 
     def __len__(self) -> int:
         return len(self.entries)
 
-    def _entry_of(self, index: int) -> _Entry:
+    def _entry_of(self, index: int) -> Entry:
         return self.entries[index]
 
     def _load(self, index: int, generator: torch.Generator) -> dict[str, Any]:
@@ -144,7 +141,7 @@ class ImageFolder(_FolderDataset):
         return {
             "image": image,
             "label": torch.tensor(entry.label, dtype=torch.int64),
-            "caption": _read_caption(entry) if self.captions else "",
+            "caption": read_caption(entry) if self.captions else "",
             "path": str(entry.path),
         }
 
