@@ -21,6 +21,7 @@ Examples:
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import math
 import sys
@@ -144,11 +145,14 @@ def _generated(args, device):
 
 def _checkpoint_data(args) -> dict:
     """The data section of --checkpoint's run config ({} without one): no weights read."""
-    if not args.checkpoint:
-        return {}
+    return _run_data(str(args.checkpoint)) if args.checkpoint else {}
+
+
+@functools.lru_cache(maxsize=4)
+def _run_data(path: str) -> dict:  # read once: the default reference and its clips both ask
     from vidiff.checkpoint import load_checkpoint
 
-    return load_checkpoint(args.checkpoint).config.get("data", {})
+    return load_checkpoint(path).config.get("data", {})
 
 
 def _default_reference(args) -> str:
