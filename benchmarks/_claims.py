@@ -125,29 +125,35 @@ def train_run(args, out: Path, overrides: list[str], seed: int = 0, tag: str = "
     return facts
 
 
+def saved_config(path):
+    """The `RunConfig` a run (or checkpoint) was trained with."""
+    from vidiff.checkpoint import load_checkpoint
+    from vidiff.train.config import RunConfig
+
+    return RunConfig.from_dict(load_checkpoint(path).config)
+
+
 @torch.no_grad()
 def sample_run(args, path, count: int, *, sampler: str | None = None,
                steps: int | None = None, seed: int = 0, labels: list[int] | None = None,
-               guidance: float = 1.0):
-    """``count`` clips ``(N, C, F, H, W)`` of a run's EMA model, ``args.sample_batch`` at a
-    time (batch ``k`` uses seed ``seed + k``), with ``sampler`` and ``steps`` (None: the run's
-    own, ``train.sampler`` / ``train.sample_steps``); class-conditional models get
-    ``labels``."""
-    from vidiff.train.sampling import load_model, sample_videos
+               guidance: float | None = None):
+    """``count`` clips ``(N, C, F, H, W)`` of a run's EMA model (`vidiff.Pipeline`),
+    ``args.sample_batch`` at a time (batch ``k`` uses seed ``seed + k``), with ``sampler``
+    and ``steps`` (None: the run's own, ``sample.sampler`` / ``sample.steps``);
+    class-conditional models get ``labels`` (None: the classes in turn) and the guidance
+    scale ``guidance`` (None: the run's ``sample.guidance_scale``)."""
+    from vidiff.pipeline import Pipeline
 
-    model, info = load_model(path, device=args.device)
-    if sampler is None:
-        sampler, steps = info.config.train.sampler, steps or info.config.train.sample_steps
-    num_classes = info.unet_config.num_classes  # None: an unconditional model
+    pipe = Pipeline.from_pretrained(path, device=args.device)
+    chosen = pipe.sampling(sampler, steps, guidance_scale=guidance)
     out = []
     for k, start in enumerate(range(0, count, args.sample_batch)):
         n = min(args.sample_batch, count - start)
         part = None if labels is None else labels[start : start + n]
-        out.append(sample_videos(
-            model, info.diffusion, info.prior, count=n, channels=info.channels,
-            frames=info.frames, size=info.size, sampler=sampler, steps=steps, seed=seed + k,
-            device=args.device, labels=part, num_classes=num_classes,
-            guidance_scale=guidance).clamp(-1, 1).cpu())
+        g = torch.Generator(device=args.device).manual_seed(seed + k)
+        out.append(pipe(n, sampler=chosen.sampler, steps=chosen.steps,
+                        guidance_scale=chosen.guidance_scale, class_labels=part, generator=g,
+                        batch_size=n).clamp(-1, 1).cpu())
     return torch.cat(out)
 
 

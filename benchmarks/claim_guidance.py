@@ -137,13 +137,13 @@ def main(argv=None) -> int:
     run = out / "model"
     facts = C.train_run(args, run, [f"train.steps={args.train_steps}", "data.use_labels=true"],
                         tag="guidance")
-    from vidiff.train.sampling import load_model
+    from vidiff.pipeline import read_spec
 
-    info = load_model(run)[1]
-    k = len(info.class_names)
-    scorer = C.Scorer(args, info.config)
+    config = C.saved_config(run)
+    k = len(read_spec(run).conditioning.class_names)
+    scorer = C.Scorer(args, config)
     t0 = time.perf_counter()
-    net, real = train_classifier(args, info.config, k)
+    net, real = train_classifier(args, config, k)
     C.log("guidance", f"classifier on real clips: {real} "
           f"({time.perf_counter() - t0:.0f} s)")
     labels = torch.arange(args.num) % k

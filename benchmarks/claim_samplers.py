@@ -59,9 +59,7 @@ def main(argv=None) -> int:
         facts = {"out": str(run), "steps": "given"}
     else:
         facts = C.train_run(args, run, [f"train.steps={args.train_steps}"], tag="samplers")
-    from vidiff.train.sampling import load_model
-
-    config = load_model(run)[1].config
+    config = C.saved_config(run)
     scorer = C.Scorer(args, config)
     rows, seconds = {}, {}
     for spec in args.settings.split(","):

@@ -41,7 +41,7 @@ def run_variant(variant: str, args, out: Path) -> tuple[float, int]:
            str(args.steps), "--preset", args.preset, "--device", args.device,
            "--set", f"data.frames={args.frames}", f"data.size={args.size}",
            f"data.batch_size={args.batch}", "train.progress=false", "train.sample_every=0",
-           "train.sample_count=1", "train.sample_steps=1", f"train.threads={args.threads}",
+           "train.sample_count=1", "sample.steps=1", f"train.threads={args.threads}",
            "train.log_every=10", "train.ckpt_every=0", "train.resume=never"]
     env = dict(os.environ, OMP_NUM_THREADS=str(args.threads), PYTHONWARNINGS="default")
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=3600)

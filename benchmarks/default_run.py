@@ -44,7 +44,7 @@ def main(argv=None) -> int:
     import torch
 
     from vidiff.io import write_video
-    from vidiff.train.sampling import load_model
+    from vidiff.pipeline import read_spec
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -56,20 +56,20 @@ def main(argv=None) -> int:
         times["train_s"] = timed([*vidiff, "train", "--out", str(run), *extra])
         times["sample_s"] = timed([*vidiff, "sample", str(run), "--out",
                                    str(run / "balls.gif")])
-    info = load_model(run)[1]
-    config = info.config
+    config = C.saved_config(run)
     if args.options is not None:
         config.data.options = json.loads(args.options)
-    t = config.train
+    s = config.sample
     ns = argparse.Namespace(device="cpu", sample_batch=16, num=args.num, ref_num=args.ref_num)
     scorer = C.Scorer(ns, config)
     t0 = time.perf_counter()
-    videos = C.sample_run(ns, run, args.num, sampler=t.sampler, steps=t.sample_steps)
+    videos = C.sample_run(ns, run, args.num)  # the run's sampler, steps and guidance
     times["score_sampling_s"] = time.perf_counter() - t0
     score = scorer.score(videos)
     write_video(run / "sheet.png", videos[:8])
-    facts = {"run": str(run), "preset": config.model.preset, "sampler": t.sampler,
-             "sample_steps": t.sample_steps, "steps": info.checkpoint.step,
+    facts = {"run": str(run), "preset": config.model.preset, "sampler": s.sampler,
+             "sample_steps": s.steps, "steps": read_spec(run).provenance.step,
+             "guidance_scale": s.guidance_scale, "use_labels": config.data.use_labels,
              "options": config.data.options, **times, **score,
              "real": {k: v["mean"] for k, v in scorer.floor.items()},
              "machine": C.machine(argparse.Namespace(device="cpu",

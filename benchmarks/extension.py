@@ -33,8 +33,9 @@ import torch
 from vidiff.conditional import ConditionalSampler, window_starts
 from vidiff.data import make_synthetic
 from vidiff.metrics import ball_tracking_score, video_distance
+from vidiff.pipeline import Pipeline
 from vidiff.samplers import sample
-from vidiff.train import load_model, load_run_config, train
+from vidiff.train import load_run_config, train
 
 
 def parse_args() -> argparse.Namespace:
@@ -68,7 +69,7 @@ def ensure_model(args):
             "train.sample_count=4", "train.ckpt_every=0", "train.log_every=100",
         ])
         train(config)
-    return load_model(args.run)
+    return Pipeline.from_pretrained(args.run)
 
 
 def real_clips(args, count: int, seed: int) -> torch.Tensor:
@@ -116,11 +117,11 @@ def evaluate(name, videos, reference, boundaries, given, seconds) -> dict:
     }
 
 
-def run_methods(args, model, info, clips):
+def run_methods(args, pipe, clips):
     """{name: (videos, seconds)} for every method."""
     results = {}
     for method in ["reconstruction", "replacement"]:
-        cs = ConditionalSampler(model, info.diffusion, info.prior, method=method,
+        cs = ConditionalSampler(pipe.model, pipe.diffusion, pipe.prior, method=method,
                                 weight=args.weight, sampler="ddim", steps=args.steps)
         start = time.perf_counter()
         out = cs.extend(clips, args.frames, WINDOW, args.overlap, torch.Generator().manual_seed(1))
@@ -129,7 +130,7 @@ def run_methods(args, model, info, clips):
     start = time.perf_counter()
     g = torch.Generator().manual_seed(1)
     shape = (len(clips), 3, WINDOW, args.size, args.size)
-    parts = [sample(model, shape, diffusion=info.diffusion, prior=info.prior, sampler="ddim",
+    parts = [sample(pipe.model, shape, diffusion=pipe.diffusion, prior=pipe.prior, sampler="ddim",
                     steps=args.steps, generator=g) for _ in range(args.frames // WINDOW - 1)]
     indep = torch.cat([clips, *parts], dim=2)
     results["independent windows"] = (indep, time.perf_counter() - start)
@@ -150,21 +151,21 @@ def table(rows: list[dict]) -> str:
 def main() -> None:
     args = parse_args()
     torch.set_num_threads(args.threads)
-    model, info = ensure_model(args)
+    pipe = ensure_model(args)
     reference = real_clips(args, args.real, seed=1)
     held_out = real_clips(args, args.clips, seed=2)
     clips = held_out[:, :, :WINDOW]  # the given 16 frames
     known = torch.arange(args.frames) < WINDOW
     boundaries = [s + args.overlap for s in window_starts(known, WINDOW, args.overlap)]
     rows = [evaluate("real clips", held_out, reference, boundaries, WINDOW, 0.0)]
-    for name, (videos, seconds) in run_methods(args, model, info, clips).items():
+    for name, (videos, seconds) in run_methods(args, pipe, clips).items():
         bounds = boundaries if name != "independent windows" else list(
             range(WINDOW, args.frames, WINDOW))
         rows.append(evaluate(name, videos, reference, bounds, WINDOW, seconds))
     text = table(rows)
     meta = (f"{args.clips} clips {args.size}x{args.size}, {WINDOW} -> {args.frames} frames, "
             f"overlap {args.overlap}, w_r {args.weight}, DDIM {args.steps} steps/window, "
-            f"prior {info.prior!r}, model step {info.checkpoint.step}; "
+            f"prior {pipe.prior!r}, model step {pipe.spec.provenance.step}; "
             f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
             f"{args.threads} threads")
     print(text + "\n\n" + meta)

@@ -55,7 +55,7 @@ echo -e "\n## 2. 300-step vidiff train, bf16 (small U-Net, 16x64x64 clips, batch
 rm -rf /tmp/vidiff_gpu_train
 timeout 150 $PY -m vidiff train --out /tmp/vidiff_gpu_train --steps 300 --device cuda \
     --precision bf16 --preset small --frames 16 --size 64 --batch-size 16 \
-    --set train.progress=false train.sample_every=0 train.sample_steps=20 train.log_every=50 \
+    --set train.progress=false train.sample_every=0 sample.steps=20 train.log_every=50 \
     train.ckpt_every=0 > "$OUT/train.log" 2>&1
 echo "exit status $?" >> "$REPORT"
 $PY - "$REPORT" <<'PY' >> "$REPORT"

@@ -124,8 +124,8 @@ def finetune_config(args, run: dict, image: Path, seed: int):
     return load_run_config(FINETUNE[run["kind"]], [
         *_common(args, out, seed), f"model.init_from={image}", f"train.steps={args.steps}",
         f"train.lr={args.lr}", f"model.base_lr={args.base_lr}", f"data.frames={args.frames}",
-        f"data.batch_size={args.batch}", "train.resume=never", "train.sampler=ddim",
-        f"train.sample_steps={args.sample_steps}", *run["overrides"]])
+        f"data.batch_size={args.batch}", "train.resume=never", "sample.sampler=ddim",
+        f"sample.steps={args.sample_steps}", *run["overrides"]])
 
 
 # -- evaluation -------------------------------------------------------------------------------

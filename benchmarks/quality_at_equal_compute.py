@@ -190,7 +190,7 @@ def _worker_vidiff(spec: dict) -> dict:
     _log(
         f"vidiff: {trainer.step} steps in {seconds:.1f} {spec['clock']} s, loss "
         f"{result['final_loss']:.4f}; sampling {spec['num']} clips "
-        f"(DDIM {config.train.sample_steps})"
+        f"(DDIM {config.sample.steps})"
     )
     trainer.raw.eval()
     torch.set_num_threads(spec["sample_threads"])  # sampling is outside the budget
@@ -202,7 +202,7 @@ def _worker_vidiff(spec: dict) -> dict:
     )
     result["samples"] = {
         "vidiff": {
-            "sampler": f"{config.train.sampler} {config.train.sample_steps}",
+            "sampler": f"{config.sample.sampler} {config.sample.steps}",
             "clips": len(videos),
             "sample_s": time.perf_counter() - t0,
         }

@@ -30,8 +30,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from _train_helpers import tiny_config  # noqa: E402
 
 from vidiff.conditional import ConditionalSampler, downsample, upsample_nearest  # noqa: E402
+from vidiff.pipeline import Pipeline  # noqa: E402
 from vidiff.train.data import build_dataset  # noqa: E402
-from vidiff.train.sampling import load_model  # noqa: E402
 from vidiff.train.trainer import train  # noqa: E402
 
 
@@ -48,14 +48,15 @@ def _trained(out: Path, steps: int, *extra: str):
     if not (out / "checkpoints").exists():
         train(tiny_config(out, *extra, "train.sample_count=1", "train.resume=never",
                           steps=steps))
-    return load_model(out)
+    return Pipeline.from_pretrained(out)
 
 
-def _upsample(model, info, low, weight, steps):
-    cs = ConditionalSampler(model, info.diffusion, info.prior, weight=weight, steps=steps)
+def _upsample(pipe, low, weight, steps):
+    cs = ConditionalSampler(pipe.model, pipe.diffusion, pipe.prior, weight=weight, steps=steps)
     g = torch.Generator().manual_seed(0)
-    if info.lowres_size is not None:
-        return cs.upsample_conditioned(low, 2, info.frames, info.frames // 2, g)
+    if pipe.spec.conditioning.lowres_size is not None:
+        frames = pipe.spec.shape.frames
+        return cs.upsample_conditioned(low, 2, frames, frames // 2, g)
     return cs.upsample_guided(low, 2, g)
 
 
@@ -69,9 +70,9 @@ def main() -> None:
     truth = torch.stack([data[i]["video"] for i in range(args.clips)])  # (N, C, F, 16, 16)
     low = downsample(truth, 2)  # (N, C, F, 8, 8)
     rows = [("nearest (pixel repeat)", "-", upsample_nearest(low, 2))]
-    for name, (model, info), weights in (("upsampler (conditioned)", cond, (0.0, 4.0)),
-                                         ("unconditional + guidance", plain, (4.0, 16.0))):
-        rows += [(name, w, _upsample(model, info, low, w, args.sample_steps)) for w in weights]
+    for name, pipe, weights in (("upsampler (conditioned)", cond, (0.0, 4.0)),
+                                ("unconditional + guidance", plain, (4.0, 16.0))):
+        rows += [(name, w, _upsample(pipe, low, w, args.sample_steps)) for w in weights]
     results = [{"method": name, "w_r": w,
                 "mse_lowres": (downsample(video, 2) - low).square().mean().item(),
                 "mse_highres": (video - truth).square().mean().item()}

@@ -58,7 +58,7 @@ def test_claim_samplers_end_to_end(tmp_path):
     cmd = [sys.executable, str(BENCH / "claim_samplers.py"), "--train-steps", "2", "--num", "4",
            "--ref-num", "8", "--sample-batch", "4", "--settings", "ddpm:4,ddim:2", "--seeds", "2",
            "--out", str(out), "--set", "data.num_videos=16", "train.warmup=1",
-           "train.sample_count=2", "train.sample_steps=2"]
+           "train.sample_count=2", "sample.steps=2"]
     subprocess.run(cmd, check=True, capture_output=True, timeout=300)
     results = json.loads((out / "results.json").read_text())
     assert set(results["rows"]) == {"ddpm:4", "ddim:2"}

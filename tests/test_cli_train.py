@@ -37,15 +37,16 @@ def test_the_default_run_trains_and_samples(tmp_path):
     out = tmp_path / "balls"
     assert main(["train", "--out", str(out), "--steps", "2", "--threads", "1", "--set",
                  "train.progress=false", "train.tensorboard=false", "train.sample_count=2",
-                 "train.sample_steps=3"]) == 0
+                 "sample.steps=3"]) == 0
     assert main(["sample", str(out), "--out", str(tmp_path / "balls.gif"), "-n", "2"]) == 0
-    from vidiff.train.sampling import load_model
+    from vidiff import Pipeline
 
-    model, info = load_model(out)
-    config = info.config
-    assert config.model.preset == "mini" and config.train.sampler == "ddpm"
-    assert info.unet_config.temporal_conv and info.frames == 8 and info.size == 24
-    assert len(info.class_names) == 8  # 1-2 balls x 4 colours
+    pipe = Pipeline.from_pretrained(out)
+    spec = pipe.spec
+    assert spec.network["model_channels"] == 16 and spec.unet_config.temporal_conv
+    assert spec.sampling.sampler == "ddpm" and spec.sampling.steps == 3
+    assert (spec.shape.frames, spec.shape.size) == (8, 24)
+    assert len(spec.conditioning.class_names) == 8  # 1-2 balls x 4 colours
     assert (tmp_path / "balls.gif").stat().st_size > 0
 
 

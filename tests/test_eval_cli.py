@@ -155,9 +155,9 @@ def run_dir(tmp_path_factory):
 
 
 def test_checkpoint_samples_and_nll(run_dir, tmp_path):
+    from vidiff import Pipeline
     from vidiff.evaluate import dataset_clips, quantize_256
     from vidiff.likelihood import nll_bits_per_dim
-    from vidiff.train.sampling import load_model
 
     out = tmp_path / "r.json"
     assert main(["eval", "-c", str(run_dir), "-n", "3", "--nll", "--nll-num", "3", "--out",
@@ -169,10 +169,10 @@ def test_checkpoint_samples_and_nll(run_dir, tmp_path):
                                                "seed": 1, "max_balls": 1}
     nll = report["metrics"]["nll"]
     assert nll["clips"] == 3 and nll["timesteps"] == 20 and nll["prior"] == "progressive"
-    model, info = load_model(run_dir)
+    pipe = Pipeline.from_pretrained(run_dir)
     clips = dataset_clips("bouncing_balls", 4, 16, 3, seed=1, options={"max_balls": 1})
     x0 = quantize_256(next(clips.batches(3)))
-    want = nll_bits_per_dim(model, info.diffusion, x0, prior=info.prior,
+    want = nll_bits_per_dim(pipe.model, pipe.diffusion, x0, prior=pipe.prior,
                             generator=torch.Generator().manual_seed(4)).mean()
     assert nll["bits_per_dim"] == pytest.approx(float(want), rel=1e-9)
     assert nll["bits_per_dim"] > 0 and nll["decoder_term"] > 0

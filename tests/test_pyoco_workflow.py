@@ -11,6 +11,7 @@ from _train_helpers import TINY, cli_error
 from vidiff.checkpoint import list_checkpoints, load_checkpoint, save_checkpoint
 from vidiff.cli import main
 from vidiff.models import UNet, is_temporal_parameter
+from vidiff.pipeline import read_spec
 from vidiff.train import Trainer
 from vidiff.train.config import load_run_config
 from vidiff.train.trainer import resolve_unet_config
@@ -56,8 +57,8 @@ def _video_config(tmp_path, source, *extra):
 
 
 def test_pretrain_inflate_finetune_from_the_command(image_run, tmp_path, capsys):
-    image = load_checkpoint(image_run)
-    assert image.meta["unet_config"]["temporal"] is False and image.meta["frames"] == 1
+    image = read_spec(image_run)
+    assert image.network["temporal"] is False and image.shape.frames == 1
     for prior in ("mixed", "progressive"):
         out = tmp_path / prior
         source = (["--init-from", str(image_run), *SET] if prior == "progressive"
@@ -65,7 +66,8 @@ def test_pretrain_inflate_finetune_from_the_command(image_run, tmp_path, capsys)
         assert main(["train", "--out", str(out), "--steps", "2", "--prior", prior,
                      *source]) == 0
         ckpt = load_checkpoint(out)
-        assert ckpt.meta["unet_config"]["temporal"] is True and ckpt.meta["frames"] == 4
+        spec = read_spec(out)
+        assert spec.network["temporal"] is True and spec.shape.frames == 4
         assert ckpt.config["model"]["init_from"] == str(image_run)
     assert main(["sample", str(out), "--out", str(tmp_path / "s.npy"), "--num", "2",
                  "--steps", "2"]) == 0

@@ -15,6 +15,7 @@ from _train_helpers import TINY, tiny_config
 
 from vidiff.checkpoint import list_checkpoints, load_checkpoint
 from vidiff.config_io import ConfigError
+from vidiff.pipeline import read_spec
 from vidiff.train import Trainer, WarmupSchedule, train
 from vidiff.train.config import load_run_config, warmup_steps
 from vidiff.train.resume import config_changes
@@ -221,7 +222,7 @@ def test_samples_keep_the_data_fps(tmp_path):
     out = tmp_path / "r"
     train(tiny_config(out, "data.source=folder", f"data.path={data}", "data.stride=2",
                       steps=1), echo=False)
-    assert load_checkpoint(out).meta["fps"] == 6.0  # 12 fps, every 2nd frame
+    assert read_spec(out).preprocess.fps == 6.0  # 12 fps, every 2nd frame
     assert video_info(out / "samples" / "step_00000001.mp4").fps == pytest.approx(6.0)
 
 
@@ -272,7 +273,7 @@ def test_second_ctrl_c_stops_at_once(tmp_path):
 
     out = tmp_path / "r"
     # a slow sampler at the end of each step keeps the run busy after the first signal
-    proc = _start(out, "train.sample_every=1", "train.sample_steps=200", "train.sample_count=4")
+    proc = _start(out, "train.sample_every=1", "sample.steps=200", "train.sample_count=4")
     _wait_for_steps(out, 1, proc)
     proc.send_signal(signal.SIGINT)
     time.sleep(0.3)

@@ -9,9 +9,9 @@ from _train_helpers import TINY
 from safetensors.torch import save_file
 
 from vidiff.cli import main
+from vidiff.pipeline import Pipeline
 from vidiff.text import BertConfig, BertEncoder, BertTextEncoder, WordPieceTokenizer, load_bert
 from vidiff.text.bert import hf_key
-from vidiff.train.sampling import load_model, sample_videos
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -142,13 +142,13 @@ def test_text_to_video_with_a_bert_encoder(tiny_bert, tmp_path):
     assert main(["train", "--out", str(out), "--steps", "20", "--set", *TINY, "train.warmup=0",
                  "train.cond_drop_prob=0", "data.use_captions=true",
                  f"data.text_encoder={tiny_bert[0]}"]) == 0
-    model, info = load_model(out, weights="model")  # the raw weights: 20 steps of learning
-    assert info.unet_config.text_dim == 16 and isinstance(info.text_encoder, BertTextEncoder)
+    pipe = Pipeline.from_pretrained(out, weights="model")  # raw weights: 20 steps of learning
+    assert pipe.spec.unet_config.text_dim == 16
+    assert isinstance(pipe.text_encoder, BertTextEncoder)
 
     def draw(caption):
-        return sample_videos(model, info.diffusion, info.prior, count=1, channels=3,
-                             frames=4, size=16, steps=2, seed=0, captions=[caption],
-                             text_encoder=info.text_encoder)
+        return pipe(1, sampler="ddim", steps=2, captions=[caption],
+                    generator=torch.Generator().manual_seed(0))
 
     red, blue = draw("two red balls"), draw("a blue ball")
     assert torch.equal(red, draw("two red balls"))  # deterministic: any change is the text's

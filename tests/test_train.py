@@ -138,12 +138,26 @@ def test_bf16_autocast_and_loader_workers(tmp_path):
 def test_auto_threads_are_the_free_cores(monkeypatch):
     import os
 
-    from vidiff.train.trainer import auto_threads
+    from vidiff import threads
 
     monkeypatch.setattr(os, "cpu_count", lambda: 16)
-    for load, processes, threads in [(0.0, 1, 16), (3.6, 1, 12), (3.6, 4, 3), (15.8, 1, 1),
-                                     (40.0, 1, 1), (0.0, 64, 1)]:
-        monkeypatch.setattr(os, "getloadavg", lambda load=load: (load, 0.0, 0.0))
-        assert auto_threads(processes) == threads, (load, processes)
+    for busy, processes, expected in [(0.0, 1, 16), (3.6, 1, 12), (3.6, 4, 3), (15.8, 1, 1),
+                                      (40.0, 1, 1), (0.0, 64, 1)]:
+        monkeypatch.setattr(threads, "busy_cores", lambda busy=busy: busy)
+        assert threads.auto_threads(processes) == expected, (busy, processes)
+
+
+def test_busy_cores_reads_the_cpu_counters_not_the_load_average(monkeypatch):
+    import os
+
+    from vidiff import threads
+
+    monkeypatch.setattr(os, "cpu_count", lambda: 4)
+    monkeypatch.setattr(os, "getloadavg", lambda: (4.0, 4.0, 4.0))  # a job that just ended
+    counters = iter([(1000, 4000), (1100, 4400)])  # 100 of 400 jiffies busy: 1 of 4 cores
+    monkeypatch.setattr(threads, "_cpu_times", lambda: next(counters))
+    assert threads.busy_cores(window_s=0) == pytest.approx(1.0)
+    monkeypatch.setattr(threads, "_cpu_times", lambda: None)  # no /proc/stat: the load average
+    assert threads.busy_cores(window_s=0) == 4.0
     monkeypatch.setattr(os, "getloadavg", lambda: (_ for _ in ()).throw(OSError()))
-    assert auto_threads() == 16  # no load average on this platform: all cores
+    assert threads.busy_cores(window_s=0) == 0.0 and threads.auto_threads() == 4

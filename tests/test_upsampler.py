@@ -12,8 +12,8 @@ from vidiff.conditional import ConditionalSampler, downsample, upsample_nearest
 from vidiff.config_io import ConfigError
 from vidiff.io import to_uint8
 from vidiff.models import build_unet
+from vidiff.pipeline import Pipeline
 from vidiff.train.config import load_run_config
-from vidiff.train.sampling import load_model
 from vidiff.train.trainer import Trainer
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -73,7 +73,7 @@ def test_trainer_conditions_on_the_downsampled_clip(tmp_path, gen):
     video = torch.rand(2, 3, 4, 16, 16, generator=gen)
     cond = trainer._cond({"video": video}, torch.ones(2))
     torch.testing.assert_close(cond["lowres"], downsample(video, 2))
-    assert trainer._meta()["lowres_size"] == 8
+    assert trainer.pipeline().spec.conditioning.lowres_size == 8
 
 
 def test_windows_get_their_own_lowres_frames(gen):
@@ -109,8 +109,8 @@ def _npy(path, videos, frames, size, gen):
 
 
 def test_upsample_command_with_an_upsampler(sr_run, tmp_path, gen):
-    _, info = load_model(sr_run)
-    assert (info.lowres_size, info.size) == (8, 16)
+    spec = Pipeline.from_pretrained(sr_run).spec
+    assert (spec.conditioning.lowres_size, spec.shape.size) == (8, 16)
     low = _npy(tmp_path / "low.npy", 2, 4, 8, gen)
     out = tmp_path / "high.npy"
     assert main(["upsample", str(sr_run), "--input", str(low), "--out", str(out),
@@ -136,14 +136,14 @@ def test_upsample_names_a_mismatched_input(sr_run, tmp_path, gen, capsys):
     assert "vidiff upsample" in cli_error(capsys, sample)
 
 
-def _mse_through_downsampling(model, info, low, weight):
-    cs = ConditionalSampler(model, info.diffusion, info.prior, weight=weight, steps=20)
+def _mse_through_downsampling(pipe, low, weight):
+    cs = ConditionalSampler(pipe.model, pipe.diffusion, pipe.prior, weight=weight, steps=20)
     g = torch.Generator().manual_seed(0)
-    if info.lowres_size is None:
+    if pipe.spec.conditioning.lowres_size is None:
         out = (cs.upsample_guided(low, 2, g) if weight > 0 else
-               cs._sample(model, (*low.shape[:3], 16, 16), g, low))
+               cs._sample(pipe.model, (*low.shape[:3], 16, 16), g, low))
     else:
-        out = cs.upsample_conditioned(low, 2, info.frames, 2, g)
+        out = cs.upsample_conditioned(low, 2, pipe.spec.shape.frames, 2, g)
     return (downsample(out, 2) - low).square().mean().item()
 
 
@@ -160,8 +160,8 @@ def test_a_trained_upsampler_reproduces_its_input(tmp_path):
     for name, extra in (("cond", LOWRES), ("plain", [])):
         config = tiny_config(tmp_path / name, *extra, "train.sample_count=1", steps=300)
         train(config)
-        model, info = load_model(tmp_path / name)
+        pipe = Pipeline.from_pretrained(tmp_path / name)
         data = build_dataset(replace(config.data, seed=99))  # clips it has not seen
         low = downsample(torch.stack([data[i]["video"] for i in range(6)]), 2)
-        mses[name] = _mse_through_downsampling(model, info, low, 0.0)
+        mses[name] = _mse_through_downsampling(pipe, low, 0.0)
     assert mses["cond"] < 0.6 * mses["plain"], mses

@@ -356,13 +356,15 @@ def test_trainer_fine_tunes_the_base_at_model_base_lr_only(tmp_path):
 
 
 def test_trainer_checkpoint_loads_back_for_sampling(tmp_path):
-    from vidiff.train.sampling import load_model
+    from vidiff import Pipeline
 
     trainer = _trainer(tmp_path)
     trainer.run()
     trainer.close()
-    model, info = load_model(tmp_path)
-    assert isinstance(model, VideoFusion) and info.prior.params()["lam"] == 0.3
+    pipe = Pipeline.from_pretrained(tmp_path)
+    model = pipe.model
+    assert isinstance(model, VideoFusion) and pipe.prior.params()["lam"] == 0.3
+    assert pipe.spec.kind == "videofusion"
     assert model.config_dict() == trainer.ema.model.config_dict()
     x, t = inputs((1, 3, 4, 16, 16))
     with torch.no_grad():

@@ -12,7 +12,9 @@ import sys
 import warnings
 
 # module names under vidiff.commands, in --help order
-COMMANDS = ["train", "sample", "info", "demo", "extend", "interpolate", "upsample", "eval"]
+COMMANDS = [
+    "train", "sample", "info", "export", "demo", "extend", "interpolate", "upsample", "eval",
+]
 
 
 class HelpFormatter(argparse.RawDescriptionHelpFormatter,

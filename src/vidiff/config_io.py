@@ -218,6 +218,9 @@ def config_from_dict(cls: type[T], data: Mapping[str, Any] | None, section: str 
             raise _unknown_key(section, key, cls)
         full = f"{section}.{key}" if section else key
         tp = hints[key]
+        optional, inner = _is_optional(tp)
+        if optional and dataclasses.is_dataclass(inner) and value is not None:
+            tp = inner  # `Section | None` given as a table
         if dataclasses.is_dataclass(tp):
             if not isinstance(value, Mapping):
                 raise ConfigError(f"{full}: expected a table [{full}], got {value!r}")

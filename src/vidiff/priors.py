@@ -13,6 +13,7 @@ from __future__ import annotations
 import math
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 
 import torch
 
@@ -263,6 +264,27 @@ def noise_prior(name: str = "independent", **params) -> NoisePrior:
         return cls(**params)
     except TypeError as err:
         raise ValueError(f"bad parameters {params} for the {name!r} noise prior: {err}") from None
+
+
+@dataclass
+class PriorConfig:
+    """A noise prior by name and parameters: a run's ``[prior]`` section, a model spec's
+    ``prior`` (`build` makes it: ``noise_prior(name, **params)``)."""
+
+    # independent | mixed | progressive | decomposed. PYoCo's progressive (AR) noise is the
+    # default: frames that share their noise come out far more consistent after short training
+    name: str = "progressive"
+    params: dict = field(default_factory=dict)  # e.g. alpha = 2.0 (progressive), lam = 0.5
+
+    def build(self) -> NoisePrior:
+        """The prior (a ValueError for an unknown name or bad parameters)."""
+        return noise_prior(self.name, **self.params)
+
+    @classmethod
+    def of(cls, prior: NoisePrior) -> PriorConfig:
+        """The config that rebuilds `prior`, every parameter explicit."""
+        return cls(prior.name, {k: list(v) if isinstance(v, tuple) else v
+                                for k, v in prior.params().items()})
 
 
 def apply_frames(matrix: torch.Tensor, x: torch.Tensor) -> torch.Tensor:

@@ -142,6 +142,21 @@ def sample_dpmpp_2m(denoise: Denoise, x, traj: Trajectory, noise: NoiseFn,
 
 
 DEFAULT_STEPS = {"ddpm": None, "ddim": 50, "dpmpp_2m": 20}  # None: all T steps
+
+
+@dataclass
+class SamplingConfig:
+    """How a model is sampled unless told otherwise: a run's ``[sample]`` section, a model
+    spec's ``sampling``, and the defaults of `vidiff.Pipeline` and the sampling commands."""
+
+    # ddpm | ddim | dpmpp_2m. DDPM's ancestral steps: on a short run's model its samples keep
+    # their balls far more often than DDIM's or DPM-Solver++'s (docs/RESULTS.md)
+    sampler: str = "ddpm"
+    steps: int | None = 100  # sampler steps (None: the sampler's DEFAULT_STEPS, T for DDPM)
+    eta: float | None = None  # DDIM's stochasticity (None: 0, deterministic)
+    # classifier-free guidance scale of conditional models, 1 + w in VDM's terms (1: none; an
+    # unconditional model ignores it). 2 (w = 1) kept the most balls steady (docs/RESULTS.md)
+    guidance_scale: float = 2.0
 DEFAULT_SPACING = {"ddpm": "linspace", "ddim": "linspace", "dpmpp_2m": "logsnr"}
 SAMPLER_OPTIONS = {"ddpm": ("variance",), "ddim": ("eta",), "dpmpp_2m": ()}
 

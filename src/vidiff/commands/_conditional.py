@@ -7,10 +7,13 @@ import argparse
 import functools
 from pathlib import Path
 
+from vidiff.spec import DEFAULT_FPS
+
 
 def add_common_arguments(parser: argparse.ArgumentParser, weight: float = 2.0) -> None:
     """The checkpoint, input, output, conditioning method and sampler options."""
-    parser.add_argument("checkpoint", help="run folder, checkpoint folder or .safetensors file")
+    parser.add_argument("checkpoint", help="run folder, checkpoint folder, .safetensors file or "
+                                           "exported model folder (vidiff export)")
     parser.add_argument("-i", "--input", default=None,
                         help="the given video: mp4/webm/gif/npy (npy: (N, F, H, W, C) uint8 for "
                              "N videos) or a folder of frames; None: sample it first")
@@ -24,9 +27,9 @@ def add_common_arguments(parser: argparse.ArgumentParser, weight: float = 2.0) -
     parser.add_argument("--guidance-weight", type=float, default=weight,
                         help="w_r of reconstruction guidance (VDM eq. 7)")
     parser.add_argument("--sampler", default=None,
-                        help="ddpm, ddim or dpmpp_2m (None: the run's train.sampler)")
+                        help="ddpm, ddim or dpmpp_2m (None: the run's sample.sampler)")
     parser.add_argument("--steps", type=int, default=None,
-                        help="sampler steps per window (None: the run's train.sample_steps)")
+                        help="sampler steps per window (None: the run's sample.steps)")
     add_run_arguments(parser)
 
 
@@ -57,15 +60,15 @@ def pick_device(name: str) -> str:
     return name
 
 
-def output_fps(args: argparse.Namespace, info, factor: float = 1.0) -> float:
+def output_fps(args: argparse.Namespace, pipe, factor: float = 1.0) -> float:
     """--fps; else the --input video's frame rate, else the model's training clips' rate
-    (checkpoint meta), else 8; times `factor` (interpolation makes `factor` frames of one)."""
+    (its spec), else 8; times `factor` (interpolation makes `factor` frames of one)."""
     if args.fps:
         return float(args.fps)
     source = getattr(args, "input", None)
     header = _input_header(source) if source is not None else None
     rate = header.fps if header is not None else None
-    return float(rate or info.checkpoint.meta.get("fps") or 8) * factor
+    return float(rate or pipe.spec.preprocess.fps or DEFAULT_FPS) * factor
 
 
 @functools.lru_cache(maxsize=8)
@@ -108,19 +111,21 @@ def check_common(args: argparse.Namespace) -> None:
                            f"{', '.join(SAMPLERS.names())}")
 
 
-def load_checkpoint_model(args: argparse.Namespace):
-    """(model, LoadedModel) of args.checkpoint with --weights on --device, after setting
-    --threads; a `CommandError` for a bad checkpoint. Shared with `vidiff sample`."""
+def load_pipeline(args: argparse.Namespace):
+    """The `vidiff.Pipeline` of args.checkpoint (a run, checkpoint or exported folder) with
+    --weights on --device, after setting --threads; a `CommandError` for a bad checkpoint.
+    Shared with `vidiff sample`."""
     import torch
 
     from vidiff.checkpoint import CheckpointError
     from vidiff.cli import CommandError
-    from vidiff.train.sampling import load_model
-    from vidiff.train.trainer import auto_threads
+    from vidiff.pipeline import Pipeline
+    from vidiff.threads import auto_threads
 
     torch.set_num_threads(args.threads if args.threads > 0 else auto_threads())
     try:
-        return load_model(args.checkpoint, args.weights, pick_device(args.device))
+        return Pipeline.from_pretrained(args.checkpoint, weights=args.weights,
+                                        device=pick_device(args.device))
     except (CheckpointError, ValueError) as err:
         raise CommandError(str(err)) from None
 
@@ -138,18 +143,21 @@ def window_overlap(args: argparse.Namespace, frames: int, lowest: int = 1) -> in
 
 
 def load(args: argparse.Namespace):
-    """(model, LoadedModel, ConditionalSampler) for the checkpoint and options of `args`."""
+    """(Pipeline, ConditionalSampler) for the checkpoint and options of `args`."""
+    from vidiff.cli import CommandError
     from vidiff.conditional import ConditionalSampler
 
     check_common(args)
-    model, info = load_checkpoint_model(args)
-    # the run's own sampler unless told (what `vidiff sample` and the run's samples use)
-    args.sampler = args.sampler or info.config.train.sampler
-    args.steps = args.steps or info.config.train.sample_steps
-    sampler = ConditionalSampler(model, info.diffusion, info.prior, method=args.method,
+    pipe = load_pipeline(args)
+    try:  # the model's own sampler unless told (what `vidiff sample` and the run's samples use)
+        chosen = pipe.sampling(args.sampler, args.steps, guidance_scale=1.0)
+    except ValueError as err:
+        raise CommandError(str(err)) from None
+    args.sampler, args.steps = chosen.sampler, chosen.steps
+    sampler = ConditionalSampler(pipe.model, pipe.diffusion, pipe.prior, method=args.method,
                                  weight=args.guidance_weight, sampler=args.sampler,
                                  steps=args.steps, progress=True)
-    return model, info, sampler
+    return pipe, sampler
 
 
 def _read_frames(path: Path, size: int | None):
@@ -199,23 +207,19 @@ def read_input(args: argparse.Namespace, channels: int, size: int | None, device
     return from_uint8(frames).to(device)  # (N, C, F, h, w)
 
 
-def first_clip(args: argparse.Namespace, model, info, device):
-    """--num videos of the model's own length, sampled unconditionally (no --input)."""
-    from vidiff.train.sampling import sample_videos
-
-    return sample_videos(model, info.diffusion, info.prior, count=args.num,
-                         channels=info.channels, frames=info.frames, size=info.size,
-                         sampler=args.sampler, steps=args.steps, seed=args.seed,
-                         device=device, num_classes=info.unet_config.num_classes,
-                         captions=info.class_names or None, text_encoder=info.text_encoder)
+def first_clip(args: argparse.Namespace, pipe):
+    """--num videos of the model's own length, sampled with its own sampling settings
+    (classes cycled, its guidance scale) when there is no --input."""
+    return pipe(args.num, sampler=args.sampler, steps=args.steps,
+                generator=generator(args, pipe.device))
 
 
-def write_output(args: argparse.Namespace, video, what: str, info,
+def write_output(args: argparse.Namespace, video, what: str, pipe,
                  factor: float = 1.0) -> None:
     """Write `video` (N, C, F, H, W) to --out at `output_fps` and say what was written."""
     from vidiff.io import write_video
 
-    write_video(args.out, video.cpu(), fps=output_fps(args, info, factor))
+    write_video(args.out, video.cpu(), fps=output_fps(args, pipe, factor))
     n, _, f, h, w = video.shape
     print(f"wrote {args.out} ({n} videos of {f}x{h}x{w}, {what}, {args.method}"
           f"{'' if args.method == 'replacement' else f' w_r={args.guidance_weight}'}, "

@@ -143,16 +143,17 @@ def _generated(args, device):
         _fail(f"--{'generated' if args.generated else 'checkpoint'}: {err}")
 
 
-def _checkpoint_data(args) -> dict:
-    """The data section of --checkpoint's run config ({} without one): no weights read."""
-    return _run_data(str(args.checkpoint)) if args.checkpoint else {}
+def _provenance(args):
+    """--checkpoint's `vidiff.spec.Provenance` (its training data; None without a
+    checkpoint): no weights read."""
+    return _read_provenance(str(args.checkpoint)) if args.checkpoint else None
 
 
 @functools.lru_cache(maxsize=4)
-def _run_data(path: str) -> dict:  # read once: the default reference and its clips both ask
-    from vidiff.checkpoint import load_checkpoint
+def _read_provenance(path: str):  # read once: the default reference and its clips both ask
+    from vidiff.pipeline import read_spec
 
-    return load_checkpoint(path).config.get("data", {})
+    return read_spec(path).provenance
 
 
 def _default_reference(args) -> str:
@@ -161,8 +162,11 @@ def _default_reference(args) -> str:
     if not args.checkpoint:
         _fail("give a --reference: bouncing_balls, moving_shapes, a folder of videos, an "
               "array file or an .npz from --save-reference")
-    data = _checkpoint_data(args)
-    return data.get("path") if data.get("source") == "folder" else data.get("source")
+    data = _provenance(args)
+    if data.data == "folder" and not data.data_path:
+        _fail(f"{args.checkpoint!r} was trained on a folder of videos it does not name (an "
+              f"exported model): give a --reference")
+    return data.data_path if data.data == "folder" else data.data
 
 
 def _reference_source(args, name: str, shape: tuple, count: int):
@@ -180,10 +184,11 @@ def _reference_source(args, name: str, shape: tuple, count: int):
         if Path(name).suffix.lower() in ARRAY_SUFFIXES:
             return open_videos(name)
         if name in SYNTHETIC:
-            data = _checkpoint_data(args)
-            own = data.get("source") == name
-            return dataset_clips(name, frames, size, count, seed=data.get("seed", 0) + 1,
-                                 options=data.get("options", {}) if own else {})
+            data = _provenance(args)
+            own = data is not None and data.data == name
+            return dataset_clips(name, frames, size, count,
+                                 seed=data.data_seed + 1 if own else 1,
+                                 options=data.data_options if own else {})
         if Path(name).is_dir():
             return dataset_clips(name, frames, size, count)
     except (FileNotFoundError, ValueError, TypeError) as err:
@@ -236,17 +241,18 @@ def _is_tracked(name: str, reference) -> bool:
 
 def _nll(args, ref_name: str, shape: tuple, device, progress: bool) -> dict:
     from vidiff.evaluate import nll_bits_per_dim_on
-    from vidiff.train.sampling import load_model
+    from vidiff.pipeline import Pipeline
 
-    model, info = load_model(args.checkpoint, "ema", device)
-    if info.unet_config.num_classes is not None or info.text_encoder is not None:
+    pipe = Pipeline.from_pretrained(args.checkpoint, device=device)
+    if pipe.spec.conditional:
         _fail("--nll: conditional models are not supported (the bound needs the labels)")
     if Path(ref_name).suffix.lower() == ".npz":
         _fail("--nll needs reference videos, not a statistics file")
-    source = _reference_source(argparse.Namespace(frames=info.frames, size=info.size,
+    shape_ = pipe.spec.shape
+    source = _reference_source(argparse.Namespace(frames=shape_.frames, size=shape_.size,
                                                   checkpoint=args.checkpoint),
                                ref_name, shape, args.nll_num)
-    return nll_bits_per_dim_on(source, model, info, batch_size=args.batch_size, seed=args.seed,
+    return nll_bits_per_dim_on(source, pipe, batch_size=args.batch_size, seed=args.seed,
                                device=device, progress=progress)
 
 
@@ -297,7 +303,7 @@ def run(args: argparse.Namespace) -> int:
     from vidiff.commands._conditional import pick_device
     from vidiff.evaluate import EvalConfig, compare, load_reference, save_reference, versions
     from vidiff.metrics import FIDConfig, FVDConfig
-    from vidiff.train.trainer import auto_threads
+    from vidiff.threads import auto_threads
 
     _check_args(args)
     torch.set_num_threads(args.threads if args.threads > 0 else auto_threads())

@@ -37,18 +37,19 @@ def run(args: argparse.Namespace) -> int:
 
     from vidiff.cli import CommandError
 
-    model, info, sampler = common.load(args)
-    device = next(model.parameters()).device
-    video = (common.read_input(args, info.channels, info.size, device) if args.input
-             else common.first_clip(args, model, info, device))
-    overlap = common.window_overlap(args, info.frames)
+    pipe, sampler = common.load(args)
+    shape = pipe.spec.shape
+    device = pipe.device
+    video = (common.read_input(args, shape.channels, shape.size, device) if args.input
+             else common.first_clip(args, pipe))
+    overlap = common.window_overlap(args, shape.frames)
     given, gen = video.shape[2], common.generator(args, device)
     if args.context is None:
         if args.frames < given:
             raise CommandError(f"--frames {args.frames} is shorter than the given video "
                                f"({given} frames); to add frames to a long video, use "
                                f"--context N --frames NEW")
-        out = sampler.extend(video, args.frames, info.frames, overlap, gen)
+        out = sampler.extend(video, args.frames, shape.frames, overlap, gen)
         what = f"extended from {given} frames, overlap {overlap}"
     else:
         if not 1 <= args.context <= given or args.frames < 1:
@@ -56,8 +57,8 @@ def run(args: argparse.Namespace) -> int:
                                f"frames) and --frames (new frames) >= 1, got {args.frames}")
         # (B, C, given, H, W): the last N frames condition; the rest is put back in front
         tail = sampler.extend(video[:, :, given - args.context:], args.context + args.frames,
-                              info.frames, overlap, gen)
+                              shape.frames, overlap, gen)
         out = torch.cat([video[:, :, :given - args.context], tail], dim=2)
         what = f"{args.frames} frames added after {given}, from the last {args.context}"
-    common.write_output(args, out, what, info)
+    common.write_output(args, out, what, pipe)
     return 0

@@ -1,7 +1,9 @@
-"""Describe a checkpoint: its step, files, parameter count, model and run config.
+"""Describe a model: its step, files, parameter count, spec and run config.
 
-CHECKPOINT is a run folder (its newest checkpoint), a checkpoint folder or a .safetensors
-file. --json prints everything as one JSON object (for scripts).
+CHECKPOINT is a run folder (its newest checkpoint), a checkpoint folder, a .safetensors file
+or a folder written by `vidiff export`. What is printed comes from the model's spec
+(`vidiff.ModelSpec`) and, for a checkpoint, its run config. --json prints everything as one
+JSON object (for scripts).
 """
 
 from __future__ import annotations
@@ -15,7 +17,8 @@ HELP = "show a checkpoint's step, model, parameter count, files and config"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("checkpoint", help="run folder, checkpoint folder or .safetensors file")
+    parser.add_argument("checkpoint", help="run folder, checkpoint folder, .safetensors file or "
+                                           "exported model folder (vidiff export)")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     parser.add_argument("--config", action="store_true",
                         help="also print the full run config (TOML-like sections)")
@@ -30,52 +33,61 @@ def _size(n: int) -> str:
 
 
 def describe(path: str) -> dict:
-    """The facts `vidiff info` prints, as a dict."""
-    from safetensors import safe_open
+    """The facts `vidiff info` prints, as a dict (no weights are read)."""
+    from pathlib import Path
 
     from vidiff.checkpoint import list_checkpoints, load_checkpoint
+    from vidiff.pipeline import EXPORT_CONFIG, EXPORT_WEIGHTS, is_exported, read_spec
 
-    ckpt = load_checkpoint(path)
-    files = {k: {"path": str(p), "bytes": p.stat().st_size} for k, p in ckpt.files.items()}
-    counts = {}
-    for kind in ("model", "ema"):
-        if kind in ckpt.files:
-            with safe_open(str(ckpt.files[kind]), "pt") as f:  # header only, no tensor data
-                counts[kind] = sum(math.prod(f.get_slice(k).get_shape()) for k in f.keys())
-    run = ckpt.path.parent.parent if ckpt.path.is_dir() else None
-    others = [p.name for p in list_checkpoints(run)] if run is not None else []
-    config = ckpt.config
+    spec = read_spec(path)
+    if is_exported(Path(path)):
+        where, config, others = Path(path), {}, []
+        found = {"model": where / EXPORT_WEIGHTS, "config": where / EXPORT_CONFIG}
+    else:
+        ckpt = load_checkpoint(path)
+        where, config, found = ckpt.path, ckpt.config, ckpt.files
+        run = ckpt.path.parent.parent if ckpt.path.is_dir() else None
+        others = [p.name for p in list_checkpoints(run)] if run is not None else []
+    files = {k: {"path": str(p), "bytes": p.stat().st_size} for k, p in found.items()}
     return {
-        "path": str(ckpt.path),
-        "step": ckpt.step,
-        "parameters": counts.get("model", counts.get("ema")),
+        "path": str(where),
+        "step": spec.provenance.step,
+        "parameters": _count(found),
         "files": files,
         "total_bytes": sum(f["bytes"] for f in files.values()),
-        "model": config.get("model"),
-        "unet_config": ckpt.meta.get("unet_config"),
-        "data": {k: ckpt.meta.get(k)
-                 for k in ("channels", "frames", "size", "num_images", "fps")},
-        "text_encoder": _text_encoder(config.get("data", {})),
-        "num_classes": len(ckpt.meta.get("class_names") or []),
-        "class_names": ckpt.meta.get("class_names") or [],
-        "diffusion": config.get("diffusion"),
-        "prior": config.get("prior"),
+        "model": config.get("model") or {"kind": spec.kind},
+        "spec": spec.to_dict(),
+        "text_encoder": _text_encoder(spec),
         "checkpoints_in_run": others,
         "config": config,
     }
 
 
-def _text_encoder(data: dict) -> str | None:
-    """The frozen text encoder of a text-conditional run (None: the model reads no text)."""
-    if not data.get("use_captions"):
+def _count(files: dict) -> int | None:
+    """The parameter count of the model (or EMA) weights, from the safetensors header."""
+    from safetensors import safe_open
+
+    for kind in ("model", "ema"):
+        if kind in files:
+            with safe_open(str(files[kind]), "pt") as f:  # header only, no tensor data
+                return sum(math.prod(f.get_slice(k).get_shape()) for k in f.keys())
+    return None
+
+
+def _text_encoder(spec) -> str | None:
+    """The frozen text encoder of a text-conditional model (None: the model reads no text)."""
+    text = spec.conditioning.text_encoder
+    if text is None:
         return None
-    name = data.get("text_encoder", "hash")
-    width = f", width {data.get('text_dim')}" if name == "hash" else ""
-    return f"{name}{width}, up to {data.get('max_tokens')} words"
+    width = f", width {text.dim}" if text.name == "hash" else ""
+    return f"{text.name}{width}, up to {text.max_tokens} words"
 
 
 def _model_line(model: dict, extra: str) -> str:
-    """The "model" line: the U-Net preset, or VideoFusion's two generators; init_from."""
+    """The "model" line: the U-Net preset, or VideoFusion's two generators; init_from. An
+    exported model has no run config: its kind only (the network is in the spec)."""
+    if "preset" not in model:
+        return f"model        {model['kind']} (the network config: vidiff info --json, spec)"
     line = f"model        preset {model.get('preset')!r}{extra}"
     if model.get("kind") == "videofusion":
         base = model.get("base_overrides") or {}
@@ -101,32 +113,35 @@ def run(args: argparse.Namespace) -> int:
         print(json.dumps(facts, indent=2))
         return 0
     cfg = facts["config"]
-    print(f"checkpoint   {facts['path']}")
+    print(f"{'checkpoint' if cfg else 'exported':<12} {facts['path']}")
     print(f"step         {facts['step']}")
     print(f"parameters   {facts['parameters']:,}" if facts["parameters"] else "parameters   ?")
-    model = facts["model"] or {}
+    model = facts["model"]
     overrides = model.get("overrides") or {}
     extra = f" with {json.dumps(overrides)}" if overrides else ""
     print(_model_line(model, extra))
-    d = facts["data"]
-    print(f"clips        {d['channels']} x {d['frames']} frames x {d['size']}x{d['size']}"
-          + (f" (+{d['num_images']} images in training)" if d.get("num_images") else ""))
-    diff = facts["diffusion"] or {}
-    print(f"diffusion    {diff.get('schedule')} schedule, T={diff.get('timesteps')}, "
-          f"predicts {diff.get('prediction')}")
-    prior = facts["prior"] or {}
-    print(f"prior        {prior.get('name')} {json.dumps(prior.get('params') or {})}")
-    if d.get("fps"):
-        print(f"frame rate   {d['fps']:g} fps")
+    spec = facts["spec"]
+    shape, num_images = spec["shape"], spec["provenance"]["num_images"]
+    print(f"clips        {shape['channels']} x {shape['frames']} frames x {shape['size']}x"
+          f"{shape['size']}" + (f" (+{num_images} images in training)" if num_images else ""))
+    diff = spec["diffusion"]
+    print(f"diffusion    {diff['schedule']} schedule, T={diff['timesteps']}, "
+          f"predicts {diff['prediction']}")
+    prior = spec["prior"]
+    print(f"prior        {prior['name']} {json.dumps(prior['params'])}")
+    s = spec["sampling"]
+    print(f"sampling     {s['sampler']} {s['steps'] or 'default'} steps"
+          + (f", guidance scale {s['guidance_scale']:g}" if _conditional(spec) else ""))
+    if spec["preprocess"]["fps"]:
+        print(f"frame rate   {spec['preprocess']['fps']:g} fps")
     print(f"text         {facts['text_encoder'] or 'none (not text-conditional)'}")
-    if facts["num_classes"]:
-        names = facts["class_names"]
+    names = spec["conditioning"]["class_names"]
+    if names:
         shown = ", ".join(names[:6]) + (", ..." if len(names) > 6 else "")
-        print(f"classes      {facts['num_classes']}: {shown}")
-    data = cfg.get("data", {})
-    source = data.get("source")
+        print(f"classes      {len(names)}: {shown}")
+    source = spec["provenance"]["data"] or "?"
     if source == "folder":
-        source = f"folder {data.get('path')}"
+        source = f"folder {spec['provenance']['data_path'] or '(path not recorded)'}"
     print(f"trained on   {source}")
     print("files")
     for kind, f in facts["files"].items():
@@ -140,3 +155,7 @@ def run(args: argparse.Namespace) -> int:
             for key, value in values.items():
                 print(f"{key} = {json.dumps(value)}")
     return 0
+
+
+def _conditional(spec: dict) -> bool:
+    return bool(spec["conditioning"]["class_names"] or spec["conditioning"]["text_encoder"])

@@ -33,15 +33,16 @@ def run(args: argparse.Namespace) -> int:
 
     if args.factor < 2:
         raise CommandError(f"--factor must be >= 2, got {args.factor}")
-    model, info, sampler = common.load(args)
-    device = next(model.parameters()).device
-    video = (common.read_input(args, info.channels, info.size, device) if args.input
-             else common.first_clip(args, model, info, device))
+    pipe, sampler = common.load(args)
+    shape = pipe.spec.shape
+    device = pipe.device
+    video = (common.read_input(args, shape.channels, shape.size, device) if args.input
+             else common.first_clip(args, pipe))
     if video.shape[2] < 2:
         raise CommandError("interpolation needs a video of at least 2 frames")
-    overlap = common.window_overlap(args, info.frames, lowest=0)
-    out = sampler.interpolate(video, args.factor, info.frames, overlap,
+    overlap = common.window_overlap(args, shape.frames, lowest=0)
+    out = sampler.interpolate(video, args.factor, shape.frames, overlap,
                               common.generator(args, device))
-    common.write_output(args, out, f"{video.shape[2]} frames interpolated x{args.factor}", info,
+    common.write_output(args, out, f"{video.shape[2]} frames interpolated x{args.factor}", pipe,
                         factor=args.factor)
     return 0

@@ -20,14 +20,15 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from vidiff.commands._conditional import add_run_arguments, load_checkpoint_model, output_fps
+from vidiff.commands._conditional import add_run_arguments, load_pipeline, output_fps
 
 NAME = "sample"
 HELP = "sample videos from a checkpoint to mp4, gif, png or npy"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("checkpoint", help="run folder, checkpoint folder or .safetensors file")
+    parser.add_argument("checkpoint", help="run folder, checkpoint folder, .safetensors file or "
+                                           "exported model folder (vidiff export)")
     parser.add_argument("-o", "--out", default="samples.mp4",
                         help="output file; format by suffix: .mp4, .webm, .gif, .png, .npy; "
                              "a folder (ending in /): one file per video")
@@ -35,18 +36,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="the file format of each video when --out is a folder")
     parser.add_argument("-n", "--num", type=int, default=8, help="number of videos")
     parser.add_argument("--sampler", default=None,
-                        help="ddpm, ddim or dpmpp_2m (None: the run's train.sampler)")
+                        help="ddpm, ddim or dpmpp_2m (None: the run's sample.sampler)")
     parser.add_argument("--steps", type=int, default=None,
-                        help="sampler steps (None: the run's train.sample_steps)")
+                        help="sampler steps (None: the run's sample.steps)")
     parser.add_argument("--eta", type=float, default=None,
-                        help="DDIM eta (stochasticity; None: 0)")
+                        help="DDIM eta (stochasticity; None: the run's sample.eta, else 0)")
     parser.add_argument("--class", dest="class_", metavar="LABEL", default=None,
                         help="class-conditional models: a class index or name, or a comma "
                              "list cycled over the videos (None: all classes in turn)")
     parser.add_argument("--caption", default=None,
                         help="text-conditional models: the caption (None: the class names)")
-    parser.add_argument("--guidance-scale", type=float, default=1.0,
-                        help="classifier-free guidance scale for conditional models (1: none)")
+    parser.add_argument("--guidance-scale", type=float, default=None,
+                        help="classifier-free guidance scale for conditional models (1: none; "
+                             "None: the run's sample.guidance_scale)")
     add_run_arguments(parser)  # --seed, --weights, --device, --fps, --threads
 
 
@@ -71,6 +73,8 @@ def _labels(text: str, names: list[str], num_classes: int) -> list[int]:
 
 
 def run(args: argparse.Namespace) -> int:
+    import torch
+
     from vidiff.cli import CommandError
     from vidiff.io import (
         WRITE_SUFFIXES,
@@ -80,7 +84,6 @@ def run(args: argparse.Namespace) -> int:
         write_video,
     )
     from vidiff.samplers import SAMPLERS
-    from vidiff.train.sampling import sample_videos
 
     out = Path(args.out)
     per_video = str(args.out).endswith(("/", "\\")) or out.is_dir()
@@ -95,46 +98,46 @@ def run(args: argparse.Namespace) -> int:
         raise CommandError(f"--num must be >= 1, got {args.num}")
     if args.steps is not None and args.steps < 1:
         raise CommandError(f"--steps must be >= 1, got {args.steps}")
-    model, info = load_checkpoint_model(args)
-    device = next(model.parameters()).device
-    if info.lowres_size is not None:
+    pipe = load_pipeline(args)
+    spec = pipe.spec
+    if spec.conditioning.lowres_size is not None:
         raise CommandError(f"{args.checkpoint!r} is a super-resolution model (from "
-                           f"{info.lowres_size}x{info.lowres_size}): use vidiff upsample")
-    config = info.config
-    sampler = args.sampler or config.train.sampler
-    if sampler not in SAMPLERS:
-        raise CommandError(f"--sampler {sampler!r} is unknown; choose one of "
-                           f"{', '.join(SAMPLERS.names())}")
-    if args.eta is not None and sampler != "ddim":
-        raise CommandError("--eta applies to --sampler ddim only")
-    num_classes = info.unet_config.num_classes
+                           f"{spec.conditioning.lowres_size}x{spec.conditioning.lowres_size})"
+                           f": use vidiff upsample")
     labels = None
     if args.class_ is not None:
-        if num_classes is None:
+        if spec.num_classes is None:
             raise CommandError("--class: this model is not class-conditional (it was trained "
                                "without data.use_labels)")
-        labels = _labels(args.class_, info.class_names, num_classes)
-    if args.caption is not None and info.text_encoder is None:
+        labels = _labels(args.class_, spec.conditioning.class_names, spec.num_classes)
+    if args.caption is not None and pipe.text_encoder is None:
         raise CommandError("--caption: this model is not text-conditional (it was trained "
                            "without data.use_captions)")
-    captions = [args.caption] if args.caption is not None else (info.class_names or None)
-    if args.guidance_scale != 1.0 and num_classes is None and info.text_encoder is None:
+    if args.guidance_scale not in (None, 1.0) and not spec.conditional:
         raise CommandError("--guidance-scale needs a conditional model (class or caption)")
-    steps = args.steps or config.train.sample_steps
-    videos = sample_videos(
-        model, info.diffusion, info.prior, count=args.num, channels=info.channels,
-        frames=info.frames, size=info.size, sampler=sampler, steps=steps, eta=args.eta,
-        seed=args.seed, device=device, labels=labels, num_classes=num_classes,
-        captions=captions, text_encoder=info.text_encoder, guidance_scale=args.guidance_scale,
-        progress=True,
-    )
-    fps = output_fps(args, info)
+    if args.sampler is not None and args.sampler not in SAMPLERS:
+        raise CommandError(f"--sampler {args.sampler!r} is unknown; choose one of "
+                           f"{', '.join(SAMPLERS.names())}")
+    chosen = pipe.sampling(args.sampler)
+    if args.eta is not None and chosen.sampler != "ddim":
+        raise CommandError("--eta applies to --sampler ddim only")
+    if args.guidance_scale is not None and args.guidance_scale < 0:
+        raise CommandError(f"--guidance-scale must be >= 0, got {args.guidance_scale}")
+    chosen = pipe.sampling(chosen.sampler, args.steps, args.eta, args.guidance_scale)
+    generator = torch.Generator(device=pipe.device).manual_seed(args.seed)
+    videos = pipe(args.num, sampler=chosen.sampler, steps=chosen.steps, eta=chosen.eta,
+                  guidance_scale=chosen.guidance_scale, class_labels=labels,
+                  captions=[args.caption] if args.caption is not None else None,
+                  generator=generator, progress=True)
+    fps = output_fps(args, pipe)
     if per_video:
         for k, video in enumerate(videos.cpu()):
             write_video(out / f"video_{k:04d}.{args.format}", video, fps=fps)
     else:
         write_video(out, videos.cpu(), fps=fps)
-    print(f"wrote {out} ({args.num} videos of {info.frames}x{info.size}x{info.size}, "
-          f"{sampler} {steps} steps, step-{info.checkpoint.step} {args.weights} weights)")
+    steps = chosen.steps or "default"
+    guided = f", guidance {chosen.guidance_scale:g}" if spec.conditional else ""
+    print(f"wrote {out} ({args.num} videos of {spec.shape.frames}x{spec.shape.size}x"
+          f"{spec.shape.size}, {chosen.sampler} {steps} steps{guided}, "
+          f"step-{spec.provenance.step} {args.weights} weights)")
     return 0
-

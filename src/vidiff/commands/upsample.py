@@ -44,32 +44,34 @@ def run(args: argparse.Namespace) -> int:
 
     if args.factor is not None and args.factor < 2:
         raise CommandError(f"--factor must be >= 2, got {args.factor}")
-    model, info, sampler = common.load(args)
-    if info.lowres_size is not None:
-        return _conditioned(args, model, info, sampler)
+    pipe, sampler = common.load(args)
+    shape = pipe.spec.shape
+    if pipe.spec.conditioning.lowres_size is not None:
+        return _conditioned(args, pipe, sampler)
     factor = args.factor or 2
     if args.method != "reconstruction" or args.guidance_weight <= 0:
         raise CommandError("upsample with a model that is not a super-resolution model needs "
                            "--method reconstruction and --guidance-weight > 0 (there is "
                            "nothing to replace: no pixel is known)")
-    if info.size % factor:
-        raise CommandError(f"--factor {factor} does not divide the model's size {info.size}")
+    if shape.size % factor:
+        raise CommandError(f"--factor {factor} does not divide the model's size {shape.size}")
     from vidiff.conditional import downsample
 
-    device = next(model.parameters()).device
-    low_size = info.size // factor
-    low = (common.read_input(args, info.channels, low_size, device) if args.input
-           else downsample(common.first_clip(args, model, info, device), factor))
+    device = pipe.device
+    low_size = shape.size // factor
+    low = (common.read_input(args, shape.channels, low_size, device) if args.input
+           else downsample(common.first_clip(args, pipe), factor))
     out = sampler.upsample_guided(low, factor, common.generator(args, device))
-    common.write_output(args, out, f"upsampled x{factor} from {low_size}x{low_size}", info)
+    common.write_output(args, out, f"upsampled x{factor} from {low_size}x{low_size}", pipe)
     return 0
 
 
-def _conditioned(args: argparse.Namespace, model, info, sampler) -> int:
+def _conditioned(args: argparse.Namespace, pipe, sampler) -> int:
     """A super-resolution model: the --input at its low resolution is its condition."""
+    shape = pipe.spec.shape
     from vidiff.cli import CommandError
 
-    low_size, size = info.lowres_size, info.size
+    low_size, size = pipe.spec.conditioning.lowres_size, shape.size
     factor = size // low_size
     what = f"the model upsamples {low_size}x{low_size} to {size}x{size}"
     if args.factor not in (None, factor):
@@ -77,14 +79,14 @@ def _conditioned(args: argparse.Namespace, model, info, sampler) -> int:
     if args.input is None:
         raise CommandError(f"a super-resolution model needs --input, a {low_size}x{low_size} "
                            f"video ({what})")
-    device = next(model.parameters()).device
-    low = common.read_input(args, info.channels, None, device)  # (N, C, F, h, w)
+    device = pipe.device
+    low = common.read_input(args, shape.channels, None, device)  # (N, C, F, h, w)
     if tuple(low.shape[-2:]) != (low_size, low_size):
         raise CommandError(f"--input {args.input!r} is {low.shape[-2]}x{low.shape[-1]}; {what}")
     # the overlap counts only for clips longer than the model's window
-    overlap = common.window_overlap(args, info.frames) if low.shape[2] > info.frames else 0
-    out = sampler.upsample_conditioned(low, factor, info.frames, overlap,
+    overlap = common.window_overlap(args, shape.frames) if low.shape[2] > shape.frames else 0
+    out = sampler.upsample_conditioned(low, factor, shape.frames, overlap,
                                        common.generator(args, device))
     common.write_output(args, out, f"super-resolution model x{factor} from "
-                                   f"{low_size}x{low_size}", info)
+                                   f"{low_size}x{low_size}", pipe)
     return 0

@@ -54,8 +54,7 @@ def _disable(progress: bool | None) -> bool | None:
 
 def nll_bits_per_dim_on(
     source: ClipSource,
-    model: nn.Module,
-    info,
+    pipe,
     *,
     batch_size: int,
     seed: int = 0,
@@ -64,8 +63,8 @@ def nll_bits_per_dim_on(
 ) -> dict:
     """The variational bound (DDPM eq. 5) in bits/dim on every clip of ``source``.
 
-    ``model`` / ``info``: `vidiff.train.sampling.load_model`'s; the bound uses the model's own
-    diffusion and noise prior. Clips are rounded to 256 levels first. Class-conditional models
+    ``pipe``: a `vidiff.Pipeline`; the bound uses the model's own diffusion and noise
+    prior. Clips are rounded to 256 levels first. Class-conditional models
     are not supported here (the bound would need the clips' labels). Returns the mean, its
     standard error over clips, and the mean of each term.
     """
@@ -78,7 +77,8 @@ def nll_bits_per_dim_on(
     with bar:
         for batch in source.batches(batch_size):
             x0 = quantize_256(batch.to(device))
-            terms = vlb_terms(model, info.diffusion, x0, prior=info.prior, generator=generator)
+            terms = vlb_terms(pipe.model, pipe.diffusion, x0, prior=pipe.prior,
+                              generator=generator)
             totals.append(terms["total"].cpu())
             priors.append(terms["prior"].cpu())
             decoders.append(terms["decoder"].cpu())
@@ -88,7 +88,7 @@ def nll_bits_per_dim_on(
     return {"bits_per_dim": float(total.mean()), "bits_per_dim_sem": sem,
             "prior_term": float(torch.cat(priors).mean()),
             "decoder_term": float(torch.cat(decoders).mean()), "clips": total.numel(),
-            "timesteps": info.diffusion.timesteps, "prior": info.prior.name}
+            "timesteps": pipe.diffusion.timesteps, "prior": pipe.prior.name}
 
 
 def file_sha256(path: str | os.PathLike) -> str:

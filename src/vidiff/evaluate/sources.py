@@ -212,33 +212,28 @@ def checkpoint_clips(
     device: torch.device | str = "cpu",
     weights: str = "ema",
 ) -> ClipSource:
-    """``count`` videos sampled from a checkpoint, one batch at a time.
+    """``count`` videos sampled from a checkpoint or exported model, one batch at a time.
 
     Batch ``k`` (``batch_size`` videos) uses the noise seed ``seed + k``; class-conditional
-    models cycle through the classes. ``sampler`` / ``steps`` default to the run's settings.
+    models cycle through the classes over all batches. ``sampler`` / ``steps`` default to the
+    model's own sampling settings (its spec's), and so does the guidance scale.
     """
-    from vidiff.train.sampling import load_model, sample_videos
+    from vidiff.pipeline import Pipeline
 
-    model, info = load_model(path, weights, device)
-    config = info.config
-    sampler = sampler or config.train.sampler
-    steps = steps or config.train.sample_steps
-    num_classes = info.unet_config.num_classes
-    captions = info.class_names or None
+    pipe = Pipeline.from_pretrained(path, weights=weights, device=device)
+    chosen = pipe.sampling(sampler, steps)
+    classes = pipe.spec.num_classes
 
     def batches(batch_size: int) -> Iterator[torch.Tensor]:
         for k, start in enumerate(range(0, count, batch_size)):
             n = min(batch_size, count - start)
-            labels = ([(start + i) % num_classes for i in range(n)]
-                      if num_classes is not None else None)
-            yield sample_videos(
-                model, info.diffusion, info.prior, count=n, channels=info.channels,
-                frames=info.frames, size=info.size, sampler=sampler, steps=steps,
-                seed=seed + k, device=device, labels=labels, num_classes=num_classes,
-                captions=captions, text_encoder=info.text_encoder,
-            ).float().cpu()
+            labels = [(start + i) % classes for i in range(n)] if classes is not None else None
+            g = torch.Generator(device=pipe.device).manual_seed(seed + k)
+            yield pipe(n, sampler=chosen.sampler, steps=chosen.steps, eta=chosen.eta,
+                       class_labels=labels, generator=g, batch_size=n).float().cpu()
 
-    describe = {"kind": "checkpoint", "path": str(info.checkpoint.path),
-                "step": info.checkpoint.step, "weights": weights, "sampler": sampler,
-                "steps": steps, "seed": seed}
+    describe = {"kind": "checkpoint", "path": str(pipe.source),
+                "step": pipe.spec.provenance.step, "weights": weights,
+                "sampler": chosen.sampler, "steps": chosen.steps, "seed": seed,
+                "guidance_scale": chosen.guidance_scale}
     return ClipSource(describe, count, batches)

@@ -1,4 +1,5 @@
-"""Training: run configs, the trainer (single process or DDP), sampling from checkpoints.
+"""Training: run configs and the trainer (single process or DDP). Sampling a trained model:
+`vidiff.Pipeline`.
 
 >>> from vidiff.train import load_run_config, train
 >>> config = load_run_config("configs/balls.toml", ["train.steps=200", "train.out=runs/x"])
@@ -19,7 +20,6 @@ from vidiff.train.config import (
 )
 from vidiff.train.data import JointVideoDataset, ShardedOrder, build_dataset
 from vidiff.train.ema import EMA
-from vidiff.train.sampling import LoadedModel, guided, load_model, sample_videos
 from vidiff.train.schedule import WarmupSchedule
 from vidiff.train.trainer import (
     NonFiniteLossError,
@@ -35,7 +35,6 @@ __all__ = [
     "DataConfig",
     "HashTextEncoder",
     "JointVideoDataset",
-    "LoadedModel",
     "ModelConfig",
     "NonFiniteLossError",
     "PriorConfig",
@@ -46,10 +45,7 @@ __all__ = [
     "Trainer",
     "WarmupSchedule",
     "build_dataset",
-    "guided",
-    "load_model",
     "load_run_config",
     "resolve_unet_config",
-    "sample_videos",
     "train",
 ]

@@ -10,8 +10,9 @@
   model of ``model.init_from``), the residual generator the video U-Net of ``model.preset`` +
   ``model.overrides`` conditioned on the frame index. The base learns at ``model.base_lr``.
 
-A VideoFusion checkpoint records ``VideoFusion.config_dict()`` under the meta key
-``"videofusion"``; `rebuild_model` reads it back (``vidiff sample``, ``vidiff info``).
+`model_spec` describes the built network as a `vidiff.ModelSpec` (its kind and network config:
+a U-Net's `UNetConfig`, VideoFusion's ``config_dict()``), which the trainer writes into every
+checkpoint and `vidiff.Pipeline` builds the network back from.
 """
 
 from __future__ import annotations
@@ -22,25 +23,29 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from vidiff.checkpoint import Checkpoint, CheckpointError
 from vidiff.config_io import ConfigError
 from vidiff.diffusion import Diffusion
 from vidiff.models import FrameConditionedUNet, UNet, UNetConfig, VideoFusion, unet_config
-from vidiff.models.config import unet_config_from_dict
+from vidiff.models.kinds import MODEL_KINDS, kind_of
 from vidiff.models.videofusion import split_decay
-from vidiff.priors import NoisePrior, noise_prior
+from vidiff.priors import NoisePrior, PriorConfig, noise_prior
+from vidiff.spec import (
+    ClipShape,
+    Conditioning,
+    ModelSpec,
+    Preprocess,
+    Provenance,
+    TextEncoderSpec,
+)
 from vidiff.text import text_width
 from vidiff.train.config import RunConfig
 from vidiff.train.init import inflate_to, is_diffusers_dir, load_image_unet
 
-__all__ = ["build_model", "build_prior", "check_data_fits", "optimizer_groups",
-           "rebuild_model", "resolve_unet_config"]
+__all__ = ["build_model", "build_prior", "check_data_fits", "model_spec", "optimizer_groups",
+           "resolve_unet_config"]
 
-META_KEY = "videofusion"  # checkpoint meta entry holding VideoFusion.config_dict()
-
-
-def build_model(config: RunConfig, unet_cfg: UNetConfig) -> tuple[nn.Module, UNetConfig, dict]:
-    """(model, U-Net config, checkpoint meta entries) of a run; `unet_cfg` is the resolved
+def build_model(config: RunConfig, unet_cfg: UNetConfig) -> tuple[nn.Module, UNetConfig]:
+    """(model, U-Net config) of a run; `unet_cfg` is the resolved
     config of ``model.preset`` + overrides (conditioning included). The U-Net config is the
     model's (``kind = "unet"``) or the residual generator's (``"videofusion"``). Random init
     from ``train.seed``, without touching the global RNG."""
@@ -48,12 +53,12 @@ def build_model(config: RunConfig, unet_cfg: UNetConfig) -> tuple[nn.Module, UNe
         torch.manual_seed(config.train.seed)
         if config.model.kind == "videofusion":
             model = _videofusion(config, replace(unet_cfg, temporal=True))
-            return model, model.residual.config, {META_KEY: model.config_dict()}
+            return model, model.residual.config
         source = config.model.init_from
         if source is None:
-            return UNet(unet_cfg), unet_cfg, {}
+            return UNet(unet_cfg), unet_cfg
         model = _initialized_unet(config, unet_cfg, source)
-        return model, model.config, {}
+        return model, model.config
 
 
 def _initialized_unet(config: RunConfig, unet_cfg: UNetConfig, source: str) -> UNet:
@@ -107,6 +112,30 @@ def _base_generator(config: RunConfig, residual_cfg: UNetConfig) -> UNet:
     return inflate_to(load_image_unet(m.init_from), base_cfg, m.init_from, what)
 
 
+def model_spec(config: RunConfig, model: nn.Module, *, class_names: list[str], channels: int,
+               fps: float | None, step: int = 0) -> ModelSpec | None:
+    """The `ModelSpec` of a run's model (None for a network of no registered kind, e.g. one
+    passed to the trainer by hand): every value resolved, so it needs no defaults to load."""
+    try:
+        kind = kind_of(model)
+    except TypeError:
+        return None
+    d = config.data
+    network = MODEL_KINDS.get(kind).network_config(model)
+    unet = MODEL_KINDS.get(kind).unet_config(network)
+    text = TextEncoderSpec(d.text_encoder, int(unet.text_dim), d.max_tokens) \
+        if d.use_captions else None
+    return ModelSpec(
+        kind=kind, network=network, diffusion=config.diffusion,
+        prior=PriorConfig.of(build_prior(config)),
+        shape=ClipShape(channels, d.frames, d.size),
+        preprocess=Preprocess(crop="center", fps=fps),
+        conditioning=Conditioning(list(class_names), text, d.lowres_size),
+        sampling=config.sample,
+        provenance=Provenance(step, d.source, d.path, dict(d.options), d.seed, d.num_images),
+    )
+
+
 def build_prior(config: RunConfig) -> NoisePrior:
     """The noise prior of ``[prior]``; bad parameters are a `ConfigError`."""
     try:
@@ -125,27 +154,6 @@ def optimizer_groups(model: nn.Module, config: RunConfig) -> list[dict]:
     decay, no_decay = split_decay(model.parameters())
     return [{"params": decay, "weight_decay": t.weight_decay},
             {"params": no_decay, "weight_decay": 0.0}]
-
-
-def rebuild_model(ckpt: Checkpoint) -> tuple[nn.Module, UNetConfig]:
-    """A freshly initialized model of `ckpt`'s architecture (load its weights next) and its
-    U-Net config (VideoFusion: the residual generator's, which carries the conditioning)."""
-    spec = ckpt.meta.get(META_KEY)
-    if spec:
-        try:
-            model = VideoFusion.from_config(spec)
-        except (KeyError, TypeError, ValueError) as err:
-            raise CheckpointError(f"checkpoint {ckpt.path}: bad VideoFusion config "
-                                  f"({err})") from None
-        return model, model.residual.config
-    saved = ckpt.meta.get("unet_config")
-    if not saved:
-        raise CheckpointError(f"checkpoint {ckpt.path} does not record its U-Net config")
-    try:
-        cfg = unet_config_from_dict(saved)
-    except ValueError as err:
-        raise CheckpointError(f"checkpoint {ckpt.path}: {err}") from None
-    return UNet(cfg), cfg
 
 
 def resolve_unet_config(config: RunConfig, num_classes: int | None = None):

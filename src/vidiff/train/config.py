@@ -1,6 +1,6 @@
 """`RunConfig`: everything a training run needs, every default in one place.
 
-A run config has six sections, each a dataclass with a comment per field:
+A run config has seven sections, each a dataclass with a comment per field:
 
 | section     | class            | what                                                         |
 |-------------|------------------|--------------------------------------------------------------|
@@ -10,6 +10,7 @@ A run config has six sections, each a dataclass with a comment per field:
 | prior       | `PriorConfig`    | the noise prior: name and parameters                         |
 | loss        | `LossConfig`     | loss weighting (from `vidiff.losses`)                        |
 | train       | `TrainConfig`    | optimizer, schedule, EMA, precision, logging, checkpoints    |
+| sample      | `SamplingConfig` | sampler, steps, guidance scale (from `vidiff.samplers`)      |
 
 The defaults train a small model on the built-in bouncing balls on a CPU in minutes
 (`vidiff train --out runs/balls`). Load a file with `load_run_config(path, overrides)`.
@@ -30,12 +31,15 @@ from vidiff.config_io import (
 )
 from vidiff.diffusion import PREDICTIONS, DiffusionConfig
 from vidiff.losses import WEIGHTINGS, LossConfig
+from vidiff.priors import PriorConfig
+from vidiff.samplers import SamplingConfig
 
 __all__ = [
     "DataConfig",
     "ModelConfig",
     "PriorConfig",
     "RunConfig",
+    "SamplingConfig",
     "TrainConfig",
     "inert_settings",
     "load_run_config",
@@ -98,16 +102,6 @@ class ModelConfig:
 
 
 @dataclass
-class PriorConfig:
-    """The noise prior (`vidiff.noise_prior(name, **params)`)."""
-
-    # independent | mixed | progressive | decomposed. PYoCo's progressive (AR) noise is the
-    # default: frames that share their noise come out far more consistent after short training
-    name: str = "progressive"
-    params: dict = field(default_factory=dict)  # e.g. alpha = 2.0 (progressive), lam = 0.5
-
-
-@dataclass
 class TrainConfig:
     """Optimization, logging and checkpointing."""
 
@@ -139,14 +133,10 @@ class TrainConfig:
     log_every: int = 25  # steps between log lines (log.jsonl, TensorBoard, progress bar)
     tensorboard: bool = True  # also log to TensorBoard when it is installed
     progress: bool = True  # show a tqdm progress bar (rank 0)
-    # steps between sample videos, written as samples/step_N.{mp4,gif,png}; None: with every
-    # checkpoint (ckpt_every); 0: only at the end
+    # steps between sample videos (drawn as the [sample] section says), written as
+    # samples/step_N.{mp4,gif,png}; None: with every checkpoint (ckpt_every); 0: only at the end
     sample_every: int | None = None
     sample_count: int = 8  # videos per sample grid
-    # ddpm | ddim | dpmpp_2m. DDPM's ancestral steps: on a short run's model its samples keep
-    # their balls far more often than DDIM's or DPM-Solver++'s (docs/RESULTS.md)
-    sampler: str = "ddpm"
-    sample_steps: int = 100  # sampler steps
     sample_seed: int = 0  # seed of the sample noise (the same noise at every interval)
     ckpt_every: int = 500  # steps between checkpoints (and one at the end; 0: only the end)
     keep_checkpoints: int = 2  # keep the newest N checkpoints
@@ -167,6 +157,8 @@ class RunConfig:
     prior: PriorConfig = field(default_factory=PriorConfig)
     loss: LossConfig = field(default_factory=LossConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    # how the run's samples are drawn, and the default of `vidiff sample` and vidiff.Pipeline
+    sample: SamplingConfig = field(default_factory=SamplingConfig)
 
     def to_dict(self) -> dict:
         """Plain nested dict (JSON-ready)."""
@@ -174,8 +166,35 @@ class RunConfig:
 
     @classmethod
     def from_dict(cls, data: dict) -> RunConfig:
-        """From a nested dict; unknown keys and bad values raise `ConfigError`."""
-        return validate(config_from_dict(cls, data))
+        """From a nested dict (a whole stored config: older versions' keys are upgraded by
+        `upgrade_config_dict`); unknown keys and bad values raise `ConfigError`."""
+        return validate(config_from_dict(cls, upgrade_config_dict(data, stored=True)))
+
+
+# keys of earlier versions -> today's (train.sampler moved into the [sample] section)
+MOVED_KEYS = {"train.sampler": "sample.sampler", "train.sample_steps": "sample.steps"}
+
+
+def upgrade_config_dict(data: dict, stored: bool = False) -> dict:
+    """`data` with the keys of earlier versions moved to today's (`MOVED_KEYS`). A `stored`
+    config (a whole run's, from a checkpoint) that predates the [sample] section sampled
+    without guidance: it keeps ``guidance_scale = 1``, so an old run samples as it did."""
+    if not isinstance(data, dict) or not isinstance(data.get("train"), dict):
+        return data
+    legacy = "sample" not in data
+    data = {k: dict(v) if isinstance(v, dict) else v for k, v in data.items()}
+    for old, new in MOVED_KEYS.items():
+        (section, key), (new_section, new_key) = old.split("."), new.split(".")
+        if key in data[section]:
+            data.setdefault(new_section, {})[new_key] = data[section].pop(key)
+    if stored and legacy:
+        data.setdefault("sample", {}).setdefault("guidance_scale", 1.0)
+    return data
+
+
+def _upgrade_override(text: str) -> str:
+    key, sep, value = text.partition("=")
+    return MOVED_KEYS.get(key.strip(), key) + sep + value if sep else text
 
 
 def _choice(key: str, value, valid) -> None:
@@ -217,8 +236,9 @@ def validate(config: RunConfig) -> RunConfig:
     _choice("train.precision", t.precision, PRECISIONS)
     _choice("train.lr_schedule", t.lr_schedule, LR_SCHEDULES)
     _choice("train.budget_clock", t.budget_clock, tuple(CLOCKS))
-    _choice("train.sampler", t.sampler, SAMPLERS.names())
-    for key in ("steps", "grad_accum", "sample_count", "sample_steps", "keep_checkpoints"):
+    _choice("sample.sampler", config.sample.sampler, SAMPLERS.names())
+    _check_sampling(config.sample)
+    for key in ("steps", "grad_accum", "sample_count", "keep_checkpoints"):
         _positive(f"train.{key}", getattr(t, key))
     for key in ("warmup", "ema_start", "threads", "log_every", "sample_every", "ckpt_every"):
         if getattr(t, key) is not None:
@@ -236,6 +256,18 @@ def validate(config: RunConfig) -> RunConfig:
     if t.grad_clip < 0 or t.weight_decay < 0:
         raise ConfigError("train.grad_clip and train.weight_decay must be >= 0")
     return config
+
+
+def _check_sampling(s: SamplingConfig) -> None:
+    if s.steps is not None:
+        _positive("sample.steps", s.steps)
+    if s.eta is not None and s.sampler != "ddim":
+        raise ConfigError(f"sample.eta applies to sample.sampler = \"ddim\" only, not "
+                          f"{s.sampler!r}")
+    if s.eta is not None and s.eta < 0:
+        raise ConfigError(f"sample.eta = {s.eta} must be >= 0")
+    if not s.guidance_scale >= 0:
+        raise ConfigError(f"sample.guidance_scale = {s.guidance_scale} must be >= 0 (1: none)")
 
 
 def warmup_steps(train: TrainConfig) -> int:
@@ -273,8 +305,11 @@ def inert_settings(config: RunConfig) -> list[str]:
         notes += [f"model.{k} has no effect: model.kind is {m.kind!r}, not videofusion"
                   for k in ("base_preset", "base_overrides", "base_lr", "freeze_base")
                   if changed(m, k)]
-    if not d.use_labels and not d.use_captions and changed(t, "cond_drop_prob"):
-        notes.append("train.cond_drop_prob has no effect: the model is unconditional")
+    if not d.use_labels and not d.use_captions:
+        notes += [f"{name}.{k} has no effect: the model is unconditional"
+                  for name, sec, k in (("train", t, "cond_drop_prob"),
+                                       ("sample", config.sample, "guidance_scale"))
+                  if changed(sec, k)]
     if not t.max_seconds and changed(t, "budget_clock"):
         notes.append("train.budget_clock has no effect without train.max_seconds")
     if t.lr_schedule == "constant" and changed(t, "min_lr_ratio"):
@@ -283,7 +318,9 @@ def inert_settings(config: RunConfig) -> list[str]:
 
 
 def _section_name(section) -> str:
-    return {DataConfig: "data", ModelConfig: "model", TrainConfig: "train"}[type(section)]
+    names = {DataConfig: "data", ModelConfig: "model", TrainConfig: "train",
+             SamplingConfig: "sample"}
+    return names[type(section)]
 
 
 def _check_lowres(config: RunConfig) -> None:
@@ -342,7 +379,7 @@ def load_run_config(
         base = RunConfig.from_dict(base)
     data = (base or RunConfig()).to_dict()
     if path is not None:
-        loaded = load_config_file(Path(path))
+        loaded = upgrade_config_dict(load_config_file(Path(path)))
         for section, values in loaded.items():
             if section not in data:
                 config_from_dict(RunConfig, {section: values})  # raises the unknown-key error
@@ -350,4 +387,4 @@ def load_run_config(
                 raise ConfigError(f"{section}: expected a table [{section}], got {values!r}")
             data[section].update(values)
     config = config_from_dict(RunConfig, data)
-    return validate(apply_overrides(config, overrides))
+    return validate(apply_overrides(config, [_upgrade_override(o) for o in overrides]))

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
-__all__ = ["DistInfo", "all_mean", "any_rank", "auto_threads", "barrier", "setup", "teardown"]
+__all__ = ["DistInfo", "all_mean", "any_rank", "barrier", "setup", "teardown"]
 
 
 @dataclass
@@ -101,19 +101,3 @@ def any_rank(flag: bool, info: DistInfo) -> bool:
     value = torch.tensor([float(flag)], device=info.device)
     dist.all_reduce(value, op=dist.ReduceOp.MAX)
     return bool(value.item() > 0)
-
-
-def auto_threads(processes: int = 1) -> int:
-    """CPU threads for one of `processes` training processes on this machine: the cores not
-    already busy (os.cpu_count() minus the 1-minute load average), split between them.
-
-    On a shared CPU, more threads than free cores makes every parallel region wait for
-    descheduled threads (a step can take 4x longer with 2 threads than with 1).
-    """
-    cores = os.cpu_count() or 1
-    try:
-        busy = os.getloadavg()[0]
-    except (AttributeError, OSError):  # not on every platform
-        busy = 0.0
-    free = max(1, round(cores - busy)) if busy < cores else 1
-    return max(1, free // max(1, processes))

@@ -27,7 +27,7 @@ from vidiff.checkpoint import (
 )
 from vidiff.config_io import ConfigError
 from vidiff.models import UNet, UNetConfig, inflate, load_diffusers_unet2d
-from vidiff.models.config import unet_config_from_dict
+from vidiff.spec import spec_from_checkpoint
 
 __all__ = ["inflate_to", "is_diffusers_dir", "load_image_unet"]
 
@@ -60,17 +60,16 @@ def load_image_unet(source: str | Path) -> UNet:
         ckpt = load_checkpoint(path)
     except CheckpointError as err:
         raise ConfigError(f"{_KEY} {str(source)!r}: {err}; {_HOW}") from None
-    if ckpt.meta.get("videofusion") or (ckpt.config.get("model") or {}).get("kind") not in (
-        None, "unet"
-    ):
-        raise ConfigError(f"{_KEY} {str(source)!r} is a VideoFusion checkpoint, not an image "
-                          f"U-Net; {_HOW}")
-    saved = ckpt.meta.get("unet_config")
-    if not saved:
-        raise ConfigError(f"{_KEY} {str(source)!r}: checkpoint {ckpt.path} does not record its "
-                          f"U-Net config")
     try:
-        config = unet_config_from_dict(saved)
+        spec = spec_from_checkpoint(ckpt.config, ckpt.meta)
+    except ValueError as err:
+        raise ConfigError(f"{_KEY} {str(source)!r}: checkpoint {ckpt.path}: {err}") from None
+    if spec.kind != "unet":
+        kind = {"videofusion": "VideoFusion"}.get(spec.kind, spec.kind)
+        raise ConfigError(f"{_KEY} {str(source)!r} is a {kind} checkpoint, not an image "
+                          f"U-Net; {_HOW}")
+    try:
+        config = spec.unet_config
     except (TypeError, ValueError) as err:
         raise ConfigError(f"{_KEY} {str(source)!r}: {err}") from None
     if config.temporal:

@@ -31,6 +31,7 @@ from vidiff.checkpoint import (
     load_checkpoint,
 )
 from vidiff.config_io import ConfigError
+from vidiff.spec import spec_from_checkpoint
 
 __all__ = ["FIXED", "IGNORED", "Restored", "check_restored_model", "config_changes",
            "load_optimizer_state", "remove_leftovers", "restore_point", "resume_point"]
@@ -177,16 +178,16 @@ def check_restored_model(restored: Restored, unet_config, class_names: list[str]
                          use_labels: bool) -> None:
     """The checkpoint's U-Net architecture and classes are this run's."""
     ckpt = restored.checkpoint
-    saved = ckpt.meta.get("unet_config")
-    if saved is not None and unet_config is not None:
-        diff = architecture_mismatch(saved, asdict(unet_config))
+    spec = spec_from_checkpoint(ckpt.config, ckpt.meta)
+    if unet_config is not None:
+        diff = architecture_mismatch(asdict(spec.unet_config), asdict(unet_config))
         if diff:
             raise CheckpointError(
                 f"checkpoint {ckpt.path} was trained with another model architecture; "
                 f"differences: {'; '.join(diff)}. Use the checkpoint's model settings or a "
                 f"new --out"
             )
-    old_classes = ckpt.meta.get("class_names") or []
+    old_classes = spec.conditioning.class_names
     if use_labels and old_classes != class_names:
         raise ConfigError(f"cannot resume {ckpt.path}: its classes {old_classes} differ from "
                           f"the data's {class_names}")

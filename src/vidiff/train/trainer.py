@@ -27,7 +27,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterator
 from contextlib import nullcontext
-from dataclasses import asdict, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -39,10 +39,13 @@ from vidiff.conditional import downsample_to
 from vidiff.config_io import ConfigError
 from vidiff.diffusion import Diffusion
 from vidiff.losses import diffusion_loss
+from vidiff.pipeline import Pipeline
+from vidiff.samplers import sample
 from vidiff.seeding import mixed_seed
 from vidiff.text import build_text_encoder
+from vidiff.threads import auto_threads
 from vidiff.train import distributed
-from vidiff.train.build import check_data_fits, resolve_unet_config
+from vidiff.train.build import check_data_fits, model_spec, resolve_unet_config
 from vidiff.train.conditions import batch_conditions
 from vidiff.train.config import RunConfig, inert_settings, validate, warmup_steps
 from vidiff.train.data import (
@@ -52,7 +55,6 @@ from vidiff.train.data import (
     image_dataset,
     make_loader,
 )
-from vidiff.train.distributed import auto_threads
 from vidiff.train.ema import EMA
 from vidiff.train.result import NonFiniteLossError, TrainResult
 from vidiff.train.resume import (
@@ -148,13 +150,13 @@ class Trainer:
         self.text_encoder = build_text_encoder(d) if d.use_captions else None
 
         # model -------------------------------------------------------------------------------
-        self.unet_config, self.model_meta = None, {}
+        self.unet_config = None
         if model is None:  # model.kind: a U-Net (init_from: inflated) or VideoFusion
             unet_config = resolve_unet_config(config, len(self.class_names) or None)
             # a resumed run gets its weights from the checkpoint: init_from is not read
             build_config = replace(config, model=replace(config.model, init_from=None)) \
                 if restored is not None else config
-            model, self.unet_config, self.model_meta = build_model(build_config, unet_config)
+            model, self.unet_config = build_model(build_config, unet_config)
             check_data_fits(self.unet_config, first, config)
         self.raw = model.to(self.device)
         self.num_params = sum(p.numel() for p in self.raw.parameters())
@@ -216,24 +218,17 @@ class Trainer:
         """The frame rate of the training clips (folders: as resampled; synthetic: 8)."""
         return float(getattr(self.dataset, "clip_fps", None) or 8.0)
 
-    def _meta(self) -> dict[str, Any]:
+    def _meta(self, step: int = 0) -> dict[str, Any]:
         d = self.config.data
+        spec = model_spec(self.config, self.raw, class_names=self.class_names,
+                          channels=self.channels, fps=self.fps, step=step)
         return {
-            "unet_config": asdict(self.unet_config) if self.unet_config is not None else None,
-            "class_names": self.class_names,
+            # what a model is: read by vidiff.Pipeline and every command (vidiff.spec)
+            "model_spec": spec.to_dict() if spec is not None else None,
+            # facts about the training, for vidiff info
             "num_parameters": self.num_params,
-            "channels": self.channels,
-            "frames": d.frames,
-            "size": d.size,
-            "fps": self.fps,
-            # how clips were made from the videos: what the window commands do to --input
-            "preprocess": {"resize": "cover, antialiased bilinear",
-                           "crop": "center at inference (training: "
-                                   f"{self.config.data.options.get('crop', 'center')})"},
-            "lowres_size": d.lowres_size,  # set: a super-resolution model from this size
             "num_images": d.num_images,
             "world_size": self.dist.world,
-            **self.model_meta,  # VideoFusion: its config_dict, to rebuild it for sampling
         }
 
     def _resume(self, restored: Restored) -> None:
@@ -357,29 +352,35 @@ class Trainer:
             }
             path = save_checkpoint(
                 self.out, self.step, model=self.raw, ema=self.ema.model, state=state,
-                config=self.config.to_dict(), meta=self._meta(),
+                config=self.config.to_dict(), meta=self._meta(self.step),
                 keep=self.config.train.keep_checkpoints,
             )
         distributed.barrier(self.dist)
         self.last_checkpoint = path or self.last_checkpoint
         return path
 
-    def sample_videos(self, count: int | None = None, seed: int | None = None) -> torch.Tensor:
-        """`count` videos (B, C, F, H, W) from the EMA model, with fixed noise (sample_seed)."""
-        from vidiff.train.sampling import sample_videos
+    def pipeline(self) -> Pipeline | None:
+        """The EMA model as a `vidiff.Pipeline` (what the run's checkpoint will load as);
+        None for a network of no registered kind (passed to the trainer by hand)."""
+        spec = model_spec(self.config, self.raw, class_names=self.class_names,
+                          channels=self.channels, fps=self.fps, step=self.step)
+        return None if spec is None else Pipeline(self.ema.model, spec, self.text_encoder)
 
-        t = self.config.train
+    def sample_videos(self, count: int | None = None, seed: int | None = None) -> torch.Tensor:
+        """`count` videos (B, C, F, H, W) from the EMA model as the run's [sample] section
+        says, with fixed noise (train.sample_seed unless `seed`), in one batch."""
+        t, s = self.config.train, self.config.sample
         count = count or t.sample_count
-        return sample_videos(
-            self.ema.model, self.diffusion, self.prior,
-            count=count, channels=self.channels,
-            frames=self.config.data.frames, size=self.config.data.size,
-            sampler=t.sampler, steps=t.sample_steps,
-            seed=t.sample_seed if seed is None else seed, device=self.device,
-            num_classes=self.unet_config.num_classes if self.unet_config else None,
-            captions=self.class_names if self.text_encoder is not None else None,
-            text_encoder=self.text_encoder, lowres=self._sample_lowres(count),
-        )
+        g = torch.Generator(device=self.device).manual_seed(t.sample_seed if seed is None
+                                                            else seed)
+        pipe = self.pipeline()
+        if pipe is None:  # a hand-made network: unconditional samples
+            shape = (count, self.channels, self.config.data.frames, self.config.data.size,
+                     self.config.data.size)
+            return sample(self.ema.model, shape, diffusion=self.diffusion, prior=self.prior,
+                          sampler=s.sampler, steps=s.steps, eta=s.eta, generator=g,
+                          device=self.device)
+        return pipe(count, generator=g, lowres=self._sample_lowres(count), batch_size=count)
 
     def _sample_lowres(self, count: int) -> torch.Tensor | None:
         """An upsampler's sample condition: the first `count` clips, downsampled."""

@@ -1,0 +1,56 @@
+"""Export a trained model to a folder anyone can load: the spec, the weights and a model card.
+
+RUN is a run folder (its newest checkpoint), a checkpoint folder or a .safetensors file. OUT
+gets
+
+- ``config.json``: the model's `vidiff.ModelSpec` (no machine paths);
+- ``model.safetensors``: the EMA weights (``--weights model``: the raw ones), nothing else:
+  no optimizer state, no pickle;
+- ``README.md``: a model card (what it is, its data, steps, prior, sampler, the metrics of
+  the run's ``vidiff eval`` reports, the command to sample it);
+- ``text_encoder/``: a text-conditional model's BERT folder, when it was given by path.
+
+``vidiff.Pipeline.from_pretrained(OUT)`` and every command that takes a checkpoint load it,
+and sample exactly the videos the run gives with the same seed.
+
+  vidiff export runs/balls exported/balls
+  vidiff sample exported/balls --out balls.gif
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+NAME = "export"
+HELP = "export a run's model to a shareable folder (config.json, model.safetensors, card)"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("checkpoint", help="run folder, checkpoint folder or .safetensors file")
+    parser.add_argument("out", help="the folder to write (must not exist or be empty)")
+    parser.add_argument("--weights", choices=("ema", "model"), default="ema",
+                        help="which weights: the EMA (what sampling uses) or the raw ones")
+    parser.add_argument("--force", action="store_true", help="replace a non-empty OUT")
+
+
+def run(args: argparse.Namespace) -> int:
+    from vidiff.checkpoint import CheckpointError
+    from vidiff.cli import CommandError
+    from vidiff.export import ExportError, export_model
+
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise CommandError(f"{args.out!r} exists and is not a folder")
+    if out.is_dir() and any(out.iterdir()) and not args.force:
+        raise CommandError(f"{args.out!r} is not empty; pick a new folder or pass --force")
+    try:
+        written = export_model(args.checkpoint, out, weights=args.weights)
+    except (CheckpointError, ExportError, OSError) as err:
+        raise CommandError(str(err)) from None
+    total = sum(p.stat().st_size for p in written.rglob("*") if p.is_file())
+    names = ", ".join(sorted(p.name for p in written.iterdir()))
+    print(f"wrote {written} ({names}; {total / 2**20:.1f} MiB); sample it with: "
+          f"vidiff sample {written} --out samples.mp4")
+    return 0
+

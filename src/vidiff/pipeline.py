@@ -1,0 +1,264 @@
+"""`Pipeline`: a trained video model, ready to sample.
+
+>>> pipe = vidiff.Pipeline.from_pretrained("runs/balls")         # run, checkpoint or export
+>>> videos = pipe(num_videos=8, generator=torch.Generator().manual_seed(0))
+>>> videos.shape                                                   # (8, 3, 8, 24, 24) in [-1, 1]
+
+A pipeline is the network, its `ModelSpec` (`pipe.spec`) and what the spec builds once: the
+diffusion, the noise prior and the text encoder. Calling it samples: the sampler, steps and
+guidance scale default to the spec's ``sampling`` (a run's ``[sample]`` section); a
+class-conditional model cycles through its classes unless given ``class_labels``, a
+text-conditional one through its caption vocabulary unless given ``captions``. Videos are
+drawn ``batch_size`` at a time, every batch's noise from the one ``generator`` in turn.
+
+`from_pretrained` reads a run folder (its newest checkpoint), a checkpoint folder, a single
+``.safetensors`` checkpoint file, or a folder written by `vidiff export` (``config.json`` +
+``model.safetensors``). Loading never runs pickled code. This module does not import
+`vidiff.train`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from vidiff.checkpoint import CheckpointError, load_checkpoint, load_weights, read_safetensors
+from vidiff.guidance import ClassifierFreeGuidance
+from vidiff.samplers import SAMPLERS, SamplingConfig, sample
+from vidiff.spec import SPEC_FORMAT, ModelSpec, TextEncoderSpec, spec_from_checkpoint
+
+__all__ = ["EXPORT_CONFIG", "EXPORT_WEIGHTS", "Pipeline", "Pretrained", "is_exported",
+           "read_pretrained", "read_spec"]
+
+EXPORT_CONFIG = "config.json"  # an exported folder's spec
+EXPORT_WEIGHTS = "model.safetensors"  # an exported folder's weights
+DEFAULT_BATCH = 16  # videos per sampling batch unless told otherwise
+
+
+@dataclass
+class Pretrained:
+    """What `read_pretrained` found: the spec, the weights and where they came from."""
+
+    spec: ModelSpec
+    weights: dict[str, torch.Tensor]
+    source: Path  # the checkpoint folder or file, or the exported folder
+    root: Path | None = None  # an exported folder (its bundled files), else None
+
+
+def is_exported(path: Path) -> bool:
+    """True for a folder written by `vidiff export`."""
+    config = path / EXPORT_CONFIG
+    if not (path.is_dir() and config.is_file() and (path / EXPORT_WEIGHTS).is_file()):
+        return False
+    try:
+        return json.loads(config.read_text()).get("format") == SPEC_FORMAT
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
+def read_spec(path: str | os.PathLike) -> ModelSpec:
+    """The `ModelSpec` at `path` (see `read_pretrained`) without reading any weights."""
+    return _read(Path(path), None).spec
+
+
+def read_pretrained(path: str | os.PathLike, weights: str = "ema") -> Pretrained:
+    """The spec and weights at `path` (see the module docstring); "ema" (default) or "model"
+    weights of a checkpoint (an exported folder holds one set). A `CheckpointError` names
+    what is wrong."""
+    return _read(Path(path), weights)
+
+
+def _read(path: Path, weights: str | None) -> Pretrained:
+    if is_exported(path):
+        try:
+            spec = ModelSpec.from_json((path / EXPORT_CONFIG).read_text())
+        except ValueError as err:
+            raise CheckpointError(f"{str(path / EXPORT_CONFIG)!r}: {err}") from None
+        tensors = read_safetensors(path / EXPORT_WEIGHTS)[0] if weights else {}
+        return Pretrained(spec, tensors, path, root=path)
+    ckpt = load_checkpoint(path)
+    try:
+        spec = spec_from_checkpoint(ckpt.config, ckpt.meta)
+    except ValueError as err:
+        raise CheckpointError(f"checkpoint {str(ckpt.path)!r}: {err}") from None
+    spec = replace(spec, provenance=replace(spec.provenance, step=ckpt.step))
+    return Pretrained(spec, ckpt.weights(weights) if weights else {}, ckpt.path)
+
+
+def build_text_encoder(text: TextEncoderSpec | None, root: Path | None = None):
+    """The frozen text encoder a spec names (None for a model without text); a BERT folder
+    named relative to an exported model's `root` is its bundled copy."""
+    if text is None:
+        return None
+    from vidiff.text import BertTextEncoder, HashTextEncoder, resolve_text_encoder
+
+    if text.name == "hash":
+        return HashTextEncoder(text.dim, text.max_tokens)
+    bundled = root / text.name if root is not None else None
+    folder = bundled if bundled is not None and bundled.is_dir() else None
+    return BertTextEncoder(folder or resolve_text_encoder(text.name), text.max_tokens)
+
+
+class Pipeline:
+    """A network with its `ModelSpec`: sample videos by calling it (module docstring)."""
+
+    def __init__(self, model: nn.Module, spec: ModelSpec, text_encoder=None,
+                 source: Path | None = None):
+        self.model, self.spec, self.source = model.eval(), spec, source
+        self.diffusion = spec.build_diffusion()
+        self.prior = spec.build_prior()
+        self.text_encoder = text_encoder
+
+    @classmethod
+    def from_pretrained(cls, path: str | os.PathLike, *, weights: str = "ema",
+                        device: torch.device | str = "cpu",
+                        dtype: torch.dtype = torch.float32) -> Pipeline:
+        """The model at `path` (run, checkpoint, .safetensors or exported folder) with its
+        "ema" (default) or "model" weights, on `device` in `dtype`."""
+        found = read_pretrained(path, weights)
+        try:
+            model = found.spec.build_network()
+        except ValueError as err:
+            raise CheckpointError(f"{str(found.source)!r}: {err}") from None
+        load_weights(model, found.weights, str(found.source))
+        text = build_text_encoder(found.spec.conditioning.text_encoder, found.root)
+        return cls(model, found.spec, text, found.source).to(device, dtype)
+
+    # -- placement -------------------------------------------------------------------------
+    @property
+    def device(self) -> torch.device:
+        """Where the network's weights are."""
+        return next(self.model.parameters()).device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        """The network's weight dtype (sampling itself runs in float32 around it)."""
+        return next(self.model.parameters()).dtype
+
+    def to(self, device: torch.device | str | None = None,
+           dtype: torch.dtype | None = None) -> Pipeline:
+        """Move the network (in place) and return the pipeline."""
+        self.model.to(device=device, dtype=dtype)
+        return self
+
+    # -- conditions and denoiser -----------------------------------------------------------
+    def conditions(self, count: int, *, class_labels: list[int] | torch.Tensor | None = None,
+                   captions: list[str] | None = None,
+                   lowres: torch.Tensor | None = None) -> dict:
+        """The model's conditions for `count` videos: class labels (default 0, 1, ... cycled),
+        caption embeddings (default: the class names, cycled) and a super-resolution model's
+        low-res clips `lowres` (count, C, F, h, w)."""
+        cond: dict = {}
+        num_classes, device = self.spec.num_classes, self.device
+        if num_classes is not None:
+            labels = list(range(num_classes)) if class_labels is None else list(
+                torch.as_tensor(class_labels).flatten().tolist())
+            if not labels or not all(0 <= int(c) < num_classes for c in labels):
+                raise ValueError(f"class_labels {labels} must lie in [0, {num_classes})")
+            chosen = [int(labels[i % len(labels)]) for i in range(count)]
+            cond["class_labels"] = torch.tensor(chosen, dtype=torch.long, device=device)
+        if self.text_encoder is not None:
+            vocab = captions or self.spec.conditioning.class_names or [""]
+            chosen = [vocab[i % len(vocab)] for i in range(count)]
+            cond["text_emb"], cond["text_mask"] = self.text_encoder(chosen, device)
+        if lowres is not None:
+            cond["lowres"] = lowres.to(device)
+        return cond
+
+    def denoiser(self, guidance_scale: float | None = None) -> Callable[..., torch.Tensor]:
+        """The network as a float32 denoiser ``(xt, t, **cond)``, with classifier-free
+        guidance at `guidance_scale` (None: the spec's) for a conditional model."""
+        scale = self.spec.sampling.guidance_scale if guidance_scale is None else guidance_scale
+        net = self.model if self.dtype == torch.float32 else _cast(self.model, self.dtype)
+        if self.spec.conditional and scale != 1.0:
+            return ClassifierFreeGuidance(net, scale)
+        return net
+
+    def sampling(self, sampler: str | None = None, steps: int | None = None,
+                 eta: float | None = None, guidance_scale: float | None = None
+                 ) -> SamplingConfig:
+        """The spec's sampling settings with the given ones in place (eta is kept only for
+        the sampler it was set for); a ValueError for an unknown sampler or a bad value."""
+        base = self.spec.sampling
+        chosen = sampler or base.sampler
+        SAMPLERS.get(chosen)  # lists the samplers when unknown
+        run_eta = base.eta if chosen == base.sampler else None
+        result = SamplingConfig(chosen, steps or (base.steps if chosen == base.sampler else None),
+                                run_eta if eta is None else eta,
+                                base.guidance_scale if guidance_scale is None else guidance_scale)
+        if result.eta is not None and chosen != "ddim":
+            raise ValueError(f"eta applies to the ddim sampler only, not {chosen!r}")
+        if result.steps is not None and result.steps < 1:
+            raise ValueError(f"steps must be >= 1, got {result.steps}")
+        if result.guidance_scale < 0:
+            raise ValueError(f"guidance_scale must be >= 0, got {result.guidance_scale}")
+        return result
+
+    # -- sampling --------------------------------------------------------------------------
+    @torch.no_grad()
+    def __call__(self, num_videos: int = 1, *, sampler: str | None = None,
+                 steps: int | None = None, eta: float | None = None,
+                 guidance_scale: float | None = None,
+                 class_labels: list[int] | torch.Tensor | None = None,
+                 captions: list[str] | None = None, lowres: torch.Tensor | None = None,
+                 generator: torch.Generator | None = None, batch_size: int | None = None,
+                 progress: bool = False) -> torch.Tensor:
+        """`num_videos` videos (N, C, F, H, W), float32 in [-1, 1] on the pipeline's device.
+
+        sampler / steps / eta / guidance_scale: None takes the spec's ``sampling``. Labels
+        and captions are cycled over the videos; `lowres` (N, C, F, h, w) conditions a
+        super-resolution model. `generator` (default: seed 0) draws all the noise."""
+        if num_videos < 1:
+            raise ValueError(f"num_videos must be >= 1, got {num_videos}")
+        s = self.sampling(sampler, steps, eta, guidance_scale)
+        if self.spec.conditioning.lowres_size is not None and lowres is None:
+            raise ValueError("a super-resolution model needs `lowres`, its low-res videos")
+        if generator is None:
+            generator = torch.Generator(device=self.device).manual_seed(0)
+        batch = batch_size or min(num_videos, DEFAULT_BATCH)
+        denoiser = self.denoiser(s.guidance_scale)
+        out = []
+        for start in range(0, num_videos, batch):
+            n = min(batch, num_videos - start)
+            labels = _cycled(class_labels, start, n)
+            cond = self.conditions(n, class_labels=labels, captions=_cycled(captions, start, n),
+                                   lowres=None if lowres is None else lowres[start:start + n])
+            out.append(sample(denoiser, (n, *self.clip_shape), diffusion=self.diffusion,
+                              prior=self.prior, sampler=s.sampler, steps=s.steps, eta=s.eta,
+                              generator=generator, cond=cond, device=self.device,
+                              progress=progress))
+        return torch.cat(out)
+
+    @property
+    def clip_shape(self) -> tuple[int, int, int, int]:
+        """(C, F, H, W) of one video."""
+        shape = self.spec.shape
+        return shape.channels, shape.frames, shape.size, shape.size
+
+
+def _cycled(values, start: int, count: int):
+    """values[start:start+count], cycling; None stays None. Labels and captions cycle over the
+    whole set of videos, not per batch."""
+    if values is None:
+        return None
+    items = torch.as_tensor(values).flatten().tolist() if torch.is_tensor(values) else list(values)
+    if not items:
+        return None
+    return [items[(start + i) % len(items)] for i in range(count)]
+
+
+def _cast(model: nn.Module, dtype: torch.dtype):
+    """`model` as a float32-in, float32-out denoiser over weights of `dtype`."""
+
+    def denoise(xt, t, **cond):
+        cond = {k: v.to(dtype) if torch.is_tensor(v) and v.is_floating_point() else v
+                for k, v in cond.items()}
+        return model(xt.to(dtype), t, **cond).float()
+
+    return denoise

