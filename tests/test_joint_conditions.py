@@ -51,14 +51,14 @@ def test_conditions_are_per_frame_slot_with_independent_dropout(joint):
     g = torch.Generator().manual_seed(0)
     drops = torch.rand(8, 1 + K, generator=g)
     cond = joint._cond(batch, drops)
-    labels = cond["class_labels"]
+    labels = cond.class_labels
     assert labels.shape == (8, F + K)
     assert (labels[:, :F] == batch["label"][:, :1]).all()  # the clip's frames: its label
     assert torch.equal(labels[:, F:], batch["label"][:, 1:])  # each image: its own
     keep = drops >= joint.config.train.cond_drop_prob
-    assert torch.equal(cond["cond_mask"][:, F:], keep[:, 1:])
-    assert (cond["cond_mask"][:, :F] == keep[:, :1]).all()
-    assert cond["text_emb"].shape[:2] == (8, F + K) and cond["text_mask"].shape[:2] == (8, F + K)
+    assert torch.equal(cond.cond_mask[:, F:], keep[:, 1:])
+    assert (cond.cond_mask[:, :F] == keep[:, :1]).all()
+    assert cond.text_emb.shape[:2] == (8, F + K) and cond.text_mask.shape[:2] == (8, F + K)
     loss = joint.train_step(iter([batch]))[0]  # the model trains on them
     assert loss == loss
 

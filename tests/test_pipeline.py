@@ -82,8 +82,8 @@ def test_pipeline_batches_and_labels(runs):
     one = pipe(4, class_labels=[3], generator=_seeded(1))
     assert one.shape[0] == 4
     cond = pipe.conditions(5, class_labels=[1, 2])
-    assert cond["class_labels"].tolist() == [1, 2, 1, 2, 1]
-    assert pipe.conditions(3)["class_labels"].tolist() == [0, 1, 2]  # the classes in turn
+    assert cond.class_labels.tolist() == [1, 2, 1, 2, 1]
+    assert pipe.conditions(3).class_labels.tolist() == [0, 1, 2]  # the classes in turn
     with pytest.raises(ValueError, match=r"class_labels \[9\] must lie in \[0, 8\)"):
         pipe(1, class_labels=[9])
     with pytest.raises(ValueError, match="unknown sampler 'euler'"):

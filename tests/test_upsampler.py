@@ -72,7 +72,7 @@ def test_trainer_conditions_on_the_downsampled_clip(tmp_path, gen):
     assert trainer.unet_config.cond_channels == 3
     video = torch.rand(2, 3, 4, 16, 16, generator=gen)
     cond = trainer._cond({"video": video}, torch.ones(2))
-    torch.testing.assert_close(cond["lowres"], downsample(video, 2))
+    torch.testing.assert_close(cond.lowres, downsample(video, 2))
     assert trainer.pipeline().spec.conditioning.lowres_size == 8
 
 

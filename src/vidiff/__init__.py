@@ -9,6 +9,7 @@
 >>> videos = pipe(num_videos=8, generator=torch.Generator().manual_seed(0))
 """
 
+from .cond import Cond
 from .diffusion import Diffusion, DiffusionConfig
 from .likelihood import nll_bits_per_dim, vlb_terms
 from .losses import LossConfig, diffusion_loss
@@ -22,6 +23,7 @@ from .spec import ModelSpec
 __version__ = "0.1.0"
 
 __all__ = [
+    "Cond",
     "Diffusion",
     "DiffusionConfig",
     "GaussianOracle",

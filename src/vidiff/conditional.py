@@ -27,6 +27,7 @@ from dataclasses import dataclass, field, replace
 import torch
 import torch.nn.functional as F
 
+from .cond import Cond
 from .diffusion import Diffusion
 from .guidance import Denoiser, ReconstructionGuidance
 from .priors import NoisePrior
@@ -77,7 +78,8 @@ class ConditionalSampler:
     """A model, its diffusion and noise prior, and how to condition and sample each window.
 
     method: "reconstruction" (VDM eq. 7 with weight w_r, plus replacement) or "replacement".
-    cond:   extra keyword conditions of the denoiser (class labels, text, low-res video).
+    cond:   the denoiser's conditions (`vidiff.Cond`: class labels, text, a low-res video,
+            whose frames are cut to each window's).
     """
 
     denoiser: Denoiser
@@ -87,9 +89,7 @@ class ConditionalSampler:
     weight: float = 2.0  # w_r of VDM eq. 7 (ignored by replacement)
     sampler: str = "ddim"  # ddpm | ddim | dpmpp_2m
     steps: int | None = 50  # sampler steps (None: the sampler's default)
-    cond: dict = field(default_factory=dict)  # keyword conditions of the denoiser
-    # keyword conditions with a frame axis (dim 2), cut to each window's frames (lowres)
-    frame_cond: dict = field(default_factory=dict)
+    cond: Cond = field(default_factory=Cond)  # the denoiser's conditions
     progress: bool = False  # a progress bar (one for all the windows of a fill)
     callback: Callable | None = None  # called after every sampler step (`vidiff.sample`'s)
 
@@ -107,17 +107,17 @@ class ConditionalSampler:
 
     def _sample(self, denoiser, shape, generator, like: torch.Tensor,
                 frames: slice = slice(None)) -> torch.Tensor:
-        cond = {**self.cond, **{k: v[:, :, frames] for k, v in self.frame_cond.items()}}
         return sample(denoiser, shape, diffusion=self.diffusion, prior=self.prior,
                       sampler=self.sampler, steps=self.steps, generator=generator,
-                      cond=cond, device=like.device, dtype=like.dtype,
+                      cond=self.cond.frames(frames), device=like.device, dtype=like.dtype,
                       progress=self.progress, callback=self.callback)
 
     def sample_window(self, values: torch.Tensor, known: torch.Tensor,
                       generator: torch.Generator | None = None,
                       frames: slice = slice(None)) -> torch.Tensor:
         """One window (B, C, F, H, W): `values` where `known` (bool (F,)), sampled elsewhere.
-        The known frames are returned exactly. `frames`: the window's frames of `frame_cond`."""
+        The known frames are returned exactly. `frames`: the window's frames of the low-res
+        condition."""
         mask = known.to(values.device).view(1, 1, -1, 1, 1)  # (1, 1, F, 1, 1)
         denoiser = self.denoiser
         if known.any():
@@ -216,7 +216,7 @@ class ConditionalSampler:
         method, on the `overlap` frames generated before it (no guidance through the
         downsampling there)."""
         b, c, f, h, w = low.shape
-        cs = replace(self, frame_cond={**self.frame_cond, "lowres": low})
+        cs = replace(self, cond=self.cond.replace(lowres=low))
         if f > window:
             timeline = low.new_zeros(b, c, f, h * factor, w * factor)  # (B, C, F, H, W)
             return cs.fill(timeline, torch.zeros(f, dtype=torch.bool), window, overlap,

@@ -24,16 +24,11 @@ from collections.abc import Callable
 
 import torch
 
+from .cond import Cond
 from .diffusion import Diffusion
 from .priors import NoisePrior, apply_frames
 
 Denoiser = Callable[..., torch.Tensor]
-
-
-def _repeat_cond(cond: dict) -> dict:
-    """Every tensor condition stacked twice along the batch (for one batched CFG forward)."""
-    return {k: torch.cat([v, v]) if torch.is_tensor(v) and v.dim() > 0 else v
-            for k, v in cond.items()}
 
 
 class ClassifierFreeGuidance:
@@ -47,18 +42,22 @@ class ClassifierFreeGuidance:
     def __init__(self, denoiser: Denoiser, scale: float, batched: bool = True):
         self.denoiser, self.scale, self.batched = denoiser, float(scale), batched
 
-    def __call__(self, xt: torch.Tensor, t: torch.Tensor, **cond) -> torch.Tensor:
+    def __call__(self, xt: torch.Tensor, t: torch.Tensor, **keywords) -> torch.Tensor:
         if self.scale == 1.0:
-            return self.denoiser(xt, t, **cond)
+            return self.denoiser(xt, t, **keywords)
+        cond = Cond.of(keywords)
         batch = xt.shape[0]
         keep = torch.ones(batch, dtype=torch.bool, device=xt.device)
+        if cond.cond_mask is not None:  # samples already asked for the null condition
+            keep = cond.cond_mask.clone()
         if self.batched:
-            out = self.denoiser(torch.cat([xt, xt]), torch.cat([t, t]),
-                                **_repeat_cond(cond), cond_mask=torch.cat([keep, ~keep]))
+            both = cond.repeat(2).replace(cond_mask=torch.cat([keep, torch.zeros_like(keep)]))
+            out = self.denoiser(torch.cat([xt, xt]), torch.cat([t, t]), **both.kwargs())
             pred_cond, pred_uncond = out.chunk(2)  # each (B, ...)
         else:
-            pred_cond = self.denoiser(xt, t, **cond, cond_mask=keep)
-            pred_uncond = self.denoiser(xt, t, **cond, cond_mask=~keep)
+            pred_cond = self.denoiser(xt, t, **cond.replace(cond_mask=keep).kwargs())
+            pred_uncond = self.denoiser(
+                xt, t, **cond.replace(cond_mask=torch.zeros_like(keep)).kwargs())
         return pred_uncond + self.scale * (pred_cond - pred_uncond)  # Ho & Salimans eq. 6
 
 

@@ -21,6 +21,7 @@ from collections.abc import Callable
 
 import torch
 
+from .cond import Cond
 from .diffusion import Diffusion
 from .priors import NoisePrior, apply_frames, noise_prior
 
@@ -105,7 +106,7 @@ def vlb_terms(
     generator: torch.Generator | None = None,
     variance: str = "posterior",
     num_images: int = 0,
-    cond: dict | None = None,
+    cond: Cond | dict | None = None,
 ) -> dict:
     """Every term of the bound for data x0 in [-1, 1] (on the 256-level grid), in bits/dim.
 
@@ -117,7 +118,8 @@ def vlb_terms(
     if variance not in ("posterior", "beta"):
         raise ValueError(f"variance must be 'posterior' or 'beta', got {variance!r}")
     prior = prior if prior is not None else noise_prior("independent")
-    cond = dict(cond or {}, **({"num_images": num_images} if num_images else {}))
+    cond = Cond.of(cond)
+    cond = (cond.replace(num_images=num_images) if num_images else cond).kwargs()
     dims, batch = x0[0].numel(), x0.shape[0]
     to_bits = 1 / (dims * math.log(2))
     kl = torch.zeros(batch, diffusion.timesteps, dtype=torch.float64, device=x0.device)

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 import torch
 
+from .cond import Cond
 from .diffusion import Diffusion
 
 WEIGHTINGS = ("none", "min_snr")
@@ -49,15 +50,17 @@ def diffusion_loss(
     t: torch.Tensor,
     noise: torch.Tensor,
     config: LossConfig = LossConfig(),
-    **cond,
+    cond: Cond | None = None,
+    **keywords,
 ) -> torch.Tensor:
     """Per-sample loss (B,): weight_t * mean ||target - denoiser(x_t, t)||^2.
 
     With the eps prediction and no weighting this is L_simple (DDPM eq. 14), the noise drawn
-    from the noise prior (for PYoCo and VideoFusion, correlated across frames).
+    from the noise prior (for PYoCo and VideoFusion, correlated across frames). The
+    conditions come as one `vidiff.Cond` and / or as keywords (class_labels=...).
     """
     xt = diffusion.q_sample(x0, t, noise)
-    out = denoiser(xt, t, **cond)
+    out = denoiser(xt, t, **Cond.of(cond).merged(**keywords).kwargs())
     target = diffusion.target(x0, noise, t)
     per_sample = (out.float() - target.float()).square().flatten(1).mean(1)  # (B,)
     return per_sample * snr_weight(diffusion, t, config)

@@ -29,6 +29,7 @@ import torch
 from torch import nn
 
 from vidiff.checkpoint import CheckpointError, load_checkpoint, load_weights, read_safetensors
+from vidiff.cond import Cond
 from vidiff.guidance import ClassifierFreeGuidance
 from vidiff.samplers import SAMPLERS, SamplingConfig, sample
 from vidiff.spec import SPEC_FORMAT, ModelSpec, TextEncoderSpec, spec_from_checkpoint
@@ -150,11 +151,11 @@ class Pipeline:
     # -- conditions and denoiser -----------------------------------------------------------
     def conditions(self, count: int, *, class_labels: list[int] | torch.Tensor | None = None,
                    captions: list[str] | None = None,
-                   lowres: torch.Tensor | None = None) -> dict:
+                   lowres: torch.Tensor | None = None) -> Cond:
         """The model's conditions for `count` videos: class labels (default 0, 1, ... cycled),
         caption embeddings (default: the class names, cycled) and a super-resolution model's
         low-res clips `lowres` (count, C, F, h, w)."""
-        cond: dict = {}
+        cond: dict = {}  # Cond's fields
         num_classes, device = self.spec.num_classes, self.device
         if num_classes is not None:
             labels = list(range(num_classes)) if class_labels is None else list(
@@ -169,7 +170,7 @@ class Pipeline:
             cond["text_emb"], cond["text_mask"] = self.text_encoder(chosen, device)
         if lowres is not None:
             cond["lowres"] = lowres.to(device)
-        return cond
+        return Cond(**cond)
 
     def denoiser(self, guidance_scale: float | None = None) -> Callable[..., torch.Tensor]:
         """The network as a float32 denoiser ``(xt, t, **cond)``, with classifier-free

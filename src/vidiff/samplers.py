@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 import torch
 
+from .cond import Cond
 from .diffusion import Diffusion, split_prediction
 from .priors import NoisePrior, noise_prior
 from .registry import Registry
@@ -216,7 +217,7 @@ def sample(
     spacing: str | None = None,
     clip_x0: bool = True,
     num_images: int = 0,
-    cond: dict | None = None,
+    cond: Cond | dict | None = None,
     x_T: torch.Tensor | None = None,
     callback: Callback | None = None,
     progress: bool = False,
@@ -237,7 +238,8 @@ def sample(
     (latents, standardized features, the Gaussian oracle) needs ``clip_x0=False``, or the
     samples are silently clipped.
     With num_images = K the last K frames are independent images (joint training), which get
-    independent noise; K is also passed to the denoiser as `num_images`.
+    independent noise; K is also passed to the denoiser as `num_images`. `cond`: the
+    conditions (`vidiff.Cond`, or a dict of its fields), passed as keywords.
     """
     sample_fn = SAMPLERS.get(sampler)
     prior = prior if prior is not None else noise_prior("independent")
@@ -252,8 +254,9 @@ def sample(
                             dtype=dtype)
 
     x = noise() if x_T is None else x_T.to(device=device, dtype=dtype)
-    cond = dict(cond or {}, **({"num_images": num_images} if num_images else {}))
-    denoise = _make_denoise(denoiser, diffusion, traj, shape[0], device, clip_x0, cond)
+    cond = Cond.of(cond)
+    cond = cond.replace(num_images=num_images) if num_images else cond
+    denoise = _make_denoise(denoiser, diffusion, traj, shape[0], device, clip_x0, cond.kwargs())
     if progress:
         callback = _progress_callback(callback, len(traj))
     return sample_fn(denoise, x, traj, noise, callback=callback, **options)

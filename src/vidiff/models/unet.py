@@ -16,6 +16,8 @@ and `inflate` turns a trained image U-Net into a video U-Net.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -27,6 +29,9 @@ from .config import UNetConfig
 from .context import Context
 from .embeddings import TextConditioner, TimestepMLP, timestep_embedding
 from .norm import GroupNorm32, zero_
+
+if TYPE_CHECKING:
+    from vidiff.cond import Cond
 
 
 class Stage(nn.Module):
@@ -69,7 +74,8 @@ class UNet(nn.Module):
     """Image (`config.temporal=False`) or factorized space-time video U-Net.
 
     Call it as `model(x, t, class_labels=..., text_emb=..., text_mask=..., cond_mask=...,
-    num_images=K, lowres=...)`; see `forward`. Build one from a preset with
+    num_images=K, lowres=...)` or `model(x, t, vidiff.Cond(...))`; see `forward`. Build one
+    from a preset with
     `vidiff.models.build_unet`.
     """
 
@@ -165,6 +171,7 @@ class UNet(nn.Module):
         self,
         x: Tensor,
         t: Tensor,
+        cond: Cond | None = None,
         *,
         class_labels: Tensor | None = None,
         text_emb: Tensor | None = None,
@@ -180,6 +187,7 @@ class UNet(nn.Module):
             x: (B, C, F, H, W) video, or (B, C, H, W) image (a one-frame video). H and W must
                 be divisible by 2 ** (levels - 1).
             t: int64 (B,) timesteps on the training scale 0..T-1.
+            cond: the conditions below as one `vidiff.Cond` (instead of, or with, keywords).
             class_labels: int64 (B,) in [0, num_classes); None = the null label for all.
             text_emb: float (B, L, text_dim); None = the learned null text for all.
             text_mask: bool (B, L), True = real token; None = all tokens real.
@@ -197,6 +205,13 @@ class UNet(nn.Module):
         Returns:
             (B, out_channels, F, H, W), or (B, out_channels, H, W) for a 4D x.
         """
+        if cond is not None:
+            merged = cond.merged(class_labels=class_labels, text_emb=text_emb,
+                                 text_mask=text_mask, cond_mask=cond_mask,
+                                 num_images=num_images, lowres=lowres)
+            class_labels, text_emb, text_mask = (merged.class_labels, merged.text_emb,
+                                                  merged.text_mask)
+            cond_mask, num_images, lowres = merged.cond_mask, merged.num_images, merged.lowres
         cfg = self.config
         if x.ndim == 4:
             b, c, hh, ww = x.shape

@@ -36,9 +36,13 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor, nn
+
+if TYPE_CHECKING:
+    from vidiff.cond import Cond
 
 from ..diffusion import Diffusion, DiffusionConfig
 from ..priors import DecomposedPrior
@@ -77,9 +81,11 @@ class FrameConditionedUNet(nn.Module):
         return self.unet.config
 
     def forward(
-        self, x: Tensor, t: Tensor, *, frame_index: Tensor | None = None, **cond
+        self, x: Tensor, t: Tensor, cond: Cond | None = None, *,
+        frame_index: Tensor | None = None, **keywords
     ) -> Tensor:
-        """x (B, C, F, H, W), t int64 (B,); frame_index int64 (F,) or (B, F), default 0..F-1."""
+        """x (B, C, F, H, W), t int64 (B,); frame_index int64 (F,) or (B, F), default 0..F-1;
+        the conditions as one `vidiff.Cond` and / or keywords (`UNet.forward`'s)."""
         if x.ndim != 5:
             raise ValueError(f"x must be (B, C, F, H, W), got {tuple(x.shape)}")
         frames = x.shape[2]
@@ -96,7 +102,7 @@ class FrameConditionedUNet(nn.Module):
                 f"{self.max_frames} frames of the frame embedding (max_frames)"
             )
         frame_emb = self.frame_embed(frame_index.to(x.device))  # (F, E) or (B, F, E)
-        return self.unet(x, t, frame_emb=frame_emb, **cond)
+        return self.unet(x, t, cond, frame_emb=frame_emb, **keywords)
 
 
 class VideoFusion(nn.Module):
@@ -216,6 +222,7 @@ class VideoFusion(nn.Module):
         self,
         x: Tensor,
         t: Tensor,
+        cond: Cond | None = None,
         *,
         class_labels: Tensor | None = None,
         text_emb: Tensor | None = None,
@@ -223,11 +230,18 @@ class VideoFusion(nn.Module):
         cond_mask: Tensor | None = None,
         num_images: int = 0,
     ) -> Tensor:
-        """The eps prediction for x_t (B, C, F, H, W) at int64 timesteps t (B,).
+        """The eps prediction for x_t (B, C, F, H, W) at int64 timesteps t (B,), given the
+        conditions as keywords or as one `vidiff.Cond`.
 
         A (B, C, H, W) image is a one-frame clip, its own key frame: the base alone predicts
         it. With `num_images` = K the last K frames are independent images (lambda 0).
         """
+        if cond is not None:
+            merged = cond.merged(class_labels=class_labels, text_emb=text_emb,
+                                 text_mask=text_mask, cond_mask=cond_mask, num_images=num_images)
+            class_labels, text_emb, text_mask = (merged.class_labels, merged.text_emb,
+                                                  merged.text_mask)
+            cond_mask, num_images = merged.cond_mask, merged.num_images
         cond = {
             "class_labels": class_labels,
             "text_emb": text_emb,

@@ -8,6 +8,7 @@ from typing import Any
 
 import torch
 
+from vidiff.cond import Cond
 from vidiff.conditional import downsample_to
 from vidiff.train.config import RunConfig
 
@@ -15,8 +16,8 @@ __all__ = ["batch_conditions", "frame_slots", "per_slot"]
 
 
 def batch_conditions(batch: dict[str, Any], drops: torch.Tensor, config: RunConfig,
-                     unet_config, text_encoder, device: torch.device) -> dict[str, Any]:
-    """The condition keywords of the model for `batch` (`vidiff.train.data.collate`'s form).
+                     unet_config, text_encoder, device: torch.device) -> Cond:
+    """The model's conditions for `batch` (`vidiff.train.data.collate`'s form).
 
     drops: (B, 1 + K) uniforms, the clip's then each image's; a slot whose uniform is below
     ``train.cond_drop_prob`` gets the null condition. `unet_config` None: an unconditional
@@ -28,7 +29,7 @@ def batch_conditions(batch: dict[str, Any], drops: torch.Tensor, config: RunConf
     if d.lowres_size is not None:  # upsampler: the clip's average pooling
         cond["lowres"] = downsample_to(batch["video"].to(device), d.lowres_size)
     if unet_config is None:
-        return cond
+        return Cond(**cond)
     slots = frame_slots(d.frames, d.num_images, device)  # (F + K,) -> 0 .. K
     keep = drops >= config.train.cond_drop_prob  # (B, 1 + K) False: dropped
     if unet_config.num_classes is not None and d.use_labels:
@@ -42,7 +43,7 @@ def batch_conditions(batch: dict[str, Any], drops: torch.Tensor, config: RunConf
         emb, mask = emb.view(b, -1, *emb.shape[1:]), mask.view(b, -1, mask.shape[-1])
         cond["text_emb"], cond["text_mask"] = per_slot(emb, slots), per_slot(mask, slots)
     cond["cond_mask"] = per_slot(keep, slots)
-    return cond
+    return Cond(**cond)
 
 
 def frame_slots(frames: int, num_images: int, device: torch.device) -> torch.Tensor:

@@ -35,6 +35,7 @@ import torch
 from torch import nn
 
 from vidiff.checkpoint import load_weights, save_checkpoint
+from vidiff.cond import Cond
 from vidiff.conditional import downsample_to
 from vidiff.config_io import ConfigError
 from vidiff.diffusion import Diffusion
@@ -286,8 +287,8 @@ class Trainer:
             drops.append(torch.rand(1 + d.num_images, generator=g, device=self.device))
         return torch.cat(ts), torch.cat(noises), torch.stack(drops)
 
-    def _cond(self, batch: dict[str, Any], drops: torch.Tensor) -> dict[str, Any]:
-        """The model's condition keywords for `batch` (`vidiff.train.conditions`)."""
+    def _cond(self, batch: dict[str, Any], drops: torch.Tensor) -> Cond:
+        """The model's conditions for `batch` (`vidiff.train.conditions`)."""
         return batch_conditions(batch, drops, self.config,
                                 self.unet_config if self.conditional else None,
                                 self.text_encoder, self.device)
@@ -303,7 +304,7 @@ class Trainer:
         with ctx:
             with autocast:
                 loss = diffusion_loss(self.net, self.diffusion, x0, t, noise,
-                                      self.config.loss, **cond).mean()
+                                      self.config.loss, cond).mean()
             self.scaler.scale(loss / self.config.train.grad_accum).backward()
         return loss.detach()
 
