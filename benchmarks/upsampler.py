@@ -52,7 +52,8 @@ def _trained(out: Path, steps: int, *extra: str):
 
 
 def _upsample(pipe, low, weight, steps):
-    cs = ConditionalSampler(pipe.model, pipe.diffusion, pipe.prior, weight=weight, steps=steps)
+    cs = ConditionalSampler(pipe.model, pipe.diffusion, pipe.prior, weight=weight,
+                            sampler="ddim", steps=steps)
     g = torch.Generator().manual_seed(0)
     if pipe.spec.conditioning.lowres_size is not None:
         frames = pipe.spec.shape.frames

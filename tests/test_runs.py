@@ -38,9 +38,9 @@ def test_resume_follows_the_new_lr_and_horizon(tmp_path, capsys):
     trainer.run()
     trainer.close()
     lrs = {r["step"]: r["lr"] for r in _log(out)}
-    schedule = WarmupSchedule(2, 15, "cosine", 0.1)  # the new horizon, not the old 5 steps
+    schedule = WarmupSchedule(2, "cosine", 0.1)  # the new horizon, not the old 5 steps
     for step in range(6, 16):
-        assert lrs[step] == pytest.approx(1e-5 * schedule(step - 1), rel=1e-9), step
+        assert lrs[step] == pytest.approx(1e-5 * schedule(step - 1, 15), rel=1e-9), step
     state = load_checkpoint(out).state()
     assert state["lr_horizon"] == 15
     groups = state["optimizer"]["param_groups"]

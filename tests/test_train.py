@@ -123,10 +123,11 @@ def test_ema_and_schedule():
         model.weight.fill_(1.0)
     ema.update(model, 1)  # before start: a copy
     assert torch.equal(ema.model.weight, model.weight)
-    sched = WarmupSchedule(warmup=4, total=14, kind="cosine", min_ratio=0.1)
-    assert sched(0) == 0.25 and sched(3) == 1.0 and sched(4) == pytest.approx(1.0)
-    assert sched(14) == pytest.approx(0.1) and sched(9) == pytest.approx(0.55)
-    assert WarmupSchedule(0, 10, "constant")(7) == 1.0
+    sched = WarmupSchedule(warmup=4, kind="cosine", min_ratio=0.1)
+    assert sched(0, 14) == 0.25 and sched(3, 14) == 1.0 and sched(4, 14) == pytest.approx(1.0)
+    assert sched(14, 14) == pytest.approx(0.1) and sched(9, 14) == pytest.approx(0.55)
+    assert sched(9, 24) == pytest.approx(0.5 * 0.9 * (1 + math.cos(math.pi / 4)) + 0.1)
+    assert WarmupSchedule(0, "constant")(7, 10) == 1.0
 
 
 def test_bf16_autocast_and_loader_workers(tmp_path):

@@ -84,7 +84,8 @@ def test_windows_get_their_own_lowres_frames(gen):
         return 0.1 * x
 
     cs = ConditionalSampler(denoiser, vidiff.Diffusion(timesteps=50),
-                            vidiff.noise_prior("progressive"), weight=0.0, steps=2)
+                            vidiff.noise_prior("progressive"), weight=0.0, sampler="ddim",
+                            steps=2)
     low = torch.arange(7.0).view(1, 1, 7, 1, 1).expand(1, 3, 7, 4, 4).contiguous()
     out = cs.upsample_conditioned(low, 2, window=4, overlap=2, generator=gen)
     assert out.shape == (1, 3, 7, 8, 8)
@@ -137,7 +138,8 @@ def test_upsample_names_a_mismatched_input(sr_run, tmp_path, gen, capsys):
 
 
 def _mse_through_downsampling(pipe, low, weight):
-    cs = ConditionalSampler(pipe.model, pipe.diffusion, pipe.prior, weight=weight, steps=20)
+    cs = ConditionalSampler(pipe.model, pipe.diffusion, pipe.prior, weight=weight,
+                            sampler="ddim", steps=20)
     g = torch.Generator().manual_seed(0)
     if pipe.spec.conditioning.lowres_size is None:
         out = (cs.upsample_guided(low, 2, g) if weight > 0 else

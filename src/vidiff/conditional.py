@@ -29,9 +29,9 @@ import torch.nn.functional as F
 
 from .cond import Cond
 from .diffusion import Diffusion
-from .guidance import Denoiser, ReconstructionGuidance
+from .guidance import RECONSTRUCTION_WEIGHT, Denoiser, ReconstructionGuidance
 from .priors import NoisePrior
-from .samplers import DEFAULT_STEPS, sample
+from .samplers import DEFAULT_STEPS, SamplingConfig, sample
 
 METHODS = ("reconstruction", "replacement")
 
@@ -86,9 +86,9 @@ class ConditionalSampler:
     diffusion: Diffusion
     prior: NoisePrior
     method: str = "reconstruction"  # reconstruction | replacement (the baseline)
-    weight: float = 2.0  # w_r of VDM eq. 7 (ignored by replacement)
-    sampler: str = "ddim"  # ddpm | ddim | dpmpp_2m
-    steps: int | None = 50  # sampler steps (None: the sampler's default)
+    weight: float = RECONSTRUCTION_WEIGHT  # w_r of VDM eq. 7 (ignored by replacement)
+    sampler: str = SamplingConfig.sampler  # ddpm | ddim | dpmpp_2m
+    steps: int | None = SamplingConfig.steps  # sampler steps (None: the sampler's default)
     cond: Cond = field(default_factory=Cond)  # the denoiser's conditions
     progress: bool = False  # a progress bar (one for all the windows of a fill)
     callback: Callable | None = None  # called after every sampler step (`vidiff.sample`'s)

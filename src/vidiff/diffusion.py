@@ -14,9 +14,14 @@ from dataclasses import asdict, dataclass, field
 
 import torch
 
+from .predictions import (
+    check_prediction,
+    eps_from_x0,
+    prediction_of,
+    split_prediction,
+    x0_from_eps,
+)
 from .schedules import make_betas
-
-PREDICTIONS = ("eps", "x0", "v")
 
 
 @dataclass
@@ -29,20 +34,6 @@ class DiffusionConfig:
     schedule_kwargs: dict = field(default_factory=dict)  # e.g. beta_start, beta_end, s
 
 
-def split_prediction(prediction: str, out, xt, a, s):
-    """(x0, eps) from a network output of type `prediction` at x_t.
-
-    a = sqrt(abar_t) and s = sqrt(1 - abar_t) are floats or tensors broadcastable to xt.
-    """
-    if prediction == "eps":
-        return (xt - s * out) / a, out  # DDPM eq. 15
-    if prediction == "x0":
-        return out, (xt - a * out) / s
-    if prediction == "v":  # v = a eps - s x0 (Salimans & Ho 2022, section 4)
-        return a * xt - s * out, s * xt + a * out
-    raise ValueError(f"unknown prediction {prediction!r}; valid: {', '.join(PREDICTIONS)}")
-
-
 class Diffusion:
     """Schedule-derived quantities and the closed forms of the forward process.
 
@@ -53,8 +44,7 @@ class Diffusion:
     def __init__(self, schedule: str = DiffusionConfig.schedule,
                  timesteps: int = DiffusionConfig.timesteps,
                  prediction: str = DiffusionConfig.prediction, **schedule_kwargs: float):
-        if prediction not in PREDICTIONS:
-            raise ValueError(f"unknown prediction {prediction!r}; valid: {', '.join(PREDICTIONS)}")
+        check_prediction(prediction)
         self.config = DiffusionConfig(schedule, timesteps, prediction, dict(schedule_kwargs))
         self.prediction = prediction
         self.timesteps = timesteps
@@ -154,26 +144,19 @@ class Diffusion:
 
     def predict_x0(self, xt: torch.Tensor, t: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
         """x_0 = (x_t - sqrt(1 - abar_t) eps) / sqrt(abar_t) (DDPM eq. 15)."""
-        a, s = self.alpha_sigma(t, xt)
-        return (xt - s * eps) / a
+        return x0_from_eps(xt, eps, *self.alpha_sigma(t, xt))
 
     def predict_eps(self, xt: torch.Tensor, t: torch.Tensor, x0: torch.Tensor) -> torch.Tensor:
         """eps = (x_t - sqrt(abar_t) x_0) / sqrt(1 - abar_t)."""
-        a, s = self.alpha_sigma(t, xt)
-        return (xt - a * x0) / s
+        return eps_from_x0(xt, x0, *self.alpha_sigma(t, xt))
 
     def v_target(self, x0: torch.Tensor, eps: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         """v = sqrt(abar_t) eps - sqrt(1 - abar_t) x_0 (Salimans & Ho 2022)."""
-        a, s = self.alpha_sigma(t, x0)
-        return a * eps - s * x0
+        return prediction_of("v", x0, eps, *self.alpha_sigma(t, x0))
 
     def target(self, x0: torch.Tensor, eps: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         """The regression target of this diffusion's prediction type."""
-        if self.prediction == "eps":
-            return eps
-        if self.prediction == "x0":
-            return x0
-        return self.v_target(x0, eps, t)
+        return prediction_of(self.prediction, x0, eps, *self.alpha_sigma(t, x0))
 
     def __repr__(self) -> str:
         c = self.config

@@ -26,9 +26,13 @@ import torch
 
 from .cond import Cond
 from .diffusion import Diffusion
+from .predictions import eps_from_x0
 from .priors import NoisePrior, apply_frames
 
 Denoiser = Callable[..., torch.Tensor]
+# w_r of VDM eq. 7 unless told: the default of ReconstructionGuidance, ConditionalSampler and
+# vidiff extend / interpolate (vidiff upsample doubles it: docs/CONDITIONAL.md)
+RECONSTRUCTION_WEIGHT = 2.0
 
 
 class ClassifierFreeGuidance:
@@ -106,7 +110,7 @@ class ReconstructionGuidance:
     """
 
     def __init__(self, denoiser: Denoiser, diffusion: Diffusion, known: torch.Tensor,
-                 mask: torch.Tensor | None = None, weight: float = 2.0,
+                 mask: torch.Tensor | None = None, weight: float = RECONSTRUCTION_WEIGHT,
                  operator: Callable[[torch.Tensor], torch.Tensor] | None = None,
                  replace: bool = True, prior: NoisePrior | None = None):
         if mask is None and operator is None:
@@ -171,4 +175,4 @@ class ReconstructionGuidance:
             x0 = self._guided_x0(x0, grad, a, maps)
         if self.replace:
             x0 = self._replaced_x0(x0, maps)
-        return self.diffusion.target(x0, (xt - a * x0) / s, t)  # eps, x0 or v, as the model
+        return self.diffusion.target(x0, eps_from_x0(xt, x0, a, s), t)  # the model's type

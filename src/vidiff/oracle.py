@@ -70,10 +70,7 @@ class GaussianOracle:
 
     def __call__(self, xt: torch.Tensor, t: torch.Tensor, **cond) -> torch.Tensor:
         eps = self.eps(xt, t)
-        if self.diffusion.prediction == "eps":
-            return eps
-        x0 = self.diffusion.predict_x0(xt, t, eps)
-        return x0 if self.diffusion.prediction == "x0" else self.diffusion.v_target(x0, eps, t)
+        return self.diffusion.target(self.diffusion.predict_x0(xt, t, eps), eps, t)
 
 
 def gaussian_nll_bits_per_dim(data_cov: torch.Tensor, bin_width: float = 2 / 255) -> float:

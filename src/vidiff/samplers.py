@@ -19,7 +19,8 @@ from dataclasses import dataclass
 import torch
 
 from .cond import Cond
-from .diffusion import Diffusion, split_prediction
+from .diffusion import Diffusion
+from .predictions import eps_from_x0, split_prediction
 from .priors import NoisePrior, noise_prior
 from .registry import Registry
 from .schedules import respace
@@ -173,7 +174,7 @@ def _make_denoise(denoiser, diffusion, traj, batch, device, clip_x0, cond) -> De
         x0, eps = split_prediction(diffusion.prediction, out.to(x.dtype), x, a, s)
         if clip_x0:
             x0 = x0.clamp(-1, 1)
-            eps = (x - a * x0) / s
+            eps = eps_from_x0(x, x0, a, s)
         return x0, eps
 
     return denoise

@@ -10,8 +10,11 @@ from pathlib import Path
 from vidiff.spec import DEFAULT_FPS
 
 
-def add_common_arguments(parser: argparse.ArgumentParser, weight: float = 2.0) -> None:
-    """The checkpoint, input, output, conditioning method and sampler options."""
+def add_common_arguments(parser: argparse.ArgumentParser, weight: float | None = None) -> None:
+    """The checkpoint, input, output, conditioning method and sampler options; `weight`:
+    the default w_r (None: `vidiff.guidance.RECONSTRUCTION_WEIGHT`)."""
+    from vidiff.guidance import RECONSTRUCTION_WEIGHT
+
     parser.add_argument("checkpoint", help="run folder, checkpoint folder, .safetensors file or "
                                            "exported model folder (vidiff export)")
     parser.add_argument("-i", "--input", default=None,
@@ -24,7 +27,7 @@ def add_common_arguments(parser: argparse.ArgumentParser, weight: float = 2.0) -
     parser.add_argument("--method", choices=("reconstruction", "replacement"),
                         default="reconstruction",
                         help="reconstruction guidance (VDM eq. 7) or the replacement baseline")
-    parser.add_argument("--guidance-weight", type=float, default=weight,
+    parser.add_argument("--guidance-weight", type=float, default=weight or RECONSTRUCTION_WEIGHT,
                         help="w_r of reconstruction guidance (VDM eq. 7)")
     parser.add_argument("--sampler", default=None,
                         help="ddpm, ddim or dpmpp_2m (None: the run's sample.sampler)")

@@ -30,7 +30,9 @@ HELP = "spatial super-resolution: a model conditioned on the low-res video, or g
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    common.add_common_arguments(parser, weight=4.0)
+    from vidiff.guidance import RECONSTRUCTION_WEIGHT
+
+    common.add_common_arguments(parser, weight=2 * RECONSTRUCTION_WEIGHT)
     parser.add_argument("--factor", type=int, default=None,
                         help="upsampling factor (2, 4, ...; None: the super-resolution "
                              "model's own, or 2)")

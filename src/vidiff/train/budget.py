@@ -5,7 +5,7 @@ fit so that the learning-rate decay can end with the budget.
 >>> while budget.another():
 ...     trainer.train_step(batches)
 ...     budget.done_step()
-...     trainer.schedule.total = budget.horizon(trainer.step, cap=config.train.steps)
+...     trainer.lr_horizon = budget.horizon(trainer.step, cap=config.train.steps)
 
 ``clock="cpu"`` counts this process's CPU time (all its threads) instead of wall time: the
 measure of compute that stays fair when other processes share the cores (benchmarks).

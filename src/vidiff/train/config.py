@@ -29,8 +29,9 @@ from vidiff.config_io import (
     config_to_dict,
     load_config_file,
 )
-from vidiff.diffusion import PREDICTIONS, DiffusionConfig
+from vidiff.diffusion import DiffusionConfig
 from vidiff.losses import WEIGHTINGS, LossConfig
+from vidiff.predictions import PREDICTIONS
 from vidiff.priors import PriorConfig
 from vidiff.samplers import SamplingConfig
 

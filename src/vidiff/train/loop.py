@@ -37,7 +37,7 @@ def _spend(trainer: Trainer, budget: TimeBudget) -> bool:
     if trainer.dist.distributed:
         torch.distributed.broadcast(decision, 0)
     if trainer.step >= trainer.schedule.warmup:
-        trainer.schedule.total = int(decision[1])
+        trainer.lr_horizon = int(decision[1])
     return bool(decision[0])
 
 

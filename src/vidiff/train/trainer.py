@@ -5,18 +5,12 @@ the loss of `vidiff.losses.diffusion_loss` (noise from the noise prior, t unifor
 linear warmup then constant or cosine LR, gradient clipping, an EMA of the weights, optional
 bf16/fp16 autocast (GradScaler for fp16), condition dropout for classifier-free guidance.
 
-Randomness. Every training sample's randomness (its timestep t, its noise and its condition
-dropout) comes from a `torch.Generator` seeded from ``(train.seed, g)``, g the sample's global
-position in the stream of training samples (videos consumed before its micro-batch + its
-index in it); t is
-drawn by ``diffusion.sample_t`` and the noise by ``prior.sample``, both from that generator. The
-data order is a function of the same position (`vidiff.train.data.ShardedOrder`). So:
-
-- under DDP each rank draws exactly its own samples' noise, and the union over ranks is the
-  single-process batch of the same global size, draw for draw (tested to 1e-5);
-- a resumed run continues the trajectory of an uninterrupted one (tested bitwise): only the
-  step and data position are needed, plus the optimizer/EMA state and the global RNG state
-  (dropout). The learning rate is a function of the step and the current config.
+Randomness: every training sample's t, noise and condition dropout come from a generator
+seeded by its global position in the stream of samples (`vidiff.train.step`), and the data
+order is a function of the same position (`vidiff.train.data.ShardedOrder`). So under DDP
+the union over ranks is the single-process batch of the same global size, draw for draw
+(tested to 1e-5), and a resumed run continues the trajectory of an uninterrupted one
+(tested bitwise). The learning rate is a function of the step, the horizon and the config.
 
 Rank 0 alone writes logs (``log.jsonl``, TensorBoard when installed), checkpoints and samples;
 every rank waits at a barrier around checkpoints and samples.
@@ -24,9 +18,7 @@ every rank waits at a barrier around checkpoints and samples.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterator
-from contextlib import nullcontext
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -39,10 +31,8 @@ from vidiff.cond import Cond
 from vidiff.conditional import downsample_to
 from vidiff.config_io import ConfigError
 from vidiff.diffusion import Diffusion
-from vidiff.losses import diffusion_loss
 from vidiff.pipeline import Pipeline
 from vidiff.samplers import sample
-from vidiff.seeding import mixed_seed
 from vidiff.text import build_text_encoder
 from vidiff.threads import auto_threads
 from vidiff.train import distributed
@@ -67,6 +57,7 @@ from vidiff.train.resume import (
 )
 from vidiff.train.runlock import RunLock
 from vidiff.train.schedule import WarmupSchedule
+from vidiff.train.step import Stepper, set_lr
 
 __all__ = [
     "NonFiniteLossError",
@@ -76,12 +67,6 @@ __all__ = [
     "resolve_unet_config",
     "train",
 ]
-
-
-def _sample_generator(seed: int, position: int, device: torch.device) -> torch.Generator:
-    """The generator of the training sample at global `position` (see the module doc)."""
-    state = mixed_seed(seed, 0x7EED, position) & (2**63 - 1)  # CUDA generators: 63 bits
-    return torch.Generator(device=device).manual_seed(state)
 
 
 class Trainer:
@@ -182,23 +167,25 @@ class Trainer:
         for group in groups:  # the LR of step s is peak_lr * schedule(s), set every step
             group["peak_lr"] = group.get("lr", t.lr)
         self.optimizer = torch.optim.AdamW(groups, lr=t.lr, betas=tuple(t.betas))
-        self.schedule = WarmupSchedule(warmup_steps(t), t.steps, t.lr_schedule, t.min_lr_ratio)
+        self.schedule = WarmupSchedule(warmup_steps(t), t.lr_schedule, t.min_lr_ratio)
+        self.lr_horizon = t.steps  # where the LR decay ends; a time budget re-aims it (loop)
         self.scaler = torch.amp.GradScaler("cuda", enabled=t.precision == "fp16")
-        self.autocast_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(t.precision)
+        self.stepper = Stepper(config, self.dist, self.raw, self.ddp, self.net, self.ema,
+                               self.optimizer, self.scaler, self.diffusion, self.prior,
+                               self._cond)
         self.step = 0
         self.position = 0  # training videos consumed so far, over all processes
         self.last_checkpoint: Path | None = None
         if restored is not None:
             self._resume(restored)
-        self._set_lr()
+        set_lr(self.optimizer, self.lr_factor)
 
-    def _set_lr(self) -> None:
-        """The LR of the coming step: each group's peak LR times the schedule's factor at
-        this step (warmup, then constant or cosine decay): a function of the step and this
-        run's config alone, so a resumed run follows its new settings."""
-        factor = self.schedule(self.step)
-        for group in self.optimizer.param_groups:
-            group["lr"] = group["peak_lr"] * factor
+    @property
+    def lr_factor(self) -> float:
+        """The LR factor of the coming step (warmup, then constant or cosine decay to the
+        horizon): a function of the step and this run's config alone, so a resumed run
+        follows its new settings."""
+        return self.schedule(self.step, self.lr_horizon)
 
     # -- setup helpers ----------------------------------------------------------------------------
     def _first_clip(self) -> torch.Tensor:
@@ -241,7 +228,7 @@ class Trainer:
         state = restored.state
         load_optimizer_state(self.optimizer, state["optimizer"], ckpt.path)
         if self.config.train.max_seconds and state.get("lr_horizon"):
-            self.schedule.total = int(state["lr_horizon"])  # a time-budget run's re-aimed end
+            self.lr_horizon = int(state["lr_horizon"])  # a time-budget run's re-aimed end
         if state.get("scaler"):
             self.scaler.load_state_dict(state["scaler"])
         rng = state.get("rng", {})
@@ -272,67 +259,20 @@ class Trainer:
         """Videos per optimizer step over all processes."""
         return self.global_micro_batch * self.config.train.grad_accum
 
-    def _draws(self, position: int, shape: tuple[int, ...]):
-        """t (B,), noise (B, C, F + K, H, W) and the condition-dropout uniforms (B, 1 + K)
-        (the clip's, then each image's) of this rank's samples of the global micro-batch
-        that starts at `position`, each sample from its own generator."""
-        d = self.config.data
-        first = position + self.dist.rank * d.batch_size
-        ts, noises, drops = [], [], []
-        for i in range(d.batch_size):
-            g = _sample_generator(self.config.train.seed, first + i, self.device)
-            ts.append(self.diffusion.sample_t(1, generator=g, device=self.device))
-            noises.append(self.prior.sample((1, *shape[1:]), generator=g,
-                                            num_images=d.num_images, device=self.device))
-            drops.append(torch.rand(1 + d.num_images, generator=g, device=self.device))
-        return torch.cat(ts), torch.cat(noises), torch.stack(drops)
-
     def _cond(self, batch: dict[str, Any], drops: torch.Tensor) -> Cond:
         """The model's conditions for `batch` (`vidiff.train.conditions`)."""
         return batch_conditions(batch, drops, self.config,
                                 self.unet_config if self.conditional else None,
                                 self.text_encoder, self.device)
 
-    def _micro_step(self, batch: dict[str, Any], position: int, sync: bool) -> torch.Tensor:
-        x0 = batch["video"].to(self.device, non_blocking=True)  # (B, C, F + K, H, W)
-        t, noise, drops = self._draws(position, tuple(x0.shape))
-        cond = self._cond(batch, drops)
-        no_sync = getattr(self.ddp, "no_sync", None)
-        ctx = no_sync() if (no_sync is not None and not sync) else nullcontext()
-        autocast = (torch.autocast(self.device.type, dtype=self.autocast_dtype)
-                    if self.autocast_dtype is not None else nullcontext())
-        with ctx:
-            with autocast:
-                loss = diffusion_loss(self.net, self.diffusion, x0, t, noise,
-                                      self.config.loss, cond).mean()
-            self.scaler.scale(loss / self.config.train.grad_accum).backward()
-        return loss.detach()
-
     def train_step(self, batches) -> tuple[float, float]:
-        """One optimizer step over `grad_accum` micro-batches; (mean loss, grad norm)."""
-        t = self.config.train
-        total = torch.zeros((), device=self.device)
-        for m in range(t.grad_accum):
-            position = self.position + m * self.global_micro_batch
-            total += self._micro_step(next(batches), position, sync=m == t.grad_accum - 1)
-        loss = distributed.all_mean(total / t.grad_accum, self.dist).item()
-        if not math.isfinite(loss):
-            self.optimizer.zero_grad(set_to_none=True)
-            raise NonFiniteLossError(self.step + 1, loss, self.last_checkpoint)
-        self.scaler.unscale_(self.optimizer)
-        params = [p for p in self.raw.parameters() if p.grad is not None]
-        if t.grad_clip > 0:
-            norm = torch.nn.utils.clip_grad_norm_(params, t.grad_clip)
-        else:
-            norm = torch.linalg.vector_norm(torch.stack([p.grad.norm() for p in params]))
-        self._set_lr()
-        self.scaler.step(self.optimizer)
-        self.scaler.update()
-        self.optimizer.zero_grad(set_to_none=True)
+        """One optimizer step over `grad_accum` micro-batches (`vidiff.train.step`); (mean
+        loss, grad norm)."""
+        loss, norm = self.stepper(batches, step=self.step, position=self.position,
+                                  lr_factor=self.lr_factor, last_checkpoint=self.last_checkpoint)
         self.step += 1
         self.position += self.global_batch
-        self.ema.update(self.raw, self.step)
-        return loss, float(norm)
+        return loss, norm
 
     # -- outputs ----------------------------------------------------------------------------------
     def save(self) -> Path | None:
@@ -345,7 +285,7 @@ class Trainer:
                 rng["torch_cuda"] = torch.cuda.get_rng_state(self.device)
             state = {
                 "optimizer": self.optimizer.state_dict(),
-                "lr_horizon": self.schedule.total,  # where the LR decay ends (time budgets)
+                "lr_horizon": self.lr_horizon,  # where the LR decay ends (time budgets)
                 "scaler": self.scaler.state_dict() if self.scaler.is_enabled() else {},
                 "rng": rng,
                 "data_position": self.position,  # videos consumed, over all processes

@@ -1,0 +1,131 @@
+"""One optimizer step: the samples' draws, the loss over the micro-batches, the update.
+
+`Stepper` holds what a step touches (the network, optimizer, scaler, EMA, diffusion and
+prior) and nothing about the run around it: the step number, the data position and the
+learning rate come in as arguments, so a step is a function of its inputs (the trainer owns
+the counters, the loop the schedule and the time budget).
+
+Every training sample's randomness (its timestep t, its noise and its condition dropout)
+comes from a `torch.Generator` seeded from ``(train.seed, g)``, g the sample's global position
+in the stream of training samples: the same sample gets the same draws whatever the number
+of processes, and a resumed run continues the draws of an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterator
+from contextlib import nullcontext
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from vidiff.cond import Cond
+from vidiff.diffusion import Diffusion
+from vidiff.losses import diffusion_loss
+from vidiff.priors import NoisePrior
+from vidiff.seeding import mixed_seed
+from vidiff.train import distributed
+from vidiff.train.config import RunConfig
+from vidiff.train.ema import EMA
+from vidiff.train.result import NonFiniteLossError
+
+__all__ = ["Stepper", "sample_generator"]
+
+
+def sample_generator(seed: int, position: int, device: torch.device) -> torch.Generator:
+    """The generator of the training sample at global `position` (see the module doc)."""
+    state = mixed_seed(seed, 0x7EED, position) & (2**63 - 1)  # CUDA generators: 63 bits
+    return torch.Generator(device=device).manual_seed(state)
+
+
+@dataclass
+class Stepper:
+    """The parts of one optimizer step (see the module docstring)."""
+
+    config: RunConfig
+    dist: distributed.DistInfo
+    raw: nn.Module  # the model whose parameters the optimizer updates
+    ddp: nn.Module  # raw, or its DDP wrapper (its no_sync skips gradient syncs)
+    net: nn.Module  # what the loss calls: ddp, or ddp compiled
+    ema: EMA
+    optimizer: torch.optim.Optimizer
+    scaler: torch.amp.GradScaler
+    diffusion: Diffusion
+    prior: NoisePrior
+    conditions: Callable[[dict[str, Any], torch.Tensor], Cond]  # (batch, dropout uniforms)
+
+    @property
+    def device(self) -> torch.device:
+        return self.dist.device
+
+    @property
+    def micro_batch(self) -> int:
+        """Videos per micro-step over all processes."""
+        return self.config.data.batch_size * self.dist.world
+
+    def draws(self, position: int, shape: tuple[int, ...]):
+        """t (B,), noise (B, C, F + K, H, W) and the condition-dropout uniforms (B, 1 + K)
+        (the clip's, then each image's) of this rank's samples of the global micro-batch
+        that starts at `position`, each sample from its own generator."""
+        d, device = self.config.data, self.device
+        first = position + self.dist.rank * d.batch_size
+        ts, noises, drops = [], [], []
+        for i in range(d.batch_size):
+            g = sample_generator(self.config.train.seed, first + i, device)
+            ts.append(self.diffusion.sample_t(1, generator=g, device=device))
+            noises.append(self.prior.sample((1, *shape[1:]), generator=g,
+                                            num_images=d.num_images, device=device))
+            drops.append(torch.rand(1 + d.num_images, generator=g, device=device))
+        return torch.cat(ts), torch.cat(noises), torch.stack(drops)
+
+    def micro_step(self, batch: dict[str, Any], position: int, sync: bool) -> torch.Tensor:
+        """Forward and backward of one micro-batch (gradients add up); its mean loss."""
+        x0 = batch["video"].to(self.device, non_blocking=True)  # (B, C, F + K, H, W)
+        t, noise, drops = self.draws(position, tuple(x0.shape))
+        cond = self.conditions(batch, drops)
+        no_sync = getattr(self.ddp, "no_sync", None)
+        ctx = no_sync() if (no_sync is not None and not sync) else nullcontext()
+        dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.config.train.precision)
+        autocast = torch.autocast(self.device.type, dtype=dtype) if dtype else nullcontext()
+        with ctx:
+            with autocast:
+                loss = diffusion_loss(self.net, self.diffusion, x0, t, noise,
+                                      self.config.loss, cond).mean()
+            self.scaler.scale(loss / self.config.train.grad_accum).backward()
+        return loss.detach()
+
+    def __call__(self, batches: Iterator[dict[str, Any]], *, step: int, position: int,
+                 lr_factor: float, last_checkpoint=None) -> tuple[float, float]:
+        """Optimizer step `step` + 1 over ``grad_accum`` micro-batches starting at data
+        `position`, at the groups' peak LR times `lr_factor`; (mean loss, grad norm). A
+        non-finite loss raises `NonFiniteLossError` before any update."""
+        t = self.config.train
+        total = torch.zeros((), device=self.device)
+        for m in range(t.grad_accum):
+            total += self.micro_step(next(batches), position + m * self.micro_batch,
+                                     sync=m == t.grad_accum - 1)
+        loss = distributed.all_mean(total / t.grad_accum, self.dist).item()
+        if not math.isfinite(loss):
+            self.optimizer.zero_grad(set_to_none=True)
+            raise NonFiniteLossError(step + 1, loss, last_checkpoint)
+        self.scaler.unscale_(self.optimizer)
+        params = [p for p in self.raw.parameters() if p.grad is not None]
+        if t.grad_clip > 0:
+            norm = torch.nn.utils.clip_grad_norm_(params, t.grad_clip)
+        else:
+            norm = torch.linalg.vector_norm(torch.stack([p.grad.norm() for p in params]))
+        set_lr(self.optimizer, lr_factor)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.ema.update(self.raw, step + 1)
+        return loss, float(norm)
+
+
+def set_lr(optimizer: torch.optim.Optimizer, factor: float) -> None:
+    """Each group's LR: its peak LR times `factor` (the schedule's at this step)."""
+    for group in optimizer.param_groups:
+        group["lr"] = group["peak_lr"] * factor
