@@ -227,6 +227,37 @@ def test_unreadable_files_are_skipped_with_a_warning(broken_root):
         assert ds[1]["path"].endswith("a_good.mp4")
 
 
+def test_video_frames_skip_as_the_videos_do_and_share_the_record(broken_root):
+    videos = VideoFolder(broken_root, frames=4, size=16, offset="first")
+    frames = videos.as_images(per_video=2)
+    assert len(frames) == 8
+    with pytest.warns(SkippedVideoWarning) as record:
+        items = [frames[i] for i in range(len(frames))]
+    assert [str(w.message).split()[1] for w in record] == ["b_corrupt.mp4", "c_empty.mp4",
+                                                          "d_fake.gif"]
+    assert all(it["path"].endswith("a_good.mp4") for it in items)
+    assert sorted(videos.bad_paths) == ["b_corrupt.mp4", "c_empty.mp4", "d_fake.gif"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the frames found them broken: the videos skip them
+        assert videos[1]["path"].endswith("a_good.mp4")
+    with pytest.raises(IndexError, match="out of range"):
+        frames[8]
+
+
+def test_joint_training_on_a_folder_decodes_single_frames(root):
+    from vidiff.data import VideoFolderFrames
+    from vidiff.train.data import ShardedOrder, image_dataset
+
+    videos = VideoFolder(root, frames=4, size=16)
+    images = image_dataset(videos, 4)
+    assert isinstance(images, VideoFolderFrames) and len(images) == 4 * len(videos.entries)
+    order = ShardedOrder(len(videos), 2, num_images=3, num_frames=4, image_items=len(images))
+    for step in range(6):  # every image index the order asks for exists
+        for _, _, picks in order.micro_batch(step):
+            assert all(0 <= j < len(images) for j in picks)
+            assert all(images[j]["image"].shape == (3, 16, 16) for j in picks)
+
+
 def test_probe_drops_unreadable_files_at_construction(broken_root):
     with pytest.warns(SkippedVideoWarning) as record:
         ds = VideoFolder(broken_root, frames=4, size=16, probe=True)

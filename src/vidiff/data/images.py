@@ -10,14 +10,9 @@ from typing import Any
 import numpy as np
 import torch
 from PIL import Image
-from torch.utils.data import Dataset
 
-from vidiff.data.folder import (
-    _READ_ERRORS,
-    VideoFolder,
-    _FolderDataset,
-    epoch_generator,
-)
+from vidiff.data.entries import _FolderDataset
+from vidiff.data.folder import VideoFolder
 from vidiff.data.resize import _size_pair, resize_crop_frames
 from vidiff.data.scan import Entry, index_items, read_caption, scan_folder
 from vidiff.io import IMAGE_SUFFIXES, VideoReadError, from_uint8, read_video, to_rgb
@@ -25,7 +20,7 @@ from vidiff.io import IMAGE_SUFFIXES, VideoReadError, from_uint8, read_video, to
 __all__ = ["ImageFolder", "VideoFolderFrames"]
 
 
-class VideoFolderFrames(Dataset):
+class VideoFolderFrames(_FolderDataset):
     """Single frames of a `VideoFolder`: ``per_video`` items per video, one decoded frame each.
 
     Item ``j`` is a frame of video ``j // per_video``: at a random position (the dataset's
@@ -33,14 +28,24 @@ class VideoFolderFrames(Dataset):
     center or start. Only that frame is decoded (unlike `vidiff.data.FramesAsImages`, which
     loads a whole clip per frame). Items: ``"image"`` ``(3, H, W)`` in [-1, 1], ``"label"``,
     ``"caption"``, ``"path"``, ``"video_index"``, ``"frame_index"``. Unreadable videos are
-    skipped as in `VideoFolder` (the record of bad paths is shared with it).
+    skipped by the folder datasets' rule (`vidiff.data.entries`), and the record of bad
+    paths, the seed and the epoch are the videos' own: a video found broken by either is
+    skipped by both.
     """
 
     def __init__(self, videos: VideoFolder, per_video: int = 1):
         if per_video < 1:
             raise ValueError(f"per_video must be >= 1, got {per_video}")
         self.videos, self.per_video = videos, int(per_video)
-        self.class_names = videos.class_names
+
+    # the state shared with the videos
+    root = property(lambda self: self.videos.root)
+    seed = property(lambda self: self.videos.seed)
+    epoch = property(lambda self: self.videos.epoch)
+    entries = property(lambda self: self.videos.entries)
+    class_names = property(lambda self: self.videos.class_names)
+    bad_paths = property(lambda self: self.videos.bad_paths)
+    suffixes = property(lambda self: self.videos.suffixes)
 
     def __len__(self) -> int:
         return len(self.videos.entries) * self.per_video
@@ -49,47 +54,35 @@ class VideoFolderFrames(Dataset):
         """Sample different frames in each epoch."""
         self.videos.set_epoch(epoch)
 
-    def __getitem__(self, index: int) -> dict[str, Any]:
+    def _entry_of(self, index: int) -> Entry:
+        return self.videos.entries[index // self.per_video]
+
+    def _load(self, index: int, generator: torch.Generator) -> dict[str, Any]:
         v = self.videos
-        n = len(self)
-        if not -n <= index < n:
-            raise IndexError(f"index {index} out of range for {n} frames")
-        index %= n
-        for step in range(n):
-            j = (index + step) % n
-            i, seg = divmod(j, self.per_video)
-            entry = v.entries[i]
-            if entry.rel in v.bad_paths:
-                continue
-            try:
-                g = epoch_generator(v.seed, v.epoch, j)
-                num = v._video_info(i)[0]
-                lo, hi = num * seg // self.per_video, max(0, num * (seg + 1) // self.per_video - 1)
-                hi = max(lo, hi)
-                if v.offset == "random":
-                    t = int(torch.randint(lo, hi + 1, (1,), generator=g))
-                else:
-                    t = lo if v.offset == "first" else (lo + hi) // 2
-                try:
-                    frame = read_video(entry.path, t, max_frames=1)
-                except VideoReadError:
-                    if t == 0:
-                        raise
-                    t, frame = 0, read_video(entry.path, 0, max_frames=1)
-                frame = resize_crop_frames(to_rgb(frame), v.size, v.crop, g)
-                image = from_uint8(frame)[:, 0]  # (1, h, w, 3) -> (3, h, w)
-            except _READ_ERRORS as e:
-                v._mark_bad(entry, e)
-                continue
-            return {
-                "image": image,
-                "label": torch.tensor(entry.label, dtype=torch.int64),
-                "caption": read_caption(entry) if v.captions else "",
-                "path": str(entry.path),
-                "video_index": torch.tensor(i),
-                "frame_index": torch.tensor(t),
-            }
-        raise v._empty_error(f"all {len(v.entries)} found are unreadable")
+        i, seg = divmod(index, self.per_video)
+        entry = v.entries[i]
+        num = v._video_info(i)[0]
+        lo = num * seg // self.per_video
+        hi = max(lo, num * (seg + 1) // self.per_video - 1)
+        if v.offset == "random":
+            t = int(torch.randint(lo, hi + 1, (1,), generator=generator))
+        else:
+            t = lo if v.offset == "first" else (lo + hi) // 2
+        try:
+            frame = read_video(entry.path, t, max_frames=1)
+        except VideoReadError:
+            if t == 0:
+                raise
+            t, frame = 0, read_video(entry.path, 0, max_frames=1)
+        frame = resize_crop_frames(to_rgb(frame), v.size, v.crop, generator)
+        return {
+            "image": from_uint8(frame)[:, 0],  # (1, h, w, 3) -> (3, h, w)
+            "label": torch.tensor(entry.label, dtype=torch.int64),
+            "caption": read_caption(entry) if v.captions else "",
+            "path": str(entry.path),
+            "video_index": torch.tensor(i),
+            "frame_index": torch.tensor(t),
+        }
 
 
 class ImageFolder(_FolderDataset):

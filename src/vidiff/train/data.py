@@ -65,9 +65,14 @@ def build_dataset(config: DataConfig) -> Dataset:
 
 
 def image_dataset(videos: Dataset, frames: int) -> Dataset:
-    """Single frames of `videos` as image items (``"image"`` (C, H, W))."""
+    """Single frames of `videos` as image items (``"image"`` (C, H, W)), `frames` per video:
+    a folder's decode one frame each (`vidiff.data.VideoFolderFrames`, spread over the whole
+    video), synthetic data's render their clip (`vidiff.data.FramesAsImages`)."""
     from vidiff.data import FramesAsImages
+    from vidiff.data.folder import VideoFolder
 
+    if isinstance(videos, VideoFolder):
+        return videos.as_images(per_video=frames)
     return FramesAsImages(videos, frames)
 
 
@@ -77,16 +82,19 @@ class ShardedOrder:
     Iterating yields, for micro-steps ``start, start + 1, ...``, a list of ``batch`` index
     tuples ``(epoch, video_index, image_indices)`` for this rank; micro-step s starts at the
     global position ``offset + s * batch * world``. Use it as a DataLoader's ``batch_sampler``
-    over a `JointVideoDataset`.
+    over a `JointVideoDataset`; ``image_items``: the length of its image dataset (default
+    ``num_videos * num_frames``).
     """
 
     def __init__(self, num_videos: int, batch: int, *, rank: int = 0, world: int = 1,
                  seed: int = 0, num_images: int = 0, num_frames: int = 0, start: int = 0,
-                 offset: int = 0):
+                 offset: int = 0, image_items: int | None = None):
         if num_videos < 1:
             raise ConfigError("the dataset is empty")
         self.n, self.batch, self.rank, self.world = num_videos, batch, rank, world
-        self.seed, self.k, self.m, self.start = seed, num_images, num_videos * num_frames, start
+        # the image stream runs over image_items items (default: every frame of every video)
+        self.m = num_videos * num_frames if image_items is None else image_items
+        self.seed, self.k, self.start = seed, num_images, start
         self.offset = offset  # global position of micro-step 0 (videos consumed before it)
         self._perms: dict[tuple[int, int], torch.Tensor] = {}
 

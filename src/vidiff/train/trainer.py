@@ -122,13 +122,16 @@ class Trainer:
             raise ConfigError("train.precision = fp16 needs a CUDA device; use bf16 or fp32")
         for note in inert_settings(config):
             self.say(f"warning: {note}")
-        restored = self._restore_point()
 
         # data --------------------------------------------------------------------------------
         self.dataset = build_dataset(d)
         if len(self.dataset) == 0:
             raise ConfigError(f"the {d.source} dataset is empty")
         self.class_names = list(getattr(self.dataset, "class_names", []) or [])
+        if d.use_labels is None:  # class-conditional when the data has classes
+            d = replace(d, use_labels=bool(self.class_names))
+            self.config = config = replace(config, data=d)
+        restored = self._restore_point()
         first = self._first_clip()  # (C, F, H, W)
         self.channels = int(first.shape[0])
         images = image_dataset(self.dataset, d.frames) if d.num_images else None
@@ -353,7 +356,8 @@ class Trainer:
         d = self.config.data
         order = ShardedOrder(len(self.dataset), d.batch_size, rank=self.dist.rank,
                              world=self.dist.world, seed=d.seed, num_images=d.num_images,
-                             num_frames=d.frames, offset=self.position)
+                             num_frames=d.frames, offset=self.position,
+                             image_items=len(self.train_data.images or ()))
         return make_loader(self.train_data, order, d.workers,
                            pin_memory=self.device.type == "cuda")
 
