@@ -8,7 +8,7 @@ from vidiff.train.config import load_run_config
 # 4 frames of 16x16, the tiny U-Net, 2 videos a step, a 2-step DDIM sampler: a step takes a few
 # milliseconds (test_cli_train.py runs the real defaults)
 TINY = [
-    "model.preset=tiny", "sample.sampler=ddim",
+    "model.preset=tiny", "sample.sampler=ddim", "data.use_labels=false",
     "data.frames=4", "data.size=16", "data.batch_size=2", "data.num_videos=64",
     "train.threads=1", "train.progress=false", "train.tensorboard=false",
     "train.sample_count=2", "sample.steps=2", "train.warmup=2", "train.log_every=1",

@@ -94,3 +94,27 @@ def test_apply_overrides_keeps_original():
     config = RunConfig()
     changed = apply_overrides(config, ["train.steps=3"])
     assert changed.train.steps == 3 and config.train.steps == RunConfig().train.steps
+
+
+def test_sample_section_and_the_keys_it_replaced(tmp_path):
+    """[sample] holds the sampler defaults; files and --set written for train.sampler /
+    train.sample_steps still work, and a stored run of that time keeps sampling unguided."""
+    from vidiff.train.config import RunConfig
+
+    config = load_run_config(None, ["train.sampler=ddim", "train.sample_steps=7"])
+    assert (config.sample.sampler, config.sample.steps) == ("ddim", 7)
+    old = tmp_path / "old.toml"
+    old.write_text('[train]\nsampler = "dpmpp_2m"\nsample_steps = 12\n')
+    config = load_run_config(old)
+    assert (config.sample.sampler, config.sample.steps) == ("dpmpp_2m", 12)
+    assert config.sample.guidance_scale == 1.5  # a new run: today's default guidance
+    stored = RunConfig().to_dict()
+    del stored["sample"]
+    stored["train"].update(sampler="ddim", sample_steps=50)
+    loaded = RunConfig.from_dict(stored)
+    assert (loaded.sample.sampler, loaded.sample.steps, loaded.sample.guidance_scale) == (
+        "ddim", 50, 1.0)
+    with pytest.raises(ConfigError, match="sample.eta applies to"):
+        load_run_config(None, ["sample.eta=0.5"])  # the default sampler is DDPM
+    with pytest.raises(ConfigError, match="sample.guidance_scale = -1.0 must be >= 0"):
+        load_run_config(None, ["sample.guidance_scale=-1"])

@@ -198,39 +198,13 @@ def _reference_source(args, name: str, shape: tuple, count: int):
           "(.npy, .pt) or an .npz from --save-reference")
 
 
-def _check_saved(reference, weights: dict, config, path: str) -> None:
-    """A saved reference must match the weights and settings of this run."""
-    meta = reference.meta
-    for flag in ("i3d", "inception"):
-        if flag not in weights:
-            continue
-        if flag not in reference.stats:
-            _fail(f"--reference {path!r} holds no {flag} statistics: save it again with --{flag}")
-        saved = meta.get("weights", {}).get(flag, {}).get("sha256")
-        if saved != weights[flag]["sha256"]:
-            _fail(f"--reference {path!r} was computed with other {flag} weights "
-                  f"(sha256 {saved}); recompute it with {weights[flag]['path']!r}")
-    settings = config.settings()
-    keys = (["fvd"] if "i3d" in weights else []) + (
-        ["fid", "is_splits"] if "inception" in weights else [])
-    for key in keys:  # the settings that decide the numbers of this run
-        if meta.get("settings", {}).get(key) != settings[key]:
-            _fail(f"--reference {path!r} was computed with other {key} settings: "
-                  f"{meta.get('settings', {}).get(key)} vs {settings[key]}")
-    if config.tracking and reference.tracking is None:
-        _fail(f"--reference {path!r} holds no ball tracking statistics")
-
-
-def _accumulate(source, config, nets, device, label, progress):
-    from vidiff.evaluate import accumulate
-
-    try:
-        return accumulate(source, config, i3d=nets[0], inception=nets[1], device=device,
-                          label=label, progress=progress)
-    except ValueError as err:
-        if "at least" in str(err) and "I3D" in str(err):
-            _fail(f"--i3d: {err}; evaluate 16-frame clips or leave out --i3d")
-        _fail(f"{label}: {err}")
+def _flagged(err, ref_name: str) -> str:
+    """An `EvalError`'s message, prefixed by the argument at fault."""
+    if err.flag == "reference":
+        return f"--reference {ref_name!r}: {err}"
+    if err.flag == "i3d":
+        return f"--i3d: {err}"
+    return f"{err.flag}: {err}" if err.flag else str(err)
 
 
 def _is_tracked(name: str, reference) -> bool:
@@ -301,7 +275,8 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from vidiff.commands._conditional import pick_device
-    from vidiff.evaluate import EvalConfig, compare, load_reference, save_reference, versions
+    from vidiff.evaluate import EvalConfig, load_reference, versions
+    from vidiff.evaluate.job import EvalError, EvalJob, run_job
     from vidiff.metrics import FIDConfig, FVDConfig
     from vidiff.threads import auto_threads
 
@@ -319,30 +294,22 @@ def run(args: argparse.Namespace) -> int:
             reference = load_reference(ref_name, config)
         except (OSError, ValueError) as err:
             _fail(f"--reference: {err}")
-    config.tracking = _is_tracked(ref_name, reference if saved else None)
-    if saved:
-        _check_saved(reference, weights, config, ref_name)  # before the generated pass
-    generated_source = _generated(args, device)
-    generated = _accumulate(generated_source, config, (i3d, inception), device, "generated",
-                            progress)
-    if saved:
-        reference_describe = reference.meta["reference"]
     else:
-        count = args.reference_num or generated.count
-        source = _reference_source(args, ref_name, generated.shape, count)
-        reference = _accumulate(source, config, (i3d, inception), device, "reference", progress)
-        reference_describe = source.describe
-    if reference.shape != generated.shape:
-        hint = "" if saved else "; pass --frames / --size"
-        _fail(f"mismatched sizes: the reference clips are {reference.shape} (C, F, H, W), "
-              f"the generated ones {generated.shape}{hint}")
-    if args.save_reference and not saved:
-        save_reference(reference, args.save_reference,
-                       {"reference": reference_describe, "weights": weights,
-                        "settings": config.settings(), "versions": versions()})
+        def reference(shape: tuple, count: int):  # the reference clips, once shape is known
+            return _reference_source(args, ref_name, shape, args.reference_num or count)
+    config.tracking = _is_tracked(ref_name, reference if saved else None)
+    generated_source = _generated(args, device)
+    job = EvalJob(generated_source, reference, config, i3d, inception, weights, device,
+                  progress, None if saved else args.save_reference)
+    try:
+        outcome = run_job(job)
+    except EvalError as err:
+        _fail(_flagged(err, ref_name))
+    generated, reference = outcome.generated, outcome.reference
+    reference_describe = outcome.reference_describe
     asked = None if saved else (args.reference_num or generated.count)
     _say_counts(generated.count, reference.count, asked, ref_name)
-    metrics = compare(reference, generated)
+    metrics = outcome.metrics
     for note in metrics["warnings"]:
         print(f"vidiff eval: warning: {note}", file=sys.stderr)
     if args.nll:

@@ -10,6 +10,7 @@
 report, saved reference statistics and the NLL of a checkpoint.
 """
 
+from vidiff.evaluate.job import EvalError, EvalJob, EvalOutcome, run_job
 from vidiff.evaluate.run import (
     accumulate,
     file_sha256,
@@ -23,6 +24,9 @@ from vidiff.evaluate.suite import EvalConfig, SetStats, compare, load_reference,
 __all__ = [
     "ClipSource",
     "EvalConfig",
+    "EvalError",
+    "EvalJob",
+    "EvalOutcome",
     "SetStats",
     "accumulate",
     "checkpoint_clips",
@@ -33,6 +37,7 @@ __all__ = [
     "nll_bits_per_dim_on",
     "open_videos",
     "quantize_256",
+    "run_job",
     "save_reference",
     "versions",
 ]

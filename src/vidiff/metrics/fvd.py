@@ -56,6 +56,7 @@ from vidiff.metrics.frechet import FeatureStats, frechet_distance
 from vidiff.metrics.i3d import I3D_MIN_FRAMES, load_i3d
 
 __all__ = [
+    "ClipsTooShortError",
     "FVDConfig",
     "preprocess_for_i3d",
     "i3d_features",
@@ -66,6 +67,10 @@ __all__ = [
 ]
 
 VideoSource = Tensor | FeatureStats | Iterable[Any]
+
+
+class ClipsTooShortError(ValueError):
+    """Clips with fewer frames than I3D's receptive field (`I3D_MIN_FRAMES`)."""
 
 
 @dataclass
@@ -178,7 +183,7 @@ def preprocess_for_i3d(videos: Tensor, config: FVDConfig | None = None) -> Tenso
     if videos.ndim != 5:
         raise ValueError(f"expected videos (B, C, F, H, W), got shape {tuple(videos.shape)}")
     if videos.shape[2] < I3D_MIN_FRAMES:
-        raise ValueError(
+        raise ClipsTooShortError(
             f"I3D needs clips of at least {I3D_MIN_FRAMES} frames (FVD uses 16), got "
             f"{videos.shape[2]}"
         )

@@ -142,7 +142,9 @@ class TrainConfig:
     sample_every: int | None = None
     sample_count: int = 8  # videos per sample grid
     sample_seed: int = 0  # seed of the sample noise (the same noise at every interval)
-    ckpt_every: int = 500  # steps between checkpoints (and one at the end; 0: only the end)
+    # steps between checkpoints (and one at the end; 0: only the end). Ctrl-C and SIGTERM
+    # write one too, so the default run's 1000 steps need no other
+    ckpt_every: int = 1000
     keep_checkpoints: int = 2  # keep the newest N checkpoints
     resume: str = "auto"  # auto: from the newest checkpoint in out | never | a checkpoint path
 
