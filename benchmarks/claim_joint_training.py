@@ -9,8 +9,12 @@ run is the default run with ``data.num_images = K``, for the same budget of proc
 takes fewer steps), ``--seeds`` training seeds per K, and is scored on ``--num`` sampled videos
 (the run's sampler, EMA weights) against held-out real clips (`_claims`).
 
-    .venv/bin/python benchmarks/claim_joint_training.py                # ~25 min of 1 CPU core
+    .venv/bin/python benchmarks/claim_joint_training.py                # ~45 min of 1 CPU core
     .venv/bin/python benchmarks/claim_joint_training.py --device cuda  # larger, longer runs
+    # on 2 cores: train the two seeds side by side, then score every run
+    .venv/bin/python benchmarks/claim_joint_training.py --train-only --seeds 1 --first-seed 0 &
+    .venv/bin/python benchmarks/claim_joint_training.py --train-only --seeds 1 --first-seed 1
+    .venv/bin/python benchmarks/claim_joint_training.py --threads 2
     .venv/bin/python benchmarks/claim_joint_training.py --budget 10 --num 8 --ref-num 16 \\
         --ks 0,4 --seeds 1 --out /tmp/claim_joint                          # smoke test
 """
@@ -23,7 +27,7 @@ from pathlib import Path
 import _claims as C
 
 SCALES = {
-    "cpu": {"num": 48, "seeds": 2, "budget": 120.0, "out": "runs/claims/joint_training"},
+    "cpu": {"num": 48, "seeds": 2, "budget": 360.0, "out": "runs/claims/joint_training"},
     "cuda": {"num": 256, "seeds": 3, "budget": 1200.0, "sample_batch": 256,
              "out": "runs/claims/joint_training_gpu",
              "overrides": ["data.size=32", "data.frames=16", "model.preset=small"]},
@@ -34,6 +38,10 @@ def add(p) -> None:
     p.add_argument("--ks", default="0,4,8", help="independent images per video (comma list)")
     p.add_argument("--budget", type=float,
                    help="process CPU seconds per run (on CUDA: wall seconds)")
+    p.add_argument("--first-seed", type=int, default=0, help="the first training seed")
+    p.add_argument("--train-only", action="store_true",
+                   help="train the runs and stop (a later call reuses them and scores all): "
+                        "train seeds in parallel processes, one core each")
 
 
 def main(argv=None) -> int:
@@ -41,17 +49,22 @@ def main(argv=None) -> int:
     out = Path(args.out)
     machine = C.start(args, "joint")
     budget, clock = C.budget(args)
-    scorer = C.Scorer(args, C.run_config(args, out, budget))
+    scorer = None if args.train_only else C.Scorer(args, C.run_config(args, out, budget))
     rows, steps = {}, {}
     for k in [int(v) for v in args.ks.split(",")]:
         scores, done = [], []
-        for seed in range(args.seeds):
+        for seed in range(args.first_seed, args.first_seed + args.seeds):
             run = out / f"k{k}_seed{seed}"
             facts = C.train_run(args, run, [*budget, f"data.num_images={k}"], seed, "joint")
             done.append(facts["steps"])
-            scores.append(scorer.score(C.sample_run(args, run, args.num)))
+            if not args.train_only:
+                scores.append(scorer.score(C.sample_run(args, run, args.num)))
+        if args.train_only:
+            continue
         rows[f"K={k}"], steps[f"K={k}"] = C.aggregate(scores), done
         C.log("joint", f"K={k}: {C.summary(rows[f'K={k}'])}")
+    if args.train_only:
+        return 0
     text = "\n".join([
         f"Machine: {machine}.",
         f"Budget: {args.budget:.0f} {clock} seconds per run; {args.seeds} training seed(s) per "
