@@ -162,3 +162,27 @@ def test_busy_cores_reads_the_cpu_counters_not_the_load_average(monkeypatch):
     assert threads.busy_cores(window_s=0) == 4.0
     monkeypatch.setattr(os, "getloadavg", lambda: (_ for _ in ()).throw(OSError()))
     assert threads.busy_cores(window_s=0) == 0.0 and threads.auto_threads() == 4
+
+
+def test_run_setup_pieces_resolve_labels_and_build_in_order(tmp_path):
+    """`vidiff.train.setup`: the data decides use_labels (None: when it has classes), the
+    network is built for its classes, the optimizer records each group's peak LR."""
+    from dataclasses import replace
+
+    from vidiff.train import distributed
+    from vidiff.train.setup import build_data, build_network, build_optimization
+
+    config = tiny_config(tmp_path / "r")
+    auto = replace(config, data=replace(config.data, use_labels=None))
+    data = build_data(auto)
+    assert data.config.data.use_labels is True and len(data.class_names) == 8
+    assert data.channels == 3 and data.first.shape == (3, 4, 16, 16) and data.fps == 8.0
+    plain = build_data(config)
+    assert plain.config.data.use_labels is False
+    dist = distributed.setup("cpu")
+    net = build_network(data.config, data, dist, resumed=False)
+    assert net.conditional and net.unet_config.num_classes == 8 and net.net is net.raw
+    assert not build_network(plain.config, plain, dist, resumed=False).conditional
+    opt = build_optimization(net.raw, data.config)
+    assert all(g["peak_lr"] == config.train.lr for g in opt.optimizer.param_groups)
+    assert opt.schedule(0, 4) == pytest.approx(0.5)  # warmup 2: (0 + 1) / 2

@@ -19,7 +19,6 @@ every rank waits at a barrier around checkpoints and samples.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -33,20 +32,15 @@ from vidiff.config_io import ConfigError
 from vidiff.diffusion import Diffusion
 from vidiff.pipeline import Pipeline
 from vidiff.samplers import sample
-from vidiff.text import build_text_encoder
 from vidiff.threads import auto_threads
 from vidiff.train import distributed
-from vidiff.train.build import check_data_fits, model_spec, resolve_unet_config
+from vidiff.train.build import model_spec, resolve_unet_config
 from vidiff.train.conditions import batch_conditions
-from vidiff.train.config import RunConfig, inert_settings, validate, warmup_steps
+from vidiff.train.config import RunConfig, inert_settings, validate
 from vidiff.train.data import (
-    JointVideoDataset,
     ShardedOrder,
-    build_dataset,
-    image_dataset,
     make_loader,
 )
-from vidiff.train.ema import EMA
 from vidiff.train.result import NonFiniteLossError, TrainResult
 from vidiff.train.resume import (
     Restored,
@@ -56,7 +50,7 @@ from vidiff.train.resume import (
     resume_point,
 )
 from vidiff.train.runlock import RunLock
-from vidiff.train.schedule import WarmupSchedule
+from vidiff.train.setup import build_data, build_network, build_optimization
 from vidiff.train.step import Stepper, set_lr
 
 __all__ = [
@@ -113,66 +107,34 @@ class Trainer:
             raise ConfigError(error or f"rank 0 could not take the run folder {self.out}")
 
     def _build(self, model: nn.Module | None) -> None:
-        from vidiff.train.build import build_model, build_prior, optimizer_groups
+        """Data, the restore point, network, optimization (`vidiff.train.setup`), in that
+        order: the data decides the classes and channels the network is built for, the
+        restore point whether ``model.init_from`` is read."""
+        from vidiff.train.build import build_prior
 
-        config = self.config
-        d, t = config.data, config.train
+        t = self.config.train
         torch.set_num_threads(t.threads or auto_threads(self.dist.local_world))
         if t.precision == "fp16" and self.device.type != "cuda":
             raise ConfigError("train.precision = fp16 needs a CUDA device; use bf16 or fp32")
-        for note in inert_settings(config):
+        for note in inert_settings(self.config):
             self.say(f"warning: {note}")
-
-        # data --------------------------------------------------------------------------------
-        self.dataset = build_dataset(d)
-        if len(self.dataset) == 0:
-            raise ConfigError(f"the {d.source} dataset is empty")
-        self.class_names = list(getattr(self.dataset, "class_names", []) or [])
-        if d.use_labels is None:  # class-conditional when the data has classes
-            d = replace(d, use_labels=bool(self.class_names))
-            self.config = config = replace(config, data=d)
+        data = build_data(self.config)
+        self.config = config = data.config  # data.use_labels resolved
+        self.dataset, self.train_data = data.dataset, data.train_data
+        self.class_names, self.channels, self.fps = data.class_names, data.channels, data.fps
+        self.text_encoder = data.text_encoder
         restored = self._restore_point()
-        first = self._first_clip()  # (C, F, H, W)
-        self.channels = int(first.shape[0])
-        images = image_dataset(self.dataset, d.frames) if d.num_images else None
-        self.train_data = JointVideoDataset(self.dataset, images)
-        self.text_encoder = build_text_encoder(d) if d.use_captions else None
-
-        # model -------------------------------------------------------------------------------
-        self.unet_config = None
-        if model is None:  # model.kind: a U-Net (init_from: inflated) or VideoFusion
-            unet_config = resolve_unet_config(config, len(self.class_names) or None)
-            # a resumed run gets its weights from the checkpoint: init_from is not read
-            build_config = replace(config, model=replace(config.model, init_from=None)) \
-                if restored is not None else config
-            model, self.unet_config = build_model(build_config, unet_config)
-            check_data_fits(self.unet_config, first, config)
-        self.raw = model.to(self.device)
+        network = build_network(config, data, self.dist, resumed=restored is not None,
+                                model=model)
+        self.raw, self.ddp, self.net, self.ema = (network.raw, network.ddp, network.net,
+                                                  network.ema)
+        self.unet_config, self.conditional = network.unet_config, network.conditional
         self.num_params = sum(p.numel() for p in self.raw.parameters())
-        self.conditional = bool(
-            self.unet_config is not None
-            and (self.unet_config.num_classes is not None or self.unet_config.text_dim)
-        )
-        self.ema = EMA(self.raw, t.ema_decay, t.ema_start, t.ema_warmup)
-        net: nn.Module = self.raw
-        if self.dist.distributed:
-            from torch.nn.parallel import DistributedDataParallel as DDP
-
-            ids = [self.device.index] if self.device.type == "cuda" else None
-            net = DDP(self.raw, device_ids=ids)
-        self.ddp = net
-        self.net = torch.compile(net) if t.compile else net
-
-        # diffusion, prior, optimization ------------------------------------------------------
         self.diffusion = Diffusion.from_config(config.diffusion)
         self.prior = build_prior(config)
-        groups = optimizer_groups(self.raw, config)  # VideoFusion: the base at model.base_lr
-        for group in groups:  # the LR of step s is peak_lr * schedule(s), set every step
-            group["peak_lr"] = group.get("lr", t.lr)
-        self.optimizer = torch.optim.AdamW(groups, lr=t.lr, betas=tuple(t.betas))
-        self.schedule = WarmupSchedule(warmup_steps(t), t.lr_schedule, t.min_lr_ratio)
+        opt = build_optimization(self.raw, config)
+        self.optimizer, self.schedule, self.scaler = opt.optimizer, opt.schedule, opt.scaler
         self.lr_horizon = t.steps  # where the LR decay ends; a time budget re-aims it (loop)
-        self.scaler = torch.amp.GradScaler("cuda", enabled=t.precision == "fp16")
         self.stepper = Stepper(config, self.dist, self.raw, self.ddp, self.net, self.ema,
                                self.optimizer, self.scaler, self.diffusion, self.prior,
                                self._cond)
@@ -191,23 +153,12 @@ class Trainer:
         return self.schedule(self.step, self.lr_horizon)
 
     # -- setup helpers ----------------------------------------------------------------------------
-    def _first_clip(self) -> torch.Tensor:
-        try:
-            return self.dataset[0]["video"]
-        except (ValueError, OSError) as err:  # e.g. every video of a folder unreadable
-            raise ConfigError(f"data: {err}") from None
-
     def _restore_point(self) -> Restored | None:
         """The checkpoint to resume from (none for a new run), its settings checked."""
         restored, allowed = resume_point(self.config, self.out)
         if allowed:
             self.say(f"resuming with changed settings: {'; '.join(allowed)}")
         return restored
-
-    @property
-    def fps(self) -> float:
-        """The frame rate of the training clips (folders: as resampled; synthetic: 8)."""
-        return float(getattr(self.dataset, "clip_fps", None) or 8.0)
 
     def _meta(self, step: int = 0) -> dict[str, Any]:
         d = self.config.data

@@ -1,0 +1,136 @@
+"""Building a run, piece by piece: its data, its network (wrapped for DDP and compile) and its
+optimization. Each function takes what it needs and returns a typed object; the trainer calls
+them in order (data, the restore point, network, optimization) and keeps the results.
+
+>>> data = build_data(config)                        # the dataset, classes, clip shape
+>>> net = build_network(data.config, data, dist, resumed=False)
+>>> opt = build_optimization(net.raw, data.config)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+import torch
+from torch import nn
+
+from vidiff.config_io import ConfigError
+from vidiff.text import build_text_encoder
+from vidiff.train import distributed
+from vidiff.train.build import (
+    build_model,
+    check_data_fits,
+    optimizer_groups,
+    resolve_unet_config,
+)
+from vidiff.train.config import RunConfig, warmup_steps
+from vidiff.train.data import JointVideoDataset, build_dataset, image_dataset
+from vidiff.train.ema import EMA
+from vidiff.train.schedule import WarmupSchedule
+
+__all__ = ["RunData", "RunNetwork", "RunOptimization", "build_data", "build_network",
+           "build_optimization"]
+
+
+@dataclass
+class RunData:
+    """A run's data and what it decides about the run."""
+
+    config: RunConfig  # the run's config with data.use_labels resolved (True / False)
+    dataset: torch.utils.data.Dataset  # the videos
+    train_data: JointVideoDataset  # the videos with their K joint-training images
+    class_names: list[str]  # the dataset's classes ([] without)
+    first: torch.Tensor  # item 0's clip (C, F, H, W): the data's channels and shape
+    text_encoder: object | None  # the frozen text encoder of a text-conditional run
+
+    @property
+    def channels(self) -> int:
+        return int(self.first.shape[0])
+
+    @property
+    def fps(self) -> float:
+        """The frame rate of the training clips (folders: as resampled; synthetic: 8)."""
+        return float(getattr(self.dataset, "clip_fps", None) or 8.0)
+
+
+def build_data(config: RunConfig) -> RunData:
+    """The data of `config`: a `ConfigError` for an empty or unreadable dataset."""
+    d = config.data
+    dataset = build_dataset(d)
+    if len(dataset) == 0:
+        raise ConfigError(f"the {d.source} dataset is empty")
+    class_names = list(getattr(dataset, "class_names", []) or [])
+    if d.use_labels is None:  # class-conditional when the data has classes
+        d = replace(d, use_labels=bool(class_names))
+        config = replace(config, data=d)
+    try:
+        first = dataset[0]["video"]
+    except (ValueError, OSError) as err:  # e.g. every video of a folder unreadable
+        raise ConfigError(f"data: {err}") from None
+    images = image_dataset(dataset, d.frames) if d.num_images else None
+    text = build_text_encoder(d) if d.use_captions else None
+    return RunData(config, dataset, JointVideoDataset(dataset, images), class_names, first,
+                   text)
+
+
+@dataclass
+class RunNetwork:
+    """The network and its wrappers."""
+
+    raw: nn.Module  # the model itself (what checkpoints hold)
+    ddp: nn.Module  # raw, or its DistributedDataParallel wrapper
+    net: nn.Module  # what the loss calls: ddp, or ddp compiled (train.compile)
+    ema: EMA  # the EMA of raw's weights
+    unet_config: object | None  # the U-Net config that takes the conditions (None: by hand)
+
+    @property
+    def conditional(self) -> bool:
+        """True when the network takes class labels or text."""
+        cfg = self.unet_config
+        return cfg is not None and (cfg.num_classes is not None or bool(cfg.text_dim))
+
+
+def build_network(config: RunConfig, data: RunData, dist: distributed.DistInfo, *,
+                  resumed: bool, model: nn.Module | None = None) -> RunNetwork:
+    """The run's network on its device (`model`: one given by hand instead); a resumed run
+    gets its weights from the checkpoint, so ``model.init_from`` is not read then."""
+    t, unet_config = config.train, None
+    if model is None:  # model.kind: a U-Net (init_from: inflated) or VideoFusion
+        wanted = resolve_unet_config(config, len(data.class_names) or None)
+        build_config = replace(config, model=replace(config.model, init_from=None)) \
+            if resumed else config
+        model, unet_config = build_model(build_config, wanted)
+        check_data_fits(unet_config, data.first, config)
+    raw = model.to(dist.device)
+    ddp: nn.Module = raw
+    if dist.distributed:
+        from torch.nn.parallel import DistributedDataParallel as DDP
+
+        ids = [dist.device.index] if dist.device.type == "cuda" else None
+        ddp = DDP(raw, device_ids=ids)
+    net = torch.compile(ddp) if t.compile else ddp
+    return RunNetwork(raw, ddp, net, EMA(raw, t.ema_decay, t.ema_start, t.ema_warmup),
+                      unet_config)
+
+
+@dataclass
+class RunOptimization:
+    """AdamW, the LR schedule and the fp16 gradient scaler."""
+
+    optimizer: torch.optim.Optimizer
+    schedule: WarmupSchedule
+    scaler: torch.amp.GradScaler
+
+
+def build_optimization(raw: nn.Module, config: RunConfig) -> RunOptimization:
+    """AdamW over `raw`'s groups (`optimizer_groups`: no decay on vectors, VideoFusion's base
+    at its own LR), each group's ``peak_lr`` recorded: the LR of step s is peak_lr times the
+    schedule's factor, set every step."""
+    t = config.train
+    groups = optimizer_groups(raw, config)
+    for group in groups:
+        group["peak_lr"] = group.get("lr", t.lr)
+    optimizer = torch.optim.AdamW(groups, lr=t.lr, betas=tuple(t.betas))
+    schedule = WarmupSchedule(warmup_steps(t), t.lr_schedule, t.min_lr_ratio)
+    scaler = torch.amp.GradScaler("cuda", enabled=t.precision == "fp16")
+    return RunOptimization(optimizer, schedule, scaler)
