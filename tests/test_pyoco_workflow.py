@@ -164,3 +164,38 @@ def test_diffusers_unet2d_directory_as_init_from(tmp_path):
     assert trainer.unet_config.temporal and trainer.unet_config.model_channels == 16
     torch.testing.assert_close(out, expected, atol=1e-4, rtol=1e-4)
     trainer.close()
+
+
+def test_a_diffusers_root_trains_on_its_own_schedule(tmp_path):
+    """init_from a pipeline root with scheduler/scheduler_config.json: the run takes its
+    schedule, T and prediction (model.init_schedule), resumes with it, and can keep its own."""
+    import json
+
+    diffusers = pytest.importorskip("diffusers")
+    torch.manual_seed(0)
+    root = tmp_path / "root"
+    diffusers.UNet2DModel(
+        sample_size=16, block_out_channels=(16, 32), layers_per_block=1, norm_num_groups=8,
+        down_block_types=("DownBlock2D", "AttnDownBlock2D"),
+        up_block_types=("AttnUpBlock2D", "UpBlock2D"), attention_head_dim=8,
+    ).save_pretrained(root / "unet")
+    (root / "scheduler").mkdir()
+    (root / "scheduler" / "scheduler_config.json").write_text(json.dumps(
+        {"_class_name": "DDPMScheduler", "beta_schedule": "scaled_linear", "beta_start": 0.00085,
+         "beta_end": 0.012, "num_train_timesteps": 500, "prediction_type": "v_prediction"}))
+    out = tmp_path / "run"
+    trainer = Trainer(_video_config(out, root), echo=False)
+    d = trainer.config.diffusion
+    assert (d.schedule, d.timesteps, d.prediction) == ("quadratic", 500, "v")
+    abar = diffusers.DDPMScheduler.from_pretrained(root / "scheduler").alphas_cumprod
+    torch.testing.assert_close(trainer.diffusion.alphas_cumprod.float(), abar, rtol=1e-5,
+                               atol=1e-7)
+    trainer.run()
+    trainer.close()
+    assert read_spec(out).diffusion.timesteps == 500  # the spec, and so sampling, follow
+    again = Trainer(_video_config(out, root, "train.steps=3"), echo=False)  # resumes
+    assert again.step == 2 and again.config.diffusion.timesteps == 500
+    again.close()
+    own = Trainer(_video_config(tmp_path / "own", root, "model.init_schedule=false"), echo=False)
+    assert own.config.diffusion.timesteps == 1000 and own.config.diffusion.prediction == "eps"
+    own.close()

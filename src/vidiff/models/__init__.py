@@ -7,6 +7,7 @@ U-Nets, import of diffusers `UNet2DModel` checkpoints, and VideoFusion's decompo
 """
 
 from .attention import SpatialAttention, TemporalAttention, relative_position_buckets
+from .autoencoder import FrameAutoencoder, VideoAutoencoder, load_diffusers_vae
 from .blocks import Downsample, ResBlock, TemporalConv, Upsample
 from .config import UNetConfig
 from .context import Context
@@ -15,6 +16,7 @@ from .diffusers_io import (
     diffusers_config_to_unet_config,
     load_diffusers_unet2d,
 )
+from .diffusers_schedule import diffusion_config_from_scheduler
 from .embeddings import TextConditioner, TimestepMLP, timestep_embedding
 from .inflate import inflate, is_temporal_parameter
 from .presets import UNET_PRESETS, build_unet, count_parameters, unet_config
@@ -25,6 +27,7 @@ __all__ = [
     "UNET_PRESETS",
     "Context",
     "Downsample",
+    "FrameAutoencoder",
     "FrameConditionedUNet",
     "ResBlock",
     "SpatialAttention",
@@ -36,15 +39,18 @@ __all__ = [
     "UNet",
     "UNetConfig",
     "Upsample",
+    "VideoAutoencoder",
     "VideoFusion",
     "build_unet",
     "build_videofusion",
     "convert_diffusers_state_dict",
     "count_parameters",
     "diffusers_config_to_unet_config",
+    "diffusion_config_from_scheduler",
     "inflate",
     "is_temporal_parameter",
     "load_diffusers_unet2d",
+    "load_diffusers_vae",
     "relative_position_buckets",
     "timestep_embedding",
     "unet_config",

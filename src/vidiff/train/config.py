@@ -99,6 +99,10 @@ class ModelConfig:
     # folder or .safetensors file (EMA weights), or a diffusers UNet2DModel directory. unet:
     # inflated into the video U-Net; videofusion: the base generator. None: random init
     init_from: str | None = None
+    # init_from a diffusers model whose folder (or pipeline root) has a scheduler_config.json:
+    # train on the schedule it was trained with (the [diffusion] section is replaced by its
+    # schedule, T and prediction type; the log says so). false: keep [diffusion]
+    init_schedule: bool = True
     base_preset: str = "tiny"  # videofusion: the base generator's preset (an image U-Net)
     base_overrides: dict = field(default_factory=dict)  # videofusion: base UNetConfig fields
     base_lr: float = 1e-4  # videofusion: the base's peak LR (same warmup/decay as train.lr)
@@ -307,6 +311,10 @@ def inert_settings(config: RunConfig) -> list[str]:
                   f"(folders only)" for k in ("path", "stride", "fps") if changed(d, k)]
     elif changed(d, "num_videos"):
         notes.append("data.num_videos has no effect on a folder (it sizes synthetic data)")
+    if m.init_from is None and changed(m, "init_schedule"):
+        notes.append("model.init_schedule has no effect without model.init_from")
+    if m.init_from is None and changed(m, "init_schedule"):
+        notes.append("model.init_schedule has no effect without model.init_from")
     if m.kind != "videofusion":
         notes += [f"model.{k} has no effect: model.kind is {m.kind!r}, not videofusion"
                   for k in ("base_preset", "base_overrides", "base_lr", "freeze_base")

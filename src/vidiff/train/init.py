@@ -28,6 +28,7 @@ from vidiff.checkpoint import (
 from vidiff.config_io import ConfigError
 from vidiff.models import UNet, UNetConfig, inflate, load_diffusers_unet2d
 from vidiff.spec import spec_from_checkpoint
+from vidiff.train.config import RunConfig
 
 __all__ = ["inflate_to", "is_diffusers_dir", "load_image_unet"]
 
@@ -108,4 +109,31 @@ def inflate_to(image: UNet, target: UNetConfig, source: str, what: str) -> UNet:
             f"may differ)"
         ) from None
     return model
+
+
+def with_init_schedule(config: RunConfig) -> tuple[RunConfig, str | None]:
+    """`config` on the schedule of its ``model.init_from`` when that is a diffusers model with
+    a scheduler config and ``model.init_schedule`` is on (`vidiff.models.diffusers_schedule`),
+    and a sentence saying what changed (None: nothing)."""
+    from vidiff.models.diffusers_schedule import (
+        diffusion_config_from_scheduler,
+        find_scheduler_config,
+    )
+
+    m = config.model
+    if m.init_from is None or not m.init_schedule or not is_diffusers_dir(Path(m.init_from)):
+        return config, None
+    file = find_scheduler_config(m.init_from)
+    if file is None:
+        return config, None
+    try:
+        diffusion = diffusion_config_from_scheduler(file)
+    except ValueError as err:
+        raise ConfigError(f"{_KEY} {m.init_from!r}: {err} (model.init_schedule = false keeps "
+                          f"the [diffusion] section)") from None
+    if diffusion == config.diffusion:
+        return config, None
+    note = (f"diffusion from {file}: {diffusion.schedule} schedule, T={diffusion.timesteps}, "
+            f"predicts {diffusion.prediction} (model.init_schedule)")
+    return replace(config, diffusion=diffusion), note
 

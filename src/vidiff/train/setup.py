@@ -10,6 +10,7 @@ them in order (data, the restore point, network, optimization) and keeps the res
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -26,6 +27,7 @@ from vidiff.train.build import (
 from vidiff.train.config import RunConfig, warmup_steps
 from vidiff.train.data import JointVideoDataset, build_dataset, image_dataset
 from vidiff.train.ema import EMA
+from vidiff.train.init import is_diffusers_dir
 from vidiff.train.schedule import WarmupSchedule
 
 __all__ = ["RunData", "RunNetwork", "RunOptimization", "build_data", "build_network",
@@ -92,13 +94,17 @@ class RunNetwork:
 
 def build_network(config: RunConfig, data: RunData, dist: distributed.DistInfo, *,
                   resumed: bool, model: nn.Module | None = None) -> RunNetwork:
-    """The run's network on its device (`model`: one given by hand instead); a resumed run
-    gets its weights from the checkpoint, so ``model.init_from`` is not read then."""
+    """The run's network on its device (`model`: one given by hand instead). A resumed run
+    gets its weights from the checkpoint, so a vidiff ``model.init_from`` is not read then; a
+    diffusers one still is, since its folder defines the architecture (the checkpoint's
+    weights replace its weights)."""
     t, unet_config = config.train, None
     if model is None:  # model.kind: a U-Net (init_from: inflated) or VideoFusion
         wanted = resolve_unet_config(config, len(data.class_names) or None)
+        source = config.model.init_from
+        architecture = source is not None and is_diffusers_dir(Path(source))
         build_config = replace(config, model=replace(config.model, init_from=None)) \
-            if resumed else config
+            if resumed and not architecture else config
         model, unet_config = build_model(build_config, wanted)
         check_data_fits(unet_config, data.first, config)
     raw = model.to(dist.device)

@@ -41,6 +41,7 @@ from vidiff.train.data import (
     ShardedOrder,
     make_loader,
 )
+from vidiff.train.init import with_init_schedule
 from vidiff.train.result import NonFiniteLossError, TrainResult
 from vidiff.train.resume import (
     Restored,
@@ -118,6 +119,9 @@ class Trainer:
             raise ConfigError("train.precision = fp16 needs a CUDA device; use bf16 or fp32")
         for note in inert_settings(self.config):
             self.say(f"warning: {note}")
+        self.config, note = with_init_schedule(self.config)  # an imported model's schedule
+        if note:
+            self.say(note)
         data = build_data(self.config)
         self.config = config = data.config  # data.use_labels resolved
         self.dataset, self.train_data = data.dataset, data.train_data

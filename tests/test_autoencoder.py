@@ -1,0 +1,75 @@
+"""Latent space: diffusers' AutoencoderKL frame by frame, as vidiff's video autoencoder."""
+
+import json
+
+import pytest
+import torch
+
+diffusers = pytest.importorskip("diffusers")
+
+from vidiff.models.autoencoder import FrameAutoencoder, load_diffusers_vae  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def tiny_sd_root(tmp_path_factory):
+    """A pipeline root in diffusers' layout holding a tiny random AutoencoderKL."""
+    root = tmp_path_factory.mktemp("tiny_sd")
+    torch.manual_seed(0)
+    vae = diffusers.AutoencoderKL(
+        in_channels=3, out_channels=3, latent_channels=4, block_out_channels=(8, 16),
+        down_block_types=("DownEncoderBlock2D",) * 2, up_block_types=("UpDecoderBlock2D",) * 2,
+        layers_per_block=1, norm_num_groups=4, sample_size=16, scaling_factor=0.18215)
+    vae.save_pretrained(root / "vae")
+    (root / "model_index.json").write_text(json.dumps({"_class_name": "StableDiffusionPipeline",
+                                                       "vae": ["diffusers", "AutoencoderKL"]}))
+    return root
+
+
+def _per_frame_reference(vae, video):
+    """diffusers' own calls on each frame: mode * scaling_factor, and the decoder."""
+    b, c, f, h, w = video.shape
+    frames = video.transpose(1, 2).reshape(b * f, c, h, w)
+    with torch.no_grad():
+        z = vae.encode(frames).latent_dist.mode() * vae.config.scaling_factor
+        x = vae.decode(z / vae.config.scaling_factor).sample
+    return (z.view(b, f, *z.shape[1:]).transpose(1, 2),
+            x.view(b, f, *x.shape[1:]).transpose(1, 2))
+
+
+def test_encode_decode_equal_diffusers_per_frame(tiny_sd_root, gen):
+    ours = load_diffusers_vae(tiny_sd_root)  # the pipeline root: its vae/ folder
+    theirs = diffusers.AutoencoderKL.from_pretrained(tiny_sd_root / "vae").eval()
+    video = torch.rand(2, 3, 5, 16, 16, generator=gen) * 2 - 1
+    want_z, want_x = _per_frame_reference(theirs, video)
+    z = ours.encode(video)
+    assert z.shape == (2, 4, 5, 8, 8) == (2, *ours.latent_shape((3, 5, 16, 16)))
+    torch.testing.assert_close(z, want_z, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(ours.decode(z), want_x, rtol=1e-5, atol=1e-5)
+    # frame 3 of video 1 is that frame's own encoding: frames are never mixed up
+    alone = ours.encode(video[1:2, :, 3:4])
+    torch.testing.assert_close(alone[0, :, 0], z[1, :, 3], rtol=1e-5, atol=1e-5)
+
+
+def test_chunks_generator_and_errors(tiny_sd_root, gen):
+    whole = load_diffusers_vae(tiny_sd_root / "vae", batch_size=64)
+    chunked = FrameAutoencoder(whole.vae, batch_size=3)  # 10 frames in chunks of 3
+    video = torch.rand(2, 3, 5, 16, 16, generator=gen) * 2 - 1
+    torch.testing.assert_close(chunked.encode(video), whole.encode(video), rtol=1e-5,
+                               atol=1e-5)
+    a = whole.encode(video, generator=torch.Generator().manual_seed(1))
+    b = whole.encode(video, generator=torch.Generator().manual_seed(1))
+    assert torch.equal(a, b) and not torch.allclose(a, whole.encode(video))  # a sample
+    with pytest.raises(ValueError, match="multiples of 2"):
+        whole.encode(torch.zeros(1, 3, 2, 15, 16))
+    with pytest.raises(FileNotFoundError, match="neither a diffusers VAE folder"):
+        load_diffusers_vae(tiny_sd_root / "missing")
+
+
+def test_bfloat16_weights_float32_io(tiny_sd_root, gen):
+    vae = load_diffusers_vae(tiny_sd_root, dtype=torch.bfloat16)
+    assert vae.dtype == torch.bfloat16
+    video = torch.rand(1, 3, 2, 16, 16, generator=gen) * 2 - 1
+    z = vae.encode(video)
+    assert z.dtype == torch.float32 and vae.decode(z).dtype == torch.float32
+    full = load_diffusers_vae(tiny_sd_root).encode(video)
+    assert (z - full).abs().max() < 0.05
