@@ -73,3 +73,15 @@ def test_bfloat16_weights_float32_io(tiny_sd_root, gen):
     assert z.dtype == torch.float32 and vae.decode(z).dtype == torch.float32
     full = load_diffusers_vae(tiny_sd_root).encode(video)
     assert (z - full).abs().max() < 0.05
+
+
+def test_latent_cache_with_a_real_vae(tiny_sd_root, tmp_path):
+    from vidiff.data import make_synthetic
+    from vidiff.data.latents import LatentCache
+
+    vae = load_diffusers_vae(tiny_sd_root)
+    data = make_synthetic("moving_shapes", frames=3, size=16, num_videos=5, seed=0)
+    cache = LatentCache(data, vae, tmp_path, key={"source": "moving_shapes"}, batch_size=2)
+    assert len(cache) == 5 and cache[4]["video"].shape == (4, 3, 8, 8)
+    want = vae.encode(data[4]["video"][None])[0]
+    torch.testing.assert_close(cache[4]["video"], want, rtol=1e-2, atol=2e-3)  # float16
