@@ -25,7 +25,7 @@ from vidiff.spec import SPEC_FORMAT, ModelSpec
 __all__ = ["ExportError", "export_model", "model_card"]
 
 PORTABLE_TEXT = ("hash", "minilm")  # text encoders known by name on any machine
-BUNDLED_TEXT = "text_encoder"  # the subfolder of a copied BERT encoder
+BUNDLED_TEXT = "text_encoder"  # the subfolder of a copied BERT or CLIP encoder
 
 
 class ExportError(ValueError):
@@ -48,7 +48,7 @@ def export_model(source: str | os.PathLike, out: str | os.PathLike,
         save_file(tensors, str(tmp / EXPORT_WEIGHTS), metadata={"format": SPEC_FORMAT})
         (tmp / EXPORT_CONFIG).write_text(spec.to_json())
         if text_dir is not None:
-            shutil.copytree(text_dir, tmp / BUNDLED_TEXT)
+            _copy_text_encoder(text_dir, tmp / BUNDLED_TEXT)
         reports = _eval_reports(found.source)
         (tmp / "README.md").write_text(model_card(spec, reports, weights, out.name))
         if out.exists():
@@ -72,6 +72,17 @@ def _portable(spec: ModelSpec) -> tuple[ModelSpec, Path | None]:
                           f"machine: it cannot be bundled into the export")
     bundled = replace(spec.conditioning, text_encoder=replace(text, name=BUNDLED_TEXT))
     return replace(spec, conditioning=bundled), folder
+
+
+def _copy_text_encoder(folder: Path, target: Path) -> None:
+    """A BERT folder as it is; of a Stable Diffusion root only text_encoder/ and tokenizer/."""
+    from vidiff.text.clip import is_clip_root
+
+    if not is_clip_root(folder):
+        shutil.copytree(folder, target)
+        return
+    for part in ("text_encoder", "tokenizer"):
+        shutil.copytree(folder / part, target / part)
 
 
 def _eval_reports(source: Path) -> list[dict]:
@@ -165,5 +176,5 @@ def model_card(spec: ModelSpec, reports: list[dict], weights: str, name: str) ->
         f"- `{EXPORT_WEIGHTS}`: the weights (safetensors; no optimizer state, no pickle).",
     ]
     if c.text_encoder is not None and c.text_encoder.name == BUNDLED_TEXT:
-        lines.append(f"- `{BUNDLED_TEXT}/`: the frozen BERT text encoder.")
+        lines.append(f"- `{BUNDLED_TEXT}/`: the frozen text encoder (and its tokenizer).")
     return "\n".join(lines) + "\n"

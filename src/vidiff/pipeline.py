@@ -93,17 +93,15 @@ def _read(path: Path, weights: str | None) -> Pretrained:
 
 
 def build_text_encoder(text: TextEncoderSpec | None, root: Path | None = None):
-    """The frozen text encoder a spec names (None for a model without text); a BERT folder
-    named relative to an exported model's `root` is its bundled copy."""
+    """The frozen text encoder a spec names (None for a model without text); a folder named
+    relative to an exported model's `root` is its bundled copy."""
     if text is None:
         return None
-    from vidiff.text import BertTextEncoder, HashTextEncoder, resolve_text_encoder
+    from vidiff.text import text_encoder_named
 
-    if text.name == "hash":
-        return HashTextEncoder(text.dim, text.max_tokens)
-    bundled = root / text.name if root is not None else None
-    folder = bundled if bundled is not None and bundled.is_dir() else None
-    return BertTextEncoder(folder or resolve_text_encoder(text.name), text.max_tokens)
+    bundled = root / text.name if root is not None and text.name != "hash" else None
+    name = str(bundled) if bundled is not None and bundled.is_dir() else text.name
+    return text_encoder_named(name, text.dim, text.max_tokens)
 
 
 class Pipeline:

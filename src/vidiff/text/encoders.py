@@ -10,6 +10,7 @@ so sampling from a checkpoint rebuilds the same encoder; its width becomes the U
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import torch
@@ -76,16 +77,31 @@ class BertTextEncoder:
 
 def text_width(data) -> int:
     """The token width D of the text encoder of a `DataConfig` (the U-Net's text_dim)."""
+    from vidiff.text.clip import is_clip_root
+
     if data.text_encoder == "hash":
         return data.text_dim
+    if is_clip_root(Path(data.text_encoder).expanduser()):
+        config = Path(data.text_encoder).expanduser() / "text_encoder" / "config.json"
+        return int(json.loads(config.read_text())["hidden_size"])
     return BertConfig.from_file(resolve_text_encoder(data.text_encoder) / "config.json")\
         .hidden_size
 
 
 def build_text_encoder(data):
     """The frozen text encoder of a `DataConfig` (data.text_encoder, max_tokens, text_dim)."""
+    return text_encoder_named(data.text_encoder, data.text_dim, data.max_tokens)
+
+
+def text_encoder_named(name: str, dim: int = 64, max_tokens: int = 16):
+    """The frozen text encoder `name` stands for: "hash" (`HashTextEncoder` of width `dim`),
+    a folder with a Stable Diffusion pipeline's CLIP text encoder and tokenizer
+    (`vidiff.text.clip.ClipTextEncoder`: its own 77 tokens), or "minilm" / a BERT folder."""
+    from vidiff.text.clip import ClipTextEncoder, is_clip_root
     from vidiff.text.hash import HashTextEncoder
 
-    if data.text_encoder == "hash":
-        return HashTextEncoder(data.text_dim, data.max_tokens)
-    return BertTextEncoder(resolve_text_encoder(data.text_encoder), data.max_tokens)
+    if name == "hash":
+        return HashTextEncoder(dim, max_tokens)
+    if is_clip_root(Path(name).expanduser()):
+        return ClipTextEncoder(Path(name).expanduser())
+    return BertTextEncoder(resolve_text_encoder(name), max_tokens)

@@ -350,8 +350,10 @@ def _check_lowres(config: RunConfig) -> None:
 
 
 def _check_text_encoder(name: str) -> None:
-    from vidiff.text import resolve_text_encoder
+    from vidiff.text import is_clip_root, resolve_text_encoder
 
+    if is_clip_root(Path(name).expanduser()):
+        return  # a Stable Diffusion pipeline root's CLIP text encoder
     try:
         resolve_text_encoder(name)
     except ValueError as err:
