@@ -199,3 +199,25 @@ def test_a_diffusers_root_trains_on_its_own_schedule(tmp_path):
     own = Trainer(_video_config(tmp_path / "own", root, "model.init_schedule=false"), echo=False)
     assert own.config.diffusion.timesteps == 1000 and own.config.diffusion.prediction == "eps"
     own.close()
+
+
+def test_train_only_the_temporal_layers(perturbed_image, tmp_path, capsys):
+    """train.trainable = "temporal" (AnimateDiff's recipe): the inflated image weights stay
+    exactly the image model's, the temporal layers learn, the optimizer holds only them."""
+    from vidiff.models import is_temporal_parameter
+
+    source, _ = perturbed_image
+    trainer = Trainer(_video_config(tmp_path / "run", source, "train.trainable=temporal",
+                                    "train.warmup=0"), echo=False)
+    before = {k: v.clone() for k, v in trainer.raw.state_dict().items()}
+    optimized = {id(p) for g in trainer.optimizer.param_groups for p in g["params"]}
+    named = dict(trainer.raw.named_parameters())
+    assert optimized == {id(p) for n, p in named.items() if is_temporal_parameter(n)}
+    trainer.run()
+    after = trainer.raw.state_dict()
+    trainer.close()
+    moved = {k for k in named if not torch.equal(before[k], after[k])}
+    assert moved and all(is_temporal_parameter(k) for k in moved)
+    err = cli_error(capsys, ["train", "--out", str(tmp_path / "img"), "--steps", "1", *SET,
+                             *IMAGE, "train.trainable=temporal"])
+    assert "has no temporal layers" in err

@@ -433,3 +433,20 @@ def test_1x1_convolution_gradients_keep_the_parameter_layout():
     ref = torch.nn.Conv2d(8, 16, 1)
     ref.load_state_dict(conv.state_dict())  # the same parameters and keys as nn.Conv2d
     assert list(ref.state_dict()) == list(conv.state_dict())
+
+
+def test_group_norm_backward_on_a_frozen_channels_last_input():
+    """torch 2.13's CPU group-norm backward segfaults on a channels-last input that needs no
+    gradient under a weight that does (a partly frozen model); GroupNorm32 avoids it and
+    gives the same gradients as on a standard-layout input."""
+    from vidiff.models.norm import GroupNorm32
+
+    torch.manual_seed(0)
+    norm = GroupNorm32(8, 16)
+    x = torch.randn(4, 16, 8, 8)
+    grads = []
+    for layout in (torch.contiguous_format, torch.channels_last):
+        norm.zero_grad()
+        norm(x.contiguous(memory_format=layout)).square().sum().backward()
+        grads.append(norm.weight.grad.clone())
+    torch.testing.assert_close(grads[0], grads[1])

@@ -50,6 +50,7 @@ __all__ = [
 DATA_SOURCES = ("bouncing_balls", "moving_shapes", "folder")
 PRECISIONS = ("fp32", "bf16", "fp16")
 LR_SCHEDULES = ("constant", "cosine")
+TRAINABLE = ("all", "temporal")
 MODEL_KINDS = ("unet", "videofusion")
 
 
@@ -128,6 +129,9 @@ class TrainConfig:
     weight_decay: float = 0.0  # AdamW decoupled weight decay
     betas: tuple[float, float] = (0.9, 0.999)  # AdamW betas
     grad_clip: float = 1.0  # clip the global gradient norm to this (0: no clipping)
+    # all | temporal: train only the temporal attention and conv layers, the rest frozen
+    # (AnimateDiff's recipe on an inflated image model, e.g. model.init_from)
+    trainable: str = "all"
     grad_accum: int = 1  # micro-steps whose gradients add up to one optimizer step
     ema_decay: float = 0.995  # EMA decay of the weights (samples use the EMA weights)
     ema_start: int = 0  # EMA copies the weights until this step, then averages
@@ -246,6 +250,7 @@ def validate(config: RunConfig) -> RunConfig:
     _choice("train.precision", t.precision, PRECISIONS)
     _choice("train.lr_schedule", t.lr_schedule, LR_SCHEDULES)
     _choice("train.budget_clock", t.budget_clock, tuple(CLOCKS))
+    _choice("train.trainable", t.trainable, TRAINABLE)
     _choice("sample.sampler", config.sample.sampler, SAMPLERS.names())
     _check_sampling(config.sample)
     for key in ("steps", "grad_accum", "sample_count", "keep_checkpoints"):

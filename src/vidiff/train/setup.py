@@ -31,7 +31,7 @@ from vidiff.train.init import is_diffusers_dir
 from vidiff.train.schedule import WarmupSchedule
 
 __all__ = ["RunData", "RunNetwork", "RunOptimization", "build_data", "build_network",
-           "build_optimization"]
+           "build_optimization", "freeze_all_but_temporal"]
 
 
 @dataclass
@@ -108,6 +108,8 @@ def build_network(config: RunConfig, data: RunData, dist: distributed.DistInfo, 
         model, unet_config = build_model(build_config, wanted)
         check_data_fits(unet_config, data.first, config)
     raw = model.to(dist.device)
+    if t.trainable == "temporal":
+        freeze_all_but_temporal(raw)
     ddp: nn.Module = raw
     if dist.distributed:
         from torch.nn.parallel import DistributedDataParallel as DDP
@@ -117,6 +119,21 @@ def build_network(config: RunConfig, data: RunData, dist: distributed.DistInfo, 
     net = torch.compile(ddp) if t.compile else ddp
     return RunNetwork(raw, ddp, net, EMA(raw, t.ema_decay, t.ema_start, t.ema_warmup),
                       unet_config)
+
+
+def freeze_all_but_temporal(model: nn.Module) -> int:
+    """Freeze every parameter outside the temporal blocks (``train.trainable = "temporal"``);
+    the number of parameters left to train, a `ConfigError` when there are none."""
+    from vidiff.models import is_temporal_parameter
+
+    trainable = 0
+    for name, p in model.named_parameters():
+        p.requires_grad_(is_temporal_parameter(name))
+        trainable += p.numel() if p.requires_grad else 0
+    if trainable == 0:
+        raise ConfigError('train.trainable = "temporal": the model has no temporal layers '
+                          "(an image model, model.overrides.temporal = false?)")
+    return trainable
 
 
 @dataclass
