@@ -19,6 +19,7 @@ import shutil
 from dataclasses import replace
 from pathlib import Path
 
+from vidiff.models.autoencoder import _vae_folder
 from vidiff.pipeline import EXPORT_CONFIG, EXPORT_WEIGHTS, read_pretrained
 from vidiff.spec import SPEC_FORMAT, ModelSpec
 
@@ -26,6 +27,7 @@ __all__ = ["ExportError", "export_model", "model_card"]
 
 PORTABLE_TEXT = ("hash", "minilm")  # text encoders known by name on any machine
 BUNDLED_TEXT = "text_encoder"  # the subfolder of a copied BERT or CLIP encoder
+BUNDLED_VAE = "vae"  # the subfolder of a latent model's copied autoencoder
 
 
 class ExportError(ValueError):
@@ -49,6 +51,9 @@ def export_model(source: str | os.PathLike, out: str | os.PathLike,
         (tmp / EXPORT_CONFIG).write_text(spec.to_json())
         if text_dir is not None:
             _copy_text_encoder(text_dir, tmp / BUNDLED_TEXT)
+        if found.spec.autoencoder is not None:  # the VAE folder (of a root: its vae/)
+            shutil.copytree(_vae_folder(Path(found.spec.autoencoder.name).expanduser()),
+                            tmp / BUNDLED_VAE)
         reports = _eval_reports(found.source)
         (tmp / "README.md").write_text(model_card(spec, reports, weights, out.name))
         if out.exists():
@@ -63,6 +68,8 @@ def export_model(source: str | os.PathLike, out: str | os.PathLike,
 def _portable(spec: ModelSpec) -> tuple[ModelSpec, Path | None]:
     """The spec without machine paths, and the BERT folder to bundle (None: nothing)."""
     spec = replace(spec, provenance=replace(spec.provenance, data_path=None))
+    if spec.autoencoder is not None:
+        spec = replace(spec, autoencoder=replace(spec.autoencoder, name=BUNDLED_VAE))
     text = spec.conditioning.text_encoder
     if text is None or text.name in PORTABLE_TEXT:
         return spec, None
@@ -134,9 +141,18 @@ def _metrics_section(reports: list[dict]) -> list[str]:
     return lines
 
 
+def _shape(spec: ModelSpec) -> str:
+    s = spec.shape if spec.autoencoder is None else spec.autoencoder.pixel_shape
+    text = f"{s.channels} x {s.frames} frames x {s.size}x{s.size}"
+    if spec.autoencoder is not None:
+        z = spec.shape
+        text += f" (latents {z.channels} x {z.frames} x {z.size}x{z.size})"
+    return text
+
+
 def model_card(spec: ModelSpec, reports: list[dict], weights: str, name: str) -> str:
     """The README.md of an exported model."""
-    s, p, c = spec.shape, spec.provenance, spec.conditioning
+    p, c = spec.provenance, spec.conditioning
     kind = {"unet": "a factorized space-time U-Net (Video Diffusion Models)",
             "videofusion": "VideoFusion's decomposed model (a base image generator plus a "
                            "residual video generator)"}.get(spec.kind, spec.kind)
@@ -154,7 +170,7 @@ def model_card(spec: ModelSpec, reports: list[dict], weights: str, name: str) ->
         f"# {name}", "",
         f"A vidiff video diffusion model: {kind}, {cond}.", "",
         "| | |", "|---|---|",
-        f"| videos | {s.channels} x {s.frames} frames x {s.size}x{s.size}"
+        f"| videos | {_shape(spec)}"
         + (f", {spec.preprocess.fps:g} fps" if spec.preprocess.fps else "") + " |",
         f"| trained on | {data or 'unknown'} (seed {p.data_seed})"
         + (f", {p.num_images} independent images per video" if p.num_images else "") + " |",
@@ -175,6 +191,9 @@ def model_card(spec: ModelSpec, reports: list[dict], weights: str, name: str) ->
         f"- `{EXPORT_CONFIG}`: the model spec (`vidiff.ModelSpec`, format {SPEC_FORMAT}).",
         f"- `{EXPORT_WEIGHTS}`: the weights (safetensors; no optimizer state, no pickle).",
     ]
+    if spec.autoencoder is not None:
+        lines.append(f"- `{BUNDLED_VAE}/`: the autoencoder (diffusers AutoencoderKL); the model "
+                     f"works on its latents, the samples are decoded.")
     if c.text_encoder is not None and c.text_encoder.name == BUNDLED_TEXT:
         lines.append(f"- `{BUNDLED_TEXT}/`: the frozen text encoder (and its tokenizer).")
     return "\n".join(lines) + "\n"

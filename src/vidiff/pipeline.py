@@ -104,15 +104,34 @@ def build_text_encoder(text: TextEncoderSpec | None, root: Path | None = None):
     return text_encoder_named(name, text.dim, text.max_tokens)
 
 
+def build_autoencoder(spec: ModelSpec, root: Path | None = None):
+    """A latent model's autoencoder (None for a pixel model); a folder named relative to an
+    exported model's `root` is its bundled copy."""
+    if spec.autoencoder is None:
+        return None
+    from vidiff.models import load_diffusers_vae
+
+    name = spec.autoencoder.name
+    bundled = root / name if root is not None else None
+    folder = bundled if bundled is not None and bundled.is_dir() else Path(name).expanduser()
+    try:
+        return load_diffusers_vae(folder)
+    except (FileNotFoundError, ValueError, ImportError, OSError) as err:
+        raise CheckpointError(f"the model's autoencoder {name!r}: {err}") from None
+
+
 class Pipeline:
     """A network with its `ModelSpec`: sample videos by calling it (module docstring)."""
 
     def __init__(self, model: nn.Module, spec: ModelSpec, text_encoder=None,
-                 source: Path | None = None):
+                 source: Path | None = None, autoencoder: nn.Module | None = None):
         self.model, self.spec, self.source = model.eval(), spec, source
         self.diffusion = spec.build_diffusion()
         self.prior = spec.build_prior()
         self.text_encoder = text_encoder
+        if spec.autoencoder is not None and autoencoder is None:
+            raise ValueError("a latent model's pipeline needs its autoencoder")
+        self.autoencoder = autoencoder  # a latent model's: samples are decoded by it
 
     @classmethod
     def from_pretrained(cls, path: str | os.PathLike, *, weights: str = "ema",
@@ -127,7 +146,8 @@ class Pipeline:
             raise CheckpointError(f"{str(found.source)!r}: {err}") from None
         load_weights(model, found.weights, str(found.source))
         text = build_text_encoder(found.spec.conditioning.text_encoder, found.root)
-        return cls(model, found.spec, text, found.source).to(device, dtype)
+        vae = build_autoencoder(found.spec, found.root)
+        return cls(model, found.spec, text, found.source, vae).to(device, dtype)
 
     # -- placement -------------------------------------------------------------------------
     @property
@@ -142,8 +162,10 @@ class Pipeline:
 
     def to(self, device: torch.device | str | None = None,
            dtype: torch.dtype | None = None) -> Pipeline:
-        """Move the network (in place) and return the pipeline."""
+        """Move the network and the autoencoder (in place) and return the pipeline."""
         self.model.to(device=device, dtype=dtype)
+        if self.autoencoder is not None:
+            self.autoencoder.to(device=device, dtype=dtype)
         return self
 
     # -- conditions and denoiser -----------------------------------------------------------
@@ -228,15 +250,25 @@ class Pipeline:
             labels = _cycled(class_labels, start, n)
             cond = self.conditions(n, class_labels=labels, captions=_cycled(captions, start, n),
                                    lowres=None if lowres is None else lowres[start:start + n])
-            out.append(sample(denoiser, (n, *self.clip_shape), diffusion=self.diffusion,
-                              prior=self.prior, sampler=s.sampler, steps=s.steps, eta=s.eta,
-                              generator=generator, cond=cond, device=self.device,
-                              progress=progress))
+            z = sample(denoiser, (n, *self.clip_shape), diffusion=self.diffusion,
+                       prior=self.prior, sampler=s.sampler, steps=s.steps, eta=s.eta,
+                       generator=generator, cond=cond, device=self.device,
+                       clip_x0=self.autoencoder is None,  # latents are not in [-1, 1]
+                       progress=progress)
+            out.append(z if self.autoencoder is None else self.decode(z))
         return torch.cat(out)
+
+    def decode(self, latents: torch.Tensor) -> torch.Tensor:
+        """A latent model's latents (N, c, f, h, w) as videos (N, C, F, H, W) in [-1, 1]."""
+        return self.autoencoder.decode(latents).clamp(-1, 1)
+
+    def encode(self, videos: torch.Tensor) -> torch.Tensor:
+        """Videos (N, C, F, H, W) in [-1, 1] as a latent model's latents (the mode)."""
+        return self.autoencoder.encode(videos.to(self.device))
 
     @property
     def clip_shape(self) -> tuple[int, int, int, int]:
-        """(C, F, H, W) of one video."""
+        """(C, F, H, W) of one of the model's clips (a latent model's: its latents)."""
         shape = self.spec.shape
         return shape.channels, shape.frames, shape.size, shape.size
 

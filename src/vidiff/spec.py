@@ -31,6 +31,7 @@ from vidiff.samplers import SamplingConfig
 
 __all__ = [
     "SPEC_FORMAT",
+    "AutoencoderSpec",
     "ClipShape",
     "Conditioning",
     "ModelSpec",
@@ -83,6 +84,16 @@ class Conditioning:
 
 
 @dataclass
+class AutoencoderSpec:
+    """The autoencoder of a latent model: its clips are latents, its samples are decoded."""
+
+    # a diffusers AutoencoderKL folder or pipeline root: a path, or in an exported model the
+    # name of its bundled subfolder ("vae")
+    name: str = "vae"
+    pixel_shape: ClipShape = field(default_factory=ClipShape)  # the decoded videos' shape
+
+
+@dataclass
 class Provenance:
     """Where the model came from (no machine paths): for model cards and held-out evaluation."""
 
@@ -107,6 +118,7 @@ class ModelSpec:
     conditioning: Conditioning = field(default_factory=Conditioning)
     sampling: SamplingConfig = field(default_factory=SamplingConfig)
     provenance: Provenance = field(default_factory=Provenance)
+    autoencoder: AutoencoderSpec | None = None  # set: a latent model (`shape` is the latents')
     format: str = SPEC_FORMAT
 
     # -- (de)serialization -----------------------------------------------------------------

@@ -152,6 +152,10 @@ def load(args: argparse.Namespace):
 
     check_common(args)
     pipe = load_pipeline(args)
+    if pipe.spec.autoencoder is not None:
+        raise CommandError(f"vidiff {args.command}: latent models are not supported yet (the "
+                           f"conditioning would have to run on the encoded input); "
+                           f"vidiff sample and vidiff eval work on them")
     try:  # the model's own sampler unless told (what `vidiff sample` and the run's samples use)
         chosen = pipe.sampling(args.sampler, args.steps, guidance_scale=1.0)
     except ValueError as err:

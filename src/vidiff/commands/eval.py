@@ -220,6 +220,9 @@ def _nll(args, ref_name: str, shape: tuple, device, progress: bool) -> dict:
     pipe = Pipeline.from_pretrained(args.checkpoint, device=device)
     if pipe.spec.conditional:
         _fail("--nll: conditional models are not supported (the bound needs the labels)")
+    if pipe.spec.autoencoder is not None:
+        _fail("--nll: a latent model's bound would be in latent bits/dim, not the videos'; "
+              "it is not reported")
     if Path(ref_name).suffix.lower() == ".npz":
         _fail("--nll needs reference videos, not a statistics file")
     shape_ = pipe.spec.shape

@@ -137,7 +137,8 @@ def run(args: argparse.Namespace) -> int:
         write_video(out, videos.cpu(), fps=fps)
     steps = chosen.steps or "default"
     guided = f", guidance {chosen.guidance_scale:g}" if spec.conditional else ""
-    print(f"wrote {out} ({args.num} videos of {spec.shape.frames}x{spec.shape.size}x"
-          f"{spec.shape.size}, {chosen.sampler} {steps} steps{guided}, "
+    shape = spec.shape if spec.autoencoder is None else spec.autoencoder.pixel_shape
+    print(f"wrote {out} ({args.num} videos of {shape.frames}x{shape.size}x{shape.size}, "
+          f"{chosen.sampler} {steps} steps{guided}, "
           f"step-{spec.provenance.step} {args.weights} weights)")
     return 0

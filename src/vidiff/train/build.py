@@ -30,6 +30,7 @@ from vidiff.models.kinds import MODEL_KINDS, kind_of
 from vidiff.models.videofusion import split_decay
 from vidiff.priors import NoisePrior, PriorConfig, noise_prior
 from vidiff.spec import (
+    AutoencoderSpec,
     ClipShape,
     Conditioning,
     ModelSpec,
@@ -112,8 +113,9 @@ def _base_generator(config: RunConfig, residual_cfg: UNetConfig) -> UNet:
     return inflate_to(load_image_unet(m.init_from), base_cfg, m.init_from, what)
 
 
-def model_spec(config: RunConfig, model: nn.Module, *, class_names: list[str], channels: int,
-               fps: float | None, step: int = 0) -> ModelSpec | None:
+def model_spec(config: RunConfig, model: nn.Module, *, class_names: list[str],
+               clip: tuple[int, int, int, int], fps: float | None,
+               step: int = 0) -> ModelSpec | None:
     """The `ModelSpec` of a run's model (None for a network of no registered kind, e.g. one
     passed to the trainer by hand): every value resolved, so it needs no defaults to load."""
     try:
@@ -128,11 +130,13 @@ def model_spec(config: RunConfig, model: nn.Module, *, class_names: list[str], c
     return ModelSpec(
         kind=kind, network=network, diffusion=config.diffusion,
         prior=PriorConfig.of(build_prior(config)),
-        shape=ClipShape(channels, d.frames, d.size),
+        shape=ClipShape(clip[0], clip[1], clip[-1]),
         preprocess=Preprocess(crop="center", fps=fps),
         conditioning=Conditioning(list(class_names), text, d.lowres_size),
         sampling=config.sample,
         provenance=Provenance(step, d.source, d.path, dict(d.options), d.seed, d.num_images),
+        autoencoder=None if d.autoencoder is None else AutoencoderSpec(
+            d.autoencoder, ClipShape(3, d.frames, d.size)),
     )
 
 
@@ -156,12 +160,17 @@ def optimizer_groups(model: nn.Module, config: RunConfig) -> list[dict]:
             {"params": no_decay, "weight_decay": 0.0}]
 
 
-def resolve_unet_config(config: RunConfig, num_classes: int | None = None):
-    """The `UNetConfig` of a run: the preset, its overrides, and the conditioning the data
-    asks for (num_classes from the dataset, text_dim of the hash text encoder)."""
+def resolve_unet_config(config: RunConfig, num_classes: int | None = None,
+                        channels: int | None = None):
+    """The `UNetConfig` of a run: the preset, its overrides, and what the data asks for
+    (num_classes from the dataset, text_dim of the text encoder, and with `channels` (a
+    latent run's latent channels) the in / out channels unless the overrides set them)."""
     from vidiff.models import unet_config
 
     overrides = dict(config.model.overrides)
+    if channels is not None:
+        overrides.setdefault("in_channels", channels)
+        overrides.setdefault("out_channels", channels)
     if config.data.use_labels:
         if num_classes is not None:
             overrides.setdefault("num_classes", num_classes)

@@ -34,6 +34,7 @@ from vidiff.losses import WEIGHTINGS, LossConfig
 from vidiff.predictions import PREDICTIONS
 from vidiff.priors import PriorConfig
 from vidiff.samplers import SamplingConfig
+from vidiff.train.upgrade import _upgrade_override, upgrade_config_dict
 
 __all__ = [
     "DataConfig",
@@ -83,6 +84,11 @@ class DataConfig:
     text_dim: int = 64  # width of the hash text encoder's token embeddings (hash only)
     max_tokens: int = 16  # captions are cut to this many words
     options: dict = field(default_factory=dict)  # more dataset keywords (e.g. max_balls = 2)
+    # latent diffusion: a diffusers VAE folder or Stable Diffusion pipeline root; the clips are
+    # encoded once (item i as the dataset gives it at epoch 0) into a memory-mapped cache, the
+    # model learns their latents and its samples are decoded. None: pixel space
+    autoencoder: str | None = None
+    latent_cache: str | None = None  # the cache's folder (None: <train.out>/latents)
 
 
 @dataclass
@@ -183,32 +189,6 @@ class RunConfig:
         """From a nested dict (a whole stored config: older versions' keys are upgraded by
         `upgrade_config_dict`); unknown keys and bad values raise `ConfigError`."""
         return validate(config_from_dict(cls, upgrade_config_dict(data, stored=True)))
-
-
-# keys of earlier versions -> today's (train.sampler moved into the [sample] section)
-MOVED_KEYS = {"train.sampler": "sample.sampler", "train.sample_steps": "sample.steps"}
-
-
-def upgrade_config_dict(data: dict, stored: bool = False) -> dict:
-    """`data` with the keys of earlier versions moved to today's (`MOVED_KEYS`). A `stored`
-    config (a whole run's, from a checkpoint) that predates the [sample] section sampled
-    without guidance: it keeps ``guidance_scale = 1``, so an old run samples as it did."""
-    if not isinstance(data, dict) or not isinstance(data.get("train"), dict):
-        return data
-    legacy = "sample" not in data
-    data = {k: dict(v) if isinstance(v, dict) else v for k, v in data.items()}
-    for old, new in MOVED_KEYS.items():
-        (section, key), (new_section, new_key) = old.split("."), new.split(".")
-        if key in data[section]:
-            data.setdefault(new_section, {})[new_key] = data[section].pop(key)
-    if stored and legacy:
-        data.setdefault("sample", {}).setdefault("guidance_scale", 1.0)
-    return data
-
-
-def _upgrade_override(text: str) -> str:
-    key, sep, value = text.partition("=")
-    return MOVED_KEYS.get(key.strip(), key) + sep + value if sep else text
 
 
 def _choice(key: str, value, valid) -> None:
@@ -316,8 +296,12 @@ def inert_settings(config: RunConfig) -> list[str]:
                   f"(folders only)" for k in ("path", "stride", "fps") if changed(d, k)]
     elif changed(d, "num_videos"):
         notes.append("data.num_videos has no effect on a folder (it sizes synthetic data)")
+    if d.autoencoder is None and changed(d, "latent_cache"):
+        notes.append("data.latent_cache has no effect without data.autoencoder")
     if m.init_from is None and changed(m, "init_schedule"):
         notes.append("model.init_schedule has no effect without model.init_from")
+    if d.autoencoder is None and changed(d, "latent_cache"):
+        notes.append("data.latent_cache has no effect without data.autoencoder")
     if m.init_from is None and changed(m, "init_schedule"):
         notes.append("model.init_schedule has no effect without model.init_from")
     if m.kind != "videofusion":

@@ -43,6 +43,7 @@ FIXED = (
     "model.kind", "model.base_preset", "model.base_overrides",
     "diffusion", "prior",
     "data.frames", "data.size", "data.lowres_size", "data.use_labels", "data.use_captions",
+    "data.autoencoder",
 )
 FIXED_WITH_CAPTIONS = ("data.text_encoder", "data.text_dim")  # the text the model learned
 IGNORED = ("model.init_from",)  # only read when a run starts at step 0

@@ -39,11 +39,13 @@ class RunData:
     """A run's data and what it decides about the run."""
 
     config: RunConfig  # the run's config with data.use_labels resolved (True / False)
-    dataset: torch.utils.data.Dataset  # the videos
+    dataset: torch.utils.data.Dataset  # the videos (a latent model's: their latents)
     train_data: JointVideoDataset  # the videos with their K joint-training images
     class_names: list[str]  # the dataset's classes ([] without)
     first: torch.Tensor  # item 0's clip (C, F, H, W): the data's channels and shape
     text_encoder: object | None  # the frozen text encoder of a text-conditional run
+    autoencoder: object | None = None  # a latent run's `vidiff.models.VideoAutoencoder`
+    pixels: torch.utils.data.Dataset | None = None  # a latent run's videos themselves
 
     @property
     def channels(self) -> int:
@@ -52,11 +54,14 @@ class RunData:
     @property
     def fps(self) -> float:
         """The frame rate of the training clips (folders: as resampled; synthetic: 8)."""
-        return float(getattr(self.dataset, "clip_fps", None) or 8.0)
+        videos = self.pixels if self.pixels is not None else self.dataset
+        return float(getattr(videos, "clip_fps", None) or 8.0)
 
 
-def build_data(config: RunConfig) -> RunData:
-    """The data of `config`: a `ConfigError` for an empty or unreadable dataset."""
+def build_data(config: RunConfig, dist: distributed.DistInfo | None = None) -> RunData:
+    """The data of `config`: a `ConfigError` for an empty or unreadable dataset. With
+    ``data.autoencoder`` the clips are encoded once into a `vidiff.data.LatentCache` (built
+    by rank 0 while the other ranks wait) and the run's items are their latents."""
     d = config.data
     dataset = build_dataset(d)
     if len(dataset) == 0:
@@ -65,6 +70,10 @@ def build_data(config: RunConfig) -> RunData:
     if d.use_labels is None:  # class-conditional when the data has classes
         d = replace(d, use_labels=bool(class_names))
         config = replace(config, data=d)
+    pixels, autoencoder = None, None
+    if d.autoencoder is not None:
+        pixels, autoencoder = dataset, load_autoencoder(d.autoencoder)
+        dataset = _latent_cache(config, dataset, autoencoder, dist)
     try:
         first = dataset[0]["video"]
     except (ValueError, OSError) as err:  # e.g. every video of a folder unreadable
@@ -72,7 +81,37 @@ def build_data(config: RunConfig) -> RunData:
     images = image_dataset(dataset, d.frames) if d.num_images else None
     text = build_text_encoder(d) if d.use_captions else None
     return RunData(config, dataset, JointVideoDataset(dataset, images), class_names, first,
-                   text)
+                   text, autoencoder, pixels)
+
+
+def load_autoencoder(path: str):
+    """The `VideoAutoencoder` of ``data.autoencoder``; a `ConfigError` naming what is wrong."""
+    from vidiff.models import load_diffusers_vae
+
+    try:
+        return load_diffusers_vae(path)
+    except (FileNotFoundError, ValueError, ImportError, OSError) as err:
+        raise ConfigError(f"data.autoencoder {path!r}: {err}") from None
+
+
+def _latent_cache(config: RunConfig, videos, autoencoder, dist):
+    from vidiff.data.latents import LatentCache
+
+    d = config.data
+    root = Path(d.latent_cache) if d.latent_cache else Path(config.train.out) / "latents"
+    key = {k: getattr(d, k) for k in ("source", "path", "frames", "size", "stride", "fps",
+                                      "num_videos", "seed", "options")}
+    shared = dist is not None and dist.distributed
+    if shared and not dist.is_main:
+        distributed.barrier(dist)  # rank 0 builds the cache first
+    try:
+        cache = LatentCache(videos, autoencoder, root, key=key,
+                            progress=config.train.progress and (dist is None or dist.is_main))
+    except ValueError as err:
+        raise ConfigError(f"data.autoencoder: {err}") from None
+    if shared and dist.is_main:
+        distributed.barrier(dist)
+    return cache
 
 
 @dataclass
@@ -100,7 +139,8 @@ def build_network(config: RunConfig, data: RunData, dist: distributed.DistInfo, 
     weights replace its weights)."""
     t, unet_config = config.train, None
     if model is None:  # model.kind: a U-Net (init_from: inflated) or VideoFusion
-        wanted = resolve_unet_config(config, len(data.class_names) or None)
+        latent = data.channels if data.autoencoder is not None else None
+        wanted = resolve_unet_config(config, len(data.class_names) or None, channels=latent)
         source = config.model.init_from
         architecture = source is not None and is_diffusers_dir(Path(source))
         build_config = replace(config, model=replace(config.model, init_from=None)) \

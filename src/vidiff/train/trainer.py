@@ -122,11 +122,12 @@ class Trainer:
         self.config, note = with_init_schedule(self.config)  # an imported model's schedule
         if note:
             self.say(note)
-        data = build_data(self.config)
+        data = build_data(self.config, self.dist)
         self.config = config = data.config  # data.use_labels resolved
         self.dataset, self.train_data = data.dataset, data.train_data
         self.class_names, self.channels, self.fps = data.class_names, data.channels, data.fps
-        self.text_encoder = data.text_encoder
+        self.text_encoder, self.autoencoder = data.text_encoder, data.autoencoder
+        self.clip = tuple(data.first.shape)  # (C, F, H, W) of the model's clips
         restored = self._restore_point()
         network = build_network(config, data, self.dist, resumed=restored is not None,
                                 model=model)
@@ -167,7 +168,7 @@ class Trainer:
     def _meta(self, step: int = 0) -> dict[str, Any]:
         d = self.config.data
         spec = model_spec(self.config, self.raw, class_names=self.class_names,
-                          channels=self.channels, fps=self.fps, step=step)
+                          clip=self.clip, fps=self.fps, step=step)
         return {
             # what a model is: read by vidiff.Pipeline and every command (vidiff.spec)
             "model_spec": spec.to_dict() if spec is not None else None,
@@ -262,8 +263,9 @@ class Trainer:
         """The EMA model as a `vidiff.Pipeline` (what the run's checkpoint will load as);
         None for a network of no registered kind (passed to the trainer by hand)."""
         spec = model_spec(self.config, self.raw, class_names=self.class_names,
-                          channels=self.channels, fps=self.fps, step=self.step)
-        return None if spec is None else Pipeline(self.ema.model, spec, self.text_encoder)
+                          clip=self.clip, fps=self.fps, step=self.step)
+        return None if spec is None else Pipeline(self.ema.model, spec, self.text_encoder,
+                                                  autoencoder=self.autoencoder)
 
     def sample_videos(self, count: int | None = None, seed: int | None = None) -> torch.Tensor:
         """`count` videos (B, C, F, H, W) from the EMA model as the run's [sample] section
@@ -274,9 +276,8 @@ class Trainer:
                                                             else seed)
         pipe = self.pipeline()
         if pipe is None:  # a hand-made network: unconditional samples
-            shape = (count, self.channels, self.config.data.frames, self.config.data.size,
-                     self.config.data.size)
-            return sample(self.ema.model, shape, diffusion=self.diffusion, prior=self.prior,
+            return sample(self.ema.model, (count, *self.clip), diffusion=self.diffusion,
+                          prior=self.prior,
                           sampler=s.sampler, steps=s.steps, eta=s.eta, generator=g,
                           device=self.device)
         return pipe(count, generator=g, lowres=self._sample_lowres(count), batch_size=count)

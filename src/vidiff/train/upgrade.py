@@ -1,0 +1,36 @@
+"""Run configs of earlier vidiff versions, upgraded to today's keys.
+
+`upgrade_config_dict` moves the keys of `MOVED_KEYS` (config files, stored runs) and
+`_upgrade_override` the same in ``--set KEY=VALUE`` overrides, so files and commands written
+for an earlier version keep working.
+"""
+
+from __future__ import annotations
+
+__all__ = ["MOVED_KEYS", "upgrade_config_dict"]
+
+
+# keys of earlier versions -> today's (train.sampler moved into the [sample] section)
+MOVED_KEYS = {"train.sampler": "sample.sampler", "train.sample_steps": "sample.steps"}
+
+
+def upgrade_config_dict(data: dict, stored: bool = False) -> dict:
+    """`data` with the keys of earlier versions moved to today's (`MOVED_KEYS`). A `stored`
+    config (a whole run's, from a checkpoint) that predates the [sample] section sampled
+    without guidance: it keeps ``guidance_scale = 1``, so an old run samples as it did."""
+    if not isinstance(data, dict) or not isinstance(data.get("train"), dict):
+        return data
+    legacy = "sample" not in data
+    data = {k: dict(v) if isinstance(v, dict) else v for k, v in data.items()}
+    for old, new in MOVED_KEYS.items():
+        (section, key), (new_section, new_key) = old.split("."), new.split(".")
+        if key in data[section]:
+            data.setdefault(new_section, {})[new_key] = data[section].pop(key)
+    if stored and legacy:
+        data.setdefault("sample", {}).setdefault("guidance_scale", 1.0)
+    return data
+
+
+def _upgrade_override(text: str) -> str:
+    key, sep, value = text.partition("=")
+    return MOVED_KEYS.get(key.strip(), key) + sep + value if sep else text
