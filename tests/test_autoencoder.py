@@ -106,6 +106,17 @@ def test_a_latent_run_trains_samples_pixels_and_exports(tiny_sd_root, tmp_path, 
     again = Pipeline.from_pretrained(exported)
     torch.testing.assert_close(again(2, generator=torch.Generator().manual_seed(0)), videos,
                                rtol=0, atol=1e-5)  # the VAE's CPU convolutions: 2e-6
-    err = cli_error(capsys, ["extend", str(out), "--frames", "6", "--out",
-                             str(tmp_path / "x.mp4")])
-    assert "latent models are not supported yet" in err
+    # the window commands condition in latent space: the input is encoded, the output decoded
+    clip = tmp_path / "clip.npy"
+    np.save(clip, np.load(npy)[:1])  # one 4-frame 16x16 video
+    for argv in (["extend", "--frames", "6"], ["interpolate", "--factor", "2"]):
+        target = tmp_path / f"{argv[0]}.npy"
+        assert main([argv[0], str(out), "--input", str(clip), *argv[1:], "--steps", "2",
+                     "--out", str(target)]) == 0
+        frames = 6 if argv[0] == "extend" else 7
+        assert np.load(target).shape == (1, frames, 16, 16, 3)
+    assert main(["extend", str(out), "--frames", "6", "--steps", "2", "--out",
+                 str(tmp_path / "fresh.npy")]) == 0  # no input: sampled latents, extended
+    err = cli_error(capsys, ["upsample", str(out), "--input", str(clip), "--out",
+                             str(tmp_path / "u.npy")])
+    assert "latent models are not supported" in err

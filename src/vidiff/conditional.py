@@ -91,6 +91,7 @@ class ConditionalSampler:
     steps: int | None = SamplingConfig.steps  # sampler steps (None: the sampler's default)
     cond: Cond = field(default_factory=Cond)  # the denoiser's conditions
     progress: bool = False  # a progress bar (one for all the windows of a fill)
+    clip_x0: bool = True  # clamp x0 estimates to [-1, 1] (pixels); False for latents
     callback: Callable | None = None  # called after every sampler step (`vidiff.sample`'s)
 
     def __post_init__(self):
@@ -109,7 +110,8 @@ class ConditionalSampler:
                 frames: slice = slice(None)) -> torch.Tensor:
         return sample(denoiser, shape, diffusion=self.diffusion, prior=self.prior,
                       sampler=self.sampler, steps=self.steps, generator=generator,
-                      cond=self.cond.frames(frames), device=like.device, dtype=like.dtype,
+                      cond=self.cond.frames(frames), clip_x0=self.clip_x0,
+                      device=like.device, dtype=like.dtype,
                       progress=self.progress, callback=self.callback)
 
     def sample_window(self, values: torch.Tensor, known: torch.Tensor,

@@ -32,7 +32,13 @@ from vidiff.checkpoint import CheckpointError, load_checkpoint, load_weights, re
 from vidiff.cond import Cond
 from vidiff.guidance import ClassifierFreeGuidance
 from vidiff.samplers import SAMPLERS, SamplingConfig, sample
-from vidiff.spec import SPEC_FORMAT, ModelSpec, TextEncoderSpec, spec_from_checkpoint
+from vidiff.spec import (
+    SPEC_FORMAT,
+    ClipShape,
+    ModelSpec,
+    TextEncoderSpec,
+    spec_from_checkpoint,
+)
 
 __all__ = ["EXPORT_CONFIG", "EXPORT_WEIGHTS", "Pipeline", "Pretrained", "is_exported",
            "read_pretrained", "read_spec"]
@@ -229,12 +235,13 @@ class Pipeline:
                  class_labels: list[int] | torch.Tensor | None = None,
                  captions: list[str] | None = None, lowres: torch.Tensor | None = None,
                  generator: torch.Generator | None = None, batch_size: int | None = None,
-                 progress: bool = False) -> torch.Tensor:
+                 progress: bool = False, decode: bool = True) -> torch.Tensor:
         """`num_videos` videos (N, C, F, H, W), float32 in [-1, 1] on the pipeline's device.
 
         sampler / steps / eta / guidance_scale: None takes the spec's ``sampling``. Labels
         and captions are cycled over the videos; `lowres` (N, C, F, h, w) conditions a
-        super-resolution model. `generator` (default: seed 0) draws all the noise."""
+        super-resolution model. `generator` (default: seed 0) draws all the noise. A latent
+        model's samples are decoded unless ``decode=False`` (then: its latents)."""
         if num_videos < 1:
             raise ValueError(f"num_videos must be >= 1, got {num_videos}")
         s = self.sampling(sampler, steps, eta, guidance_scale)
@@ -255,7 +262,7 @@ class Pipeline:
                        generator=generator, cond=cond, device=self.device,
                        clip_x0=self.autoencoder is None,  # latents are not in [-1, 1]
                        progress=progress)
-            out.append(z if self.autoencoder is None else self.decode(z))
+            out.append(z if self.autoencoder is None or not decode else self.decode(z))
         return torch.cat(out)
 
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
@@ -265,6 +272,12 @@ class Pipeline:
     def encode(self, videos: torch.Tensor) -> torch.Tensor:
         """Videos (N, C, F, H, W) in [-1, 1] as a latent model's latents (the mode)."""
         return self.autoencoder.encode(videos.to(self.device))
+
+    @property
+    def video_shape(self) -> ClipShape:
+        """The shape of the videos it makes (a latent model's: decoded)."""
+        a = self.spec.autoencoder
+        return self.spec.shape if a is None else a.pixel_shape
 
     @property
     def clip_shape(self) -> tuple[int, int, int, int]:

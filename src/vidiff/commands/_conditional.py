@@ -152,10 +152,10 @@ def load(args: argparse.Namespace):
 
     check_common(args)
     pipe = load_pipeline(args)
-    if pipe.spec.autoencoder is not None:
-        raise CommandError(f"vidiff {args.command}: latent models are not supported yet (the "
-                           f"conditioning would have to run on the encoded input); "
-                           f"vidiff sample and vidiff eval work on them")
+    latent = pipe.spec.autoencoder is not None
+    if latent and args.command == "upsample":
+        raise CommandError("vidiff upsample: latent models are not supported (their "
+                           "conditioning would have to run on latents of another size)")
     try:  # the model's own sampler unless told (what `vidiff sample` and the run's samples use)
         chosen = pipe.sampling(args.sampler, args.steps, guidance_scale=1.0)
     except ValueError as err:
@@ -163,7 +163,7 @@ def load(args: argparse.Namespace):
     args.sampler, args.steps = chosen.sampler, chosen.steps
     sampler = ConditionalSampler(pipe.model, pipe.diffusion, pipe.prior, method=args.method,
                                  weight=args.guidance_weight, sampler=args.sampler,
-                                 steps=args.steps, progress=True)
+                                 steps=args.steps, progress=True, clip_x0=not latent)
     return pipe, sampler
 
 
@@ -216,9 +216,25 @@ def read_input(args: argparse.Namespace, channels: int, size: int | None, device
 
 def first_clip(args: argparse.Namespace, pipe):
     """--num videos of the model's own length, sampled with its own sampling settings
-    (classes cycled, its guidance scale) when there is no --input."""
+    (classes cycled, its guidance scale) when there is no --input; a latent model's stay
+    latents."""
     return pipe(args.num, sampler=args.sampler, steps=args.steps,
-                generator=generator(args, pipe.device))
+                generator=generator(args, pipe.device), decode=False)
+
+
+def model_input(args: argparse.Namespace, pipe):
+    """The given videos in the model's space: --input read at the model's video size (and a
+    latent model's encoded), or `first_clip`."""
+    if args.input is None:
+        return first_clip(args, pipe)
+    shape = pipe.video_shape
+    video = read_input(args, shape.channels, shape.size, pipe.device)
+    return video if pipe.autoencoder is None else pipe.encode(video)
+
+
+def as_video(pipe, out):
+    """The model's output as videos (a latent model's decoded)."""
+    return out if pipe.autoencoder is None else pipe.decode(out)
 
 
 def write_output(args: argparse.Namespace, video, what: str, pipe,

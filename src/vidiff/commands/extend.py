@@ -40,8 +40,7 @@ def run(args: argparse.Namespace) -> int:
     pipe, sampler = common.load(args)
     shape = pipe.spec.shape
     device = pipe.device
-    video = (common.read_input(args, shape.channels, shape.size, device) if args.input
-             else common.first_clip(args, pipe))
+    video = common.model_input(args, pipe)  # (N, C, F, H, W), a latent model's latents
     overlap = common.window_overlap(args, shape.frames)
     given, gen = video.shape[2], common.generator(args, device)
     if args.context is None:
@@ -60,5 +59,5 @@ def run(args: argparse.Namespace) -> int:
                               shape.frames, overlap, gen)
         out = torch.cat([video[:, :, :given - args.context], tail], dim=2)
         what = f"{args.frames} frames added after {given}, from the last {args.context}"
-    common.write_output(args, out, what, pipe)
+    common.write_output(args, common.as_video(pipe, out), what, pipe)
     return 0

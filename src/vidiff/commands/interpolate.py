@@ -36,13 +36,13 @@ def run(args: argparse.Namespace) -> int:
     pipe, sampler = common.load(args)
     shape = pipe.spec.shape
     device = pipe.device
-    video = (common.read_input(args, shape.channels, shape.size, device) if args.input
-             else common.first_clip(args, pipe))
+    video = common.model_input(args, pipe)  # (N, C, F, H, W), a latent model's latents
     if video.shape[2] < 2:
         raise CommandError("interpolation needs a video of at least 2 frames")
     overlap = common.window_overlap(args, shape.frames, lowest=0)
     out = sampler.interpolate(video, args.factor, shape.frames, overlap,
                               common.generator(args, device))
-    common.write_output(args, out, f"{video.shape[2]} frames interpolated x{args.factor}", pipe,
+    common.write_output(args, common.as_video(pipe, out),
+                        f"{video.shape[2]} frames interpolated x{args.factor}", pipe,
                         factor=args.factor)
     return 0
