@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import os
+from abc import ABC, abstractmethod
 from pathlib import Path
 
 import torch
@@ -31,23 +32,24 @@ __all__ = ["FrameAutoencoder", "VideoAutoencoder", "load_diffusers_vae"]
 DEFAULT_FRAME_BATCH = 16  # frames per encoder / decoder call
 
 
-class VideoAutoencoder(nn.Module):
-    """The interface of a video autoencoder (see the module docstring)."""
+class VideoAutoencoder(nn.Module, ABC):
+    """The interface of a video autoencoder (see the module docstring); `FrameAutoencoder`
+    implements it for image VAEs."""
 
     latent_channels: int
 
+    @abstractmethod
     def latent_shape(self, shape: tuple[int, int, int, int]) -> tuple[int, int, int, int]:
         """The latent (c, f, h, w) of a clip of shape (C, F, H, W)."""
-        raise NotImplementedError
 
+    @abstractmethod
     def encode(self, video: torch.Tensor,
                generator: torch.Generator | None = None) -> torch.Tensor:
         """Latents (B, c, f, h, w) of videos (B, C, F, H, W) in [-1, 1]."""
-        raise NotImplementedError
 
+    @abstractmethod
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
         """Videos (B, C, F, H, W) of latents (B, c, f, h, w)."""
-        raise NotImplementedError
 
 
 class FrameAutoencoder(VideoAutoencoder):

@@ -8,6 +8,8 @@ the pipeline and the commands need no change.
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
+
 from torch import nn
 
 from vidiff.registry import Registry
@@ -19,25 +21,26 @@ from .videofusion import VideoFusion
 __all__ = ["MODEL_KINDS", "ModelKind", "UNetKind", "VideoFusionKind", "kind_of"]
 
 
-class ModelKind:
-    """A model family: its network config (a JSON-safe dict) to and from a network."""
+class ModelKind(ABC):
+    """A model family: its network config (a JSON-safe dict) to and from a network. The
+    registered kinds implement every method; the registry holds the classes."""
 
     name = "base"
 
     @staticmethod
+    @abstractmethod
     def build(network: dict) -> nn.Module:
         """A freshly initialized network of the config `network` (load its weights next)."""
-        raise NotImplementedError
 
     @staticmethod
+    @abstractmethod
     def network_config(model: nn.Module) -> dict:
         """The JSON-safe config that `build` turns back into `model`'s architecture."""
-        raise NotImplementedError
 
     @staticmethod
+    @abstractmethod
     def unet_config(network: dict) -> UNetConfig:
         """The config of the U-Net that takes the conditions (class count, text width)."""
-        raise NotImplementedError
 
 
 MODEL_KINDS: Registry[type[ModelKind]] = Registry("model kind")
