@@ -86,7 +86,7 @@ def test_pipeline_batches_and_labels(runs):
     assert pipe.conditions(3).class_labels.tolist() == [0, 1, 2]  # the classes in turn
     with pytest.raises(ValueError, match=r"class_labels \[9\] must lie in \[0, 8\)"):
         pipe(1, class_labels=[9])
-    with pytest.raises(ValueError, match="unknown sampler 'euler'"):
+    with pytest.raises(ValueError, match="sampler 'euler' is unknown; choose one of ddim, ddpm"):
         pipe(1, sampler="euler")
     with pytest.raises(ValueError, match="eta applies to the ddim sampler only"):
         pipe(1, sampler="ddpm", eta=0.5)

@@ -31,7 +31,7 @@ from torch import nn
 from vidiff.checkpoint import CheckpointError, load_checkpoint, load_weights, read_safetensors
 from vidiff.cond import Cond
 from vidiff.guidance import ClassifierFreeGuidance
-from vidiff.samplers import SAMPLERS, SamplingConfig, sample
+from vidiff.samplers import SamplingConfig, sample
 from vidiff.spec import (
     SPEC_FORMAT,
     ClipShape,
@@ -210,22 +210,16 @@ class Pipeline:
     def sampling(self, sampler: str | None = None, steps: int | None = None,
                  eta: float | None = None, guidance_scale: float | None = None
                  ) -> SamplingConfig:
-        """The spec's sampling settings with the given ones in place (eta is kept only for
-        the sampler it was set for); a ValueError for an unknown sampler or a bad value."""
+        """The spec's sampling settings with the given ones in place: the spec's steps and eta
+        are kept only for the sampler they were set for (another sampler takes its own
+        defaults); a `vidiff.samplers.SamplingError` for a bad value."""
         base = self.spec.sampling
         chosen = sampler or base.sampler
-        SAMPLERS.get(chosen)  # lists the samplers when unknown
-        run_eta = base.eta if chosen == base.sampler else None
-        result = SamplingConfig(chosen, steps or (base.steps if chosen == base.sampler else None),
-                                run_eta if eta is None else eta,
-                                base.guidance_scale if guidance_scale is None else guidance_scale)
-        if result.eta is not None and chosen != "ddim":
-            raise ValueError(f"eta applies to the ddim sampler only, not {chosen!r}")
-        if result.steps is not None and result.steps < 1:
-            raise ValueError(f"steps must be >= 1, got {result.steps}")
-        if result.guidance_scale < 0:
-            raise ValueError(f"guidance_scale must be >= 0, got {result.guidance_scale}")
-        return result
+        same = chosen == base.sampler
+        return SamplingConfig(
+            chosen, steps or (base.steps if same else None),
+            (base.eta if same else None) if eta is None else eta,
+            base.guidance_scale if guidance_scale is None else guidance_scale).check()
 
     # -- sampling --------------------------------------------------------------------------
     @torch.no_grad()

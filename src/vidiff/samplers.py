@@ -160,6 +160,35 @@ class SamplingConfig:
     # unconditional model ignores it). 1.5 kept the most balls steady in the default run
     # (0.69-0.71 of frame pairs, against 0.61 at 2 and 0.47 at 3: docs/RESULTS.md)
     guidance_scale: float = 1.5
+
+    def check(self) -> SamplingConfig:
+        """`self`, or a `SamplingError` naming the first bad field (the one place these
+        values are checked: run configs, the pipeline and the commands all call it)."""
+        if self.sampler not in SAMPLERS:
+            raise SamplingError("sampler", f"{self.sampler!r} is unknown; choose one of "
+                                           f"{', '.join(SAMPLERS.names())}")
+        if self.steps is not None and self.steps < 1:
+            raise SamplingError("steps", f"= {self.steps} must be >= 1")
+        if self.eta is not None and self.sampler != "ddim":
+            raise SamplingError("eta", f"applies to the ddim sampler only, not {self.sampler!r}")
+        if self.eta is not None and self.eta < 0:
+            raise SamplingError("eta", f"= {self.eta} must be >= 0")
+        if not self.guidance_scale >= 0:
+            raise SamplingError("guidance_scale",
+                                f"= {self.guidance_scale} must be >= 0 (1: none)")
+        return self
+
+
+class SamplingError(ValueError):
+    """A bad sampling setting: `field` (a `SamplingConfig` field) and what is wrong with it."""
+
+    def __init__(self, field: str, problem: str):
+        super().__init__(f"{field} {problem}")
+        self.field, self.problem = field, problem
+
+    def named(self, name: str) -> str:
+        """The message with the field called `name` (``sample.eta``, ``--eta``)."""
+        return f"{name} {self.problem}"
 DEFAULT_SPACING = {"ddpm": "linspace", "ddim": "linspace", "dpmpp_2m": "logsnr"}
 SAMPLER_OPTIONS = {"ddpm": ("variance",), "ddim": ("eta",), "dpmpp_2m": ()}
 

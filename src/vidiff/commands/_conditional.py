@@ -93,7 +93,7 @@ def check_common(args: argparse.Namespace) -> None:
     """Clear errors for bad values of the common arguments."""
     from vidiff.cli import CommandError
     from vidiff.io import WRITE_SUFFIXES, OutputPathError, check_output_file
-    from vidiff.samplers import SAMPLERS
+    from vidiff.samplers import SamplingConfig, SamplingError
 
     if Path(args.out).suffix.lower() not in WRITE_SUFFIXES:
         raise CommandError(f"--out {args.out!r}: unknown suffix {Path(args.out).suffix!r}; "
@@ -109,9 +109,11 @@ def check_common(args: argparse.Namespace) -> None:
             raise CommandError(f"--{key} must be >= 1, got {getattr(args, key)}")
     if args.guidance_weight < 0:
         raise CommandError(f"--guidance-weight must be >= 0, got {args.guidance_weight}")
-    if args.sampler is not None and args.sampler not in SAMPLERS:
-        raise CommandError(f"--sampler {args.sampler!r} is unknown; choose one of "
-                           f"{', '.join(SAMPLERS.names())}")
+    if args.sampler is not None:  # before the model is loaded
+        try:
+            SamplingConfig(sampler=args.sampler, steps=None).check()
+        except SamplingError as err:
+            raise CommandError(err.named("--sampler")) from None
 
 
 def load_pipeline(args: argparse.Namespace):
@@ -149,6 +151,7 @@ def load(args: argparse.Namespace):
     """(Pipeline, ConditionalSampler) for the checkpoint and options of `args`."""
     from vidiff.cli import CommandError
     from vidiff.conditional import ConditionalSampler
+    from vidiff.samplers import SamplingError
 
     check_common(args)
     pipe = load_pipeline(args)
@@ -158,8 +161,8 @@ def load(args: argparse.Namespace):
                            "conditioning would have to run on latents of another size)")
     try:  # the model's own sampler unless told (what `vidiff sample` and the run's samples use)
         chosen = pipe.sampling(args.sampler, args.steps, guidance_scale=1.0)
-    except ValueError as err:
-        raise CommandError(str(err)) from None
+    except SamplingError as err:
+        raise CommandError(err.named(f"--{err.field}")) from None
     args.sampler, args.steps = chosen.sampler, chosen.steps
     sampler = ConditionalSampler(pipe.model, pipe.diffusion, pipe.prior, method=args.method,
                                  weight=args.guidance_weight, sampler=args.sampler,

@@ -83,7 +83,7 @@ def run(args: argparse.Namespace) -> int:
         check_output_file,
         write_video,
     )
-    from vidiff.samplers import SAMPLERS
+    from vidiff.samplers import SamplingError
 
     out = Path(args.out)
     per_video = str(args.out).endswith(("/", "\\")) or out.is_dir()
@@ -115,15 +115,10 @@ def run(args: argparse.Namespace) -> int:
                            "without data.use_captions)")
     if args.guidance_scale not in (None, 1.0) and not spec.conditional:
         raise CommandError("--guidance-scale needs a conditional model (class or caption)")
-    if args.sampler is not None and args.sampler not in SAMPLERS:
-        raise CommandError(f"--sampler {args.sampler!r} is unknown; choose one of "
-                           f"{', '.join(SAMPLERS.names())}")
-    chosen = pipe.sampling(args.sampler)
-    if args.eta is not None and chosen.sampler != "ddim":
-        raise CommandError("--eta applies to --sampler ddim only")
-    if args.guidance_scale is not None and args.guidance_scale < 0:
-        raise CommandError(f"--guidance-scale must be >= 0, got {args.guidance_scale}")
-    chosen = pipe.sampling(chosen.sampler, args.steps, args.eta, args.guidance_scale)
+    try:
+        chosen = pipe.sampling(args.sampler, args.steps, args.eta, args.guidance_scale)
+    except SamplingError as err:
+        raise CommandError(err.named(f"--{err.field.replace('_', '-')}")) from None
     generator = torch.Generator(device=pipe.device).manual_seed(args.seed)
     videos = pipe(args.num, sampler=chosen.sampler, steps=chosen.steps, eta=chosen.eta,
                   guidance_scale=chosen.guidance_scale, class_labels=labels,

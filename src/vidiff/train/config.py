@@ -33,7 +33,7 @@ from vidiff.diffusion import DiffusionConfig
 from vidiff.losses import WEIGHTINGS, LossConfig
 from vidiff.predictions import PREDICTIONS
 from vidiff.priors import PriorConfig
-from vidiff.samplers import SamplingConfig
+from vidiff.samplers import SamplingConfig, SamplingError
 from vidiff.train.upgrade import _upgrade_override, upgrade_config_dict
 
 __all__ = [
@@ -205,7 +205,6 @@ def validate(config: RunConfig) -> RunConfig:
     """Check values that a type alone cannot (choices, ranges); returns `config`."""
     from vidiff.models import UNET_PRESETS
     from vidiff.priors import PRIORS
-    from vidiff.samplers import SAMPLERS
     from vidiff.train.budget import CLOCKS
 
     d, t = config.data, config.train
@@ -231,8 +230,10 @@ def validate(config: RunConfig) -> RunConfig:
     _choice("train.lr_schedule", t.lr_schedule, LR_SCHEDULES)
     _choice("train.budget_clock", t.budget_clock, tuple(CLOCKS))
     _choice("train.trainable", t.trainable, TRAINABLE)
-    _choice("sample.sampler", config.sample.sampler, SAMPLERS.names())
-    _check_sampling(config.sample)
+    try:
+        config.sample.check()
+    except SamplingError as err:
+        raise ConfigError(err.named(f"sample.{err.field}")) from None
     for key in ("steps", "grad_accum", "sample_count", "keep_checkpoints"):
         _positive(f"train.{key}", getattr(t, key))
     for key in ("warmup", "ema_start", "threads", "log_every", "sample_every", "ckpt_every"):
@@ -251,18 +252,6 @@ def validate(config: RunConfig) -> RunConfig:
     if t.grad_clip < 0 or t.weight_decay < 0:
         raise ConfigError("train.grad_clip and train.weight_decay must be >= 0")
     return config
-
-
-def _check_sampling(s: SamplingConfig) -> None:
-    if s.steps is not None:
-        _positive("sample.steps", s.steps)
-    if s.eta is not None and s.sampler != "ddim":
-        raise ConfigError(f"sample.eta applies to sample.sampler = \"ddim\" only, not "
-                          f"{s.sampler!r}")
-    if s.eta is not None and s.eta < 0:
-        raise ConfigError(f"sample.eta = {s.eta} must be >= 0")
-    if not s.guidance_scale >= 0:
-        raise ConfigError(f"sample.guidance_scale = {s.guidance_scale} must be >= 0 (1: none)")
 
 
 def warmup_steps(train: TrainConfig) -> int:
