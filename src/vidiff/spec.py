@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from torch import nn
 
 from vidiff.config_io import ConfigError, config_from_dict, config_to_dict
+from vidiff.config_upgrade import upgrade_config_dict
 from vidiff.diffusion import Diffusion, DiffusionConfig
 from vidiff.models.config import UNetConfig
 from vidiff.models.kinds import MODEL_KINDS, ModelKind
@@ -197,7 +198,7 @@ def spec_from_checkpoint(config: dict, meta: dict) -> ModelSpec:
 
 def _spec_from_v1(config: dict, meta: dict) -> ModelSpec:
     """A first-format checkpoint's spec (`vidiff-checkpoint-1` without ``"model_spec"``)."""
-    data, train = config.get("data", {}), config.get("train", {})
+    data = config.get("data", {})
     if meta.get("videofusion"):
         kind, network = "videofusion", meta["videofusion"]
     elif meta.get("unet_config"):
@@ -210,9 +211,8 @@ def _spec_from_v1(config: dict, meta: dict) -> ModelSpec:
         text = TextEncoderSpec(data.get("text_encoder", "hash"), int(unet.text_dim or 0),
                                int(data.get("max_tokens", 16)))
     prior = config_from_dict(PriorConfig, config.get("prior", {}), "prior")
-    sampling = config.get("sample") or {  # before the [sample] section: no guidance
-        "sampler": train.get("sampler", "ddim"), "steps": train.get("sample_steps", 50),
-        "guidance_scale": 1.0}
+    # before the [sample] section: train.sampler / train.sample_steps, and no guidance
+    sampling = upgrade_config_dict(config, stored=True).get("sample", {})
     return ModelSpec(
         kind=kind, network=network,
         diffusion=config_from_dict(DiffusionConfig, config.get("diffusion", {}), "diffusion"),

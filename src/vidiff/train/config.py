@@ -29,12 +29,12 @@ from vidiff.config_io import (
     config_to_dict,
     load_config_file,
 )
+from vidiff.config_upgrade import upgrade_config_dict, upgrade_override
 from vidiff.diffusion import DiffusionConfig
 from vidiff.losses import WEIGHTINGS, LossConfig
 from vidiff.predictions import PREDICTIONS
 from vidiff.priors import PriorConfig
 from vidiff.samplers import SamplingConfig, SamplingError
-from vidiff.train.upgrade import _upgrade_override, upgrade_config_dict
 
 __all__ = [
     "DataConfig",
@@ -381,4 +381,4 @@ def load_run_config(
                 raise ConfigError(f"{section}: expected a table [{section}], got {values!r}")
             data[section].update(values)
     config = config_from_dict(RunConfig, data)
-    return validate(apply_overrides(config, [_upgrade_override(o) for o in overrides]))
+    return validate(apply_overrides(config, [upgrade_override(o) for o in overrides]))

@@ -1,13 +1,14 @@
-"""Run configs of earlier vidiff versions, upgraded to today's keys.
+"""Run configs of earlier vidiff versions, upgraded to today's keys (plain dicts: read by the
+trainer's config loader and by `vidiff.spec` for checkpoints of the first format).
 
 `upgrade_config_dict` moves the keys of `MOVED_KEYS` (config files, stored runs) and
-`_upgrade_override` the same in ``--set KEY=VALUE`` overrides, so files and commands written
+`upgrade_override` the same in ``--set KEY=VALUE`` overrides, so files and commands written
 for an earlier version keep working.
 """
 
 from __future__ import annotations
 
-__all__ = ["MOVED_KEYS", "upgrade_config_dict"]
+__all__ = ["MOVED_KEYS", "upgrade_config_dict", "upgrade_override"]
 
 
 # keys of earlier versions -> today's (train.sampler moved into the [sample] section)
@@ -31,6 +32,7 @@ def upgrade_config_dict(data: dict, stored: bool = False) -> dict:
     return data
 
 
-def _upgrade_override(text: str) -> str:
+def upgrade_override(text: str) -> str:
+    """A `--set KEY=VALUE` override with an earlier version's KEY moved to today's."""
     key, sep, value = text.partition("=")
     return MOVED_KEYS.get(key.strip(), key) + sep + value if sep else text
