@@ -30,6 +30,7 @@ from torch.utils.data import Dataset
 __all__ = ["LatentCache", "autoencoder_fingerprint"]
 
 FORMAT = "vidiff-latents-1"
+CAPTIONS = "captions.jsonl"  # one [index, caption] line per encoded clip
 
 
 def autoencoder_fingerprint(autoencoder: torch.nn.Module) -> str:
@@ -71,9 +72,9 @@ class LatentCache(Dataset):
         self.latents = np.load(self.folder / "latents.npy", mmap_mode="r+")
         self.done = np.load(self.folder / "done.npy", mmap_mode="r+")
         self.labels = np.load(self.folder / "labels.npy", mmap_mode="r+")
-        self.captions = json.loads((self.folder / "captions.json").read_text())
         if not self.done.all():
             self._build()
+        self.captions = self._read_captions()
         self.latents = np.load(self.folder / "latents.npy", mmap_mode="r")
 
     def _create(self) -> None:
@@ -84,7 +85,7 @@ class LatentCache(Dataset):
         np.lib.format.open_memmap(self.folder / "latents.npy", "w+", np.float16, (n, *shape))
         np.save(self.folder / "done.npy", np.zeros(n, dtype=bool))
         np.save(self.folder / "labels.npy", np.full(n, -1, dtype=np.int64))
-        (self.folder / "captions.json").write_text(json.dumps([""] * n))
+        (self.folder / CAPTIONS).touch()
         meta = {"identity": self.identity, "shape": list(shape), "dtype": "float16"}
         (self.folder / "meta.json").write_text(json.dumps(meta, indent=2))
 
@@ -103,14 +104,26 @@ class LatentCache(Dataset):
                 latents = self.autoencoder.encode(videos)  # (B, c, f, h, w)
                 self.latents[idx] = latents.float().cpu().numpy().astype(np.float16)
                 self.labels[idx] = [int(it.get("label", -1)) for it in items]
-                for i, it in zip(idx, items, strict=True):
-                    self.captions[int(i)] = str(it.get("caption", ""))
                 self.latents.flush()
                 self.labels.flush()
-                (self.folder / "captions.json").write_text(json.dumps(self.captions))
+                with open(self.folder / CAPTIONS, "a") as f:  # one line per clip, appended
+                    f.writelines(json.dumps([int(i), str(it.get("caption", ""))]) + "\n"
+                                 for i, it in zip(idx, items, strict=True))
                 self.done[idx] = True  # only after the batch is on disk
                 self.done.flush()
                 bar.update(len(idx))
+
+    def _read_captions(self) -> list[str]:
+        """The captions file's lines (index, caption) as a list; a line cut by a stop in the
+        middle of a write is skipped (its batch was not marked done, and was encoded again)."""
+        captions = [""] * len(self.done)
+        for line in (self.folder / CAPTIONS).read_text().splitlines():
+            try:
+                i, caption = json.loads(line)
+            except ValueError:
+                continue
+            captions[i] = caption
+        return captions
 
     # -- reading ----------------------------------------------------------------------------
     @property
