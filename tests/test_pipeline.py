@@ -170,3 +170,15 @@ def test_pipeline_in_bfloat16(runs):
     half = low(2, generator=_seeded(4))
     assert half.dtype == torch.float32 and torch.isfinite(half).all()
     assert (half - full).abs().mean() < 0.05  # bf16 rounding, not other videos
+
+
+def test_eval_nll_refusals_come_before_any_sampling(runs, capsys, monkeypatch):
+    from _train_helpers import cli_error
+
+    def no_sampling(*args, **kwargs):
+        raise AssertionError("sampled before refusing --nll")
+
+    monkeypatch.setattr(Pipeline, "__call__", no_sampling)
+    err = cli_error(capsys, ["eval", "-c", str(runs["cond"]), "-n", "2", "--nll",
+                             "--threads", "1", "--no-progress"])
+    assert "--nll: conditional models are not supported" in err

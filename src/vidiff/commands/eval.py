@@ -85,6 +85,8 @@ def _check_args(args: argparse.Namespace) -> None:
         if path is not None and not Path(path).expanduser().is_file():
             _fail(f"--{flag}: weights file not found: {path!r} (nothing is downloaded; see "
                   "docs/EVAL.md for where to get it)")
+    if args.nll and str(args.reference).lower().endswith(".npz"):
+        _fail("--nll needs reference videos, not a statistics file")
     if args.save_reference and str(args.reference).endswith(".npz"):
         _fail("--save-reference: the reference is already a statistics file")
     if args.checkpoint and not args.generated and args.num < 2:
@@ -125,7 +127,27 @@ def _load_nets(args, device) -> tuple:
     return nets[0], nets[1], weights
 
 
-def _generated(args, device):
+def _pipeline(args, device):
+    """--checkpoint's `vidiff.Pipeline`, loaded once for the clips it samples and its --nll
+    (None when neither needs it: the checkpoint then only names the reference data)."""
+    from vidiff.checkpoint import CheckpointError
+    from vidiff.pipeline import Pipeline
+
+    if not args.checkpoint or (args.generated and not args.nll):
+        return None
+    try:
+        pipe = Pipeline.from_pretrained(args.checkpoint, device=device)
+    except (FileNotFoundError, ValueError, CheckpointError) as err:
+        _fail(f"--checkpoint: {err}")
+    if args.nll and pipe.spec.conditional:  # said before any clip is scored
+        _fail("--nll: conditional models are not supported (the bound needs the labels)")
+    if args.nll and pipe.spec.autoencoder is not None:
+        _fail("--nll: a latent model's bound would be in latent bits/dim, not the videos'; "
+              "it is not reported")
+    return pipe
+
+
+def _generated(args, device, pipe):
     from vidiff.checkpoint import CheckpointError
     from vidiff.evaluate import checkpoint_clips, open_videos
 
@@ -137,8 +159,8 @@ def _generated(args, device):
                       f"metrics compare two sets of clips and need at least 2 (a folder of "
                       f"videos, an (N, C, F, H, W) array, or -c CHECKPOINT --num N)")
             return source
-        return checkpoint_clips(args.checkpoint, args.num, sampler=args.sampler,
-                                steps=args.steps, seed=args.seed, device=device)
+        return checkpoint_clips(pipe, args.num, sampler=args.sampler, steps=args.steps,
+                                seed=args.seed)
     except (FileNotFoundError, ValueError, CheckpointError) as err:
         _fail(f"--{'generated' if args.generated else 'checkpoint'}: {err}")
 
@@ -213,18 +235,9 @@ def _is_tracked(name: str, reference) -> bool:
     return name == "bouncing_balls"
 
 
-def _nll(args, ref_name: str, shape: tuple, device, progress: bool) -> dict:
+def _nll(args, pipe, ref_name: str, shape: tuple, device, progress: bool) -> dict:
     from vidiff.evaluate import nll_bits_per_dim_on
-    from vidiff.pipeline import Pipeline
 
-    pipe = Pipeline.from_pretrained(args.checkpoint, device=device)
-    if pipe.spec.conditional:
-        _fail("--nll: conditional models are not supported (the bound needs the labels)")
-    if pipe.spec.autoencoder is not None:
-        _fail("--nll: a latent model's bound would be in latent bits/dim, not the videos'; "
-              "it is not reported")
-    if Path(ref_name).suffix.lower() == ".npz":
-        _fail("--nll needs reference videos, not a statistics file")
     shape_ = pipe.spec.shape
     source = _reference_source(argparse.Namespace(frames=shape_.frames, size=shape_.size,
                                                   checkpoint=args.checkpoint),
@@ -301,7 +314,8 @@ def run(args: argparse.Namespace) -> int:
         def reference(shape: tuple, count: int):  # the reference clips, once shape is known
             return _reference_source(args, ref_name, shape, args.reference_num or count)
     config.tracking = _is_tracked(ref_name, reference if saved else None)
-    generated_source = _generated(args, device)
+    pipe = _pipeline(args, device)
+    generated_source = _generated(args, device, pipe)
     job = EvalJob(generated_source, reference, config, i3d, inception, weights, device,
                   progress, None if saved else args.save_reference)
     try:
@@ -316,7 +330,7 @@ def run(args: argparse.Namespace) -> int:
     for note in metrics["warnings"]:
         print(f"vidiff eval: warning: {note}", file=sys.stderr)
     if args.nll:
-        metrics["nll"] = _nll(args, ref_name, generated.shape, device, progress)
+        metrics["nll"] = _nll(args, pipe, ref_name, generated.shape, device, progress)
     report = {"metrics": metrics, "settings": {
         "generated": generated_source.describe, "reference": reference_describe,
         "clip_shape": list(generated.shape), "batch_size": args.batch_size,

@@ -203,7 +203,7 @@ def dataset_clips(source: str, frames: int, size: int, count: int, seed: int = 0
 
 
 def checkpoint_clips(
-    path: str | os.PathLike,
+    path,
     count: int,
     *,
     sampler: str | None = None,
@@ -212,7 +212,8 @@ def checkpoint_clips(
     device: torch.device | str = "cpu",
     weights: str = "ema",
 ) -> ClipSource:
-    """``count`` videos sampled from a checkpoint or exported model, one batch at a time.
+    """``count`` videos sampled from a checkpoint or exported model (`path`; or an already
+    loaded `vidiff.Pipeline`, whose `weights` and `device` are its own), one batch at a time.
 
     Batch ``k`` (``batch_size`` videos) uses the noise seed ``seed + k``; class-conditional
     models cycle through the classes over all batches. ``sampler`` / ``steps`` default to the
@@ -220,7 +221,8 @@ def checkpoint_clips(
     """
     from vidiff.pipeline import Pipeline
 
-    pipe = Pipeline.from_pretrained(path, weights=weights, device=device)
+    pipe = path if isinstance(path, Pipeline) else Pipeline.from_pretrained(
+        path, weights=weights, device=device)
     chosen = pipe.sampling(sampler, steps)
     classes = pipe.spec.num_classes
 
