@@ -61,10 +61,19 @@ class Stepper:
     def device(self) -> torch.device:
         return self.dist.device
 
+    def __post_init__(self):
+        precision = self.config.train.precision
+        self.autocast_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
+
     @property
     def micro_batch(self) -> int:
         """Videos per micro-step over all processes."""
         return self.config.data.batch_size * self.dist.world
+
+    @property
+    def batch(self) -> int:
+        """Videos per optimizer step over all processes."""
+        return self.micro_batch * self.config.train.grad_accum
 
     def draws(self, position: int, shape: tuple[int, ...]):
         """t (B,), noise (B, C, F + K, H, W) and the condition-dropout uniforms (B, 1 + K)
@@ -88,7 +97,7 @@ class Stepper:
         cond = self.conditions(batch, drops)
         no_sync = getattr(self.ddp, "no_sync", None)
         ctx = no_sync() if (no_sync is not None and not sync) else nullcontext()
-        dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.config.train.precision)
+        dtype = self.autocast_dtype
         autocast = torch.autocast(self.device.type, dtype=dtype) if dtype else nullcontext()
         with ctx:
             with autocast:

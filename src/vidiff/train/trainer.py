@@ -125,7 +125,7 @@ class Trainer:
         data = build_data(self.config, self.dist)
         self.config = config = data.config  # data.use_labels resolved
         self.dataset, self.train_data = data.dataset, data.train_data
-        self.class_names, self.channels, self.fps = data.class_names, data.channels, data.fps
+        self.class_names, self.fps = data.class_names, data.fps
         self.text_encoder, self.autoencoder = data.text_encoder, data.autoencoder
         self.clip = tuple(data.first.shape)  # (C, F, H, W) of the model's clips
         restored = self._restore_point()
@@ -209,14 +209,9 @@ class Trainer:
 
     # -- one step ---------------------------------------------------------------------------------
     @property
-    def global_micro_batch(self) -> int:
-        """Videos per micro-step over all processes."""
-        return self.config.data.batch_size * self.dist.world
-
-    @property
     def global_batch(self) -> int:
         """Videos per optimizer step over all processes."""
-        return self.global_micro_batch * self.config.train.grad_accum
+        return self.stepper.batch
 
     def _cond(self, batch: dict[str, Any], drops: torch.Tensor) -> Cond:
         """The model's conditions for `batch` (`vidiff.train.conditions`)."""
