@@ -19,7 +19,7 @@ import shutil
 from dataclasses import replace
 from pathlib import Path
 
-from vidiff.models.autoencoder import _vae_folder
+from vidiff.models.autoencoder import vae_folder
 from vidiff.pipeline import EXPORT_CONFIG, EXPORT_WEIGHTS, read_pretrained
 from vidiff.spec import SPEC_FORMAT, ModelSpec
 
@@ -52,7 +52,7 @@ def export_model(source: str | os.PathLike, out: str | os.PathLike,
         if text_dir is not None:
             _copy_text_encoder(text_dir, tmp / BUNDLED_TEXT)
         if found.spec.autoencoder is not None:  # the VAE folder (of a root: its vae/)
-            shutil.copytree(_vae_folder(Path(found.spec.autoencoder.name).expanduser()),
+            shutil.copytree(vae_folder(Path(found.spec.autoencoder.name).expanduser()),
                             tmp / BUNDLED_VAE)
         reports = _eval_reports(found.source)
         (tmp / "README.md").write_text(model_card(spec, reports, weights, out.name))

@@ -27,7 +27,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-__all__ = ["FrameAutoencoder", "VideoAutoencoder", "load_diffusers_vae"]
+__all__ = ["FrameAutoencoder", "VideoAutoencoder", "load_diffusers_vae", "vae_folder"]
 
 DEFAULT_FRAME_BATCH = 16  # frames per encoder / decoder call
 
@@ -114,7 +114,7 @@ class FrameAutoencoder(VideoAutoencoder):
         return self._video(torch.cat(out), batch)
 
 
-def _vae_folder(path: Path) -> Path:
+def vae_folder(path: Path) -> Path:
     """The folder of the VAE: `path` itself, or a pipeline root's ``vae/``."""
     if (path / "model_index.json").is_file() or not (path / "config.json").is_file():
         folder = path / "vae"
@@ -130,7 +130,7 @@ def load_diffusers_vae(path: str | os.PathLike, *, batch_size: int = DEFAULT_FRA
                        dtype: torch.dtype = torch.float32) -> FrameAutoencoder:
     """The `AutoencoderKL` of a diffusers ``vae/`` folder or pipeline root as a
     `FrameAutoencoder` (local files only: nothing is downloaded)."""
-    folder = _vae_folder(Path(path))
+    folder = vae_folder(Path(path))
     kind = json.loads((folder / "config.json").read_text()).get("_class_name")
     if kind not in (None, "AutoencoderKL"):
         raise ValueError(f"{str(folder)!r} holds a {kind}; vidiff reads AutoencoderKL VAEs "
