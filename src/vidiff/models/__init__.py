@@ -14,12 +14,14 @@ from .context import Context
 from .diffusers_io import (
     convert_diffusers_state_dict,
     diffusers_config_to_unet_config,
+    load_diffusers_unet,
     load_diffusers_unet2d,
 )
 from .diffusers_schedule import diffusion_config_from_scheduler
 from .embeddings import TextConditioner, TimestepMLP, timestep_embedding
 from .inflate import inflate, is_temporal_parameter
 from .presets import UNET_PRESETS, build_unet, count_parameters, unet_config
+from .transformer import SpatialTransformer
 from .unet import Stage, UNet
 from .videofusion import FrameConditionedUNet, VideoFusion, build_videofusion
 
@@ -31,6 +33,7 @@ __all__ = [
     "FrameConditionedUNet",
     "ResBlock",
     "SpatialAttention",
+    "SpatialTransformer",
     "Stage",
     "TemporalAttention",
     "TemporalConv",
@@ -49,6 +52,7 @@ __all__ = [
     "diffusion_config_from_scheduler",
     "inflate",
     "is_temporal_parameter",
+    "load_diffusers_unet",
     "load_diffusers_unet2d",
     "load_diffusers_vae",
     "relative_position_buckets",

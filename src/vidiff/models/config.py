@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, fields
 
 _PADDINGS = ("same", "symmetric")
+SPATIAL_BLOCKS = ("attention", "transformer")
 _REL_POS = ("t5", "clip")
 
 
@@ -34,6 +35,14 @@ class UNetConfig:
     mid_attention: bool = True  # self-attention between the two middle residual blocks
     num_heads: int = 1  # attention heads (used when head_dim is None; DDPM: 1)
     head_dim: int | None = None  # channels per head; set: heads = channels // head_dim (ADM: 64)
+    level_heads: tuple[int, ...] = ()  # heads per level (SD 2's per-block heads); () = above
+    # the spatial block at the attention resolutions: "attention" (DDPM/ADM self-attention,
+    # text keys and values prepended as in GLIDE) or "transformer" (LDM / Stable Diffusion:
+    # GroupNorm, proj_in, [self-attention, cross-attention to the text, GEGLU MLP] x depth,
+    # proj_out; see vidiff.models.transformer)
+    spatial_block: str = "attention"
+    transformer_depth: int = 1  # "transformer": transformer blocks per spatial block (SD: 1)
+    attention_fp32: bool = False  # "transformer": attention in float32 (SD 2's upcast_attention)
     # -- residual blocks -----------------------------------------------------------------------
     dropout: float = 0.1  # dropout before the second conv of each residual block (DDPM: 0.1)
     norm_groups: int = 32  # GroupNorm groups, everywhere (DDPM/ADM: 32)
@@ -49,6 +58,13 @@ class UNetConfig:
     # -- conditioning --------------------------------------------------------------------------
     num_classes: int | None = None  # class-conditional with this many classes; None = no labels
     text_dim: int | None = None  # text width D; pooled into emb + attended by attention blocks
+    # layer-norm the text and add its pooled mean to emb (GLIDE / Imagen). False (SD): the
+    # tokens are the cross-attention context as they are, and nothing else
+    text_pooling: bool = True
+    # tokens of the null text (classifier-free guidance's null condition), a learned
+    # parameter: 1 learned token, or a Stable Diffusion import's 77, which start as the
+    # embedding of the empty prompt (SD's null condition)
+    null_text_tokens: int = 1
     # super-resolution (VDM/Imagen Video cascades): channels of a low-res video, upsampled
     # (nearest) to x's size and concatenated to x before conv_in; 0 = no low-res input
     cond_channels: int = 0
@@ -66,6 +82,7 @@ class UNetConfig:
     def __post_init__(self):
         object.__setattr__(self, "channel_mult", tuple(int(m) for m in self.channel_mult))
         object.__setattr__(self, "attention_ds", tuple(int(d) for d in self.attention_ds))
+        object.__setattr__(self, "level_heads", tuple(int(h) for h in self.level_heads))
         self._validate()
 
     # ------------------------------------------------------------------------------------------
@@ -87,8 +104,10 @@ class UNetConfig:
         """Whether the residual blocks of `level` are followed by attention."""
         return 2**level in self.attention_ds
 
-    def heads(self, channels: int) -> int:
-        """Attention heads for a block with `channels` channels."""
+    def heads(self, channels: int, level: int | None = None) -> int:
+        """Attention heads for a block of `level` with `channels` channels."""
+        if self.level_heads and level is not None:
+            return self.level_heads[level]
         return channels // self.head_dim if self.head_dim else self.num_heads
 
     @property
@@ -118,22 +137,7 @@ class UNetConfig:
             c = self.level_channels(level)
             if c % self.norm_groups:
                 bad("norm_groups", f"must divide every level's width ({c} at level {level})")
-        if self.head_dim is not None:
-            for level in range(self.num_levels):
-                c = self.level_channels(level)
-                if (self.level_has_attention(level) or level == self.num_levels - 1) and (
-                    c % self.head_dim
-                ):
-                    bad("head_dim", f"must divide the width of attention blocks ({c})")
-        elif self.num_heads < 1:
-            bad("num_heads", "must be >= 1")
-        else:
-            for level in range(self.num_levels):
-                c = self.level_channels(level)
-                if c % self.num_heads and (
-                    self.level_has_attention(level) or level == self.num_levels - 1
-                ):
-                    bad("num_heads", f"must divide the width of attention blocks ({c})")
+        self._validate_attention(bad)
         if not 0.0 <= self.dropout < 1.0:
             bad("dropout", "must be in [0, 1)")
         if self.downsample_padding not in _PADDINGS:
@@ -156,6 +160,27 @@ class UNetConfig:
             bad("cond_channels", "must be >= 0 (0: no low-res input)")
         if self.time_embed_dim is not None and self.time_embed_dim < 1:
             bad("time_embed_dim", "must be >= 1 or None")
+
+    def _validate_attention(self, bad):
+        if self.level_heads and len(self.level_heads) != self.num_levels:
+            bad("level_heads", f"needs one entry per level ({self.num_levels})")
+        if self.head_dim is None and not self.level_heads and self.num_heads < 1:
+            bad("num_heads", "must be >= 1")
+        name = "level_heads" if self.level_heads else (
+            "head_dim" if self.head_dim else "num_heads")
+        for level in range(self.num_levels):
+            c = self.level_channels(level)
+            if not (self.level_has_attention(level) or level == self.num_levels - 1):
+                continue
+            heads = self.heads(c, level)
+            if heads < 1 or c % heads or (self.head_dim and c % self.head_dim):
+                bad(name, f"must divide the width of attention blocks ({c})")
+        if self.spatial_block not in SPATIAL_BLOCKS:
+            bad("spatial_block", f"must be one of {SPATIAL_BLOCKS}")
+        if self.transformer_depth < 1:
+            bad("transformer_depth", "must be >= 1")
+        if self.null_text_tokens < 1:
+            bad("null_text_tokens", "must be >= 1")
 
     @classmethod
     def field_names(cls) -> list[str]:

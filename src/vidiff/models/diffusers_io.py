@@ -1,9 +1,11 @@
-"""Import of diffusers `UNet2DModel` directories (config.json + weights) without diffusers.
+"""Import of diffusers U-Net directories (config.json + weights) without diffusers.
 
-The DDPM paper's released models (google/ddpm-cifar10-32, google/ddpm-celebahq-256,
-google/ddpm-church-256, ...) are published in this format. `load_diffusers_unet2d` maps the
-config to a `UNetConfig`, the weights to vidiff's names and layout, and (by default) inflates
-the result into a video U-Net, which is where PYoCo fine-tuning starts.
+Two classes: `UNet2DModel`, the format of the DDPM paper's released models
+(google/ddpm-cifar10-32, google/ddpm-celebahq-256, ...), and `UNet2DConditionModel`, Stable
+Diffusion 1.x / 2.x's latent U-Net (its config mapping and transformer weights:
+`vidiff.models.diffusers_sd`). `load_diffusers_unet` maps the config to a `UNetConfig`, the
+weights to vidiff's names and layout, and (by default) inflates the result into a video
+U-Net, which is where PYoCo fine-tuning starts.
 
 The mapping follows diffusers' `UNet2DModel` semantics: DDPM sinusoid (freq_shift,
 flip_sin_to_cos), timestep MLP, pre-norm residual blocks with an additive ("default") time
@@ -22,7 +24,9 @@ import torch
 from torch import Tensor
 
 from .config import UNetConfig
-from .inflate import inflate
+from .diffusers_sd import CLASS_NAME as SD_CLASS
+from .diffusers_sd import convert_transformer, sd_config_to_unet_config
+from .inflate import inflate as _inflate
 from .unet import UNet
 
 CONFIG_NAME = "config.json"
@@ -77,13 +81,17 @@ def _unsupported(source, field, value, why) -> ValueError:
 
 
 def diffusers_config_to_unet_config(config: dict, source: str = "config") -> UNetConfig:
-    """The `UNetConfig` (temporal=False) equivalent to a diffusers `UNet2DModel` config dict.
+    """The `UNetConfig` (temporal=False) equivalent to a diffusers `UNet2DModel` or
+    `UNet2DConditionModel` config dict.
 
     Raises ValueError naming `source` and the field for anything vidiff cannot express.
     """
     cls = config.get("_class_name", "UNet2DModel")
+    if cls == SD_CLASS:
+        return sd_config_to_unet_config(config, source)
     if cls != "UNet2DModel":
-        raise _unsupported(source, "_class_name", cls, "only UNet2DModel can be imported")
+        raise _unsupported(source, "_class_name", cls, f"vidiff imports UNet2DModel and "
+                           f"{SD_CLASS}")
     for field, value in config.items():
         if field in _IGNORED or field in _MAPPED:
             continue
@@ -239,6 +247,9 @@ def convert_diffusers_state_dict(state_dict: dict[str, Tensor], cfg: UNetConfig)
         return sd.pop(key)
 
     for src, dst in attns:
+        if cfg.spatial_block == "transformer":
+            out.update(convert_transformer(sd, src, dst, cfg.transformer_depth))
+            continue
         for p in ("weight", "bias"):
             out[f"{dst}.norm.{p}"] = take(src, f"group_norm.{p}", f"group_norm.{p}")
             q, k, v = (
@@ -295,28 +306,35 @@ def _read_weight_file(f: Path) -> dict[str, Tensor]:
     return torch.load(f, map_location="cpu", weights_only=True)
 
 
-def load_diffusers_unet2d(
+def load_diffusers_unet(
     path: str | Path,
-    temporal: bool = True,
+    inflate: bool = True,
     *,
     subfolder: str | None = None,
     variant: str | None = None,
+    null_text: Tensor | None = None,
     **options,
 ) -> UNet:
-    """Load a diffusers `UNet2DModel` directory as a vidiff `UNet`, without diffusers.
+    """Load a diffusers `UNet2DModel` or `UNet2DConditionModel` directory as a vidiff `UNet`,
+    without diffusers.
 
     Args:
         path: directory holding config.json and diffusion_pytorch_model.safetensors (or .bin,
             read with `torch.load(weights_only=True)`, or a sharded index); a pipeline
             directory with a unet/ subfolder works too.
-        temporal: True (default): inflate into a video U-Net whose temporal blocks start as
-            the identity; False: the image U-Net itself.
+        inflate: True (default): a video U-Net whose temporal blocks (after every spatial
+            attention or transformer block) start as the identity; False: the image U-Net.
         subfolder: look in path/subfolder.
         variant: weights variant, e.g. "fp16" for diffusion_pytorch_model.fp16.safetensors.
+        null_text: (L, D) the text model's embedding of the empty prompt: the null condition
+            of classifier-free guidance (SD's convention), a parameter that training may
+            move. None: one learned null token, randomly initialised.
         options: execution or temporal-block config fields (dropout, temporal_conv, ...).
 
     The model comes back in float32 on the CPU, in eval mode; its output equals diffusers'
-    `UNet2DModel(x, t).sample` (per frame, for the video model).
+    `model(x, t).sample`, or for a `UNet2DConditionModel` `model(x, t,
+    encoder_hidden_states=E).sample` against vidiff's `model(x, t, text_emb=E)` (per frame,
+    for the video model).
     """
     directory = _resolve_dir(Path(path), subfolder)
     config_file = directory / CONFIG_NAME
@@ -332,25 +350,43 @@ def load_diffusers_unet2d(
         for k in ("dropout", "channels_last", "gradient_checkpointing")
         if k in options
     }
-    if not temporal and options:
-        raise ValueError(f"options {sorted(options)} apply only to temporal=True")
+    if not inflate and options:
+        raise ValueError(f"options {sorted(options)} apply only to inflate=True")
+    if null_text is not None:
+        if cfg.text_dim is None or null_text.ndim != 2 or null_text.shape[1] != cfg.text_dim:
+            raise ValueError(f"null_text must be (L, text_dim={cfg.text_dim}), got "
+                             f"{tuple(null_text.shape)}")
+        image_options["null_text_tokens"] = int(null_text.shape[0])
     cfg = replace(cfg, **image_options)
+    model = _with_weights(UNet(cfg), directory, variant, config_file)
+    if null_text is not None:
+        model.text_cond.null_token.data.copy_(null_text)
+    model.eval()
+    return _inflate(model, **options) if inflate else model
+
+
+def _with_weights(model: UNet, directory: Path, variant: str | None, config_file: Path):
+    """`model` holding the diffusers weights of `directory` (its own null text aside)."""
     state_dict, weights_file = _load_weights(directory, variant)
     try:
-        converted = convert_diffusers_state_dict(state_dict, cfg)
+        converted = convert_diffusers_state_dict(state_dict, model.config)
     except KeyError as err:
         raise ValueError(f"{weights_file}: {err.args[0]}") from None
-    model = UNet(cfg)
     try:
         missing, unexpected = model.load_state_dict(
             {k: v.float() for k, v in converted.items()}, strict=False
         )
     except RuntimeError as err:  # shape mismatches
         raise ValueError(f"{weights_file} does not fit {config_file}: {err}") from None
+    missing = [k for k in missing if k != "text_cond.null_token"]  # vidiff's own
     if missing or unexpected:
         raise ValueError(
             f"{weights_file} does not fit {config_file}: missing {missing[:8]}, "
             f"unexpected {unexpected[:8]}"
         )
-    model.eval()
-    return inflate(model, **options) if temporal else model
+    return model
+
+
+def load_diffusers_unet2d(path: str | Path, temporal: bool = True, **keywords) -> UNet:
+    """`load_diffusers_unet` under its first name (`temporal` is its `inflate`)."""
+    return load_diffusers_unet(path, inflate=temporal, **keywords)

@@ -59,17 +59,26 @@ class TextConditioner(nn.Module):
     Two paths, as in GLIDE / Imagen: the masked mean of the (layer-normed) tokens goes through
     an MLP and is added to the timestep embedding (the pooled path), and the tokens themselves
     are returned for every spatial attention block to attend to (the cross-attention path, see
-    `SpatialAttention`). A sample whose `cond_mask` is False sees a single learned null token
-    instead of its text, whatever the text and mask were: that is the null condition of
-    classifier-free guidance.
+    `SpatialAttention`). `pooled=False` is Stable Diffusion's conditioning: the tokens, as
+    they are, are the cross-attention context and nothing else. A sample whose `cond_mask` is
+    False sees the learned null text instead of its text, whatever the text and mask were:
+    that is the null condition of classifier-free guidance. The null text has `null_tokens`
+    tokens: one, or an SD import's 77 that start as the empty prompt's embedding (SD's null).
     """
 
-    def __init__(self, text_dim: int, emb_dim: int):
+    def __init__(self, text_dim: int, emb_dim: int, *, pooled: bool = True,
+                 null_tokens: int = 1):
         super().__init__()
-        self.null_token = nn.Parameter(torch.zeros(text_dim))
+        self.null_token = nn.Parameter(torch.zeros(null_tokens, text_dim))  # (L0, D)
         nn.init.normal_(self.null_token, std=text_dim**-0.5)
-        self.norm = nn.LayerNorm(text_dim)
-        self.pool = TimestepMLP(text_dim, emb_dim)
+        self.norm = nn.LayerNorm(text_dim) if pooled else None
+        self.pool = TimestepMLP(text_dim, emb_dim) if pooled else None
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        key = prefix + "null_token"
+        if key in state_dict and state_dict[key].ndim == 1:  # one token, written as (D,)
+            state_dict[key] = state_dict[key][None]
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def forward(
         self,
@@ -77,32 +86,23 @@ class TextConditioner(nn.Module):
         text_mask: Tensor | None,
         cond_mask: Tensor | None,
         batch: int,
-    ) -> tuple[Tensor, Tensor | None, Tensor]:
-        """Returns (tokens (B, L, D), key mask (B, L) bool or None, pooled (B, emb_dim)).
+    ) -> tuple[Tensor, Tensor | None, Tensor | None]:
+        """Returns (tokens (B, L, D), key mask (B, L) bool or None, pooled (B, emb_dim), or
+        None without the pooled path).
 
-        `text_emb=None` means "no text" for the whole batch: every sample gets the null token.
+        `text_emb=None` means "no text" for the whole batch: every sample gets the null text.
         """
-        null = self.null_token.to(self.norm.weight.dtype)
+        null = self.null_token  # (L0, D)
         if text_emb is None:
-            tokens = null.expand(batch, 1, -1)  # (B, 1, D)
+            tokens = null.expand(batch, *null.shape)  # (B, L0, D)
             mask = None
         else:
-            if text_emb.ndim != 3 or text_emb.shape[0] != batch:
-                raise ValueError(
-                    f"text_emb must be (B={batch}, L, D), got {tuple(text_emb.shape)}"
-                )
             tokens, mask = text_emb, text_mask
-            if mask is not None and mask.shape != text_emb.shape[:2]:
-                raise ValueError(
-                    f"text_mask must be (B, L)={tuple(text_emb.shape[:2])}, "
-                    f"got {tuple(mask.shape)}"
-                )
+            self._check(text_emb, text_mask, batch)
             if cond_mask is not None:
-                keep = cond_mask.view(batch, 1)  # (B, 1)
-                tokens = torch.where(keep[..., None], tokens, null.to(tokens.dtype))
-                first = torch.zeros_like(keep.expand(batch, tokens.shape[1]))  # (B, L)
-                first[:, 0] = True
-                mask = torch.where(keep, mask if mask is not None else True, first)
+                tokens, mask = self._with_null(tokens, mask, cond_mask.view(batch, 1), null)
+        if self.norm is None:
+            return tokens, mask, None
         tokens = self.norm(tokens)  # (B, L, D)
         if mask is None:
             pooled = tokens.mean(dim=1)  # (B, D)
@@ -110,3 +110,26 @@ class TextConditioner(nn.Module):
             w = mask.to(tokens.dtype)[..., None]  # (B, L, 1)
             pooled = (tokens * w).sum(1) / w.sum(1).clamp(min=1.0)  # (B, D)
         return tokens, mask, self.pool(pooled)
+
+    def _check(self, text_emb: Tensor, text_mask: Tensor | None, batch: int) -> None:
+        if text_emb.ndim != 3 or text_emb.shape[0] != batch:
+            raise ValueError(f"text_emb must be (B={batch}, L, D), got {tuple(text_emb.shape)}")
+        if text_mask is not None and text_mask.shape != text_emb.shape[:2]:
+            raise ValueError(f"text_mask must be (B, L)={tuple(text_emb.shape[:2])}, "
+                             f"got {tuple(text_mask.shape)}")
+        n0, length = self.null_token.shape[0], text_emb.shape[1]
+        if n0 > 1 and length != n0:
+            raise ValueError(f"text_emb has {length} tokens; this model's null text has {n0} "
+                             f"(its text encoder's length)")
+
+    @staticmethod
+    def _with_null(tokens: Tensor, mask: Tensor | None, keep: Tensor, null: Tensor):
+        """Rows with keep (B, 1) False get the null text: its tokens first, the rest masked."""
+        b, length = tokens.shape[:2]
+        n0 = null.shape[0]
+        if n0 < length:  # (L0, D) -> (L, D), padded with tokens that the mask hides
+            null = torch.cat([null, null[:1].expand(length - n0, -1)])
+        tokens = torch.where(keep[..., None], tokens, null.to(tokens.dtype))
+        real = torch.arange(length, device=tokens.device)[None] < n0  # (1, L)
+        mask = torch.where(keep, mask if mask is not None else True, real.expand(b, length))
+        return tokens, mask

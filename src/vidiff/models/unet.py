@@ -29,6 +29,7 @@ from .config import UNetConfig
 from .context import Context
 from .embeddings import TextConditioner, TimestepMLP, timestep_embedding
 from .norm import GroupNorm32, zero_
+from .transformer import SpatialTransformer
 
 if TYPE_CHECKING:
     from vidiff.cond import Cond
@@ -91,7 +92,9 @@ class UNet(nn.Module):
         self.class_embed = (
             nn.Embedding(cfg.num_classes + 1, emb_dim) if cfg.num_classes is not None else None
         )
-        self.text_cond = TextConditioner(cfg.text_dim, emb_dim) if cfg.text_dim else None
+        self.text_cond = TextConditioner(
+            cfg.text_dim, emb_dim, pooled=cfg.text_pooling, null_tokens=cfg.null_text_tokens
+        ) if cfg.text_dim else None
         self.conv_in = nn.Conv2d(cfg.in_channels + cfg.cond_channels, ch0, 3, padding=1)
 
         ch, skips = ch0, [ch0]
@@ -137,8 +140,13 @@ class UNet(nn.Module):
         if cfg.temporal and cfg.temporal_conv:
             tconv = TemporalConv(cout, kernel=cfg.temporal_conv_kernel, **norm)
         if cfg.level_has_attention(level) if attention is None else attention:
-            heads = cfg.heads(cout)
-            attn = SpatialAttention(cout, heads, text_dim=cfg.text_dim, **norm)
+            heads = cfg.heads(cout, level)
+            if cfg.spatial_block == "transformer":
+                attn = SpatialTransformer(cout, heads, groups=cfg.norm_groups,
+                                          text_dim=cfg.text_dim, depth=cfg.transformer_depth,
+                                          fp32=cfg.attention_fp32)
+            else:
+                attn = SpatialAttention(cout, heads, text_dim=cfg.text_dim, **norm)
             if cfg.temporal:
                 tattn = TemporalAttention(cout, heads, table_size=cfg.rel_pos_table_size, **norm)
         return Stage(res, tconv, attn, tattn, resample)
@@ -328,7 +336,8 @@ class UNet(nn.Module):
         tokens = tmask = None
         if self.text_cond is not None:
             tokens, tmask, pooled = self.text_cond(text_emb, text_mask, cond_mask, rows)
-            emb = emb + pooled
+            if pooled is not None:
+                emb = emb + pooled
         elif text_emb is not None:
             raise ValueError("text_emb given to a model built with text_dim=None")
         if frame_emb is not None:
