@@ -1,47 +1,14 @@
 """A Stable Diffusion pipeline's CLIP text encoder: hidden states equal transformers' own, in
 SD's form (77 padded tokens, all attended), and a run conditioned on it."""
 
-import json
-
 import pytest
 import torch
 
 transformers = pytest.importorskip("transformers")
 
+from _sd_helpers import write_tiny_clip  # noqa: E402
+
 from vidiff.text import ClipTextEncoder, is_clip_root, text_encoder_named  # noqa: E402
-
-WORDS = ["a", "red", "green", "blue", "yellow", "ball", "balls", "two"]
-
-
-def write_tiny_clip(root):
-    """text_encoder/ (a random 2-layer CLIPTextModel) and tokenizer/ (a real CLIP BPE
-    tokenizer over a small vocabulary written here) in a pipeline root."""
-    letters = sorted(set("".join(WORDS)))
-    vocab = {"<|startoftext|>": 0, "<|endoftext|>": 1}
-    for token in letters + [c + "</w>" for c in letters] + [w + "</w>" for w in WORDS]:
-        vocab.setdefault(token, len(vocab))
-    merges = ["#version: 0.2"]
-    for word in WORDS:  # merge each word left to right into one token
-        pieces = list(word[:-1]) + [word[-1] + "</w>"]
-        while len(pieces) > 1:
-            merges.append(f"{pieces[0]} {pieces[1]}")
-            merged = pieces[0] + pieces[1]
-            vocab.setdefault(merged, len(vocab))
-            pieces = [merged] + pieces[2:]
-    tok = root / "tokenizer"
-    tok.mkdir(parents=True)
-    (tok / "vocab.json").write_text(json.dumps(vocab))
-    (tok / "merges.txt").write_text("\n".join(dict.fromkeys(merges)) + "\n")
-    tokenizer = transformers.CLIPTokenizer(str(tok / "vocab.json"), str(tok / "merges.txt"),
-                                           model_max_length=77)
-    tokenizer.save_pretrained(tok)
-    torch.manual_seed(0)
-    config = transformers.CLIPTextConfig(vocab_size=len(vocab), hidden_size=32,
-                                         intermediate_size=37, num_hidden_layers=2,
-                                         num_attention_heads=4, max_position_embeddings=77,
-                                         bos_token_id=0, eos_token_id=1, pad_token_id=1)
-    transformers.CLIPTextModel(config).save_pretrained(root / "text_encoder")
-    return root
 
 
 @pytest.fixture(scope="module")

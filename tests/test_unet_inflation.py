@@ -219,7 +219,7 @@ def test_diffusers_missing_files(tmp_path):
         ({"up_block_types": ("AttnUpBlock2D",) + ("UpBlock2D",) * 3}, "up_block_types"),
         ({"resnet_time_scale_shift": "scale_shift"}, "resnet_time_scale_shift"),
         ({"time_embedding_type": "fourier"}, "time_embedding_type"),
-        ({"_class_name": "UNet2DConditionModel"}, "_class_name"),
+        ({"_class_name": "UNet3DConditionModel"}, "_class_name"),
         ({"some_future_option": 3}, "some_future_option"),
     ],
 )  # fmt: skip

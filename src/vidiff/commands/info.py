@@ -40,12 +40,14 @@ def describe(path: str) -> dict:
     from vidiff.pipeline import EXPORT_CONFIG, EXPORT_WEIGHTS, is_exported, read_spec
 
     spec = read_spec(path)
+    ckpt_meta: dict = {}
     if is_exported(Path(path)):
         where, config, others = Path(path), {}, []
         found = {"model": where / EXPORT_WEIGHTS, "config": where / EXPORT_CONFIG}
     else:
         ckpt = load_checkpoint(path)
         where, config, found = ckpt.path, ckpt.config, ckpt.files
+        ckpt_meta = ckpt.meta
         run = ckpt.path.parent.parent if ckpt.path.is_dir() else None
         others = [p.name for p in list_checkpoints(run)] if run is not None else []
     files = {k: {"path": str(p), "bytes": p.stat().st_size} for k, p in found.items()}
@@ -58,6 +60,10 @@ def describe(path: str) -> dict:
         "model": config.get("model") or {"kind": spec.kind},
         "spec": spec.to_dict(),
         "text_encoder": _text_encoder(spec),
+        "network": _network(spec),
+        "conditional": spec.conditional,
+        "num_classes": spec.num_classes,
+        "architecture_from": ckpt_meta.get("architecture_from"),
         "checkpoints_in_run": others,
         "config": config,
     }
@@ -76,18 +82,35 @@ def _count(files: dict) -> int | None:
 
 def _text_encoder(spec) -> str | None:
     """The frozen text encoder of a text-conditional model (None: the model reads no text)."""
+    from vidiff.text import is_clip_root
+
     text = spec.conditioning.text_encoder
     if text is None:
         return None
+    if is_clip_root(text.name) or spec.unet_config.null_text_tokens > 1:
+        return f"{text.name} (CLIP, width {text.dim}, the tokenizer's padded length)"
     width = f", width {text.dim}" if text.name == "hash" else ""
     return f"{text.name}{width}, up to {text.max_tokens} words"
 
 
-def _model_line(model: dict, extra: str) -> str:
+def _network(spec) -> str:
+    """One line on the (residual generator's) U-Net: widths, spatial blocks, conditioning."""
+    cfg = spec.unet_config
+    widths = ", ".join(str(cfg.level_channels(i)) for i in range(cfg.num_levels))
+    blocks = ("spatial transformers (LDM / Stable Diffusion)" if cfg.spatial_block ==
+              "transformer" else "self-attention")
+    video = "temporal attention" if cfg.temporal else "image U-Net (no temporal layers)"
+    return f"U-Net of {widths} channels, {blocks}, {video}"
+
+
+def _model_line(model: dict, extra: str, imported: str | None) -> str:
     """The "model" line: the U-Net preset, or VideoFusion's two generators; init_from. An
     exported model has no run config: its kind only (the network is in the spec)."""
     if "preset" not in model:
         return f"model        {model['kind']} (the network config: vidiff info --json, spec)"
+    if imported and model.get("kind") != "videofusion":
+        return (f"model        the diffusers U-Net of {imported}, inflated"
+                f"{extra.replace(' with ', ' with overrides ')}")
     line = f"model        preset {model.get('preset')!r}{extra}"
     if model.get("kind") == "videofusion":
         base = model.get("base_overrides") or {}
@@ -119,11 +142,17 @@ def run(args: argparse.Namespace) -> int:
     model = facts["model"]
     overrides = model.get("overrides") or {}
     extra = f" with {json.dumps(overrides)}" if overrides else ""
-    print(_model_line(model, extra))
+    print(_model_line(model, extra, facts["architecture_from"]))
+    print(f"network      {facts['network']}")
     spec = facts["spec"]
     shape, num_images = spec["shape"], spec["provenance"]["num_images"]
     print(f"clips        {shape['channels']} x {shape['frames']} frames x {shape['size']}x"
           f"{shape['size']}" + (f" (+{num_images} images in training)" if num_images else ""))
+    vae = spec.get("autoencoder")
+    if vae:
+        px = vae["pixel_shape"]
+        print(f"autoencoder  {vae['name']} (decodes to {px['channels']} x {px['frames']}"
+              f" frames x {px['size']}x{px['size']} pixels)")
     diff = spec["diffusion"]
     print(f"diffusion    {diff['schedule']} schedule, T={diff['timesteps']}, "
           f"predicts {diff['prediction']}")
@@ -131,14 +160,15 @@ def run(args: argparse.Namespace) -> int:
     print(f"prior        {prior['name']} {json.dumps(prior['params'])}")
     s = spec["sampling"]
     print(f"sampling     {s['sampler']} {s['steps'] or 'default'} steps"
-          + (f", guidance scale {s['guidance_scale']:g}" if _conditional(spec) else ""))
+          + (f", guidance scale {s['guidance_scale']:g}" if facts["conditional"] else ""))
     if spec["preprocess"]["fps"]:
         print(f"frame rate   {spec['preprocess']['fps']:g} fps")
     print(f"text         {facts['text_encoder'] or 'none (not text-conditional)'}")
     names = spec["conditioning"]["class_names"]
     if names:
         shown = ", ".join(names[:6]) + (", ..." if len(names) > 6 else "")
-        print(f"classes      {len(names)}: {shown}")
+        taken = "" if facts["num_classes"] is not None else " (the data's; not a condition)"
+        print(f"classes      {len(names)}: {shown}{taken}")
     source = spec["provenance"]["data"] or "?"
     if source == "folder":
         source = f"folder {spec['provenance']['data_path'] or '(path not recorded)'}"
@@ -155,7 +185,3 @@ def run(args: argparse.Namespace) -> int:
             for key, value in values.items():
                 print(f"{key} = {json.dumps(value)}")
     return 0
-
-
-def _conditional(spec: dict) -> bool:
-    return bool(spec["conditioning"]["class_names"] or spec["conditioning"]["text_encoder"])

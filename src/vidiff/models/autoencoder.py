@@ -140,5 +140,8 @@ def load_diffusers_vae(path: str | os.PathLike, *, batch_size: int = DEFAULT_FRA
     except ImportError:
         raise ImportError("latent models need diffusers: pip install 'vidiff[latent]' "
                           "(after torch, under the torch constraint)") from None
-    vae = AutoencoderKL.from_pretrained(folder, local_files_only=True, torch_dtype=dtype)
+    from vidiff.quiet import quiet_loading
+
+    with quiet_loading():
+        vae = AutoencoderKL.from_pretrained(folder, local_files_only=True, torch_dtype=dtype)
     return FrameAutoencoder(vae.to(device), batch_size)

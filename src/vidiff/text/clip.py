@@ -20,6 +20,8 @@ from pathlib import Path
 
 import torch
 
+from vidiff.quiet import quiet_loading
+
 __all__ = ["ClipTextEncoder", "is_clip_root"]
 
 
@@ -57,8 +59,9 @@ class ClipTextEncoder:
             raise ValueError(f"{str(root)!r} holds no CLIP text encoder (text_encoder/ with a "
                              f"CLIPTextModel config and tokenizer/)")
         model_dir, tokenizer_dir = _parts(self.directory)
-        self.tokenizer = CLIPTokenizer.from_pretrained(tokenizer_dir, local_files_only=True)
-        self.model = CLIPTextModel.from_pretrained(model_dir, local_files_only=True).eval()
+        with quiet_loading():
+            self.tokenizer = CLIPTokenizer.from_pretrained(tokenizer_dir, local_files_only=True)
+            self.model = CLIPTextModel.from_pretrained(model_dir, local_files_only=True).eval()
         self.model.requires_grad_(False)
         self.dim = int(self.model.config.hidden_size)
         self.max_tokens = int(self.tokenizer.model_max_length)

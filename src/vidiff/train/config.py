@@ -204,7 +204,7 @@ def _positive(key: str, value, minimum=1) -> None:
 def validate(config: RunConfig) -> RunConfig:
     """Check values that a type alone cannot (choices, ranges); returns `config`."""
     from vidiff.models import UNET_PRESETS
-    from vidiff.priors import PRIORS
+    from vidiff.priors import PRIORS, noise_prior
     from vidiff.train.budget import CLOCKS
 
     d, t = config.data, config.train
@@ -225,6 +225,10 @@ def validate(config: RunConfig) -> RunConfig:
     _choice("diffusion.prediction", config.diffusion.prediction, PREDICTIONS)
     _positive("diffusion.timesteps", config.diffusion.timesteps, 2)
     _choice("prior.name", config.prior.name, PRIORS.names())
+    try:  # the parameters too, before any data is read (building a prior costs nothing)
+        noise_prior(config.prior.name, **config.prior.params)
+    except (TypeError, ValueError) as err:
+        raise ConfigError(f"prior: {err}") from None
     _choice("loss.weighting", config.loss.weighting, WEIGHTINGS)
     _choice("train.precision", t.precision, PRECISIONS)
     _choice("train.lr_schedule", t.lr_schedule, LR_SCHEDULES)
@@ -352,7 +356,8 @@ def _validate_model(config: RunConfig) -> None:
         raise ConfigError(f'model.kind = "videofusion" needs prior.name = "decomposed" (its base '
                           f"generator estimates the noise all frames share), got "
                           f"{config.prior.name!r}")
-    if config.diffusion.prediction != "eps":
+    from_init = m.init_from is not None and m.init_schedule  # [diffusion] may be replaced:
+    if config.diffusion.prediction != "eps" and not from_init:  # checked again then (trainer)
         raise ConfigError(f'model.kind = "videofusion" predicts the noise: it needs '
                           f'diffusion.prediction = "eps", got {config.diffusion.prediction!r}')
     if not m.base_lr >= 0:

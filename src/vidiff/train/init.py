@@ -6,7 +6,12 @@ The source is an image U-Net (`temporal=False`) in one of two forms:
   ``configs/pretrain_image.toml``): its run folder (newest checkpoint), a checkpoint folder or
   a ``.safetensors`` file; its EMA weights are used;
 - a diffusers ``UNet2DModel`` directory (``config.json`` + ``diffusion_pytorch_model.*``, or a
-  pipeline directory with a ``unet/`` subfolder), read without diffusers.
+  pipeline directory with a ``unet/`` subfolder), read without diffusers;
+- a Stable Diffusion 1.x / 2.x pipeline root (or its ``unet/``, a ``UNet2DConditionModel``):
+  a latent U-Net that cross-attends to its text encoder. Its pipeline's parts come with it
+  (`with_pipeline_parts`): ``data.autoencoder`` defaults to the root's ``vae/``, a
+  captioned run's ``data.text_encoder`` to its CLIP text encoder, and the null condition of
+  guidance starts as the text encoder's embedding of the empty prompt (SD's convention).
 
 `load_image_unet` returns it; `vidiff.train.build` inflates it into the run's video U-Net (the
 temporal blocks start as the identity, so at step 0 the video model denoises every frame as
@@ -16,6 +21,7 @@ the image model did) or makes it VideoFusion's base generator. Every bad source 
 
 from __future__ import annotations
 
+import json
 from dataclasses import asdict, replace
 from pathlib import Path
 
@@ -26,16 +32,17 @@ from vidiff.checkpoint import (
     load_weights,
 )
 from vidiff.config_io import ConfigError
-from vidiff.models import UNet, UNetConfig, inflate, load_diffusers_unet2d
+from vidiff.models import UNet, UNetConfig, inflate, load_diffusers_unet
 from vidiff.spec import spec_from_checkpoint
 from vidiff.train.config import RunConfig
 
-__all__ = ["inflate_to", "is_diffusers_dir", "load_image_unet"]
+__all__ = ["inflate_to", "is_diffusers_dir", "load_image_unet", "with_init_schedule",
+           "with_pipeline_parts"]
 
 _KEY = "model.init_from"
 _HOW = ("give an image model: a vidiff run trained with model.overrides.temporal=false "
         "(configs/pretrain_image.toml), one of its checkpoint folders or .safetensors files, "
-        "or a diffusers UNet2DModel directory")
+        "or a diffusers UNet2DModel / UNet2DConditionModel directory or pipeline root")
 
 
 def is_diffusers_dir(path: Path) -> bool:
@@ -47,6 +54,43 @@ def is_diffusers_dir(path: Path) -> bool:
     return False
 
 
+def _unet_folder(path: Path) -> Path:
+    return path / "unet" if (path / "unet" / "config.json").is_file() else path
+
+
+def _unet_json(path: Path) -> dict:
+    try:
+        return json.loads((_unet_folder(path) / "config.json").read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def is_latent_unet(path: Path) -> bool:
+    """Whether `path` (a folder or pipeline root) holds a diffusers UNet2DConditionModel."""
+    return _unet_json(path).get("_class_name") == "UNet2DConditionModel"
+
+
+def pipeline_root(path: Path) -> Path | None:
+    """The pipeline root of a diffusers U-Net at `path` (the root itself, or the parent of a
+    unet/ folder that has a model_index.json beside it); None for a lone U-Net folder."""
+    if (path / "unet").is_dir():
+        return path
+    if path.name == "unet" and (path.parent / "model_index.json").is_file():
+        return path.parent
+    return None
+
+
+def _empty_prompt(path: Path):
+    """(L, D) the pipeline's text encoder's embedding of "" (None without a text encoder)."""
+    from vidiff.text.clip import ClipTextEncoder, is_clip_root
+
+    root = pipeline_root(path)
+    if root is None or not is_clip_root(root):
+        return None
+    emb, _ = ClipTextEncoder(root)([""])
+    return emb[0]
+
+
 def load_image_unet(source: str | Path) -> UNet:
     """The image U-Net (temporal=False, train mode) stored at `source` (see the module doc)."""
     path = Path(source)
@@ -54,9 +98,10 @@ def load_image_unet(source: str | Path) -> UNet:
         raise ConfigError(f"{_KEY} {str(source)!r} does not exist; {_HOW}")
     if is_diffusers_dir(path):
         try:
-            return load_diffusers_unet2d(path, temporal=False).train()
-        except (FileNotFoundError, ValueError, KeyError) as err:
-            raise ConfigError(f"{_KEY} {str(source)!r} (diffusers UNet2DModel): {err}") from None
+            null = _empty_prompt(path) if is_latent_unet(path) else None
+            return load_diffusers_unet(path, inflate=False, null_text=null).train()
+        except (FileNotFoundError, ValueError, KeyError, OSError) as err:
+            raise ConfigError(f"{_KEY} {str(source)!r} (diffusers U-Net): {err}") from None
     try:
         ckpt = load_checkpoint(path)
     except CheckpointError as err:
@@ -137,3 +182,32 @@ def with_init_schedule(config: RunConfig) -> tuple[RunConfig, str | None]:
             f"predicts {diffusion.prediction} (model.init_schedule)")
     return replace(config, diffusion=diffusion), note
 
+
+
+def with_pipeline_parts(config: RunConfig) -> tuple[RunConfig, list[str]]:
+    """`config` with the parts of its ``model.init_from`` pipeline where a Stable Diffusion
+    U-Net needs them and the config leaves them unset: ``data.autoencoder`` (None) -> the
+    root's vae/, for a captioned run ``data.text_encoder`` ("hash") -> its CLIP text
+    encoder, and ``data.use_labels`` (None) -> false unless the U-Net has class embeddings;
+    with a sentence per change. A latent U-Net without an autoencoder is a
+    `ConfigError`."""
+    from vidiff.text.clip import is_clip_root
+
+    m, d = config.model, config.data
+    if m.init_from is None or not is_latent_unet(Path(m.init_from)):
+        return config, []
+    root, notes, changes = pipeline_root(Path(m.init_from)), [], {}
+    if d.use_labels is None and _unet_json(Path(m.init_from)).get("num_class_embeds") is None:
+        changes["use_labels"] = False  # the model has no class embedding to take them
+        notes.append(f"data.use_labels = false: {_KEY} takes no class labels")
+    if d.autoencoder is None:
+        if root is None or not (root / "vae").is_dir():
+            raise ConfigError(f"{_KEY} {m.init_from!r} is a latent U-Net "
+                              f"(UNet2DConditionModel) and has no vae/ beside it: set "
+                              f"data.autoencoder to its VAE folder")
+        changes["autoencoder"] = str(root)
+        notes.append(f"data.autoencoder = {str(root)!r}: the VAE of {_KEY}")
+    if d.use_captions and d.text_encoder == "hash" and root is not None and is_clip_root(root):
+        changes["text_encoder"] = str(root)
+        notes.append(f"data.text_encoder = {str(root)!r}: the text encoder of {_KEY}")
+    return replace(config, data=replace(d, **changes)), notes

@@ -77,8 +77,11 @@ def _banner(trainer: Trainer) -> str:
     """The line a run starts with: the data found, the model, the batch, the warmup."""
     d = trainer.config.data
     shape = f"{d.frames}{f'+{d.num_images}' if d.num_images else ''}x{d.size}x{d.size}"
+    trained = sum(p.numel() for p in trainer.raw.parameters() if p.requires_grad)
+    share = "" if trained == trainer.num_params else f" ({trained / 1e6:.2f}M trained)"
     return (f"data: {describe_dataset(trainer.dataset, trainer.class_names)}; "
-            f"{trainer.num_params / 1e6:.2f}M parameters, {trainer.dist.world} process(es) on "
+            f"{trainer.num_params / 1e6:.2f}M parameters{share}, {trainer.dist.world} "
+            f"process(es) on "
             f"{trainer.device}, {trainer.global_batch} videos per step of {shape}, warmup "
             f"{trainer.schedule.warmup} steps, out: {trainer.out}")
 

@@ -19,6 +19,7 @@ every rank waits at a barrier around checkpoints and samples.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -41,7 +42,7 @@ from vidiff.train.data import (
     ShardedOrder,
     make_loader,
 )
-from vidiff.train.init import with_init_schedule
+from vidiff.train.init import is_diffusers_dir, with_init_schedule, with_pipeline_parts
 from vidiff.train.result import NonFiniteLossError, TrainResult
 from vidiff.train.resume import (
     Restored,
@@ -119,8 +120,11 @@ class Trainer:
             raise ConfigError("train.precision = fp16 needs a CUDA device; use bf16 or fp32")
         for note in inert_settings(self.config):
             self.say(f"warning: {note}")
-        self.config, note = with_init_schedule(self.config)  # an imported model's schedule
-        if note:
+        self.config, schedule = with_init_schedule(self.config)  # an imported model's schedule
+        self.config, parts = with_pipeline_parts(self.config)  # and its VAE and text encoder
+        if schedule or parts:  # the replaced sections checked as if they had been written
+            validate(replace(self.config, model=replace(self.config.model, init_schedule=False)))
+        for note in ([schedule] if schedule else []) + parts:
             self.say(note)
         data = build_data(self.config, self.dist)
         self.config = config = data.config  # data.use_labels resolved
@@ -135,6 +139,8 @@ class Trainer:
                                                   network.ema)
         self.unet_config, self.conditional = network.unet_config, network.conditional
         self.num_params = sum(p.numel() for p in self.raw.parameters())
+        source = config.model.init_from
+        self.imported = source is not None and is_diffusers_dir(Path(source))
         self.diffusion = Diffusion.from_config(config.diffusion)
         self.prior = build_prior(config)
         opt = build_optimization(self.raw, config)
@@ -174,6 +180,10 @@ class Trainer:
             "model_spec": spec.to_dict() if spec is not None else None,
             # facts about the training, for vidiff info
             "num_parameters": self.num_params,
+            "trained_parameters": sum(p.numel() for p in self.raw.parameters()
+                                      if p.requires_grad),
+            # the architecture is a diffusers folder's (model.init_from), not the preset's
+            "architecture_from": self.config.model.init_from if self.imported else None,
             "num_images": d.num_images,
             "world_size": self.dist.world,
         }
