@@ -150,6 +150,26 @@ def test_a_new_transformer_unet_starts_each_block_as_the_identity():
     torch.testing.assert_close(block(x, ctx), x, rtol=0, atol=0)
 
 
+@pytest.mark.parametrize("release", ["sd-1.5", "sd-2.1"])
+def test_the_released_architectures_map_weight_for_weight(release):
+    """At full size, on the meta device (shapes only): every weight of diffusers' SD 1.5 /
+    2.1 U-Net has its place in vidiff's (859.5M / 865.9M parameters each)."""
+    from vidiff.models import convert_diffusers_state_dict
+    from vidiff.models.diffusers_sd import RELEASED_CONFIGS
+
+    config = RELEASED_CONFIGS[release]
+    with torch.device("meta"):
+        ref = diffusers.UNet2DConditionModel(**{k: v for k, v in config.items()
+                                                if k != "_class_name"})
+        ours = UNet(diffusers_config_to_unet_config(config))
+    count = sum(p.numel() for p in ref.parameters())
+    assert count == {"sd-1.5": 859_520_964, "sd-2.1": 865_910_724}[release]
+    converted = convert_diffusers_state_dict(ref.state_dict(), ours.config)
+    missing, unexpected = ours.load_state_dict(converted, strict=False, assign=True)
+    assert missing == ["text_cond.null_token"] and unexpected == []
+    assert sum(p.numel() for p in converted.values()) == count
+
+
 @pytest.mark.parametrize("field,value,words", [
     ("addition_embed_type", "text_time", "addition_embed_type='text_time'"),
     ("dual_cross_attention", True, "dual_cross_attention=True"),

@@ -130,6 +130,20 @@ def test_ema_and_schedule():
     assert WarmupSchedule(0, "constant")(7, 10) == 1.0
 
 
+def test_ema_shares_frozen_parameters_and_averages_the_trained_ones():
+    model = nn.Sequential(nn.Linear(2, 2), nn.Linear(2, 2))
+    model[0].requires_grad_(False)  # e.g. the image layers of trainable = "temporal"
+    ema = EMA(model, decay=0.5, warmup=False)
+    assert ema.model[0].weight is model[0].weight  # no second copy of the frozen weights
+    assert ema.model[1].weight is not model[1].weight and not ema.model[1].weight.requires_grad
+    before = ema.model[1].weight.clone()
+    with torch.no_grad():
+        model[1].weight.add_(2.0)
+    ema.update(model, 1)
+    torch.testing.assert_close(ema.model[1].weight, before + 1.0)  # half way: decay 0.5
+    assert model[1].weight.requires_grad  # the trained layers keep training
+
+
 def test_bf16_autocast_and_loader_workers(tmp_path):
     result = train(tiny_config(tmp_path / "r", "train.precision=bf16", "data.workers=1",
                                "train.sample_count=1", steps=2), echo=False)

@@ -19,6 +19,20 @@ from torch import Tensor
 from .config import UNetConfig
 
 CLASS_NAME = "UNet2DConditionModel"
+_SD1 = {
+    "_class_name": CLASS_NAME, "attention_head_dim": 8,
+    "block_out_channels": [320, 640, 1280, 1280], "cross_attention_dim": 768,
+    "down_block_types": ["CrossAttnDownBlock2D"] * 3 + ["DownBlock2D"],
+    "up_block_types": ["UpBlock2D"] + ["CrossAttnUpBlock2D"] * 3, "in_channels": 4,
+    "out_channels": 4, "layers_per_block": 2, "norm_num_groups": 32, "sample_size": 64,
+}
+# the unet/config.json of the released SD models (the fields that matter), to build their
+# architecture without their weights: memory estimates (benchmarks/sd_memory.py), tests
+RELEASED_CONFIGS = {
+    "sd-1.5": _SD1,
+    "sd-2.1": {**_SD1, "attention_head_dim": [5, 10, 20, 20], "cross_attention_dim": 1024,
+               "use_linear_projection": True, "upcast_attention": True, "sample_size": 96},
+}
 _DOWN_TYPES = {"DownBlock2D": False, "CrossAttnDownBlock2D": True}
 _UP_TYPES = {"UpBlock2D": False, "CrossAttnUpBlock2D": True}
 _IGNORED = {"sample_size", "_class_name", "_diffusers_version", "_name_or_path",
