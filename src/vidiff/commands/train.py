@@ -34,7 +34,8 @@ SHORTCUTS = [
     ("--preset", "model.preset", str, "NAME",
      "U-Net preset: tiny, small, base, vdm-matched, ..."),
     ("--init-from", "model.init_from", str, "PATH",
-     "start from an image model (run, checkpoint or diffusers UNet2DModel dir): inflated"),
+     "start from an image model (run, checkpoint, diffusers UNet2DModel dir or Stable "
+     "Diffusion root): inflated"),
     ("--prior", "prior.name", str, "NAME",
      "noise prior: independent, mixed, progressive, decomposed"),
     ("--device", "train.device", str, "DEVICE", "auto, cpu, cuda or cuda:N"),

@@ -103,8 +103,10 @@ class ModelConfig:
     # (image pretraining). videofusion: preset and overrides make the residual generator
     overrides: dict = field(default_factory=dict)
     # an image model to start from (PYoCo, VideoFusion): a vidiff image run folder, checkpoint
-    # folder or .safetensors file (EMA weights), or a diffusers UNet2DModel directory. unet:
-    # inflated into the video U-Net; videofusion: the base generator. None: random init
+    # folder or .safetensors file (EMA weights), a diffusers UNet2DModel directory, or a
+    # Stable Diffusion pipeline root (its VAE, text encoder and schedule come along: see
+    # docs/LATENT.md). unet: inflated into the video U-Net; videofusion: the base generator.
+    # None: random init
     init_from: str | None = None
     # init_from a diffusers model whose folder (or pipeline root) has a scheduler_config.json:
     # train on the schedule it was trained with (the [diffusion] section is replaced by its
