@@ -80,7 +80,7 @@ def write_tiny_sd(root, sd2: bool = False):
 WORDS = ["a", "red", "green", "blue", "yellow", "ball", "balls", "two"]
 
 
-def write_tiny_clip(root):
+def write_tiny_clip(root, width: int = 32):
     """text_encoder/ (a random 2-layer CLIPTextModel) and tokenizer/ (a real CLIP BPE
     tokenizer over a small vocabulary written here) in a pipeline root."""
     letters = sorted(set("".join(WORDS)))
@@ -106,7 +106,7 @@ def write_tiny_clip(root):
                                            model_max_length=77)
     tokenizer.save_pretrained(tok)
     torch.manual_seed(0)
-    config = transformers.CLIPTextConfig(vocab_size=len(vocab), hidden_size=32,
+    config = transformers.CLIPTextConfig(vocab_size=len(vocab), hidden_size=width,
                                          intermediate_size=37, num_hidden_layers=2,
                                          num_attention_heads=4, max_position_embeddings=77,
                                          bos_token_id=0, eos_token_id=1, pad_token_id=1)

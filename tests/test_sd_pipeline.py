@@ -99,3 +99,31 @@ def test_videofusion_with_the_sd_unet_as_base_generator(tiny_sd, tmp_path):
     assert any(isinstance(m, SpatialTransformer) for m in pipe.model.base.modules())
     videos = pipe(1, captions=["a red ball"], generator=torch.Generator().manual_seed(0))
     assert videos.shape == (1, 3, 4, 16, 16) and torch.isfinite(videos).all()
+
+
+@pytest.mark.parametrize("setting,words", [
+    ("data.text_encoder=WIDE", "gives 48-wide text; model.init_from"),
+    ("data.use_labels=true", "takes no class labels"),
+])
+def test_conditions_the_sd_unet_cannot_take_are_refused_before_any_data(tiny_sd, tmp_path,
+                                                                        capsys, setting, words):
+    from _sd_helpers import write_tiny_clip
+    from _train_helpers import cli_error
+
+    wide = write_tiny_clip(tmp_path / "wide", width=48)  # another text encoder's width
+    err = cli_error(capsys, ["train", "-c", str(CONFIG), "--init-from", str(tiny_sd),
+                             "--out", str(tmp_path / "r"), "--steps", "1", *SMALL,
+                             setting.replace("WIDE", str(wide))])
+    assert words in err and not (tmp_path / "r" / "latents").exists()
+
+
+def test_a_latent_unet_without_a_vae_is_refused(tiny_sd, tmp_path, capsys):
+    import shutil
+
+    from _train_helpers import cli_error
+
+    lone = tmp_path / "unet_only"
+    shutil.copytree(tiny_sd / "unet", lone)
+    err = cli_error(capsys, ["train", "--init-from", str(lone), "--out", str(tmp_path / "r"),
+                             "--steps", "1", *SMALL])
+    assert "has no vae/ beside it: set data.autoencoder" in err

@@ -210,4 +210,22 @@ def with_pipeline_parts(config: RunConfig) -> tuple[RunConfig, list[str]]:
     if d.use_captions and d.text_encoder == "hash" and root is not None and is_clip_root(root):
         changes["text_encoder"] = str(root)
         notes.append(f"data.text_encoder = {str(root)!r}: the text encoder of {_KEY}")
-    return replace(config, data=replace(d, **changes)), notes
+    config = replace(config, data=replace(d, **changes))
+    _check_conditions(config)
+    return config, notes
+
+
+def _check_conditions(config: RunConfig) -> None:
+    """The data's conditions fit the imported U-Net: checked before any data is read."""
+    from vidiff.text import text_width
+
+    d, unet = config.data, _unet_json(Path(config.model.init_from))
+    if d.use_labels and unet.get("num_class_embeds") is None:
+        raise ConfigError(f"data.use_labels = true, but {_KEY} {config.model.init_from!r} "
+                          f"takes no class labels (no num_class_embeds); set "
+                          f"data.use_labels = false")
+    width = unet.get("cross_attention_dim", 1280)
+    if d.use_captions and text_width(d) != width:
+        raise ConfigError(f"data.text_encoder {d.text_encoder!r} gives {text_width(d)}-wide "
+                          f"text; {_KEY} {config.model.init_from!r} cross-attends to "
+                          f"{width}-wide text (its own text encoder's)")
