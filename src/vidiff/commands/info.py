@@ -96,6 +96,11 @@ def _text_encoder(spec) -> str | None:
 def _network(spec) -> str:
     """One line on the (residual generator's) U-Net: widths, spatial blocks, conditioning."""
     cfg = spec.unet_config
+    if spec.kind == "dit":
+        video = "temporal blocks" if cfg.temporal else "image DiT (no temporal blocks)"
+        return (f"DiT of {cfg.depth} blocks, width {cfg.hidden}, {cfg.heads} heads, patch "
+                f"{cfg.patch_size}, adaLN-{'single' if cfg.adaln == 'single' else 'Zero'}, "
+                f"{video}")
     widths = ", ".join(str(cfg.level_channels(i)) for i in range(cfg.num_levels))
     blocks = ("spatial transformers (LDM / Stable Diffusion)" if cfg.spatial_block ==
               "transformer" else "self-attention")

@@ -1,5 +1,7 @@
-"""The factorized space-time U-Net of Video Diffusion Models, its presets, inflation of image
-U-Nets, import of diffusers `UNet2DModel` checkpoints, and VideoFusion's decomposed model.
+"""The factorized space-time U-Net of Video Diffusion Models and the factorized space-time
+diffusion transformer (`DiT`), their presets, inflation of image models, import of diffusers
+checkpoints (UNet2DModel, Stable Diffusion's UNet2DConditionModel, DiT, PixArt-alpha, the
+AutoencoderKL), and VideoFusion's decomposed model.
 
 >>> from vidiff.models import build_unet
 >>> model = build_unet("tiny")                       # a video U-Net
@@ -11,6 +13,7 @@ from .autoencoder import FrameAutoencoder, VideoAutoencoder, load_diffusers_vae
 from .blocks import Downsample, ResBlock, TemporalConv, Upsample
 from .config import UNetConfig
 from .context import Context
+from .diffusers_dit import load_diffusers_transformer
 from .diffusers_io import (
     convert_diffusers_state_dict,
     diffusers_config_to_unet_config,
@@ -18,6 +21,8 @@ from .diffusers_io import (
     load_diffusers_unet2d,
 )
 from .diffusers_schedule import diffusion_config_from_scheduler
+from .dit import DiT, inflate_dit
+from .dit_config import DIT_PRESETS, DiTConfig, dit_config
 from .embeddings import TextConditioner, TimestepMLP, timestep_embedding
 from .inflate import inflate, is_temporal_parameter
 from .presets import UNET_PRESETS, build_unet, count_parameters, unet_config
@@ -26,6 +31,12 @@ from .unet import Stage, UNet
 from .videofusion import FrameConditionedUNet, VideoFusion, build_videofusion
 
 __all__ = [
+    "DIT_PRESETS",
+    "DiT",
+    "DiTConfig",
+    "dit_config",
+    "inflate_dit",
+    "load_diffusers_transformer",
     "UNET_PRESETS",
     "Context",
     "Downsample",

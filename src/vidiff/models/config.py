@@ -92,6 +92,11 @@ class UNetConfig:
         return len(self.channel_mult)
 
     @property
+    def size_multiple(self) -> int:
+        """Frame height and width must be multiples of this (2 ** (levels - 1))."""
+        return 2 ** (self.num_levels - 1)
+
+    @property
     def emb_dim(self) -> int:
         """Width of the conditioning embedding (timestep, class and pooled text)."""
         return self.time_embed_dim or 4 * self.model_channels

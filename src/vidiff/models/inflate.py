@@ -33,8 +33,9 @@ def is_temporal_parameter(name: str) -> bool:
     """Whether the parameter `name` (of `UNet.named_parameters()`) belongs to a temporal block.
 
     Useful to fine-tune only the temporal layers, or to give them their own learning rate.
+    Works for a `DiT`'s parameters too (its temporal blocks are ``temporal.<i>``).
     """
-    return ".tattn." in name or ".tconv." in name
+    return ".tattn." in name or ".tconv." in name or name.startswith("temporal.")
 
 
 def inflate(image_unet: UNet, **options) -> UNet:

@@ -29,6 +29,7 @@ from .config import UNetConfig
 from .context import Context
 from .embeddings import TextConditioner, TimestepMLP, timestep_embedding
 from .norm import GroupNorm32, zero_
+from .rows import condition_rows
 from .transformer import SpatialTransformer
 
 if TYPE_CHECKING:
@@ -320,7 +321,7 @@ class UNet(nn.Module):
             freq_shift=cfg.time_freq_shift,
         )
         emb = self.time_embed(emb.to(self.conv_in.weight.dtype))  # (B, emb_dim)
-        rows, labels, text_emb, text_mask, cond_mask = _condition_rows(
+        rows, labels, text_emb, text_mask, cond_mask = condition_rows(
             b, frames, labels, text_emb, text_mask, cond_mask)
         if rows != b:  # per-frame conditions: (B, E) -> (B*F, E), each frame its own
             emb = emb[:, None].expand(b, frames, emb.shape[-1]).reshape(rows, -1)
@@ -367,36 +368,3 @@ class UNet(nn.Module):
                 is_video = idx < frames - num_images
                 frame_mask = (is_video[:, None] & is_video[None, :]) | (idx[:, None] == idx)
         return Context(F.silu(emb), b, num_images, tokens, tmask, buckets, frame_mask)
-
-
-def _condition_rows(b, frames, labels, text_emb, text_mask, cond_mask):
-    """The conditions as rows of the embedding: per sample (B rows), or per frame (B*F rows)
-    when any of them is given per frame: class_labels (B, F), cond_mask (B, F), text_emb
-    (B, F, L, D) with text_mask (B, F, L). VDM's joint image+video batches need the latter:
-    each of the K images carries its own clip's label or caption. Returns (rows, labels,
-    text_emb, text_mask, cond_mask) flattened to those rows."""
-    per_frame = ((labels is not None and labels.ndim == 2)
-                 or (cond_mask is not None and cond_mask.ndim == 2)
-                 or (text_emb is not None and text_emb.ndim == 4))
-    if cond_mask is not None and cond_mask.shape not in ((b,), (b, frames)):
-        raise ValueError(f"cond_mask must be bool (B,) or (B, F) = ({b}, {frames}), got "
-                         f"{tuple(cond_mask.shape)}")
-    if labels is not None and labels.shape not in ((b,), (b, frames)):
-        raise ValueError(f"class_labels must be (B,) or (B, F) = ({b}, {frames}), got "
-                         f"{tuple(labels.shape)}")
-    if not per_frame:
-        return b, labels, text_emb, text_mask, cond_mask
-    rows = b * frames
-
-    def frame_rows(value, per_sample_ndim):  # (B, ...) or (B, F, ...) -> (B*F, ...)
-        if value is None:
-            return None
-        if value.ndim == per_sample_ndim:
-            value = value[:, None].expand(b, frames, *value.shape[1:])
-        if tuple(value.shape[:2]) != (b, frames):
-            raise ValueError(f"a per-frame condition must be (B, F, ...) = ({b}, {frames}, "
-                             f"...), got {tuple(value.shape)}")
-        return value.reshape(rows, *value.shape[2:])
-
-    return (rows, frame_rows(labels, 1), frame_rows(text_emb, 3), frame_rows(text_mask, 2),
-            frame_rows(cond_mask, 1))

@@ -25,7 +25,14 @@ from torch import nn
 
 from vidiff.config_io import ConfigError
 from vidiff.diffusion import Diffusion
-from vidiff.models import FrameConditionedUNet, UNet, UNetConfig, VideoFusion, unet_config
+from vidiff.models import (
+    DiT,
+    FrameConditionedUNet,
+    UNet,
+    UNetConfig,
+    VideoFusion,
+    unet_config,
+)
 from vidiff.models.kinds import MODEL_KINDS, kind_of
 from vidiff.models.videofusion import split_decay
 from vidiff.priors import NoisePrior, PriorConfig, noise_prior
@@ -40,7 +47,13 @@ from vidiff.spec import (
 )
 from vidiff.text import text_width
 from vidiff.train.config import RunConfig
-from vidiff.train.init import inflate_to, is_diffusers_dir, load_image_unet
+from vidiff.train.init import (
+    inflate_dit_to,
+    inflate_to,
+    is_diffusers_dir,
+    load_image_dit,
+    load_image_unet,
+)
 
 __all__ = ["build_model", "build_prior", "check_data_fits", "model_spec", "optimizer_groups",
            "resolve_unet_config"]
@@ -55,6 +68,9 @@ def build_model(config: RunConfig, unet_cfg: UNetConfig) -> tuple[nn.Module, UNe
         if config.model.kind == "videofusion":
             model = _videofusion(config, replace(unet_cfg, temporal=True))
             return model, model.residual.config
+        if config.model.kind == "dit":
+            model = _dit(config, unet_cfg)
+            return model, model.config
         source = config.model.init_from
         if source is None:
             return UNet(unet_cfg), unet_cfg
@@ -75,6 +91,24 @@ def _initialized_unet(config: RunConfig, unet_cfg: UNetConfig, source: str) -> U
         return inflate_to(image, target, source, "what model.overrides may change")
     what = f"this run's model (preset {config.model.preset!r} + model.overrides)"
     return inflate_to(image, unet_cfg, source, what)
+
+
+def _dit(config: RunConfig, cfg) -> DiT:
+    """The run's DiT: from scratch, or inflated from ``model.init_from`` (a diffusers DiT /
+    PixArt folder, whose architecture it takes, or a vidiff image DiT run of this preset)."""
+    source = config.model.init_from
+    if source is None:
+        return DiT(cfg)
+    image = load_image_dit(source)
+    if is_diffusers_dir(Path(source)):  # the folder's architecture; overrides: inflation only
+        target = replace(image.config, **{**config.model.overrides, "temporal": cfg.temporal})
+        for key in ("num_classes", "text_dim"):
+            if getattr(cfg, key) not in (None, getattr(target, key)):
+                raise ConfigError(f"model.init_from {source!r} has {key}="
+                                  f"{getattr(target, key)}, the data needs {getattr(cfg, key)}")
+    else:
+        target = cfg
+    return inflate_dit_to(image, target, source)
 
 
 def _videofusion(config: RunConfig, residual_cfg: UNetConfig) -> VideoFusion:
@@ -182,6 +216,10 @@ def resolve_unet_config(config: RunConfig, num_classes: int | None = None,
     if config.data.lowres_size is not None:  # an upsampler: the low-res clip as extra input
         overrides.setdefault("cond_channels", overrides.get("in_channels", 3))
     try:
+        if config.model.kind == "dit":
+            from vidiff.models import dit_config
+
+            return dit_config(config.model.preset, **overrides)
         return unet_config(config.model.preset, **overrides)
     except ValueError as err:
         raise ConfigError(f"model: {err}") from None
@@ -200,11 +238,11 @@ def check_data_fits(cfg: UNetConfig, first: torch.Tensor, config: RunConfig) -> 
     if cfg.out_channels != cfg.in_channels:
         raise ConfigError(f"model out_channels={cfg.out_channels} must equal in_channels="
                           f"{cfg.in_channels} (the prediction has the shape of x)")
-    div = 2 ** (cfg.num_levels - 1)
+    div = cfg.size_multiple
     h, w = first.shape[-2:]
     if h % div or w % div:
         raise ConfigError(f"frames of {h}x{w} pixels do not fit the {config.model.preset}"
-                          f" U-Net: data.size must be a multiple of {div}")
+                          f" {config.model.kind}: data.size must be a multiple of {div}")
     if first.shape[1] != config.data.frames:
         raise ConfigError(f"the dataset gives {first.shape[1]} frames, data.frames = "
                           f"{config.data.frames}")

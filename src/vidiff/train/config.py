@@ -52,7 +52,7 @@ DATA_SOURCES = ("bouncing_balls", "moving_shapes", "folder")
 PRECISIONS = ("fp32", "bf16", "fp16")
 LR_SCHEDULES = ("constant", "cosine")
 TRAINABLE = ("all", "temporal")
-MODEL_KINDS = ("unet", "videofusion")
+MODEL_KINDS = ("unet", "videofusion", "dit")
 
 
 @dataclass
@@ -96,11 +96,15 @@ class ModelConfig:
     """The denoising network: a `vidiff.models` preset with `UNetConfig` overrides, or
     VideoFusion's base + residual generators; optionally initialized from an image model."""
 
-    kind: str = "unet"  # unet (the space-time U-Net) | videofusion (base + residual generators)
-    # mini (the default run's) | tiny | small | base | vdm-matched | ddpm-cifar10 | vdm-ucf101
+    # unet (the space-time U-Net) | videofusion (base + residual generators) | dit (the
+    # space-time diffusion transformer, vidiff.models.dit)
+    kind: str = "unet"
+    # U-Net: mini (the default run's) | tiny | small | base | vdm-matched | ddpm-cifar10 |
+    # vdm-ucf101; dit: dit-tiny | dit-mini | dit-s | dit-b | dit-l | dit-xl (patch 2)
     preset: str = "mini"
-    # UNetConfig fields, e.g. model_channels = 32; temporal = false makes an image U-Net
-    # (image pretraining). videofusion: preset and overrides make the residual generator
+    # UNetConfig (DiTConfig) fields, e.g. model_channels = 32 (patch_size = 4); temporal =
+    # false makes an image model (image pretraining). videofusion: preset and overrides make
+    # the residual generator
     overrides: dict = field(default_factory=dict)
     # an image model to start from (PYoCo, VideoFusion): a vidiff image run folder, checkpoint
     # folder or .safetensors file (EMA weights), a diffusers UNet2DModel directory, or a
@@ -222,7 +226,12 @@ def validate(config: RunConfig) -> RunConfig:
         raise ConfigError(f"data.fps = {d.fps} must be > 0 (or none)")
     if d.use_captions and d.text_encoder != "hash":
         _check_text_encoder(d.text_encoder)
-    _choice("model.preset", config.model.preset, UNET_PRESETS.names())
+    if config.model.kind == "dit":
+        from vidiff.models import DIT_PRESETS
+
+        _choice("model.preset", config.model.preset, DIT_PRESETS.names())
+    else:
+        _choice("model.preset", config.model.preset, UNET_PRESETS.names())
     _validate_model(config)
     _choice("diffusion.prediction", config.diffusion.prediction, PREDICTIONS)
     _positive("diffusion.timesteps", config.diffusion.timesteps, 2)

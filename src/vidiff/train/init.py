@@ -229,3 +229,54 @@ def _check_conditions(config: RunConfig) -> None:
         raise ConfigError(f"data.text_encoder {d.text_encoder!r} gives {text_width(d)}-wide "
                           f"text; {_KEY} {config.model.init_from!r} cross-attends to "
                           f"{width}-wide text (its own text encoder's)")
+
+
+def load_image_dit(source: str | Path):
+    """The image `DiT` (train mode) at `source`: a diffusers DiTTransformer2DModel /
+    PixArtTransformer2DModel folder (or a root with transformer/), or a vidiff image DiT
+    run, checkpoint folder or .safetensors file (EMA weights)."""
+    from vidiff.models import DiT, load_diffusers_transformer
+
+    path = Path(source)
+    if not path.exists():
+        raise ConfigError(f"{_KEY} {str(source)!r} does not exist")
+    if is_diffusers_dir(path) or (path / "transformer" / "config.json").is_file():
+        try:
+            return load_diffusers_transformer(path, inflate=False).train()
+        except (FileNotFoundError, ValueError, KeyError, OSError) as err:
+            raise ConfigError(f"{_KEY} {str(source)!r} (diffusers transformer): {err}"
+                              ) from None
+    try:
+        ckpt = load_checkpoint(path)
+        spec = spec_from_checkpoint(ckpt.config, ckpt.meta)
+    except (CheckpointError, ValueError) as err:
+        raise ConfigError(f"{_KEY} {str(source)!r}: {err}") from None
+    if spec.kind != "dit" or spec.unet_config.temporal:
+        raise ConfigError(f"{_KEY} {str(source)!r} is not an image DiT (a run with "
+                          f"model.kind = dit and model.overrides.temporal = false)")
+    model = DiT(spec.unet_config)
+    try:
+        load_weights(model, ckpt.weights("ema"), str(ckpt.path))
+    except CheckpointError as err:
+        raise ConfigError(f"{_KEY} {str(source)!r}: {err}") from None
+    return model.train()
+
+
+def inflate_dit_to(image, target, source: str):
+    """`image` (an image DiT) made into the DiT of `target` (inflated when it is a video
+    DiT); a `ConfigError` naming the fields where the architectures differ otherwise."""
+    from vidiff.models import inflate_dit
+
+    fields = {k: v for k, v in asdict(target).items() if k != "temporal"}
+    options = {k: v for k, v in fields.items() if v != getattr(image.config, k)}
+    try:
+        if target.temporal:
+            return inflate_dit(image, **options)
+        if options:
+            raise ValueError(options)
+        return image
+    except ValueError:
+        diff = architecture_mismatch(asdict(image.config),
+                                     asdict(replace(target, temporal=False)))
+        raise ConfigError(f"{_KEY} {source!r} has another architecture than this run's DiT: "
+                          f"{'; '.join(diff)}") from None
