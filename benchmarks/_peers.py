@@ -45,11 +45,26 @@ DIFFUSERS_TEXT_TOKENS = 1
 
 VIDIFF_PRESET = "vdm-matched"
 
-MODELS = ("vidiff", "vdp", "diffusers")
+# the transformers of benchmarks/dit_speed.py: diffusers' LatteTransformer3DModel (spatial
+# blocks with cross-attention to the caption, temporal blocks; adaLN-single) and vidiff's DiT
+# of the same width, depth, heads and modulation (adaLN-single), text by cross-attention
+LATTE_CONFIG = {"num_attention_heads": 6, "attention_head_dim": 64, "in_channels": 3,
+                "out_channels": 3, "num_layers": 6, "sample_size": 32, "patch_size": 2,
+                "caption_channels": 64, "cross_attention_dim": 384, "attention_bias": True,
+                "activation_fn": "gelu-approximate", "num_embeds_ada_norm": 1000,
+                "norm_type": "ada_norm_single", "norm_elementwise_affine": False,
+                "norm_eps": 1e-6, "video_length": 16}
+DIT_CONFIG = {"hidden": 384, "depth": 6, "heads": 6, "patch_size": 2, "text_dim": 64,
+              "adaln": "single", "time_freq_shift": 0.0}
+TEXT_TOKENS = 8
+
+MODELS = ("vidiff", "vdp", "diffusers", "dit", "latte")
 LABELS = {
     "vidiff": f"vidiff `{VIDIFF_PRESET}`",
     "vdp": "video-diffusion-pytorch Unet3D",
     "diffusers": "diffusers UNet3DConditionModel",
+    "dit": "vidiff DiT",
+    "latte": "diffusers LatteTransformer3DModel",
 }
 
 
@@ -110,7 +125,32 @@ def _diffusers(batch: int, device: torch.device):
     return model, call
 
 
-_BUILDERS = {"vidiff": _vidiff, "vdp": _vdp, "diffusers": _diffusers}
+def _dit(batch: int, device: torch.device):
+    from vidiff.models import DiT, DiTConfig
+
+    model = DiT(DiTConfig(**DIT_CONFIG)).to(device)
+    text = torch.zeros(batch, TEXT_TOKENS, DIT_CONFIG["text_dim"], device=device)
+
+    def call(m, x, t):
+        return m(x, t, text_emb=text.to(x.dtype))
+
+    return model, call
+
+
+def _latte(batch: int, device: torch.device):
+    from diffusers import LatteTransformer3DModel
+
+    model = LatteTransformer3DModel(**LATTE_CONFIG).to(device)
+    text = torch.zeros(batch, TEXT_TOKENS, LATTE_CONFIG["caption_channels"], device=device)
+
+    def call(m, x, t):
+        return m(x, t, encoder_hidden_states=text.to(x.dtype)).sample
+
+    return model, call
+
+
+_BUILDERS = {"vidiff": _vidiff, "vdp": _vdp, "diffusers": _diffusers, "dit": _dit,
+             "latte": _latte}
 
 
 def build(name: str, batch: int, device: torch.device):

@@ -37,7 +37,7 @@ sys.path.insert(0, HERE)
 import _peers  # noqa: E402  (imports torch only)
 
 # input size -> (frames, height = width, default batch)
-CONFIGS = {"8x32x32": (8, 32, 2), "16x64x64": (16, 64, 1)}
+CONFIGS = {"8x32x32": (8, 32, 2), "16x32x32": (16, 32, 1), "16x64x64": (16, 64, 1)}
 REFERENCE = "vdp"
 
 
@@ -142,9 +142,9 @@ def table(results: list[dict], args) -> str:
         rate,
         "peak mem train (GiB)",
         "peak mem sampling (GiB)",
-        "train vs vdp",
-        "sampling vs vdp",
-        "mem vs vdp",
+        f"train vs {args.reference}",
+        f"sampling vs {args.reference}",
+        f"mem vs {args.reference}",
     ]
     if not cuda:
         head.append("other procs (cores)")
@@ -152,7 +152,7 @@ def table(results: list[dict], args) -> str:
     refs = {
         r["input"]: r
         for r in results
-        if r["model"] == REFERENCE and not r.get("compile") and "error" not in r
+        if r["model"] == args.reference and not r.get("compile") and "error" not in r
     }
     for r in results:
         label = _peers.LABELS[r["model"]] + (" +compile" if r.get("compile") else "")
@@ -204,8 +204,11 @@ def parse_args(argv=None):
         default="vidiff",
         help="comma list of models that get a +compile row with --compile (default vidiff)",
     )
-    p.add_argument("--configs", default=",".join(CONFIGS), help="comma list of input sizes")
-    p.add_argument("--models", default=",".join(_peers.MODELS), help="comma list of models")
+    p.add_argument("--configs", default="8x32x32,16x64x64", help="comma list of input sizes: "
+                   + ", ".join(CONFIGS))
+    p.add_argument("--models", default="vidiff,vdp,diffusers", help="comma list of models: "
+                   + ", ".join(_peers.MODELS))
+    p.add_argument("--reference", default=REFERENCE, help="the model the ratios are to")
     p.add_argument(
         "--repeats", type=int, default=None, help="timed calls per phase (CPU 3, CUDA 20)"
     )

@@ -125,11 +125,11 @@ class DiT(nn.Module):
         c_act, shared, t_emb, text, tmask = self._conditions(
             t, b, frames, class_labels, text_emb, text_mask, cond_mask, h.dtype)
         buckets, fmask = self._temporal_context(frames, num_images, x.device)
+        mod = shared if shared is not None else c_act  # what the blocks modulate with
         for i, block in enumerate(self.blocks):
-            mod = shared if shared is not None else c_act
             h = self._run(block, h, mod, text, tmask, frames)
             if self.temporal is not None:
-                h = self._run(self.temporal[i], h, c_act, buckets, fmask, frames)
+                h = self._run(self.temporal[i], h, mod, buckets, fmask, frames)
         h = self.final(h, c_act, t_emb)  # (B*F, N, p*p*C_out)
         out = self._unpatchify(h, b, frames, hh // p, ww // p)  # (B, C_out, F, H, W)
         return out[:, :, 0] if image else out

@@ -115,13 +115,15 @@ class SpatialBlock(nn.Module):
 
 
 class TemporalBlock(nn.Module):
-    """Attention over the frames at each patch position, then an MLP; adaLN-Zero from c with
-    its own zero-initialised map, so it starts as the identity (module docstring)."""
+    """Attention over the frames at each patch position, then an MLP (module docstring),
+    modulated like the model's spatial blocks. It starts as the identity: with per-block
+    modulation ("block") its map is zero, so its gates are; with PixArt's shared one
+    ("single") its attention and MLP output projections are zero (VDM's temporal init)."""
 
     def __init__(self, cfg: DiTConfig):
         super().__init__()
         d = cfg.hidden
-        self.heads = cfg.heads
+        self.heads, self.single = cfg.heads, cfg.adaln == "single"
         self.norm1 = nn.LayerNorm(d, elementwise_affine=False, eps=cfg.norm_eps)
         self.qkv = nn.Linear(d, 3 * d, bias=cfg.attention_bias)
         self.proj = nn.Linear(d, d)
@@ -129,16 +131,23 @@ class TemporalBlock(nn.Module):
         nn.init.normal_(self.rel_bias, std=0.02)
         self.norm2 = nn.LayerNorm(d, elementwise_affine=False, eps=cfg.norm_eps)
         self.mlp = Mlp(d, cfg.mlp_ratio)
-        self.ada = nn.Linear(d, 6 * d)
-        nn.init.zeros_(self.ada.weight)
-        nn.init.zeros_(self.ada.bias)
+        if self.single:
+            self.table = nn.Parameter(torch.randn(6, d) / d**0.5)
+            for layer in (self.proj, self.mlp.fc2):
+                nn.init.zeros_(layer.weight)
+                nn.init.zeros_(layer.bias)
+        else:
+            self.ada = nn.Linear(d, 6 * d)
+            nn.init.zeros_(self.ada.weight)
+            nn.init.zeros_(self.ada.bias)
 
     def forward(self, x: Tensor, c: Tensor, buckets: Tensor | None,
                 frame_mask: Tensor | None, frames: int) -> Tensor:
-        """x (B*F, N, D), c (B or B*F, D) SiLU(conditioning) -> (B*F, N, D)."""
+        """x (B*F, N, D); c as for `SpatialBlock` -> (B*F, N, D)."""
         if frames == 1 and buckets is None:
             buckets = torch.zeros(1, 1, dtype=torch.long, device=x.device)
-        mod = _rows(self.ada(c), x.shape[0])[:, None]  # (B*F, 1, 6D)
+        mod = (self.table.flatten() + c) if self.single else self.ada(c)  # (R, 6D)
+        mod = _rows(mod, x.shape[0])[:, None]  # (B*F, 1, 6D)
         shift_a, scale_a, gate_a, shift_m, scale_m, gate_m = mod.chunk(6, dim=-1)
         x = x + gate_a * self._attend(modulate(self.norm1(x), shift_a, scale_a), buckets,
                                       frame_mask, frames)
