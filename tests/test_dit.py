@@ -210,3 +210,42 @@ def test_dit_runs_train_from_a_diffusers_dit_sample_extend_and_export(tmp_path):
     g = [torch.Generator().manual_seed(0) for _ in range(2)]
     torch.testing.assert_close(Pipeline.from_pretrained(exported)(1, generator=g[0]),
                                pipe(1, generator=g[1]), rtol=0, atol=1e-6)
+
+
+def test_dit_text_latent_interpolate_upsample_and_eval(tmp_path):
+    """A text-conditional DiT on latents (the tiny VAE), then the window commands, guidance
+    super-resolution through the downsampling, and eval: the U-Net's paths, unchanged."""
+    import numpy as np
+    from _sd_helpers import write_tiny_vae
+    from _train_helpers import TINY
+
+    from vidiff import Pipeline
+    from vidiff.cli import main
+
+    vae = write_tiny_vae(tmp_path / "sd")
+    out = tmp_path / "latent_dit"
+    tiny = [s for s in TINY if not s.startswith("model.preset")]
+    assert main(["train", "--out", str(out), "--steps", "2", "--set", *tiny,
+                 "model.kind=dit", "model.preset=dit-tiny", f"data.autoencoder={vae}",
+                 "data.use_captions=true"]) == 0
+    pipe = Pipeline.from_pretrained(out)
+    assert pipe.spec.shape.channels == 4 and pipe.spec.unet_config.text_dim == 64
+    videos = pipe(2, captions=["a red ball"], generator=torch.Generator().manual_seed(0))
+    assert videos.shape == (2, 3, 4, 16, 16)
+    clip = tmp_path / "clip.npy"
+    np.save(clip, (videos[:1].permute(0, 2, 3, 4, 1).numpy() * 127.5 + 127.5).astype("uint8"))
+    assert main(["interpolate", str(out), "--input", str(clip), "--factor", "2", "--steps",
+                 "2", "--out", str(tmp_path / "i.npy")]) == 0
+    assert np.load(tmp_path / "i.npy").shape == (1, 7, 16, 16, 3)
+    pixel = tmp_path / "pixel_dit"
+    assert main(["train", "--out", str(pixel), "--steps", "2", "--set", *tiny,
+                 "model.kind=dit", "model.preset=dit-tiny", "prior.name=mixed"]) == 0
+    small = tmp_path / "small.npy"
+    np.save(small, np.zeros((1, 4, 8, 8, 3), dtype="uint8"))
+    assert main(["upsample", str(pixel), "--input", str(small), "--steps", "2", "--out",
+                 str(tmp_path / "u.npy")]) == 0
+    assert np.load(tmp_path / "u.npy").shape == (1, 4, 16, 16, 3)
+    assert main(["eval", "-c", str(pixel), "--num", "4", "--steps", "2", "-r",
+                 "bouncing_balls", "--reference-num", "4", "--frames", "4", "--size", "16",
+                 "--no-progress", "-o", str(tmp_path / "e.json")]) == 0
+    assert "fvd_lite" in (tmp_path / "e.json").read_text()

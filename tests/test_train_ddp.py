@@ -19,16 +19,18 @@ EXTRA = ["data.num_images=1", "data.use_labels=true", "prior.name=progressive",
          "train.sample_count=1", "train.device=cpu"]
 
 
-def test_two_processes_match_one(tmp_path):
+@pytest.mark.parametrize("backbone", [[], ["model.kind=dit", "model.preset=dit-tiny"]],
+                         ids=["unet", "dit"])
+def test_two_processes_match_one(tmp_path, backbone):
     steps = 3
     single = tmp_path / "single"
-    train(tiny_config(single, *EXTRA, "data.batch_size=4", steps=steps), echo=False)
+    train(tiny_config(single, *EXTRA, *backbone, "data.batch_size=4", steps=steps), echo=False)
 
     ddp = tmp_path / "ddp"
     env = dict(os.environ, OMP_NUM_THREADS="1")
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node",
            "2", "-m", "vidiff", "train", "--out", str(ddp), "--steps", str(steps),
-           "--set", *TINY, *EXTRA, "data.batch_size=2"]
+           "--set", *TINY, *EXTRA, *backbone, "data.batch_size=2"]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     # the gradients match DDP's buckets (1x1 convolutions once made every rank warn)

@@ -11,6 +11,7 @@
 
 from .cond import Cond
 from .diffusion import Diffusion, DiffusionConfig
+from .flow import FlowMatching
 from .likelihood import nll_bits_per_dim, vlb_terms
 from .losses import LossConfig, diffusion_loss
 from .oracle import GaussianOracle
@@ -23,6 +24,7 @@ from .spec import ModelSpec
 __version__ = "0.1.0"
 
 __all__ = [
+    "FlowMatching",
     "Cond",
     "Diffusion",
     "DiffusionConfig",

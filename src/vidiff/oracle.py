@@ -68,6 +68,21 @@ class GaussianOracle:
         y = y * (s / (a2 * lam + 1 - abar))  # diag(s / (a^2 lam + s^2))
         return (y @ left.T).view(xt.shape)  # L U y
 
+    def velocity(self, xt: torch.Tensor, t: torch.Tensor, **cond) -> torch.Tensor:
+        """The exact flow-matching velocity E[eps - x0 | x_t] for x_t = (1 - t) x0 + t eps,
+        float t (B,) in [0, 1] (`vidiff.flow`): with a = 1 - t, s = t,
+        E[x0 | x_t] = a C K^-1 x_t and E[eps | x_t] = s S K^-1 x_t, K = a^2 C + s^2 S, so
+        v = L U diag((s - a lam) / (a^2 lam + s^2)) U^T L^-1 x_t: linear in x_t, and finite
+        at both ends (t = 1: v = x_t; t = 0: v = -x_t on the data's support)."""
+        left, right, lam = self._mats(xt.device, torch.float64)
+        b = xt.shape[0]
+        s = t.to(torch.float64).view(b, 1)
+        a = 1 - s
+        flat = xt.reshape(b, -1).to(torch.float64)  # (B, D)
+        z = flat @ right  # (B, D): U^T L^-1 x_t, per sample
+        z = z * (s - a * lam) / (a * a * lam + s * s).clamp(min=1e-30)
+        return (z @ left.T).reshape(xt.shape).to(xt.dtype)
+
     def __call__(self, xt: torch.Tensor, t: torch.Tensor, **cond) -> torch.Tensor:
         eps = self.eps(xt, t)
         return self.diffusion.target(self.diffusion.predict_x0(xt, t, eps), eps, t)

@@ -257,6 +257,10 @@ def sample(
 ) -> torch.Tensor:
     """Draw samples of `shape` (B, C, F, H, W) (or (B, C, H, W)) from a trained denoiser.
 
+    With a `vidiff.FlowMatching` as `diffusion` the denoiser is a velocity function
+    `v_fn(xt, t, **cond)` of float time t (B,) in [0, 1] and the sampler "euler" (default
+    50 steps) or "heun" (25): `vidiff.flow_samplers.sample_flow`.
+
     denoiser(xt, t, **cond) returns the diffusion's prediction; t is int64 (B,) on the training
     scale. sampler: "ddpm" (variance "posterior" | "beta"), "ddim" (eta, default 0) or
     "dpmpp_2m"; steps defaults to T, 50 and 20. Every noise (x_T and each step's) is drawn
@@ -272,6 +276,12 @@ def sample(
     independent noise; K is also passed to the denoiser as `num_images`. `cond`: the
     conditions (`vidiff.Cond`, or a dict of its fields), passed as keywords.
     """
+    from .flow import FlowMatching
+
+    if isinstance(diffusion, FlowMatching):
+        return _sample_flow(denoiser, shape, diffusion, prior, sampler, steps, generator,
+                            num_images, cond, x_T, callback, device, dtype,
+                            eta=eta, variance=variance, spacing=spacing)
     sample_fn = SAMPLERS.get(sampler)
     prior = prior if prior is not None else noise_prior("independent")
     options = _sampler_options(sampler, eta=eta, variance=variance)
@@ -291,3 +301,18 @@ def sample(
     if progress:
         callback = _progress_callback(callback, len(traj))
     return sample_fn(denoise, x, traj, noise, callback=callback, **options)
+
+
+def _sample_flow(v_fn, shape, flow, prior, sampler, steps, generator, num_images, cond, x_T,
+                 callback, device, dtype, **ddpm_only):
+    from .flow_samplers import FLOW_SAMPLERS, sample_flow
+
+    if sampler not in FLOW_SAMPLERS:
+        raise ValueError(f"sampler {sampler!r} is not a flow-matching sampler; choose one of "
+                         f"{', '.join(FLOW_SAMPLERS.names())}")
+    given = sorted(k for k, v in ddpm_only.items() if v is not None)
+    if given:
+        raise ValueError(f"options {given} do not apply to flow-matching samplers")
+    return sample_flow(v_fn, shape, flow=flow, prior=prior, sampler=sampler, steps=steps,
+                       generator=generator, num_images=num_images, cond=cond, x_T=x_T,
+                       callback=callback, device=device, dtype=dtype)

@@ -89,6 +89,9 @@ def diffusers_config_to_unet_config(config: dict, source: str = "config") -> UNe
     cls = config.get("_class_name", "UNet2DModel")
     if cls == SD_CLASS:
         return sd_config_to_unet_config(config, source)
+    if cls in ("DiTTransformer2DModel", "PixArtTransformer2DModel"):
+        raise _unsupported(source, "_class_name", cls, "a transformer: model.kind = dit reads "
+                           "it (vidiff.models.load_diffusers_transformer)")
     if cls != "UNet2DModel":
         raise _unsupported(source, "_class_name", cls, f"vidiff imports UNet2DModel and "
                            f"{SD_CLASS}")

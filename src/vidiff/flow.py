@@ -1,0 +1,121 @@
+"""Flow matching (rectified flow): the straight path from data to noise, under any noise prior.
+
+    x_t = (1 - t) x0 + t eps,   t in [0, 1],   v = dx_t/dt = eps - x0     (Liu et al. 2023;
+                                                                          Lipman et al. 2023)
+
+The network predicts the velocity v; the loss is ||v_hat - (eps - x0)||^2 with t drawn
+logit-normal (SD3, Esser et al. 2024, eq. 19: t = sigmoid(u), u ~ N(m, s^2)) or uniform, then
+shifted toward the noise by SD3's resolution shift t' = shift t / (1 + (shift - 1) t)
+(eq. 23; shift = sqrt(m / n) for m pixels against a base resolution's n). The noise eps is a
+draw of the run's noise prior, exactly as in DDPM: PYoCo's mixed / progressive and
+VideoFusion's decomposed noise carry over unchanged.
+
+Sampling integrates dx/dt = v from t = 1 (pure prior noise) to t = 0 (`vidiff.samplers`:
+``euler``, ``heun``). An Euler step is DDIM's step (eta 0) in this parameterisation:
+x_t + (t' - t) v = (1 - t') x0_hat + t' eps_hat. Networks see the time as 1000 t (SD3's
+convention, `network_time`), so the U-Net's and DiT's sinusoidal embeddings keep their
+range.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+
+__all__ = ["FLOW_TIME_SAMPLING", "FlowMatching", "resolution_shift"]
+
+FLOW_TIME_SAMPLING = ("logit_normal", "uniform")
+NETWORK_TIME_SCALE = 1000.0  # the network's time input is 1000 t
+
+
+def resolution_shift(pixels: int, base_pixels: int = 256 * 256) -> float:
+    """SD3's time shift for frames of `pixels` pixels against `base_pixels` (eq. 23's
+    sqrt(m / n)): 1 at the base resolution, 2 at twice its side."""
+    return math.sqrt(pixels / base_pixels)
+
+
+@dataclass(frozen=True)
+class FlowMatching:
+    """The flow x_t = (1 - t) x0 + t eps with the velocity v = eps - x0 as the target.
+
+    `shift` bends the time toward the noise (training times and the sampling grid alike);
+    `time_sampling` is how training draws t: "logit_normal" (with `logit_mean`, `logit_std`)
+    or "uniform".
+    """
+
+    shift: float = 1.0  # SD3's time shift (1: none); see `resolution_shift`
+    time_sampling: str = "logit_normal"  # logit_normal | uniform
+    logit_mean: float = 0.0  # logit-normal m (SD3: 0)
+    logit_std: float = 1.0  # logit-normal s (SD3: 1)
+    prediction: str = "velocity"  # what the network predicts (the only choice)
+
+    def __post_init__(self):
+        if not self.shift > 0:
+            raise ValueError(f"flow shift={self.shift} must be > 0")
+        if self.time_sampling not in FLOW_TIME_SAMPLING:
+            raise ValueError(f"flow time_sampling={self.time_sampling!r}: choose one of "
+                             f"{', '.join(FLOW_TIME_SAMPLING)}")
+        if not self.logit_std > 0:
+            raise ValueError(f"flow logit_std={self.logit_std} must be > 0")
+
+    # -- the path ---------------------------------------------------------------------------
+    @staticmethod
+    def _b(t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """(B,) -> (B, 1, ...) broadcastable against x, in x's dtype."""
+        return t.to(x.dtype).view(-1, *([1] * (x.ndim - 1)))
+
+    def q_sample(self, x0: torch.Tensor, t: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+        """x_t = (1 - t) x0 + t eps for float t (B,) in [0, 1]; `noise` from the prior."""
+        tb = self._b(t, x0)
+        return torch.lerp(x0, noise, tb)  # (1 - t) x0 + t eps
+
+    @staticmethod
+    def target(x0: torch.Tensor, noise: torch.Tensor, t: torch.Tensor | None = None):
+        """The velocity v = eps - x0 (the regression target)."""
+        return noise - x0
+
+    def split(self, v: torch.Tensor, xt: torch.Tensor, t: torch.Tensor):
+        """(x0_hat, eps_hat) from a velocity: x0 = x_t - t v, eps = x_t + (1 - t) v."""
+        tb = self._b(t, xt)
+        return xt - tb * v, xt + (1 - tb) * v
+
+    def alpha_sigma(self, t: torch.Tensor, x: torch.Tensor):
+        """The path's coefficients (a, s) = (1 - t, t), broadcastable against x."""
+        tb = self._b(t, x)
+        return 1 - tb, tb
+
+    def shifted(self, t: torch.Tensor) -> torch.Tensor:
+        """SD3's shift: t' = shift t / (1 + (shift - 1) t) (eq. 23); the identity at 1."""
+        if self.shift == 1.0:
+            return t
+        return self.shift * t / (1 + (self.shift - 1) * t)
+
+    # -- training times and the sampling grid -------------------------------------------------
+    def sample_t(self, batch: int, generator: torch.Generator | None = None,
+                 device: torch.device | str = "cpu") -> torch.Tensor:
+        """Training times (B,) float32 in (0, 1): logit-normal or uniform, then shifted."""
+        if self.time_sampling == "uniform":
+            t = torch.rand(batch, generator=generator, device=device)
+        else:  # SD3 eq. 19
+            u = torch.randn(batch, generator=generator, device=device)
+            t = torch.sigmoid(self.logit_mean + self.logit_std * u)
+        return self.shifted(t)
+
+    def times(self, steps: int) -> list[float]:
+        """The sampling grid t_0 = 1 > t_1 > ... > t_steps = 0 (uniform in the unshifted
+        time, then shifted), python floats."""
+        if steps < 1:
+            raise ValueError(f"steps={steps} must be >= 1")
+        grid = torch.linspace(1.0, 0.0, steps + 1, dtype=torch.float64)
+        return self.shifted(grid).tolist()
+
+    @staticmethod
+    def network_time(t: torch.Tensor) -> torch.Tensor:
+        """What a vidiff network is given as its timestep for flow time t: 1000 t (float)."""
+        return t.float() * NETWORK_TIME_SCALE
+
+    def to_dict(self) -> dict:
+        return {"kind": "flow", "shift": self.shift, "time_sampling": self.time_sampling,
+                "logit_mean": self.logit_mean, "logit_std": self.logit_std}
