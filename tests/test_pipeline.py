@@ -56,8 +56,8 @@ def test_spec_errors_are_clear(runs):
     data = Pipeline.from_pretrained(runs["cond"]).spec.to_dict()
     with pytest.raises(ConfigError, match="not a vidiff model spec"):
         ModelSpec.from_dict({**data, "format": "something-else"})
-    with pytest.raises(ValueError, match="unknown model kind 'dit'.*'unet', 'videofusion'"):
-        ModelSpec.from_dict({**data, "kind": "dit"})
+    with pytest.raises(ValueError, match="unknown model kind 'mamba'.*'unet', 'videofusion'"):
+        ModelSpec.from_dict({**data, "kind": "mamba"})
     bad_key = r"unknown config key 'spec.shape.colour'; valid keys of \[spec.shape\]"
     with pytest.raises(ConfigError, match=bad_key):
         ModelSpec.from_dict({**data, "shape": {**data["shape"], "colour": 1}})

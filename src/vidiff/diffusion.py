@@ -32,6 +32,12 @@ class DiffusionConfig:
     timesteps: int = 1000  # T, the number of training steps (DDPM: 1000)
     prediction: str = "eps"  # what the network predicts: eps | x0 | v
     schedule_kwargs: dict = field(default_factory=dict)  # e.g. beta_start, beta_end, s
+    # ddpm: the Gaussian diffusion above; flow: rectified flow (vidiff.flow: x_t = (1 - t) x0
+    # + t eps, the network predicts the velocity eps - x0; schedule, timesteps and prediction
+    # are then unused)
+    process: str = "ddpm"
+    flow_shift: float = 1.0  # flow: SD3's time shift (vidiff.flow.resolution_shift)
+    flow_time: str = "logit_normal"  # flow: training times, logit_normal | uniform
 
 
 class Diffusion:
@@ -66,6 +72,11 @@ class Diffusion:
         self.posterior_mean_coef_x0 = betas * abar_prev.sqrt() / (1 - abar)
         self.posterior_mean_coef_xt = (1 - abar_prev) * self.alphas.sqrt() / (1 - abar)
         self._device_cache: dict = {}
+
+    @staticmethod
+    def network_time(t: torch.Tensor) -> torch.Tensor:
+        """What the network is given as its timestep: the training step t itself."""
+        return t
 
     @classmethod
     def from_config(cls, config: DiffusionConfig) -> Diffusion:

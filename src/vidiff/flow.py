@@ -116,6 +116,14 @@ class FlowMatching:
         """What a vidiff network is given as its timestep for flow time t: 1000 t (float)."""
         return t.float() * NETWORK_TIME_SCALE
 
+    def velocity_fn(self, network):
+        """The network as the samplers' velocity function v(xt, t, **cond) of float time t
+        (the network itself sees `network_time`)."""
+        def velocity(xt: torch.Tensor, t: torch.Tensor, **cond) -> torch.Tensor:
+            return network(xt, self.network_time(t), **cond)
+
+        return velocity
+
     def to_dict(self) -> dict:
         return {"kind": "flow", "shift": self.shift, "time_sampling": self.time_sampling,
                 "logit_mean": self.logit_mean, "logit_std": self.logit_std}

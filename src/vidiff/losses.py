@@ -32,7 +32,7 @@ def snr_weight(diffusion: Diffusion, t: torch.Tensor, config: LossConfig) -> tor
     x0 target it is min(SNR, gamma), for a v target min(SNR, gamma) / (SNR + 1), so that all
     three prediction types give the same weighting of the x0 error.
     """
-    if config.weighting == "none":
+    if config.weighting == "none" or diffusion.prediction == "velocity":  # flow: none
         return torch.ones(t.shape, device=t.device)
     if config.weighting != "min_snr":
         raise ValueError(f"unknown loss weighting {config.weighting!r}; "
@@ -60,7 +60,7 @@ def diffusion_loss(
     conditions come as one `vidiff.Cond` and / or as keywords (class_labels=...).
     """
     xt = diffusion.q_sample(x0, t, noise)
-    out = denoiser(xt, t, **Cond.of(cond).merged(**keywords).kwargs())
+    out = denoiser(xt, diffusion.network_time(t), **Cond.of(cond).merged(**keywords).kwargs())
     target = diffusion.target(x0, noise, t)
     per_sample = (out.float() - target.float()).square().flatten(1).mean(1)  # (B,)
     return per_sample * snr_weight(diffusion, t, config)

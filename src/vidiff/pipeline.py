@@ -31,6 +31,7 @@ from torch import nn
 from vidiff.checkpoint import CheckpointError, load_checkpoint, load_weights, read_safetensors
 from vidiff.cond import Cond
 from vidiff.guidance import ClassifierFreeGuidance
+from vidiff.process import is_flow
 from vidiff.samplers import SamplingConfig, sample
 from vidiff.spec import (
     SPEC_FORMAT,
@@ -203,6 +204,8 @@ class Pipeline:
         guidance at `guidance_scale` (None: the spec's) for a conditional model."""
         scale = self.spec.sampling.guidance_scale if guidance_scale is None else guidance_scale
         net = self.model if self.dtype == torch.float32 else _cast(self.model, self.dtype)
+        if is_flow(self.diffusion):  # the samplers call it with the flow's float time
+            net = self.diffusion.velocity_fn(net)
         if self.spec.conditional and scale != 1.0:
             return ClassifierFreeGuidance(net, scale)
         return net

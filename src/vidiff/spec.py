@@ -181,7 +181,9 @@ class ModelSpec:
 
     def build_diffusion(self) -> Diffusion:
         """The `Diffusion` (schedule, T, prediction) the model was trained with."""
-        return Diffusion.from_config(self.diffusion)
+        from vidiff.process import build_process
+
+        return build_process(self.diffusion)
 
     def build_prior(self) -> NoisePrior:
         """The noise prior the model was trained with."""

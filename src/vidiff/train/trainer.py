@@ -30,8 +30,8 @@ from vidiff.checkpoint import load_weights, save_checkpoint
 from vidiff.cond import Cond
 from vidiff.conditional import downsample_to
 from vidiff.config_io import ConfigError
-from vidiff.diffusion import Diffusion
 from vidiff.pipeline import Pipeline
+from vidiff.process import build_process, is_flow
 from vidiff.samplers import sample
 from vidiff.threads import auto_threads
 from vidiff.train import distributed
@@ -141,7 +141,7 @@ class Trainer:
         self.num_params = sum(p.numel() for p in self.raw.parameters())
         source = config.model.init_from
         self.imported = source is not None and is_diffusers_dir(Path(source))
-        self.diffusion = Diffusion.from_config(config.diffusion)
+        self.diffusion = build_process(config.diffusion)
         self.prior = build_prior(config)
         opt = build_optimization(self.raw, config)
         self.optimizer, self.schedule, self.scaler = opt.optimizer, opt.schedule, opt.scaler
@@ -281,7 +281,9 @@ class Trainer:
                                                             else seed)
         pipe = self.pipeline()
         if pipe is None:  # a hand-made network: unconditional samples
-            return sample(self.ema.model, (count, *self.clip), diffusion=self.diffusion,
+            net = self.diffusion.velocity_fn(self.ema.model) if is_flow(self.diffusion) \
+                else self.ema.model
+            return sample(net, (count, *self.clip), diffusion=self.diffusion,
                           prior=self.prior,
                           sampler=s.sampler, steps=s.steps, eta=s.eta, generator=g,
                           device=self.device)
