@@ -121,3 +121,61 @@ def test_heun_converges_at_second_order_and_euler_at_first():
                                     ).abs().max().item()
     assert 1.6 < errs["euler", 10] / errs["euler", 20] < 2.5  # halving h halves the error
     assert 3.0 < errs["heun", 10] / errs["heun", 20] < 5.0  # ... and quarters Heun's
+
+
+def test_the_loss_regresses_the_velocity_and_the_network_sees_1000_t():
+    from vidiff.losses import diffusion_loss
+
+    seen = {}
+
+    def net(xt, t, **cond):
+        seen["t"] = t
+        return torch.zeros_like(xt)
+
+    flow = FlowMatching()
+    g = torch.Generator().manual_seed(0)
+    x0, eps = torch.randn(3, 3, 2, 4, 4, generator=g), torch.randn(3, 3, 2, 4, 4, generator=g)
+    t = torch.tensor([0.1, 0.5, 0.9])
+    loss = diffusion_loss(net, flow, x0, t, eps)
+    torch.testing.assert_close(seen["t"], t * 1000)
+    torch.testing.assert_close(loss, (eps - x0).square().flatten(1).mean(1))
+
+
+def test_a_flow_run_trains_samples_exports_and_refuses_what_it_cannot_do(tmp_path, capsys):
+    from pathlib import Path
+
+    import numpy as np
+    from _train_helpers import TINY, cli_error
+
+    from vidiff import Pipeline
+    from vidiff.cli import main
+
+    config = Path(__file__).resolve().parents[1] / "configs" / "flow_balls.toml"
+    out = tmp_path / "flow"
+    tiny = [s for s in TINY if not s.startswith(("sample.sampler", "data.use_labels"))]
+    assert main(["train", "-c", str(config), "--out", str(out), "--steps", "3", "--set",
+                 *tiny, "data.num_images=1"]) == 0  # class-conditional, joint images
+    pipe = Pipeline.from_pretrained(out)
+    assert isinstance(pipe.diffusion, FlowMatching) and pipe.spec.sampling.sampler == "euler"
+    assert pipe.spec.num_classes == 8  # guidance wraps the velocity function
+    npy = tmp_path / "s.npy"
+    assert main(["sample", str(out), "-n", "2", "--sampler", "heun", "--steps", "3",
+                 "--out", str(npy)]) == 0
+    assert np.load(npy).shape == (2, 4, 16, 16, 3)
+    exported = tmp_path / "exported"
+    assert main(["export", str(out), str(exported)]) == 0
+    g = [torch.Generator().manual_seed(2) for _ in range(2)]
+    torch.testing.assert_close(Pipeline.from_pretrained(exported)(1, generator=g[0]),
+                               pipe(1, generator=g[1]), rtol=0, atol=1e-6)
+    err = cli_error(capsys, ["sample", str(out), "--sampler", "ddim", "--out",
+                             str(tmp_path / "x.npy")])
+    assert "--sampler 'ddim': a flow-matching model samples with euler or heun" in err
+    err = cli_error(capsys, ["extend", str(out), "--frames", "6", "--out",
+                             str(tmp_path / "e.npy")])
+    assert "flow-matching models are not supported yet" in err
+    for setting, words in (("sample.sampler=ddpm", "set sample.sampler"),
+                           ("loss.weighting=min_snr", "loss.weighting"),
+                           ("diffusion.flow_time=cosine", "time_sampling")):
+        err = cli_error(capsys, ["train", "-c", str(config), "--out", str(tmp_path / "r"),
+                                 "--set", *tiny, setting])
+        assert words in err

@@ -32,7 +32,7 @@ from vidiff.checkpoint import CheckpointError, load_checkpoint, load_weights, re
 from vidiff.cond import Cond
 from vidiff.guidance import ClassifierFreeGuidance
 from vidiff.process import is_flow
-from vidiff.samplers import SamplingConfig, sample
+from vidiff.samplers import SamplingConfig, SamplingError, sample
 from vidiff.spec import (
     SPEC_FORMAT,
     ClipShape,
@@ -216,13 +216,21 @@ class Pipeline:
         """The spec's sampling settings with the given ones in place: the spec's steps and eta
         are kept only for the sampler they were set for (another sampler takes its own
         defaults); a `vidiff.samplers.SamplingError` for a bad value."""
+        from vidiff.flow_samplers import FLOW_SAMPLERS
+
         base = self.spec.sampling
         chosen = sampler or base.sampler
         same = chosen == base.sampler
-        return SamplingConfig(
+        config = SamplingConfig(
             chosen, steps or (base.steps if same else None),
             (base.eta if same else None) if eta is None else eta,
             base.guidance_scale if guidance_scale is None else guidance_scale).check()
+        flow = is_flow(self.diffusion)
+        if flow != (config.sampler in FLOW_SAMPLERS):
+            which = ("a flow-matching model samples with euler or heun" if flow else
+                     "euler and heun sample flow-matching models; this one is DDPM's")
+            raise SamplingError("sampler", f"{config.sampler!r}: {which}")
+        return config
 
     # -- sampling --------------------------------------------------------------------------
     @torch.no_grad()

@@ -164,9 +164,12 @@ class SamplingConfig:
     def check(self) -> SamplingConfig:
         """`self`, or a `SamplingError` naming the first bad field (the one place these
         values are checked: run configs, the pipeline and the commands all call it)."""
-        if self.sampler not in SAMPLERS:
+        from .flow_samplers import FLOW_SAMPLERS
+
+        if self.sampler not in SAMPLERS and self.sampler not in FLOW_SAMPLERS:
+            names = SAMPLERS.names() + FLOW_SAMPLERS.names()
             raise SamplingError("sampler", f"{self.sampler!r} is unknown; choose one of "
-                                           f"{', '.join(SAMPLERS.names())}")
+                                           f"{', '.join(names)} (euler, heun: flow models)")
         if self.steps is not None and self.steps < 1:
             raise SamplingError("steps", f"= {self.steps} must be >= 1")
         if self.eta is not None and self.sampler != "ddim":

@@ -156,6 +156,9 @@ def load(args: argparse.Namespace):
     check_common(args)
     pipe = load_pipeline(args)
     latent = pipe.spec.autoencoder is not None
+    if pipe.spec.diffusion.process == "flow":
+        raise CommandError(f"vidiff {args.command}: flow-matching models are not supported yet "
+                           f"(reconstruction guidance is derived for DDPM's parameterisation)")
     if latent and args.command == "upsample":
         raise CommandError("vidiff upsample: latent models are not supported (their "
                            "conditioning would have to run on latents of another size)")

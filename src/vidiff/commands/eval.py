@@ -139,6 +139,9 @@ def _pipeline(args, device):
         pipe = Pipeline.from_pretrained(args.checkpoint, device=device)
     except (FileNotFoundError, ValueError, CheckpointError) as err:
         _fail(f"--checkpoint: {err}")
+    if args.nll and pipe.spec.diffusion.process == "flow":
+        _fail("--nll: flow-matching models have no variational bound here (the likelihood "
+              "would need the probability-flow ODE, which vidiff does not integrate)")
     if args.nll and pipe.spec.conditional:  # said before any clip is scored
         _fail("--nll: conditional models are not supported (the bound needs the labels)")
     if args.nll and pipe.spec.autoencoder is not None:

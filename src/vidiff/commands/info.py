@@ -159,8 +159,12 @@ def run(args: argparse.Namespace) -> int:
         print(f"autoencoder  {vae['name']} (decodes to {px['channels']} x {px['frames']}"
               f" frames x {px['size']}x{px['size']} pixels)")
     diff = spec["diffusion"]
-    print(f"diffusion    {diff['schedule']} schedule, T={diff['timesteps']}, "
-          f"predicts {diff['prediction']}")
+    if diff.get("process") == "flow":
+        print(f"diffusion    rectified flow, {diff['flow_time'].replace('_', '-')} training "
+              f"times, shift {diff['flow_shift']:g}, predicts the velocity")
+    else:
+        print(f"diffusion    {diff['schedule']} schedule, T={diff['timesteps']}, "
+              f"predicts {diff['prediction']}")
     prior = spec["prior"]
     print(f"prior        {prior['name']} {json.dumps(prior['params'])}")
     s = spec["sampling"]

@@ -235,6 +235,7 @@ def validate(config: RunConfig) -> RunConfig:
     _validate_model(config)
     _choice("diffusion.prediction", config.diffusion.prediction, PREDICTIONS)
     _positive("diffusion.timesteps", config.diffusion.timesteps, 2)
+    _validate_process(config)
     _choice("prior.name", config.prior.name, PRIORS.names())
     try:  # the parameters too, before any data is read (building a prior costs nothing)
         noise_prior(config.prior.name, **config.prior.params)
@@ -340,6 +341,34 @@ def _check_lowres(config: RunConfig) -> None:
     if m.kind != "unet" or m.init_from is not None:
         raise ConfigError("data.lowres_size (a super-resolution model) needs model.kind = "
                           "\"unet\" and no model.init_from")
+
+
+def _validate_process(config: RunConfig) -> None:
+    """diffusion.process and, for rectified flow, what it does not combine with."""
+    from vidiff.flow_samplers import FLOW_SAMPLERS
+    from vidiff.process import PROCESSES, build_process
+
+    _choice("diffusion.process", config.diffusion.process, PROCESSES)
+    if config.diffusion.process != "flow":
+        if config.sample.sampler in FLOW_SAMPLERS:
+            raise ConfigError(f"sample.sampler = {config.sample.sampler!r} samples "
+                              f"flow-matching models (diffusion.process = \"flow\")")
+        return
+    try:
+        build_process(config.diffusion)
+    except ValueError as err:
+        raise ConfigError(f"diffusion: {err}") from None
+    if config.sample.sampler not in FLOW_SAMPLERS:
+        raise ConfigError(f'diffusion.process = "flow" samples with '
+                          f'{" or ".join(FLOW_SAMPLERS.names())}: set sample.sampler = '
+                          f'"euler" ({config.sample.sampler!r} is a DDPM sampler)')
+    for bad, why in ((config.loss.weighting != "none", "loss.weighting (an SNR weighting of "
+                      "DDPM's)"), (config.model.kind == "videofusion",
+                      'model.kind = "videofusion" (its decomposition predicts the noise)'),
+                     (config.data.lowres_size is not None, "data.lowres_size (the "
+                      "upsampler's guidance is DDPM's)")):
+        if bad:
+            raise ConfigError(f'diffusion.process = "flow" does not combine with {why}')
 
 
 def _check_text_encoder(name: str) -> None:

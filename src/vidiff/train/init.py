@@ -168,6 +168,8 @@ def with_init_schedule(config: RunConfig) -> tuple[RunConfig, str | None]:
     m = config.model
     if m.init_from is None or not m.init_schedule or not is_diffusers_dir(Path(m.init_from)):
         return config, None
+    if config.diffusion.process == "flow":  # a DDPM scheduler's betas do not apply
+        return config, "model.init_schedule: kept the flow-matching [diffusion] section"
     file = find_scheduler_config(m.init_from)
     if file is None:
         return config, None
