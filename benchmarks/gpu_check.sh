@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
-# The GPU check: one prepared script, under 9 minutes (530 s of timeouts) on one H100/H200, one markdown report.
+# The GPU check: one prepared script, under 10 minutes (550 s of timeouts) on one H100/H200, one markdown report.
 #
 #   bash benchmarks/gpu_check.sh            # report in $OUT/gpu_report.md (runs/gpu_check/ without $OUT)
 #
 # 1. benchmarks/unet_speed.py on the GPU: bf16 autocast, torch.compile, a batch that fills it;
 #    TFLOP/s and % of the GPU's dense bf16 peak; then benchmarks/sd_memory.py --measure: the
-#    peak memory of SD 1.5's inflated U-Net training on 16 frames of 32x32 latents;
+#    peak memory of SD 1.5's inflated U-Net training on 16 frames of 32x32 latents; then
+#    benchmarks/dit_speed.py: the DiT against diffusers' Latte;
 # 2. a 300-step `vidiff train` with bf16 (steps/s, peak GPU memory);
 # 3. the tests marked `gpu` (tests/test_gpu.py).
 # It needs a python3 with a CUDA torch (PYTHON=... to pick another). The GPU machines of this
@@ -57,9 +58,15 @@ timeout 100 $PY benchmarks/sd_memory.py --measure > "$OUT/sd_memory.log" 2>&1
 echo "exit status $?" >> "$REPORT"
 grep '^|' "$OUT/sd_memory.log" >> "$REPORT" || tail -20 "$OUT/sd_memory.log" >> "$REPORT"
 
+echo -e "\n## 1c. DiT against diffusers' Latte (bf16 autocast, 16x64x64, batch 8)" >> "$REPORT"
+timeout 60 $PY benchmarks/dit_speed.py --device cuda --dtype bf16 --batch 8 --configs 16x64x64 \
+    --repeats 10 --max-phase-s 10 > "$OUT/dit_speed.log" 2>&1
+echo "exit status $?" >> "$REPORT"
+grep '^|' "$OUT/dit_speed.log" >> "$REPORT" || tail -20 "$OUT/dit_speed.log" >> "$REPORT"
+
 echo -e "\n## 2. 300-step vidiff train, bf16 (small U-Net, 16x64x64 clips, batch 16)" >> "$REPORT"
 rm -rf /tmp/vidiff_gpu_train
-timeout 130 $PY -m vidiff train --out /tmp/vidiff_gpu_train --steps 300 --device cuda \
+timeout 100 $PY -m vidiff train --out /tmp/vidiff_gpu_train --steps 300 --device cuda \
     --precision bf16 --preset small --frames 16 --size 64 --batch-size 16 \
     --set train.progress=false train.sample_every=0 sample.steps=20 train.log_every=50 \
     train.ckpt_every=0 > "$OUT/train.log" 2>&1
@@ -81,7 +88,7 @@ PY
 tail -3 "$OUT/train.log" | sed 's/^/    /' >> "$REPORT"
 
 echo -e "\n## 3. Tests marked gpu" >> "$REPORT"
-timeout 100 $PY -m pytest -q -m gpu -p no:cacheprovider tests/test_gpu.py > "$OUT/pytest_gpu.log" 2>&1
+timeout 90 $PY -m pytest -q -m gpu -p no:cacheprovider tests/test_gpu.py > "$OUT/pytest_gpu.log" 2>&1
 echo "exit status $?" >> "$REPORT"
 echo '```' >> "$REPORT"
 tail -5 "$OUT/pytest_gpu.log" >> "$REPORT"

@@ -141,8 +141,8 @@ def test_sample_option_errors(run_dir, tmp_path, capsys):
     out = str(tmp_path / "x.mp4")
     assert "not class-conditional" in cli_error(capsys, ["sample", str(run_dir), "--out", out,
                                                       "--class", "1"])
-    assert "--sampler 'euler' is unknown" in cli_error(capsys, ["sample", str(run_dir), "--out",
-                                                             out, "--sampler", "euler"])
+    assert "--sampler 'lms' is unknown" in cli_error(capsys, ["sample", str(run_dir), "--out",
+                                                             out, "--sampler", "lms"])
 
 
 def test_help_mentions_every_option(capsys):
