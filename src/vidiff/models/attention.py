@@ -42,6 +42,12 @@ def relative_position_buckets(
     return (rel > 0).long() * half + torch.where(n < exact, n, far)
 
 
+def relative_position_table_size(kind: str, num_buckets: int, max_distance: int) -> int:
+    """Rows of a relative-position bias table: the buckets ("t5"), or every clipped distance
+    in [-max_distance, max_distance] ("clip")."""
+    return num_buckets if kind == "t5" else 2 * max_distance + 1
+
+
 class SpatialAttention(nn.Module):
     """Multi-head self-attention over the H*W pixels of each frame (DDPM/ADM attention block).
 

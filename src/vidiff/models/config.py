@@ -118,9 +118,10 @@ class UNetConfig:
     @property
     def rel_pos_table_size(self) -> int:
         """Rows of each temporal attention's relative position bias table."""
-        if self.rel_pos == "t5":
-            return self.rel_pos_num_buckets
-        return 2 * self.rel_pos_max_distance + 1
+        from .attention import relative_position_table_size
+
+        return relative_position_table_size(self.rel_pos, self.rel_pos_num_buckets,
+                                            self.rel_pos_max_distance)
 
     # ------------------------------------------------------------------------------------------
     def _validate(self):

@@ -28,7 +28,7 @@ from .attention import relative_position_buckets
 from .dit_blocks import FinalLayer, SpatialBlock, TemporalBlock
 from .dit_config import DiTConfig
 from .embeddings import TextConditioner, TimestepMLP, timestep_embedding
-from .rows import condition_rows
+from .rows import class_embedding, condition_rows, joint_frame_mask
 
 if TYPE_CHECKING:
     from vidiff.cond import Cond
@@ -167,15 +167,10 @@ class DiT(nn.Module):
             b, frames, labels, text_emb, text_mask, cond_mask)
         if rows != b:  # per-frame conditions: (B, D) -> (B*F, D)
             emb = emb.repeat_interleave(frames, dim=0)
-        if self.class_embed is not None:
-            null = torch.full((rows,), cfg.num_classes, dtype=torch.long, device=t.device)
-            if labels is None:
-                labels = null
-            elif cond_mask is not None:
-                labels = torch.where(cond_mask, labels, null)  # dropped: the null label
-            emb = emb + self.class_embed(labels)
-        elif labels is not None:
-            raise ValueError("class_labels given to a model built with num_classes=None")
+        classes = class_embedding(self.class_embed, labels, cond_mask, rows, cfg.num_classes,
+                                  t.device)
+        if classes is not None:
+            emb = emb + classes
         text = tmask = None
         if self.text_cond is not None:
             tokens, tmask, _ = self.text_cond(text_emb, text_mask, cond_mask, rows)
@@ -195,12 +190,7 @@ class DiT(nn.Module):
                                             num_buckets=cfg.rel_pos_num_buckets,
                                             max_distance=cfg.rel_pos_max_distance,
                                             device=device)
-        mask = None
-        if num_images > 0:  # VDM joint training: video frames see video frames, an image itself
-            idx = torch.arange(frames, device=device)
-            video = idx < frames - num_images
-            mask = (video[:, None] & video[None, :]) | (idx[:, None] == idx)
-        return buckets, mask
+        return buckets, joint_frame_mask(frames, num_images, device)
 
     def set_gradient_checkpointing(self, enabled: bool = True) -> None:
         """Recompute each block in the backward pass (torch.utils.checkpoint)."""

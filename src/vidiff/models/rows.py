@@ -6,9 +6,37 @@ its own clip's label or caption, so a condition may come per frame.
 
 from __future__ import annotations
 
-from torch import Tensor
+import torch
+from torch import Tensor, nn
 
-__all__ = ["condition_rows"]
+__all__ = ["class_embedding", "condition_rows", "joint_frame_mask"]
+
+
+def class_embedding(table: nn.Embedding | None, labels: Tensor | None, cond_mask: Tensor | None,
+                    rows: int, num_classes: int | None, device) -> Tensor | None:
+    """The class embedding (rows, E) to add to a model's conditioning, or None without a
+    class table: labels None -> the null label (row `num_classes`) for all, labels whose
+    `cond_mask` is False -> the null label (condition dropout, guidance's null)."""
+    if table is None:
+        if labels is not None:
+            raise ValueError("class_labels given to a model built with num_classes=None")
+        return None
+    null = torch.full((rows,), num_classes, dtype=torch.long, device=device)
+    if labels is None:
+        labels = null
+    elif cond_mask is not None:
+        labels = torch.where(cond_mask, labels, null)  # dropped: the null label
+    return table(labels)
+
+
+def joint_frame_mask(frames: int, num_images: int, device) -> Tensor | None:
+    """VDM joint training's temporal mask (F, F) bool: video frames attend video frames, each
+    of the last `num_images` frames (independent images) only itself; None without images."""
+    if num_images <= 0:
+        return None
+    idx = torch.arange(frames, device=device)
+    video = idx < frames - num_images
+    return (video[:, None] & video[None, :]) | (idx[:, None] == idx)
 
 
 def condition_rows(b: int, frames: int, labels: Tensor | None, text_emb: Tensor | None,

@@ -29,7 +29,7 @@ from .config import UNetConfig
 from .context import Context
 from .embeddings import TextConditioner, TimestepMLP, timestep_embedding
 from .norm import GroupNorm32, zero_
-from .rows import condition_rows
+from .rows import class_embedding, condition_rows, joint_frame_mask
 from .transformer import SpatialTransformer
 
 if TYPE_CHECKING:
@@ -325,15 +325,10 @@ class UNet(nn.Module):
             b, frames, labels, text_emb, text_mask, cond_mask)
         if rows != b:  # per-frame conditions: (B, E) -> (B*F, E), each frame its own
             emb = emb[:, None].expand(b, frames, emb.shape[-1]).reshape(rows, -1)
-        if self.class_embed is not None:
-            null = torch.full((rows,), cfg.num_classes, dtype=torch.long, device=device)
-            if labels is None:
-                labels = null
-            elif cond_mask is not None:
-                labels = torch.where(cond_mask, labels, null)  # dropped: the null label
-            emb = emb + self.class_embed(labels)
-        elif labels is not None:
-            raise ValueError("class_labels given to a model built with num_classes=None")
+        classes = class_embedding(self.class_embed, labels, cond_mask, rows, cfg.num_classes,
+                                  device)
+        if classes is not None:
+            emb = emb + classes
         tokens = tmask = None
         if self.text_cond is not None:
             tokens, tmask, pooled = self.text_cond(text_emb, text_mask, cond_mask, rows)
@@ -362,9 +357,5 @@ class UNet(nn.Module):
                 max_distance=cfg.rel_pos_max_distance,
                 device=device,
             )
-            if num_images > 0:
-                # VDM joint training: video frames attend video frames; an image only itself
-                idx = torch.arange(frames, device=device)
-                is_video = idx < frames - num_images
-                frame_mask = (is_video[:, None] & is_video[None, :]) | (idx[:, None] == idx)
+            frame_mask = joint_frame_mask(frames, num_images, device)  # VDM joint training
         return Context(F.silu(emb), b, num_images, tokens, tmask, buckets, frame_mask)
