@@ -170,9 +170,17 @@ def test_a_flow_run_trains_samples_exports_and_refuses_what_it_cannot_do(tmp_pat
     err = cli_error(capsys, ["sample", str(out), "--sampler", "ddim", "--out",
                              str(tmp_path / "x.npy")])
     assert "--sampler 'ddim': a flow-matching model samples with euler or heun" in err
-    err = cli_error(capsys, ["extend", str(out), "--frames", "6", "--out",
-                             str(tmp_path / "e.npy")])
-    assert "flow-matching models are not supported yet" in err
+    for argv, frames in ((["extend", "--frames", "6"], 6), (["interpolate", "--factor", "2"], 7)):
+        assert main([argv[0], str(out), "--input", str(npy), *argv[1:], "--steps", "3",
+                     "--out", str(tmp_path / f"{argv[0]}.npy")]) == 0  # guidance in flow
+        assert np.load(tmp_path / f"{argv[0]}.npy").shape == (2, frames, 16, 16, 3)
+    small = tmp_path / "small.npy"
+    np.save(small, np.load(npy)[:, :, ::2, ::2])  # 8x8: upsampled by guidance in the flow
+    assert main(["upsample", str(out), "--input", str(small), "--steps", "3",
+                 "--out", str(tmp_path / "u.npy")]) == 0
+    assert np.load(tmp_path / "u.npy").shape == (2, 4, 16, 16, 3)
+    err = cli_error(capsys, ["eval", "-c", str(out), "--nll", "-r", "bouncing_balls"])
+    assert "--nll: flow-matching models have no variational bound" in err
     for setting, words in (("sample.sampler=ddpm", "set sample.sampler"),
                            ("loss.weighting=min_snr", "loss.weighting"),
                            ("diffusion.flow_time=cosine", "time_sampling")):

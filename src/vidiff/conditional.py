@@ -29,6 +29,7 @@ import torch.nn.functional as F
 
 from .cond import Cond
 from .diffusion import Diffusion
+from .flow_samplers import FLOW_DEFAULT_STEPS
 from .guidance import RECONSTRUCTION_WEIGHT, Denoiser, ReconstructionGuidance
 from .priors import NoisePrior
 from .samplers import DEFAULT_STEPS, SamplingConfig, sample
@@ -80,14 +81,18 @@ class ConditionalSampler:
     method: "reconstruction" (VDM eq. 7 with weight w_r, plus replacement) or "replacement".
     cond:   the denoiser's conditions (`vidiff.Cond`: class labels, text, a low-res video,
             whose frames are cut to each window's).
+    A rectified-flow model (`diffusion` a `vidiff.FlowMatching`) works the same way: its
+    denoiser is the velocity function of float time (`FlowMatching.velocity_fn`), guidance
+    uses x0 = x_t - t v and a_t = 1 - t (VDM eq. 7's derivation holds for any x_t = a x0 +
+    s eps), and the sampler is euler or heun.
     """
 
     denoiser: Denoiser
-    diffusion: Diffusion
+    diffusion: Diffusion  # or a FlowMatching
     prior: NoisePrior
     method: str = "reconstruction"  # reconstruction | replacement (the baseline)
     weight: float = RECONSTRUCTION_WEIGHT  # w_r of VDM eq. 7 (ignored by replacement)
-    sampler: str = SamplingConfig.sampler  # ddpm | ddim | dpmpp_2m
+    sampler: str = SamplingConfig.sampler  # ddpm | ddim | dpmpp_2m; flow: euler | heun
     steps: int | None = SamplingConfig.steps  # sampler steps (None: the sampler's default)
     cond: Cond = field(default_factory=Cond)  # the denoiser's conditions
     progress: bool = False  # a progress bar (one for all the windows of a fill)
@@ -160,7 +165,8 @@ class ConditionalSampler:
             return None, self
         from tqdm.auto import tqdm
 
-        steps = self.steps or DEFAULT_STEPS[self.sampler] or self.diffusion.timesteps
+        steps = self.steps or DEFAULT_STEPS.get(self.sampler) or FLOW_DEFAULT_STEPS.get(
+            self.sampler) or self.diffusion.timesteps
         bar = tqdm(total=windows * steps, desc=f"{windows} window(s)", unit="step",
                    dynamic_ncols=True)
         outer = self.callback

@@ -154,7 +154,10 @@ class ReconstructionGuidance:
         return x0.detach(), grad
 
     def _guided_x0(self, x0, grad, a, maps):
-        """VDM eq. 7 on the unknown part, preconditioned by S_b|a under a correlated prior."""
+        """VDM eq. 7 on the unknown part, preconditioned by S_b|a under a correlated prior.
+        For any path x_t = a x0 + s eps (DDPM's a = sqrt(abar), rectified flow's a = 1 - t)
+        Tweedie gives xhat = (x_t + s^2 score) / a and q(x^a | x_t) ~ N(xhat^a, s^2 / a^2),
+        so the conditional score's correction of xhat is -(a / 2) grad, as in DDPM."""
         if maps is not None:
             grad = apply_frames(maps[1], grad)  # S_b|a grad^b, zero on the known frames
         elif self.mask is not None:

@@ -156,9 +156,6 @@ def load(args: argparse.Namespace):
     check_common(args)
     pipe = load_pipeline(args)
     latent = pipe.spec.autoencoder is not None
-    if pipe.spec.diffusion.process == "flow":
-        raise CommandError(f"vidiff {args.command}: flow-matching models are not supported yet "
-                           f"(reconstruction guidance is derived for DDPM's parameterisation)")
     if latent and args.command == "upsample":
         raise CommandError("vidiff upsample: latent models are not supported (their "
                            "conditioning would have to run on latents of another size)")
@@ -167,7 +164,9 @@ def load(args: argparse.Namespace):
     except SamplingError as err:
         raise CommandError(err.named(f"--{err.field}")) from None
     args.sampler, args.steps = chosen.sampler, chosen.steps
-    sampler = ConditionalSampler(pipe.model, pipe.diffusion, pipe.prior, method=args.method,
+    # the network as its sampler calls it (a flow model's: the velocity of float time)
+    sampler = ConditionalSampler(pipe.denoiser(1.0), pipe.diffusion, pipe.prior,
+                                 method=args.method,
                                  weight=args.guidance_weight, sampler=args.sampler,
                                  steps=args.steps, progress=True, clip_x0=not latent)
     return pipe, sampler
