@@ -19,6 +19,8 @@ ones (`_claims`: steady pairs, FVD-lite, tracking score).
 
 from __future__ import annotations
 
+import json
+import re
 import sys
 from pathlib import Path
 
@@ -43,11 +45,31 @@ def add(p) -> None:
                    help="process CPU seconds per run (on CUDA: wall seconds)")
     p.add_argument("--train-only", action="store_true",
                    help="train the runs and stop (a later call reuses them and scores all)")
+    p.add_argument("--replot", action="store_true",
+                   help="redraw the plot from OUT/results.json and stop")
+
+
+def plot(out: Path, rows: dict, floor: dict, title: str) -> str:
+    """Each metric against the network calls per sample, a line per (process, sampler)."""
+    series: dict = {}
+    for label, agg in rows.items():
+        m = re.match(r"(\w+), (\w+) (\d+) steps \((\d+) calls\)", label)
+        if m:
+            xs, aggs = series.setdefault(f"{m[1]} {m[2]}", ([], []))
+            xs.append(int(m[4]))
+            aggs.append(agg)
+    panels = [{"key": key, "xlabel": "network calls per sample", "series": series,
+               "floor": floor, "xlog": True} for key in C.METRICS]
+    return C.plot(out / "flow.png", panels, title)
 
 
 def main(argv=None) -> int:
     args = C.parse(__doc__, SCALES, add, argv)
     out = Path(args.out)
+    if args.replot:
+        saved = json.loads((out / "results.json").read_text())
+        print(plot(out, saved["rows"], saved["floor"], "flow matching vs DDPM at equal CPU time"))
+        return 0
     machine = C.start(args, "flow")
     budget, clock = C.budget(args)
     scorer = None if args.train_only else C.Scorer(args, C.run_config(args, out, budget))
@@ -78,6 +100,8 @@ def main(argv=None) -> int:
         *C.verdicts(rows, next(iter(rows)), scorer.floor)])
     C.write(out, {"machine": machine, "args": vars(args), "floor": scorer.floor, "rows": rows,
                   "steps": steps}, text)
+    print(plot(out, rows, scorer.floor, f"flow matching vs DDPM at {args.budget:.0f} "
+                                         f"{clock}-s per run"))
     return 0
 
 
