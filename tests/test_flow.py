@@ -179,6 +179,10 @@ def test_a_flow_run_trains_samples_exports_and_refuses_what_it_cannot_do(tmp_pat
     assert main(["upsample", str(out), "--input", str(small), "--steps", "3",
                  "--out", str(tmp_path / "u.npy")]) == 0
     assert np.load(tmp_path / "u.npy").shape == (2, 4, 16, 16, 3)
+    assert main(["eval", "-c", str(out), "--num", "4", "--steps", "3", "-r",
+                 "bouncing_balls", "--reference-num", "4", "--frames", "4", "--size", "16",
+                 "--no-progress", "-o", str(tmp_path / "e.json")]) == 0
+    assert "fvd_lite" in (tmp_path / "e.json").read_text()
     err = cli_error(capsys, ["eval", "-c", str(out), "--nll", "-r", "bouncing_balls"])
     assert "--nll: flow-matching models have no variational bound" in err
     for setting, words in (("sample.sampler=ddpm", "set sample.sampler"),
