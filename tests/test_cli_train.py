@@ -128,7 +128,7 @@ def test_bad_config_inputs(tmp_path, capsys):
                           "model.overrides.out_channels=1"])
     assert "the data has 3 channels" in err and "in_channels=1" in err
     err = cli_error(capsys, ["train", "--out", out, "--set", "model.overrides.colour=1"])
-    assert "unknown UNetConfig field 'colour'" in err
+    assert "model.overrides: unknown field(s) ['colour']; valid: the fields of UNetConfig" in err
     err = cli_error(capsys, ["train", "--out", out, "--data", str(tmp_path / "no_videos")])
     assert "no_videos" in err
     err = cli_error(capsys, ["train", "-c", str(tmp_path / "missing.toml")])

@@ -382,11 +382,41 @@ def _check_text_encoder(name: str) -> None:
         raise ConfigError(str(err)) from None
 
 
+def _check_overrides(config: RunConfig) -> None:
+    """model.overrides (and base_overrides) name fields of the network's config and, without
+    model.init_from, make a valid config of the preset: checked before any data is read (the
+    conditions that the data adds are checked when the network is built)."""
+    from vidiff.models import (
+        DIT_PRESETS,
+        UNET_PRESETS,
+        DiTConfig,
+        UNetConfig,
+        dit_config,
+        unet_config,
+    )
+
+    m = config.model
+    config_class, build, presets = ((DiTConfig, dit_config, DIT_PRESETS) if m.kind == "dit"
+                                    else (UNetConfig, unet_config, UNET_PRESETS))
+    for key, overrides, cls in (("model.overrides", m.overrides, config_class),
+                                ("model.base_overrides", m.base_overrides, UNetConfig)):
+        unknown = sorted(set(overrides) - set(cls.field_names()))
+        if unknown:
+            raise ConfigError(f"{key}: unknown field(s) {unknown}; valid: the fields of "
+                              f"{cls.__name__}: {', '.join(cls.field_names())}")
+    if m.init_from is None and m.preset in presets:
+        try:
+            build(m.preset, **m.overrides)
+        except (TypeError, ValueError) as err:
+            raise ConfigError(f"model.overrides: {err}") from None
+
+
 def _validate_model(config: RunConfig) -> None:
     from vidiff.models import UNET_PRESETS
 
     m = config.model
     _choice("model.kind", m.kind, MODEL_KINDS)
+    _check_overrides(config)
     if m.init_from is not None and not str(m.init_from).strip():
         raise ConfigError("model.init_from is empty; give a path or leave it unset")
     if m.kind != "videofusion":
