@@ -84,7 +84,7 @@ class ConditionalSampler:
     A rectified-flow model (`diffusion` a `vidiff.FlowMatching`) works the same way: its
     denoiser is the velocity function of float time (`FlowMatching.velocity_fn`), guidance
     uses x0 = x_t - t v and a_t = 1 - t (VDM eq. 7's derivation holds for any x_t = a x0 +
-    s eps), and the sampler is euler or heun.
+    s eps), and the sampler is euler, heun or dpmpp_2m.
     """
 
     denoiser: Denoiser

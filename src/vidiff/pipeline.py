@@ -32,7 +32,7 @@ from vidiff.checkpoint import CheckpointError, load_checkpoint, load_weights, re
 from vidiff.cond import Cond
 from vidiff.guidance import ClassifierFreeGuidance
 from vidiff.process import is_flow
-from vidiff.samplers import SamplingConfig, SamplingError, sample
+from vidiff.samplers import SAMPLERS, SamplingConfig, SamplingError, sample
 from vidiff.spec import (
     SPEC_FORMAT,
     ClipShape,
@@ -226,8 +226,8 @@ class Pipeline:
             (base.eta if same else None) if eta is None else eta,
             base.guidance_scale if guidance_scale is None else guidance_scale).check()
         flow = is_flow(self.diffusion)
-        if flow != (config.sampler in FLOW_SAMPLERS):
-            which = ("a flow-matching model samples with euler or heun" if flow else
+        if config.sampler not in (FLOW_SAMPLERS if flow else SAMPLERS):
+            which = ("a flow-matching model samples with euler, heun or dpmpp_2m" if flow else
                      "euler and heun sample flow-matching models; this one is DDPM's")
             raise SamplingError("sampler", f"{config.sampler!r}: {which}")
         return config

@@ -167,9 +167,9 @@ class SamplingConfig:
         from .flow_samplers import FLOW_SAMPLERS
 
         if self.sampler not in SAMPLERS and self.sampler not in FLOW_SAMPLERS:
-            names = SAMPLERS.names() + FLOW_SAMPLERS.names()
+            names = list(dict.fromkeys(SAMPLERS.names() + FLOW_SAMPLERS.names()))
             raise SamplingError("sampler", f"{self.sampler!r} is unknown; choose one of "
-                                           f"{', '.join(names)} (euler, heun: flow models)")
+                                           f"{', '.join(names)} (euler, heun: flow models only)")
         if self.steps is not None and self.steps < 1:
             raise SamplingError("steps", f"= {self.steps} must be >= 1")
         if self.eta is not None and self.sampler != "ddim":
@@ -262,7 +262,7 @@ def sample(
 
     With a `vidiff.FlowMatching` as `diffusion` the denoiser is a velocity function
     `v_fn(xt, t, **cond)` of float time t (B,) in [0, 1] and the sampler "euler" (default
-    50 steps) or "heun" (25): `vidiff.flow_samplers.sample_flow`.
+    50 steps), "heun" (25) or "dpmpp_2m" (20): `vidiff.flow_samplers.sample_flow`.
 
     denoiser(xt, t, **cond) returns the diffusion's prediction; t is int64 (B,) on the training
     scale. sampler: "ddpm" (variance "posterior" | "beta"), "ddim" (eta, default 0) or

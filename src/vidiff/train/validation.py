@@ -116,8 +116,10 @@ def _validate_process(config: RunConfig) -> None:
     from vidiff.process import PROCESSES, build_process
 
     _choice("diffusion.process", config.diffusion.process, PROCESSES)
+    from vidiff.samplers import SAMPLERS
+
     if config.diffusion.process != "flow":
-        if config.sample.sampler in FLOW_SAMPLERS:
+        if config.sample.sampler not in SAMPLERS and config.sample.sampler in FLOW_SAMPLERS:
             raise ConfigError(f"sample.sampler = {config.sample.sampler!r} samples "
                               f"flow-matching models (diffusion.process = \"flow\")")
         return
