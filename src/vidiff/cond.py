@@ -110,3 +110,16 @@ class Cond:
 
 def _is_set(value) -> bool:
     return value is not None and not (isinstance(value, int) and value == 0)
+
+
+CALL_FIELDS = ("class_labels", "text_emb", "text_mask", "cond_mask", "num_images", "lowres")
+
+
+def call_conditions(cond: Cond | None, **keywords) -> tuple:
+    """The conditions of a network call, given as one `Cond` and / or as keywords, merged
+    (`Cond.merged`): the values of CALL_FIELDS in that order. What the U-Net and the DiT
+    do first with their arguments."""
+    if cond is None:
+        return tuple(keywords[k] for k in CALL_FIELDS)
+    merged = cond.merged(**keywords)
+    return tuple(getattr(merged, k) for k in CALL_FIELDS)

@@ -24,8 +24,10 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
+from vidiff.cond import call_conditions
+
 from .attention import relative_position_buckets
-from .dit_blocks import FinalLayer, SpatialBlock, TemporalBlock
+from .dit_blocks import CaptionProjection, FinalLayer, SpatialBlock, TemporalBlock
 from .dit_config import DiTConfig
 from .embeddings import TextConditioner, TimestepMLP, timestep_embedding
 from .rows import class_embedding, condition_rows, joint_frame_mask
@@ -78,7 +80,7 @@ class DiT(nn.Module):
         self.text_cond = TextConditioner(cfg.text_dim, d, pooled=False,
                                          null_tokens=cfg.null_text_tokens) \
             if cfg.text_dim else None
-        self.text_proj = TimestepMLP(cfg.text_dim, d) if cfg.text_dim else None
+        self.text_proj = CaptionProjection(cfg.text_dim, d) if cfg.text_dim else None
         self.adaln = nn.Linear(d, 6 * d) if cfg.adaln == "single" else None  # PixArt's shared
         self.blocks = nn.ModuleList(SpatialBlock(cfg) for _ in range(cfg.depth))
         self.temporal = nn.ModuleList(TemporalBlock(cfg) for _ in range(cfg.depth)) \
@@ -102,13 +104,9 @@ class DiT(nn.Module):
                 lowres: Tensor | None = None) -> Tensor:
         """Predict (eps, x0 or v) for the noisy x (B, C, F, H, W) or (B, C, H, W); the
         arguments are the U-Net's (`vidiff.models.UNet.forward`)."""
-        if cond is not None:
-            merged = cond.merged(class_labels=class_labels, text_emb=text_emb,
-                                 text_mask=text_mask, cond_mask=cond_mask,
-                                 num_images=num_images, lowres=lowres)
-            class_labels, text_emb, text_mask = (merged.class_labels, merged.text_emb,
-                                                  merged.text_mask)
-            cond_mask, num_images, lowres = merged.cond_mask, merged.num_images, merged.lowres
+        class_labels, text_emb, text_mask, cond_mask, num_images, lowres = call_conditions(
+            cond, class_labels=class_labels, text_emb=text_emb, text_mask=text_mask,
+            cond_mask=cond_mask, num_images=num_images, lowres=lowres)
         if lowres is not None or frame_emb is not None:
             raise ValueError("a DiT takes no lowres or frame_emb (those are U-Net inputs)")
         cfg, image = self.config, x.ndim == 4
@@ -174,8 +172,7 @@ class DiT(nn.Module):
         text = tmask = None
         if self.text_cond is not None:
             tokens, tmask, _ = self.text_cond(text_emb, text_mask, cond_mask, rows)
-            text = self.text_proj.linear_2(F.gelu(self.text_proj.linear_1(tokens),
-                                                  approximate="tanh"))  # (rows, L, D)
+            text = self.text_proj(tokens)  # (rows, L, D)
         elif text_emb is not None:
             raise ValueError("text_emb given to a model built with text_dim=None")
         act = F.silu(emb)

@@ -40,6 +40,19 @@ class Mlp(nn.Module):
         return self.fc2(F.gelu(self.fc1(x), approximate="tanh"))
 
 
+class CaptionProjection(nn.Module):
+    """PixArt-alpha's caption projection: text width -> Linear -> GELU (tanh) -> Linear -> D."""
+
+    def __init__(self, text_dim: int, dim: int):
+        super().__init__()
+        self.linear_1 = nn.Linear(text_dim, dim)
+        self.linear_2 = nn.Linear(dim, dim)
+
+    def forward(self, tokens: Tensor) -> Tensor:
+        """(R, L, text_dim) -> (R, L, D)."""
+        return self.linear_2(F.gelu(self.linear_1(tokens), approximate="tanh"))
+
+
 class Attention(nn.Module):
     """Multi-head self-attention of a token sequence (fused q/k/v), SDPA."""
 

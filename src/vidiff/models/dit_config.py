@@ -40,7 +40,6 @@ class DiTConfig:
     time_freq_shift: float = 1.0  # timestep sinusoid: freq_i = 10000^(-i / (128 - shift))
     num_classes: int | None = None  # class-conditional: labels + a learned null label row
     text_dim: int | None = None  # text width: projected to D, cross-attended in every block
-    text_pooling: bool = False  # kept False: text reaches the DiT by cross-attention only
     null_text_tokens: int = 1  # tokens of the learned null text (guidance's null condition)
     # positional embedding of the patches: fixed 2D sin-cos on a grid of this many patches per
     # side, interpolated for other sizes (diffusers' base_size); None = the input's own grid
@@ -53,7 +52,6 @@ class DiTConfig:
     rel_pos_max_distance: int = 64  # "t5": distance of the last bucket; "clip": the clip
     # -- execution (no effect on the math) -----------------------------------------------------
     gradient_checkpointing: bool = False  # recompute each block in the backward pass
-    cond_channels: int = 0  # (no low-res input: the super-resolution path is the U-Net's)
 
     def __post_init__(self):
         self._validate()
@@ -95,10 +93,6 @@ class DiTConfig:
             bad("num_classes", "must be >= 1 or None")
         if self.text_dim is not None and self.text_dim < 1:
             bad("text_dim", "must be >= 1 or None")
-        if self.text_pooling:
-            bad("text_pooling", "a DiT takes text by cross-attention only")
-        if self.cond_channels:
-            bad("cond_channels", "super-resolution models are U-Nets (model.kind = unet)")
         if self.mlp_ratio <= 0:
             bad("mlp_ratio", "must be > 0")
 

@@ -23,6 +23,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
+from vidiff.cond import call_conditions
+
 from .attention import SpatialAttention, TemporalAttention, relative_position_buckets
 from .blocks import Downsample, ResBlock, TemporalConv, Upsample
 from .config import UNetConfig
@@ -214,13 +216,9 @@ class UNet(nn.Module):
         Returns:
             (B, out_channels, F, H, W), or (B, out_channels, H, W) for a 4D x.
         """
-        if cond is not None:
-            merged = cond.merged(class_labels=class_labels, text_emb=text_emb,
-                                 text_mask=text_mask, cond_mask=cond_mask,
-                                 num_images=num_images, lowres=lowres)
-            class_labels, text_emb, text_mask = (merged.class_labels, merged.text_emb,
-                                                  merged.text_mask)
-            cond_mask, num_images, lowres = merged.cond_mask, merged.num_images, merged.lowres
+        class_labels, text_emb, text_mask, cond_mask, num_images, lowres = call_conditions(
+            cond, class_labels=class_labels, text_emb=text_emb, text_mask=text_mask,
+            cond_mask=cond_mask, num_images=num_images, lowres=lowres)
         cfg = self.config
         if x.ndim == 4:
             b, c, hh, ww = x.shape
