@@ -7,8 +7,8 @@ Every sampler has the signature `sampler(velocity, x, times, noise, callback=Non
   times                 the grid 1 = t_0 > t_1 > ... > t_N = 0 (`FlowMatching.times`);
   noise()               a fresh prior draw (unused by these deterministic ODE samplers; the
                         signature is the one every sampler shares).
-`sample_flow` builds them from a velocity function, a `FlowMatching` and a noise prior; it is
-what `vidiff.sample` runs when its `diffusion` is a `FlowMatching`.
+`sample_flow` runs one from a velocity function and x_1; `vidiff.sample` draws x_1 from the
+noise prior and calls it when its `diffusion` is a `FlowMatching`.
 """
 
 from __future__ import annotations
@@ -18,9 +18,7 @@ from collections.abc import Callable, Sequence
 
 import torch
 
-from .cond import Cond
 from .flow import FlowMatching
-from .priors import NoisePrior, noise_prior
 from .registry import Registry
 
 __all__ = ["FLOW_DEFAULT_STEPS", "FLOW_SAMPLERS", "sample_euler", "sample_flow", "sample_heun"]
@@ -86,33 +84,19 @@ def sample_dpmpp_2m(velocity: Velocity, x, times: Sequence[float], noise=None, c
     return x
 
 
-@torch.no_grad()
-def sample_flow(velocity_fn: Callable[..., torch.Tensor], shape: Sequence[int], *,
-                flow: FlowMatching, prior: NoisePrior | None = None, sampler: str = "euler",
-                steps: int | None = None, generator: torch.Generator | None = None,
-                num_images: int = 0, cond: Cond | dict | None = None,
-                x_T: torch.Tensor | None = None, callback=None,
-                device: torch.device | str | None = None,
-                dtype: torch.dtype = torch.float32) -> torch.Tensor:
-    """Samples of `shape` from a flow model: `velocity_fn(xt, t, **cond)` with t float (B,)
-    in [0, 1]; x_1 is a draw of `prior` (default independent) with `generator`."""
+def sample_flow(velocity_fn: Callable[..., torch.Tensor], x: torch.Tensor,
+                noise: Callable[[], torch.Tensor], *, flow: FlowMatching,
+                sampler: str = "euler", steps: int | None = None, cond: dict | None = None,
+                callback=None) -> torch.Tensor:
+    """Integrate a flow model from x = x_1 (a draw of the noise prior; `noise()` draws more)
+    to t = 0: `velocity_fn(xt, t, **cond)` with t float (B,) in [0, 1]. `vidiff.sample` draws
+    x_1 and calls this when its `diffusion` is a `FlowMatching`."""
     sample_fn = FLOW_SAMPLERS.get(sampler)
-    prior = prior if prior is not None else noise_prior("independent")
     times = flow.times(steps or FLOW_DEFAULT_STEPS[sampler])
-    if device is None:
-        device = generator.device if generator is not None else "cpu"
-
-    def noise() -> torch.Tensor:
-        return prior.sample(shape, generator=generator, num_images=num_images, device=device,
-                            dtype=dtype)
-
-    x = noise() if x_T is None else x_T.to(device=device, dtype=dtype)
-    cond = Cond.of(cond)
-    cond = cond.replace(num_images=num_images) if num_images else cond
-    keywords = cond.kwargs()
+    keywords = cond or {}
 
     def velocity(xt: torch.Tensor, t: float) -> torch.Tensor:
-        tt = torch.full((shape[0],), t, device=device, dtype=torch.float32)
+        tt = torch.full((xt.shape[0],), t, device=xt.device, dtype=torch.float32)
         return velocity_fn(xt, tt, **keywords).to(xt.dtype)
 
     return sample_fn(velocity, x, times, noise, callback=callback)

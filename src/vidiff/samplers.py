@@ -281,15 +281,13 @@ def sample(
     """
     from .flow import FlowMatching
 
-    if isinstance(diffusion, FlowMatching):
-        return _sample_flow(denoiser, shape, diffusion, prior, sampler, steps, generator,
-                            num_images, cond, x_T, callback, device, dtype,
-                            eta=eta, variance=variance, spacing=spacing)
-    sample_fn = SAMPLERS.get(sampler)
+    flow = isinstance(diffusion, FlowMatching)
+    if flow:
+        _check_flow_sampler(sampler, eta=eta, variance=variance, spacing=spacing)
+    else:
+        sample_fn = SAMPLERS.get(sampler)
+        options = _sampler_options(sampler, eta=eta, variance=variance)
     prior = prior if prior is not None else noise_prior("independent")
-    options = _sampler_options(sampler, eta=eta, variance=variance)
-    steps = steps or DEFAULT_STEPS[sampler] or diffusion.timesteps
-    traj = make_trajectory(diffusion, steps, spacing or DEFAULT_SPACING[sampler])
     if device is None:
         device = generator.device if generator is not None else "cpu"
 
@@ -300,15 +298,24 @@ def sample(
     x = noise() if x_T is None else x_T.to(device=device, dtype=dtype)
     cond = Cond.of(cond)
     cond = cond.replace(num_images=num_images) if num_images else cond
+    if flow:
+        from .flow_samplers import FLOW_DEFAULT_STEPS, sample_flow
+
+        steps = steps or FLOW_DEFAULT_STEPS[sampler]
+        if progress:
+            callback = _progress_callback(callback, steps)
+        return sample_flow(denoiser, x, noise, flow=diffusion, sampler=sampler, steps=steps,
+                           cond=cond.kwargs(), callback=callback)
+    steps = steps or DEFAULT_STEPS[sampler] or diffusion.timesteps
+    traj = make_trajectory(diffusion, steps, spacing or DEFAULT_SPACING[sampler])
     denoise = _make_denoise(denoiser, diffusion, traj, shape[0], device, clip_x0, cond.kwargs())
     if progress:
         callback = _progress_callback(callback, len(traj))
     return sample_fn(denoise, x, traj, noise, callback=callback, **options)
 
 
-def _sample_flow(v_fn, shape, flow, prior, sampler, steps, generator, num_images, cond, x_T,
-                 callback, device, dtype, **ddpm_only):
-    from .flow_samplers import FLOW_SAMPLERS, sample_flow
+def _check_flow_sampler(sampler: str, **ddpm_only) -> None:
+    from .flow_samplers import FLOW_SAMPLERS
 
     if sampler not in FLOW_SAMPLERS:
         raise ValueError(f"sampler {sampler!r} is not a flow-matching sampler; choose one of "
@@ -316,6 +323,3 @@ def _sample_flow(v_fn, shape, flow, prior, sampler, steps, generator, num_images
     given = sorted(k for k, v in ddpm_only.items() if v is not None)
     if given:
         raise ValueError(f"options {given} do not apply to flow-matching samplers")
-    return sample_flow(v_fn, shape, flow=flow, prior=prior, sampler=sampler, steps=steps,
-                       generator=generator, num_images=num_images, cond=cond, x_T=x_T,
-                       callback=callback, device=device, dtype=dtype)
