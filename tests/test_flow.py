@@ -142,6 +142,10 @@ def test_the_loss_regresses_the_velocity_and_the_network_sees_1000_t():
     loss = diffusion_loss(net, flow, x0, t, eps)
     torch.testing.assert_close(seen["t"], t * 1000)
     torch.testing.assert_close(loss, (eps - x0).square().flatten(1).mean(1))
+    from vidiff.losses import LossConfig
+
+    with pytest.raises(ValueError, match="SNR weighting of DDPM's"):
+        diffusion_loss(net, flow, x0, t, eps, LossConfig(weighting="min_snr"))
 
 
 def test_a_flow_run_trains_samples_exports_and_refuses_what_it_cannot_do(tmp_path, capsys):

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 
@@ -49,7 +50,7 @@ class FlowMatching:
     time_sampling: str = "logit_normal"  # logit_normal | uniform
     logit_mean: float = 0.0  # logit-normal m (SD3: 0)
     logit_std: float = 1.0  # logit-normal s (SD3: 1)
-    prediction: str = "velocity"  # what the network predicts (the only choice)
+    prediction: ClassVar[str] = "velocity"  # what the network predicts (the only choice)
 
     def __post_init__(self):
         if not self.shift > 0:
@@ -98,7 +99,7 @@ class FlowMatching:
         """Training times (B,) float32 in (0, 1): logit-normal or uniform, then shifted."""
         if self.time_sampling == "uniform":
             t = torch.rand(batch, generator=generator, device=device)
-        else:  # SD3 eq. 19
+        else:  # SD3 eq. 19; u is a draw of the time, not of the noise (that is the prior's)
             u = torch.randn(batch, generator=generator, device=device)
             t = torch.sigmoid(self.logit_mean + self.logit_std * u)
         return self.shifted(t)
@@ -123,7 +124,3 @@ class FlowMatching:
             return network(xt, self.network_time(t), **cond)
 
         return velocity
-
-    def to_dict(self) -> dict:
-        return {"kind": "flow", "shift": self.shift, "time_sampling": self.time_sampling,
-                "logit_mean": self.logit_mean, "logit_std": self.logit_std}

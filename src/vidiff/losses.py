@@ -32,8 +32,11 @@ def snr_weight(diffusion: Diffusion, t: torch.Tensor, config: LossConfig) -> tor
     x0 target it is min(SNR, gamma), for a v target min(SNR, gamma) / (SNR + 1), so that all
     three prediction types give the same weighting of the x0 error.
     """
-    if config.weighting == "none" or diffusion.prediction == "velocity":  # flow: none
+    if config.weighting == "none":
         return torch.ones(t.shape, device=t.device)
+    if diffusion.prediction == "velocity":
+        raise ValueError(f"loss weighting {config.weighting!r} is an SNR weighting of DDPM's; "
+                         f"a flow-matching model trains with weighting 'none'")
     if config.weighting != "min_snr":
         raise ValueError(f"unknown loss weighting {config.weighting!r}; "
                          f"valid: {', '.join(WEIGHTINGS)}")

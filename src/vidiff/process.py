@@ -28,7 +28,5 @@ def build_process(config: DiffusionConfig) -> Diffusion | FlowMatching:
 
 
 def is_flow(process) -> bool:
-    """Whether a built process (or a `DiffusionConfig`) is rectified flow."""
-    if isinstance(process, DiffusionConfig):
-        return process.process == "flow"
+    """Whether a built process is rectified flow."""
     return isinstance(process, FlowMatching)
