@@ -48,7 +48,7 @@ def tiny_sd_unet_config(sd2: bool = False, text_dim: int = 32) -> dict:
 
 def random_weights(model, seed: int = 0, std: float = 0.05):
     """`model` with every parameter moved by N(0, std^2) noise (diffusers zero-initialises
-    some, which would hide their mapping) ."""
+    some, which would hide their mapping)."""
     import torch
 
     g = torch.Generator().manual_seed(seed)

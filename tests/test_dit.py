@@ -6,17 +6,9 @@ import json
 
 import pytest
 import torch
+from _sd_helpers import random_weights
 
 from vidiff.models import DiT, dit_config, inflate_dit, is_temporal_parameter
-
-
-def _perturbed(model, seed=0, std=0.05, temporal=True):
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if temporal or not is_temporal_parameter(name):
-                p.add_(torch.randn(p.shape, generator=g) * std)
-    return model
 
 
 def _inputs(frames=4, size=8, channels=3, seed=0):
@@ -41,7 +33,7 @@ def test_a_new_dit_predicts_zero_and_an_inflated_one_is_the_image_model_per_fram
     x, t, y, text = _inputs()
     with torch.no_grad():
         assert DiT(cfg)(x[:, :, 0], t).abs().max() == 0  # adaLN-Zero: the final layer at 0
-    image = _perturbed(DiT(cfg))
+    image = random_weights(DiT(cfg))
     video = inflate_dit(image)
     assert sum(is_temporal_parameter(n) for n, _ in video.named_parameters()) > 0
     with torch.no_grad():
@@ -55,7 +47,7 @@ def test_a_new_dit_predicts_zero_and_an_inflated_one_is_the_image_model_per_fram
 
 
 def test_temporal_blocks_mix_frames_and_joint_training_images_see_only_themselves():
-    model = _perturbed(DiT(dit_config("dit-tiny", num_classes=5)), std=0.2)
+    model = random_weights(DiT(dit_config("dit-tiny", num_classes=5)), std=0.2)
     x, t, y, _ = _inputs(frames=5)
     k = 2  # the last 2 frames are independent images
     with torch.no_grad():
@@ -72,7 +64,7 @@ def test_temporal_blocks_mix_frames_and_joint_training_images_see_only_themselve
 
 
 def test_conditions_null_and_per_frame():
-    model = _perturbed(DiT(dit_config("dit-tiny", num_classes=5, text_dim=12)))
+    model = random_weights(DiT(dit_config("dit-tiny", num_classes=5, text_dim=12)))
     x, t, y, text = _inputs()
     with torch.no_grad():
         null = model(x, t)
@@ -90,7 +82,7 @@ def test_conditions_null_and_per_frame():
 def test_checkpointing_gives_the_same_gradients_and_dynamo_sees_no_graph_break():
     import torch._dynamo as dynamo
 
-    model = _perturbed(DiT(dit_config("dit-tiny", num_classes=5)))
+    model = random_weights(DiT(dit_config("dit-tiny", num_classes=5)))
     x, t, y, _ = _inputs()
     grads = []
     for enabled in (False, True):
@@ -111,7 +103,7 @@ diffusers = pytest.importorskip("diffusers")
 
 def _dit_ref(tmp_path, tie=True, in_channels=4, classes=10):
     torch.manual_seed(0)
-    ref = _perturbed(diffusers.DiTTransformer2DModel(
+    ref = random_weights(diffusers.DiTTransformer2DModel(
         num_attention_heads=2, attention_head_dim=16, in_channels=in_channels,
         out_channels=2 * in_channels, num_layers=2, sample_size=8, patch_size=2,
         num_embeds_ada_norm=classes)).eval()
@@ -148,7 +140,7 @@ def test_diffusers_pixart_equals_diffusers_image_and_inflated(tmp_path):
     from vidiff.models import load_diffusers_transformer
 
     torch.manual_seed(0)
-    ref = _perturbed(diffusers.PixArtTransformer2DModel(
+    ref = random_weights(diffusers.PixArtTransformer2DModel(
         num_attention_heads=2, attention_head_dim=16, in_channels=4, out_channels=8,
         num_layers=2, sample_size=16, patch_size=2, cross_attention_dim=32,
         caption_channels=12, use_additional_conditions=False)).eval()

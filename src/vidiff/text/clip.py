@@ -14,6 +14,7 @@ True), padding included, as SD was trained. transformers is an optional dependen
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 from pathlib import Path
@@ -22,7 +23,7 @@ import torch
 
 from vidiff.quiet import quiet_loading
 
-__all__ = ["ClipTextEncoder", "is_clip_root"]
+__all__ = ["ClipTextEncoder", "is_clip_root", "load_clip"]
 
 
 def _parts(path: Path) -> tuple[Path, Path]:
@@ -83,6 +84,18 @@ class ClipTextEncoder:
             hidden = _final_norm(self.model)(states[-(self.skip + 1)])
         mask = torch.ones(ids.shape, dtype=torch.bool, device=ids.device)
         return hidden.float(), mask
+
+
+@functools.lru_cache(maxsize=1)
+def _load_clip(root: Path) -> ClipTextEncoder:
+    return ClipTextEncoder(root)
+
+
+def load_clip(root: str | os.PathLike) -> ClipTextEncoder:
+    """The `ClipTextEncoder` of a pipeline root, loaded once for the process: a run asks for
+    it twice (the captions' encoder, and the U-Net's null text from the empty prompt), and
+    CLIP-L's weights are half a gigabyte."""
+    return _load_clip(Path(root).expanduser().resolve())
 
 
 def _final_norm(model) -> torch.nn.Module:

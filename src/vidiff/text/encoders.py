@@ -97,11 +97,11 @@ def text_encoder_named(name: str, dim: int = 64, max_tokens: int = 16):
     """The frozen text encoder `name` stands for: "hash" (`HashTextEncoder` of width `dim`),
     a folder with a Stable Diffusion pipeline's CLIP text encoder and tokenizer
     (`vidiff.text.clip.ClipTextEncoder`: its own 77 tokens), or "minilm" / a BERT folder."""
-    from vidiff.text.clip import ClipTextEncoder, is_clip_root
+    from vidiff.text.clip import is_clip_root, load_clip
     from vidiff.text.hash import HashTextEncoder
 
     if name == "hash":
         return HashTextEncoder(dim, max_tokens)
     if is_clip_root(Path(name).expanduser()):
-        return ClipTextEncoder(Path(name).expanduser())
+        return load_clip(name)
     return BertTextEncoder(resolve_text_encoder(name), max_tokens)

@@ -82,12 +82,12 @@ def pipeline_root(path: Path) -> Path | None:
 
 def _empty_prompt(path: Path):
     """(L, D) the pipeline's text encoder's embedding of "" (None without a text encoder)."""
-    from vidiff.text.clip import ClipTextEncoder, is_clip_root
+    from vidiff.text.clip import is_clip_root, load_clip
 
     root = pipeline_root(path)
     if root is None or not is_clip_root(root):
         return None
-    emb, _ = ClipTextEncoder(root)([""])
+    emb, _ = load_clip(root)([""])
     return emb[0]
 
 
@@ -227,8 +227,9 @@ def _check_conditions(config: RunConfig) -> None:
                           f"takes no class labels (no num_class_embeds); set "
                           f"data.use_labels = false")
     width = unet.get("cross_attention_dim", 1280)
-    if d.use_captions and text_width(d) != width:
-        raise ConfigError(f"data.text_encoder {d.text_encoder!r} gives {text_width(d)}-wide "
+    given = text_width(d) if d.use_captions else width
+    if given != width:
+        raise ConfigError(f"data.text_encoder {d.text_encoder!r} gives {given}-wide "
                           f"text; {_KEY} {config.model.init_from!r} cross-attends to "
                           f"{width}-wide text (its own text encoder's)")
 

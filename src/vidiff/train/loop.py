@@ -77,7 +77,7 @@ def _banner(trainer: Trainer) -> str:
     """The line a run starts with: the data found, the model, the batch, the warmup."""
     d = trainer.config.data
     shape = f"{d.frames}{f'+{d.num_images}' if d.num_images else ''}x{d.size}x{d.size}"
-    trained = sum(p.numel() for p in trainer.raw.parameters() if p.requires_grad)
+    trained = trainer.num_trained
     share = "" if trained == trainer.num_params else f" ({trained / 1e6:.2f}M trained)"
     return (f"data: {describe_dataset(trainer.dataset, trainer.class_names)}; "
             f"{trainer.num_params / 1e6:.2f}M parameters{share}, {trainer.dist.world} "

@@ -139,6 +139,7 @@ class Trainer:
                                                   network.ema)
         self.unet_config, self.conditional = network.unet_config, network.conditional
         self.num_params = sum(p.numel() for p in self.raw.parameters())
+        self.num_trained = sum(p.numel() for p in self.raw.parameters() if p.requires_grad)
         source = config.model.init_from
         self.imported = source is not None and is_diffusers_dir(Path(source))
         self.diffusion = build_process(config.diffusion)
@@ -180,8 +181,7 @@ class Trainer:
             "model_spec": spec.to_dict() if spec is not None else None,
             # facts about the training, for vidiff info
             "num_parameters": self.num_params,
-            "trained_parameters": sum(p.numel() for p in self.raw.parameters()
-                                      if p.requires_grad),
+            "trained_parameters": self.num_trained,
             # the architecture is a diffusers folder's (model.init_from), not the preset's
             "architecture_from": self.config.model.init_from if self.imported else None,
             "num_images": d.num_images,
