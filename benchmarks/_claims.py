@@ -306,3 +306,17 @@ def write(out: Path, results: dict, text: str) -> None:
     (out / "results.md").write_text(text + "\n")
     print(text)
 
+
+def report(out: Path, args, machine: str, setup: str, rows: dict, steps: dict, floor: dict,
+           steps_name: str = "steps per seed") -> None:
+    """The claim's report: the machine, `setup` (a sentence on budget, seeds and clips), the
+    table with each row's training steps, the verdicts against the first row; written by
+    `write` with the rows, the floor and the steps."""
+    text = "\n".join([
+        f"Machine: {machine}.", setup, "",
+        table(list(rows.items()), floor,
+              {steps_name: {n: ", ".join(map(str, s)) for n, s in steps.items()}}), "",
+        "A difference counts when it exceeds 2 standard errors (over seeds):",
+        "", *verdicts(rows, next(iter(rows)), floor)])
+    write(out, {"machine": machine, "args": vars(args), "floor": floor, "rows": rows,
+                "steps": steps}, text)

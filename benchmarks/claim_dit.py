@@ -65,17 +65,10 @@ def main(argv=None) -> int:
         C.log("dit", f"{label}: {C.summary(rows[label])}")
     if args.train_only:
         return 0
-    text = "\n".join([
-        f"Machine: {machine}.",
-        f"Budget: {args.budget:.0f} {clock} seconds per run; {args.seeds} training seed(s) per "
-        f"backbone; {args.num} sampled clips per run (its own sampler), {args.ref_num} "
-        f"held-out real reference clips.", "",
-        C.table(list(rows.items()), scorer.floor,
-                {"steps per seed": {n: ", ".join(map(str, s)) for n, s in steps.items()}}), "",
-        "A difference counts when it exceeds 2 standard errors (over seeds):",
-        "", *C.verdicts(rows, next(iter(rows)), scorer.floor)])
-    C.write(out, {"machine": machine, "args": vars(args), "floor": scorer.floor, "rows": rows,
-                  "steps": steps}, text)
+    setup = (f"Budget: {args.budget:.0f} {clock} seconds per run; {args.seeds} training "
+             f"seed(s) per backbone; {args.num} sampled clips per run (its own sampler), "
+             f"{args.ref_num} held-out real reference clips.")
+    C.report(out, args, machine, setup, rows, steps, scorer.floor, "steps per seed")
     return 0
 
 

@@ -89,17 +89,10 @@ def main(argv=None) -> int:
             C.log("flow", f"{label}: {C.summary(rows[label])}")
     if args.train_only:
         return 0
-    text = "\n".join([
-        f"Machine: {machine}.",
-        f"Budget: {args.budget:.0f} {clock} seconds per run, mixed noise (alpha 1); "
-        f"{args.seeds} training seed(s); {args.num} sampled clips per row, {args.ref_num} "
-        f"held-out real reference clips.", "",
-        C.table(list(rows.items()), scorer.floor,
-                {"training steps": {n: ", ".join(map(str, s)) for n, s in steps.items()}}),
-        "", "A difference counts when it exceeds 2 standard errors (over seeds):", "",
-        *C.verdicts(rows, next(iter(rows)), scorer.floor)])
-    C.write(out, {"machine": machine, "args": vars(args), "floor": scorer.floor, "rows": rows,
-                  "steps": steps}, text)
+    setup = (f"Budget: {args.budget:.0f} {clock} seconds per run, mixed noise (alpha 1); "
+             f"{args.seeds} training seed(s); {args.num} sampled clips per row, "
+             f"{args.ref_num} held-out real reference clips.")
+    C.report(out, args, machine, setup, rows, steps, scorer.floor, "training steps")
     print(plot(out, rows, scorer.floor, f"flow matching vs DDPM at {args.budget:.0f} "
                                          f"{clock}-s per run"))
     return 0

@@ -65,17 +65,10 @@ def main(argv=None) -> int:
         C.log("joint", f"K={k}: {C.summary(rows[f'K={k}'])}")
     if args.train_only:
         return 0
-    text = "\n".join([
-        f"Machine: {machine}.",
-        f"Budget: {args.budget:.0f} {clock} seconds per run; {args.seeds} training seed(s) per "
-        f"K (mean ± sd over seeds); {args.num} sampled clips per run (its own sampler), "
-        f"{args.ref_num} held-out real reference clips.", "",
-        C.table(list(rows.items()), scorer.floor,
-                {"steps per seed": {n: ", ".join(map(str, s)) for n, s in steps.items()}}), "",
-        "A difference counts when it exceeds 2 standard errors (over seeds):",
-        "", *C.verdicts(rows, next(iter(rows)), scorer.floor)])
-    C.write(out, {"machine": machine, "args": vars(args), "floor": scorer.floor, "rows": rows,
-                  "steps": steps}, text)
+    setup = (f"Budget: {args.budget:.0f} {clock} seconds per run; {args.seeds} training "
+             f"seed(s) per K (mean ± sd over seeds); {args.num} sampled clips per run (its own "
+             f"sampler), {args.ref_num} held-out real reference clips.")
+    C.report(out, args, machine, setup, rows, steps, scorer.floor, "steps per seed")
     ks = [int(n[2:]) for n in rows]
     series = {"joint training": (ks, list(rows.values()))}
     panels = [{"key": key, "xlabel": "independent images per video K", "series": series,
