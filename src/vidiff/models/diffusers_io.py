@@ -24,6 +24,7 @@ import torch
 from torch import Tensor
 
 from .config import UNetConfig
+from .diffusers_fields import attention_levels, check_fields, check_widths
 from .diffusers_sd import CLASS_NAME as SD_CLASS
 from .diffusers_sd import convert_transformer, sd_config_to_unet_config
 from .inflate import inflate as _inflate
@@ -95,14 +96,8 @@ def diffusers_config_to_unet_config(config: dict, source: str = "config") -> UNe
     if cls != "UNet2DModel":
         raise _unsupported(source, "_class_name", cls, f"vidiff imports UNet2DModel and "
                            f"{SD_CLASS}")
-    for field, value in config.items():
-        if field in _IGNORED or field in _MAPPED:
-            continue
-        if field in _REQUIRED:
-            if value != _REQUIRED[field]:
-                raise _unsupported(source, field, value, f"vidiff needs {_REQUIRED[field]!r}")
-        elif value is not None:
-            raise _unsupported(source, field, value, "unknown field")
+    check_fields(config, source, _unsupported, ignored=_IGNORED, mapped=_MAPPED,
+                 required=_REQUIRED)
 
     get = config.get
     channels = list(get("block_out_channels", (224, 448, 672, 896)))
@@ -110,24 +105,11 @@ def diffusers_config_to_unet_config(config: dict, source: str = "config") -> UNe
     up = list(get("up_block_types", ("AttnUpBlock2D",) * 3 + ("UpBlock2D",)))
     down = [d.removeprefix("UNetRes") for d in down]
     up = [u.removeprefix("UNetRes") for u in up]
-    if len(down) != len(channels) or len(up) != len(channels):
-        raise _unsupported(source, "down_block_types", down, "one block type per channel entry")
-    for name, types, allowed in (
-        ("down_block_types", down, _DOWN_TYPES),
-        ("up_block_types", up, _UP_TYPES),
-    ):
-        for t in types:
-            if t not in allowed:
-                raise _unsupported(source, name, t, f"supported: {sorted(allowed)}")
-    attn_down = [_DOWN_TYPES[d] for d in down]
-    attn_up = [_UP_TYPES[u] for u in reversed(up)]  # up_block_types run from the lowest level
-    if attn_down != attn_up:
-        raise _unsupported(source, "up_block_types", up, "attention must mirror down_block_types")
+    attn_down = attention_levels(down, up, _DOWN_TYPES, _UP_TYPES, len(channels), source,
+                                 _unsupported)
+    pad = get("downsample_padding", 1)
+    check_widths(channels, pad, source, _unsupported)
     base = channels[0]
-    if any(c % base for c in channels):
-        raise _unsupported(
-            source, "block_out_channels", channels, "must be multiples of the first"
-        )
     groups = get("norm_num_groups", 32)
     if groups is None:
         raise _unsupported(source, "norm_num_groups", None, "needs an explicit group count")
@@ -136,9 +118,6 @@ def diffusers_config_to_unet_config(config: dict, source: str = "config") -> UNe
         raise _unsupported(
             source, "attn_norm_num_groups", attn_groups, "must equal norm_num_groups"
         )
-    pad = get("downsample_padding", 1)
-    if pad not in (0, 1):
-        raise _unsupported(source, "downsample_padding", pad, "must be 0 or 1")
     head_dim = get("attention_head_dim", 8)
     n_classes = get("num_class_embeds")
     try:

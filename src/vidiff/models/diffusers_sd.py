@@ -17,6 +17,7 @@ import torch
 from torch import Tensor
 
 from .config import UNetConfig
+from .diffusers_fields import attention_levels, check_fields, check_widths
 
 CLASS_NAME = "UNet2DConditionModel"
 _SD1 = {
@@ -78,18 +79,15 @@ def sd_config_to_unet_config(config: dict, source: str = "config") -> UNetConfig
     """The image `UNetConfig` equivalent to a diffusers `UNet2DConditionModel` config dict;
     a ValueError naming `source` and the field for anything vidiff cannot express (SDXL's
     added embeddings, dual cross-attention, ...)."""
-    for field, value in config.items():
-        if field in _IGNORED or field in _MAPPED:
-            continue
-        if field in _REQUIRED:
-            if value != _REQUIRED[field]:
-                raise _unsupported(source, field, value, f"vidiff needs {_REQUIRED[field]!r}")
-        elif value is not None:
-            raise _unsupported(source, field, value, "not supported")
+    check_fields(config, source, _unsupported, ignored=_IGNORED, mapped=_MAPPED,
+                 required=_REQUIRED)
     get = config.get
     channels = list(get("block_out_channels", (320, 640, 1280, 1280)))
     levels = len(channels)
-    attention = _attention_levels(get, source, levels)
+    attention = attention_levels(
+        list(get("down_block_types", ("CrossAttnDownBlock2D",) * 3 + ("DownBlock2D",))),
+        list(get("up_block_types", ("UpBlock2D",) + ("CrossAttnUpBlock2D",) * 3)),
+        _DOWN_TYPES, _UP_TYPES, levels, source, _unsupported)
     if any(_one_value(source, "only_cross_attention", get("only_cross_attention", False),
                       levels)):
         raise _unsupported(source, "only_cross_attention", get("only_cross_attention"),
@@ -104,13 +102,8 @@ def sd_config_to_unet_config(config: dict, source: str = "config") -> UNetConfig
                           ("cross_attention_dim", {cross} if isinstance(cross, int) else cross)):
         if len(set(values)) != 1 or not all(isinstance(v, int) for v in values):
             raise _unsupported(source, field, get(field), "one int for every level")
-    base = channels[0]
-    if any(c % base for c in channels):
-        raise _unsupported(source, "block_out_channels", channels, "must be multiples of "
-                           "the first")
-    pad = get("downsample_padding", 1)
-    if pad not in (0, 1):
-        raise _unsupported(source, "downsample_padding", pad, "must be 0 or 1")
+    base, pad = channels[0], get("downsample_padding", 1)
+    check_widths(channels, pad, source, _unsupported)
     try:
         return UNetConfig(
             in_channels=get("in_channels", 4), out_channels=get("out_channels", 4),
@@ -131,24 +124,6 @@ def sd_config_to_unet_config(config: dict, source: str = "config") -> UNetConfig
             temporal=False)
     except ValueError as err:  # e.g. widths that the group count does not divide
         raise ValueError(f"{source}: {err}") from None
-
-
-def _attention_levels(get, source, levels: int) -> list[bool]:
-    down = list(get("down_block_types", ("CrossAttnDownBlock2D",) * 3 + ("DownBlock2D",)))
-    up = list(get("up_block_types", ("UpBlock2D",) + ("CrossAttnUpBlock2D",) * 3))
-    if len(down) != levels or len(up) != levels:
-        raise _unsupported(source, "down_block_types", down, "one block type per channel "
-                           "entry, in down_block_types and up_block_types")
-    for name, types, allowed in (("down_block_types", down, _DOWN_TYPES),
-                                 ("up_block_types", up, _UP_TYPES)):
-        for t in types:
-            if t not in allowed:
-                raise _unsupported(source, name, t, f"supported: {sorted(allowed)}")
-    attn_down = [_DOWN_TYPES[d] for d in down]
-    if attn_down != [_UP_TYPES[u] for u in reversed(up)]:  # up blocks run from the bottom
-        raise _unsupported(source, "up_block_types", up, "attention must mirror "
-                           "down_block_types")
-    return attn_down
 
 
 def convert_transformer(sd: dict[str, Tensor], src: str, dst: str, depth: int) -> dict:
