@@ -14,12 +14,12 @@ returned model's `import_notes`.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import torch
 from torch import Tensor
 
+from .diffusers_files import model_folder, read_config, read_weights
 from .dit import DiT, inflate_dit
 from .dit_config import DiTConfig
 
@@ -166,21 +166,10 @@ def load_diffusers_transformer(path: str | Path, inflate: bool = True, *,
     are `inflate_dit`'s. Its output equals diffusers' (the noise channels of a learned-sigma
     model) per frame: `model(x, t, class_labels=y)` / `model(x, t, text_emb=E)`. What was
     changed at import is listed in `model.import_notes`."""
-    from .diffusers_io import _load_weights
-
-    folder = Path(path) / subfolder if subfolder else Path(path)
-    if not (folder / "config.json").is_file() and (folder / "transformer" / "config.json"
-                                                    ).is_file():
-        folder = folder / "transformer"
-    config_file = folder / "config.json"
-    if not config_file.is_file():
-        raise FileNotFoundError(f"no diffusers transformer config {config_file}")
-    try:
-        raw = json.loads(config_file.read_text())
-    except json.JSONDecodeError as err:
-        raise ValueError(f"{config_file}: not valid JSON ({err})") from None
+    folder = model_folder(Path(path), subfolder, "transformer")
+    config_file, raw = read_config(folder)
     cfg, cout = diffusers_transformer_config(raw, str(config_file))
-    state, weights_file = _load_weights(folder, None)
+    state, weights_file = read_weights(folder)
     try:
         converted = _convert(state, cfg, cout)
     except KeyError as err:

@@ -16,7 +16,6 @@ SAME padding).
 
 from __future__ import annotations
 
-import json
 from dataclasses import replace
 from pathlib import Path
 
@@ -25,13 +24,11 @@ from torch import Tensor
 
 from .config import UNetConfig
 from .diffusers_fields import attention_levels, check_fields, check_widths
+from .diffusers_files import model_folder, read_config, read_weights
 from .diffusers_sd import CLASS_NAME as SD_CLASS
 from .diffusers_sd import convert_transformer, sd_config_to_unet_config
 from .inflate import inflate as _inflate
 from .unet import UNet
-
-CONFIG_NAME = "config.json"
-WEIGHTS_NAMES = ("diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.bin")
 
 _DOWN_TYPES = {"DownBlock2D": False, "AttnDownBlock2D": True}
 _UP_TYPES = {"UpBlock2D": False, "AttnUpBlock2D": True}
@@ -248,46 +245,6 @@ def convert_diffusers_state_dict(state_dict: dict[str, Tensor], cfg: UNetConfig)
     return out
 
 
-def _resolve_dir(path: Path, subfolder: str | None) -> Path:
-    if subfolder:
-        path = path / subfolder
-    if not path.exists():
-        raise FileNotFoundError(f"no such diffusers model directory: {path}")
-    if not path.is_dir():
-        raise NotADirectoryError(f"expected a diffusers model directory, got the file {path}")
-    if not (path / CONFIG_NAME).is_file() and (path / "unet" / CONFIG_NAME).is_file():
-        return path / "unet"  # a pipeline directory: its U-Net lives in unet/
-    return path
-
-
-def _load_weights(directory: Path, variant: str | None) -> tuple[dict[str, Tensor], Path]:
-    names = list(WEIGHTS_NAMES)
-    if variant:
-        names = [n.replace("model.", f"model.{variant}.") for n in names]
-    for name in names:
-        f = directory / name
-        if f.is_file():
-            return _read_weight_file(f), f
-        index = directory / f"{name}.index.json"
-        if index.is_file():  # sharded checkpoint
-            shards = sorted(set(json.loads(index.read_text())["weight_map"].values()))
-            sd: dict[str, Tensor] = {}
-            for shard in shards:
-                sd.update(_read_weight_file(directory / shard))
-            return sd, index
-    raise FileNotFoundError(f"no diffusers weights in {directory}: expected {' or '.join(names)}")
-
-
-def _read_weight_file(f: Path) -> dict[str, Tensor]:
-    if not f.is_file():
-        raise FileNotFoundError(f"missing weight file {f}")
-    if f.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
-        return load_file(str(f), device="cpu")
-    return torch.load(f, map_location="cpu", weights_only=True)
-
-
 def load_diffusers_unet(
     path: str | Path,
     inflate: bool = True,
@@ -318,14 +275,8 @@ def load_diffusers_unet(
     encoder_hidden_states=E).sample` against vidiff's `model(x, t, text_emb=E)` (per frame,
     for the video model).
     """
-    directory = _resolve_dir(Path(path), subfolder)
-    config_file = directory / CONFIG_NAME
-    if not config_file.is_file():
-        raise FileNotFoundError(f"missing diffusers config file {config_file}")
-    try:
-        raw = json.loads(config_file.read_text())
-    except json.JSONDecodeError as err:
-        raise ValueError(f"{config_file}: not valid JSON ({err})") from None
+    directory = model_folder(Path(path), subfolder, "unet")
+    config_file, raw = read_config(directory)
     cfg = diffusers_config_to_unet_config(raw, source=str(config_file))
     image_options = {
         k: options.pop(k)
@@ -349,7 +300,7 @@ def load_diffusers_unet(
 
 def _with_weights(model: UNet, directory: Path, variant: str | None, config_file: Path):
     """`model` holding the diffusers weights of `directory` (its own null text aside)."""
-    state_dict, weights_file = _load_weights(directory, variant)
+    state_dict, weights_file = read_weights(directory, variant)
     try:
         converted = convert_diffusers_state_dict(state_dict, model.config)
     except KeyError as err:
