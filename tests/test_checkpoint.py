@@ -118,13 +118,14 @@ def test_config_json_is_readable(tmp_path):
 
 
 def test_a_field_added_after_the_checkpoint_counts_as_its_default():
-    from dataclasses import asdict
+    from vidiff.kinds import MODEL_KINDS, architecture_mismatch
+    from vidiff.models.config import unet_config_to_dict
 
-    from vidiff.checkpoint import architecture_mismatch
-    from vidiff.models import unet_config
-
-    current = asdict(unet_config("tiny"))
-    old = {k: v for k, v in current.items() if k != "cond_channels"}  # written before it existed
-    assert architecture_mismatch(old, current) == []
-    assert architecture_mismatch(old, {**current, "cond_channels": 3}) == [
-        "cond_channels: checkpoint 0, model 3"]
+    for kind, cfg in (("unet", "tiny"), ("dit", "dit-tiny")):
+        kind = MODEL_KINDS.get(kind)
+        current = {k: v for k, v in unet_config_to_dict(kind.resolve(cfg, {})).items()}
+        old = {k: v for k, v in current.items() if k != "null_text_tokens"}  # written before
+        assert architecture_mismatch(kind.architecture(old), kind.architecture(current)) == []
+        changed = kind.architecture({**current, "null_text_tokens": 2})
+        assert architecture_mismatch(kind.architecture(old), changed) == [
+            "null_text_tokens: checkpoint 1, model 2"]

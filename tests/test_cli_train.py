@@ -43,7 +43,7 @@ def test_the_default_run_trains_and_samples(tmp_path):
 
     pipe = Pipeline.from_pretrained(out)
     spec = pipe.spec
-    assert spec.network["model_channels"] == 16 and spec.unet_config.temporal_conv
+    assert spec.network["model_channels"] == 16 and spec.backbone_config.temporal_conv
     assert spec.sampling.sampler == "ddpm" and spec.sampling.steps == 3
     assert (spec.shape.frames, spec.shape.size) == (8, 24)
     assert len(spec.conditioning.class_names) == 8  # 1-2 balls x 4 colours

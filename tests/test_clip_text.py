@@ -48,7 +48,7 @@ def test_a_run_on_the_clip_encoder_trains_samples_and_exports(clip_root, tmp_pat
     assert main(["train", "--out", str(out), "--steps", "2", "--set", *TINY,
                  "data.use_captions=true", f"data.text_encoder={clip_root}"]) == 0
     pipe = Pipeline.from_pretrained(out)
-    assert pipe.spec.unet_config.text_dim == 32 and isinstance(pipe.text_encoder,
+    assert pipe.spec.backbone_config.text_dim == 32 and isinstance(pipe.text_encoder,
                                                                ClipTextEncoder)
     assert main(["sample", str(out), "--caption", "two red balls", "-n", "1", "--out",
                  str(tmp_path / "s.npy")]) == 0

@@ -221,7 +221,7 @@ def test_dit_text_latent_interpolate_upsample_and_eval(tmp_path):
                  "model.kind=dit", "model.preset=dit-tiny", f"data.autoencoder={vae}",
                  "data.use_captions=true"]) == 0
     pipe = Pipeline.from_pretrained(out)
-    assert pipe.spec.shape.channels == 4 and pipe.spec.unet_config.text_dim == 64
+    assert pipe.spec.shape.channels == 4 and pipe.spec.backbone_config.text_dim == 64
     videos = pipe(2, captions=["a red ball"], generator=torch.Generator().manual_seed(0))
     assert videos.shape == (2, 3, 4, 16, 16)
     clip = tmp_path / "clip.npy"

@@ -14,7 +14,7 @@ from vidiff.models import UNet, is_temporal_parameter
 from vidiff.pipeline import read_spec
 from vidiff.train import Trainer
 from vidiff.train.config import load_run_config
-from vidiff.train.trainer import resolve_unet_config
+from vidiff.train.trainer import resolve_backbone_config
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -39,7 +39,7 @@ def perturbed_image(tmp_path_factory):
     out = tmp_path_factory.mktemp("pyoco") / "perturbed"
     config = load_run_config(None, [*TINY, *IMAGE, "diffusion.prediction=eps"])
     torch.manual_seed(0)
-    unet = UNet(resolve_unet_config(config))
+    unet = UNet(resolve_backbone_config(config))
     g = torch.Generator().manual_seed(1)
     with torch.no_grad():
         for p in unet.parameters():
@@ -133,7 +133,7 @@ def test_bad_init_from_gives_clear_errors(image_run, perturbed_image, tmp_path, 
     fusion = tmp_path / "fusion"
     assert main(["train", "--out", str(fusion), "--steps", "1", *SET, *VIDEO_FUSION]) == 0
     err = cli_error(capsys, [*run, f"model.init_from={fusion}"])
-    assert "is a VideoFusion checkpoint" in err
+    assert "is a videofusion checkpoint (model.kind), not an image unet" in err
     # VideoFusion needs the decomposed prior and eps-prediction
     err = cli_error(capsys, [*run, "model.kind=videofusion", "prior.name=mixed"])
     assert 'needs prior.name = "decomposed"' in err
@@ -161,7 +161,7 @@ def test_diffusers_unet2d_directory_as_init_from(tmp_path):
     with torch.no_grad():
         out = trainer.raw.eval()(x, t)
         expected = torch.stack([dm(x[:, :, f], t).sample for f in range(4)], dim=2)
-    assert trainer.unet_config.temporal and trainer.unet_config.model_channels == 16
+    assert trainer.backbone.temporal and trainer.backbone.model_channels == 16
     torch.testing.assert_close(out, expected, atol=1e-4, rtol=1e-4)
     trainer.close()
 

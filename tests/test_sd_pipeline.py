@@ -45,7 +45,7 @@ def test_the_recipe_trains_only_the_temporal_layers_and_keeps_sds_parts(tiny_sd,
     assert spec.autoencoder.name == str(tiny_sd)  # the pipeline's VAE, by default
     assert spec.conditioning.text_encoder.name == str(tiny_sd)  # and its text encoder
     assert (spec.diffusion.schedule, spec.diffusion.prediction) == ("quadratic", "eps")
-    cfg = spec.unet_config
+    cfg = spec.backbone_config
     assert cfg.spatial_block == "transformer" and cfg.temporal and cfg.null_text_tokens == 77
     start = load_diffusers_unet(tiny_sd, null_text=ClipTextEncoder(tiny_sd)([""])[0][0])
     trained = dict(pipe.model.named_parameters())

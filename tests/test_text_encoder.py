@@ -143,7 +143,7 @@ def test_text_to_video_with_a_bert_encoder(tiny_bert, tmp_path):
                  "train.cond_drop_prob=0", "data.use_captions=true",
                  f"data.text_encoder={tiny_bert[0]}"]) == 0
     pipe = Pipeline.from_pretrained(out, weights="model")  # raw weights: 20 steps of learning
-    assert pipe.spec.unet_config.text_dim == 16
+    assert pipe.spec.backbone_config.text_dim == 16
     assert isinstance(pipe.text_encoder, BertTextEncoder)
 
     def draw(caption):

@@ -195,7 +195,7 @@ def test_run_setup_pieces_resolve_labels_and_build_in_order(tmp_path):
     assert plain.config.data.use_labels is False
     dist = distributed.setup("cpu")
     net = build_network(data.config, data, dist, resumed=False)
-    assert net.conditional and net.unet_config.num_classes == 8 and net.net is net.raw
+    assert net.conditional and net.backbone.num_classes == 8 and net.net is net.raw
     assert not build_network(plain.config, plain, dist, resumed=False).conditional
     opt = build_optimization(net.raw, data.config)
     assert all(g["peak_lr"] == config.train.lr for g in opt.optimizer.param_groups)

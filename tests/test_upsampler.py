@@ -69,7 +69,7 @@ def test_lowres_size_is_validated():
 
 def test_trainer_conditions_on_the_downsampled_clip(tmp_path, gen):
     trainer = Trainer(tiny_config(tmp_path / "run", *LOWRES, steps=1))
-    assert trainer.unet_config.cond_channels == 3
+    assert trainer.backbone.cond_channels == 3
     video = torch.rand(2, 3, 4, 16, 16, generator=gen)
     cond = trainer._cond({"video": video}, torch.ones(2))
     torch.testing.assert_close(cond.lowres, downsample(video, 2))

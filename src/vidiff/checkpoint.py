@@ -39,7 +39,6 @@ __all__ = [
     "CHECKPOINTS_DIR",
     "Checkpoint",
     "CheckpointError",
-    "architecture_mismatch",
     "find_checkpoint",
     "list_checkpoints",
     "load_checkpoint",
@@ -303,34 +302,6 @@ def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
 
 # -- matching weights to a model ---------------------------------------------------------------
 # U-Net config fields that change how the network runs, not what its weights are
-EXECUTION_FIELDS = frozenset({"dropout", "channels_last", "gradient_checkpointing"})
-
-
-def architecture_mismatch(saved: Mapping[str, Any], current: Mapping[str, Any]) -> list[str]:
-    """The fields where two U-Net config dicts differ, as "name: checkpoint X, model Y"
-    (execution fields such as dropout aside). A field the checkpoint lacks (added to
-    `UNetConfig` after it was written) counts as its default."""
-    saved = {**_unet_defaults(), **saved}
-    keys = sorted((set(saved) | set(current)) - EXECUTION_FIELDS)
-    return [
-        f"{k}: checkpoint {saved.get(k)!r}, model {current.get(k)!r}"
-        for k in keys
-        if _norm(saved.get(k)) != _norm(current.get(k))
-    ]
-
-
-def _unet_defaults() -> dict[str, Any]:
-    from dataclasses import MISSING, fields
-
-    from vidiff.models.config import UNetConfig
-
-    return {f.name: f.default for f in fields(UNetConfig) if f.default is not MISSING}
-
-
-def _norm(value):
-    return list(value) if isinstance(value, tuple) else value
-
-
 def load_weights(model: nn.Module, tensors: Mapping[str, torch.Tensor], source: str = "") -> None:
     """Load `tensors` into `model` exactly; any missing, unexpected or reshaped entry is a
     `CheckpointError` that names them (not a state_dict traceback)."""

@@ -153,9 +153,7 @@ def _shape(spec: ModelSpec) -> str:
 def model_card(spec: ModelSpec, reports: list[dict], weights: str, name: str) -> str:
     """The README.md of an exported model."""
     p, c = spec.provenance, spec.conditioning
-    kind = {"unet": "a factorized space-time U-Net (Video Diffusion Models)",
-            "videofusion": "VideoFusion's decomposed model (a base image generator plus a "
-                           "residual video generator)"}.get(spec.kind, spec.kind)
+    kind = spec.model_kind.summary
     if c.class_names:
         cond = f"class-conditional ({len(c.class_names)} classes: {', '.join(c.class_names)})"
     elif c.text_encoder is not None:

@@ -31,6 +31,10 @@ class Registry(Generic[T]):
 
         return wrap
 
+    def unregister(self, name: str) -> T:
+        """Remove the entry called `name` and return it (e.g. a kind a test registered)."""
+        return self._entries.pop(name)
+
     def get(self, name: str) -> T:
         """The entry called `name`; a ValueError that lists the valid names if there is none."""
         try:

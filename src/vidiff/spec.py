@@ -25,8 +25,7 @@ from torch import nn
 from vidiff.config_io import ConfigError, config_from_dict, config_to_dict
 from vidiff.config_upgrade import upgrade_config_dict
 from vidiff.diffusion import Diffusion, DiffusionConfig
-from vidiff.models.config import UNetConfig
-from vidiff.models.kinds import MODEL_KINDS, ModelKind
+from vidiff.kinds import MODEL_KINDS, ModelKind
 from vidiff.priors import NoisePrior, PriorConfig
 from vidiff.samplers import SamplingConfig
 
@@ -165,14 +164,15 @@ class ModelSpec:
             raise ConfigError(f"model spec: bad {self.kind} network config ({err})") from None
 
     @property
-    def unet_config(self) -> UNetConfig:
-        """The config of the U-Net that takes the conditions."""
-        return self.model_kind.unet_config(self.network)
+    def backbone_config(self):
+        """The config of the network that takes the data and the conditions (a `UNetConfig`,
+        a `DiTConfig`, ...: channels, class count, text width, `temporal`)."""
+        return self.model_kind.backbone_config(self.network)
 
     @property
     def num_classes(self) -> int | None:
         """The class count of a class-conditional model; None otherwise."""
-        return self.unet_config.num_classes
+        return self.backbone_config.num_classes
 
     @property
     def conditional(self) -> bool:
@@ -207,7 +207,7 @@ def _spec_from_v1(config: dict, meta: dict) -> ModelSpec:
         kind, network = "unet", meta["unet_config"]
     else:
         raise ConfigError("the checkpoint records neither its U-Net nor its VideoFusion config")
-    unet = MODEL_KINDS.get(kind).unet_config(network)
+    unet = MODEL_KINDS.get(kind).backbone_config(network)
     text = None
     if data.get("use_captions"):
         text = TextEncoderSpec(data.get("text_encoder", "hash"), int(unet.text_dim or 0),

@@ -87,46 +87,25 @@ def _text_encoder(spec) -> str | None:
     text = spec.conditioning.text_encoder
     if text is None:
         return None
-    if is_clip_root(text.name) or spec.unet_config.null_text_tokens > 1:
+    if is_clip_root(text.name) or spec.backbone_config.null_text_tokens > 1:
         return f"{text.name} (CLIP, width {text.dim}, the tokenizer's padded length)"
     width = f", width {text.dim}" if text.name == "hash" else ""
     return f"{text.name}{width}, up to {text.max_tokens} words"
 
 
 def _network(spec) -> str:
-    """One line on the (residual generator's) U-Net: widths, spatial blocks, conditioning."""
-    cfg = spec.unet_config
-    if spec.kind == "dit":
-        video = "temporal blocks" if cfg.temporal else "image DiT (no temporal blocks)"
-        return (f"DiT of {cfg.depth} blocks, width {cfg.hidden}, {cfg.heads} heads, patch "
-                f"{cfg.patch_size}, adaLN-{'single' if cfg.adaln == 'single' else 'Zero'}, "
-                f"{video}")
-    widths = ", ".join(str(cfg.level_channels(i)) for i in range(cfg.num_levels))
-    blocks = ("spatial transformers (LDM / Stable Diffusion)" if cfg.spatial_block ==
-              "transformer" else "self-attention")
-    video = "temporal attention" if cfg.temporal else "image U-Net (no temporal layers)"
-    return f"U-Net of {widths} channels, {blocks}, {video}"
+    """One line on the network (its kind's `describe`)."""
+    return spec.model_kind.describe(spec.network)
 
 
-def _model_line(model: dict, extra: str, imported: str | None) -> str:
-    """The "model" line: the U-Net preset, or VideoFusion's two generators; init_from. An
-    exported model has no run config: its kind only (the network is in the spec)."""
+def _model_line(model: dict) -> str:
+    """The "model" line: the run's ``[model]`` settings as its kind says them (an exported
+    model has no run config: its kind only; the network is in the spec)."""
+    from vidiff.kinds import MODEL_KINDS
+
     if "preset" not in model:
         return f"model        {model['kind']} (the network config: vidiff info --json, spec)"
-    if imported and model.get("kind") != "videofusion":
-        return (f"model        the diffusers U-Net of {imported}, inflated"
-                f"{extra.replace(' with ', ' with overrides ')}")
-    line = f"model        preset {model.get('preset')!r}{extra}"
-    if model.get("kind") == "videofusion":
-        base = model.get("base_overrides") or {}
-        base_extra = f" with {json.dumps(base)}" if base else ""
-        line = (f"model        videofusion: residual generator preset {model.get('preset')!r}"
-                f"{extra}, base generator preset {model.get('base_preset')!r}{base_extra} "
-                f"(base_lr {model.get('base_lr')}"
-                f"{', frozen' if model.get('freeze_base') else ''})")
-    if model.get("init_from"):
-        line += f"\n             initialized from the image model {model['init_from']}"
-    return line
+    return f"model        {MODEL_KINDS.get(model['kind']).describe_settings(model)}"
 
 
 def run(args: argparse.Namespace) -> int:
@@ -144,10 +123,7 @@ def run(args: argparse.Namespace) -> int:
     print(f"{'checkpoint' if cfg else 'exported':<12} {facts['path']}")
     print(f"step         {facts['step']}")
     print(f"parameters   {facts['parameters']:,}" if facts["parameters"] else "parameters   ?")
-    model = facts["model"]
-    overrides = model.get("overrides") or {}
-    extra = f" with {json.dumps(overrides)}" if overrides else ""
-    print(_model_line(model, extra, facts["architecture_from"]))
+    print(_model_line(facts["model"]))
     print(f"network      {facts['network']}")
     spec = facts["spec"]
     shape, num_images = spec["shape"], spec["provenance"]["num_images"]

@@ -25,7 +25,7 @@ from vidiff.train.trainer import (
     NonFiniteLossError,
     Trainer,
     TrainResult,
-    resolve_unet_config,
+    resolve_backbone_config,
     train,
 )
 
@@ -46,6 +46,6 @@ __all__ = [
     "WarmupSchedule",
     "build_dataset",
     "load_run_config",
-    "resolve_unet_config",
+    "resolve_backbone_config",
     "train",
 ]

@@ -1,39 +1,22 @@
-"""The network of a run (``[model]``), its optimizer groups, and its rebuild from a checkpoint.
+"""The network of a run (``[model]``), its optimizer groups, and its description as a spec.
 
-``model.kind`` picks the network:
+``model.kind`` names a registered `vidiff.kinds.ModelKind`, which resolves the preset and
+overrides into its backbone config, builds the network (from scratch, or from the image
+model of ``model.init_from``) and says what a checkpoint must match to be resumed.
 
-- ``"unet"``: the factorized space-time U-Net of ``model.preset`` + ``model.overrides``
-  (``overrides.temporal = false``: an image U-Net, e.g. for image pretraining). With
-  ``model.init_from`` the weights come from an image model, inflated (PYoCo's recipe).
-- ``"videofusion"``: VideoFusion's decomposed model (`vidiff.models.VideoFusion`): the base
-  generator is an image U-Net (``model.base_preset`` + ``model.base_overrides``, or the image
-  model of ``model.init_from``), the residual generator the video U-Net of ``model.preset`` +
-  ``model.overrides`` conditioned on the frame index. The base learns at ``model.base_lr``.
-
-`model_spec` describes the built network as a `vidiff.ModelSpec` (its kind and network config:
-a U-Net's `UNetConfig`, VideoFusion's ``config_dict()``), which the trainer writes into every
-checkpoint and `vidiff.Pipeline` builds the network back from.
+`model_spec` describes the built network as a `vidiff.ModelSpec` (its kind and network config),
+which the trainer writes into every checkpoint and `vidiff.Pipeline` builds the network back
+from.
 """
 
 from __future__ import annotations
-
-from dataclasses import replace
-from pathlib import Path
 
 import torch
 from torch import nn
 
 from vidiff.config_io import ConfigError
-from vidiff.diffusion import Diffusion
-from vidiff.models import (
-    DiT,
-    FrameConditionedUNet,
-    UNet,
-    UNetConfig,
-    VideoFusion,
-    unet_config,
-)
-from vidiff.models.kinds import MODEL_KINDS, kind_of
+from vidiff.kinds import MODEL_KINDS, ModelKind, kind_of
+from vidiff.models import VideoFusion
 from vidiff.models.videofusion import split_decay
 from vidiff.priors import NoisePrior, PriorConfig, noise_prior
 from vidiff.spec import (
@@ -47,104 +30,30 @@ from vidiff.spec import (
 )
 from vidiff.text import text_width
 from vidiff.train.config import RunConfig
-from vidiff.train.init import (
-    inflate_dit_to,
-    inflate_to,
-    is_diffusers_dir,
-    load_image_dit,
-    load_image_unet,
-)
+from vidiff.train.init import load_image_model
 
 __all__ = ["build_model", "build_prior", "check_data_fits", "model_spec", "optimizer_groups",
-           "resolve_unet_config"]
+           "resolve_backbone_config", "run_kind"]
 
-def build_model(config: RunConfig, unet_cfg: UNetConfig) -> tuple[nn.Module, UNetConfig]:
-    """(model, U-Net config) of a run; `unet_cfg` is the resolved
-    config of ``model.preset`` + overrides (conditioning included). The U-Net config is the
-    model's (``kind = "unet"``) or the residual generator's (``"videofusion"``). Random init
-    from ``train.seed``, without touching the global RNG."""
+
+def run_kind(config: RunConfig) -> type[ModelKind]:
+    """The registered kind of ``model.kind``."""
+    return MODEL_KINDS.get(config.model.kind)
+
+
+def build_model(config: RunConfig, backbone) -> tuple[nn.Module, object]:
+    """(model, backbone config) of a run; `backbone` is the resolved config of
+    ``model.preset`` + overrides (conditioning included), the returned one the built model's
+    (an imported architecture's own). Random init from ``train.seed``, without touching the
+    global RNG."""
+    kind = run_kind(config)
+    source = config.model.init_from
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(config.train.seed)
-        if config.model.kind == "videofusion":
-            model = _videofusion(config, replace(unet_cfg, temporal=True))
-            return model, model.residual.config
-        if config.model.kind == "dit":
-            model = _dit(config, unet_cfg)
-            return model, model.config
-        source = config.model.init_from
-        if source is None:
-            return UNet(unet_cfg), unet_cfg
-        model = _initialized_unet(config, unet_cfg, source)
-        return model, model.config
-
-
-def _initialized_unet(config: RunConfig, unet_cfg: UNetConfig, source: str) -> UNet:
-    """The run's U-Net with the weights of the image model at `source`."""
-    image = load_image_unet(source)
-    if is_diffusers_dir(Path(source)):
-        # the architecture is the directory's; overrides may set inflation fields only
-        target = replace(image.config, **{**config.model.overrides, "temporal": unet_cfg.temporal})
-        for key in ("num_classes", "text_dim"):  # the conditioning the data asks for
-            if getattr(unet_cfg, key) not in (None, getattr(target, key)):
-                raise ConfigError(f"model.init_from {source!r} has {key}={getattr(target, key)}"
-                                  f", the data needs {getattr(unet_cfg, key)}")
-        return inflate_to(image, target, source, "what model.overrides may change")
-    what = f"this run's model (preset {config.model.preset!r} + model.overrides)"
-    return inflate_to(image, unet_cfg, source, what)
-
-
-def _dit(config: RunConfig, cfg) -> DiT:
-    """The run's DiT: from scratch, or inflated from ``model.init_from`` (a diffusers DiT /
-    PixArt folder, whose architecture it takes, or a vidiff image DiT run of this preset)."""
-    source = config.model.init_from
-    if source is None:
-        return DiT(cfg)
-    image = load_image_dit(source)
-    if is_diffusers_dir(Path(source)):  # the folder's architecture; overrides: inflation only
-        target = replace(image.config, **{**config.model.overrides, "temporal": cfg.temporal})
-        for key in ("num_classes", "text_dim"):
-            if getattr(cfg, key) not in (None, getattr(target, key)):
-                raise ConfigError(f"model.init_from {source!r} has {key}="
-                                  f"{getattr(target, key)}, the data needs {getattr(cfg, key)}")
-    else:
-        target = cfg
-    return inflate_dit_to(image, target, source)
-
-
-def _videofusion(config: RunConfig, residual_cfg: UNetConfig) -> VideoFusion:
-    m = config.model
-    residual = FrameConditionedUNet(UNet(residual_cfg))  # from scratch
-    base = _base_generator(config, residual_cfg)
-    if (base.config.in_channels, base.config.out_channels) != (
-        residual_cfg.in_channels, residual_cfg.out_channels
-    ):
-        raise ConfigError(
-            f"the base generator takes {base.config.in_channels} channels and the residual "
-            f"generator {residual_cfg.in_channels}: they must match (the data's channels)"
-        )
-    prior = build_prior(config)
-    conditional_base = base.config.num_classes is not None or bool(base.config.text_dim)
-    return VideoFusion(base, residual, prior, Diffusion.from_config(config.diffusion),
-                       freeze_base=m.freeze_base, condition_base=conditional_base)
-
-
-def _base_generator(config: RunConfig, residual_cfg: UNetConfig) -> UNet:
-    """The image U-Net of ``model.base_preset`` + ``model.base_overrides`` (with the residual's
-    channels and conditioning), loaded from ``model.init_from`` when it is set."""
-    m = config.model
-    if m.init_from is not None and is_diffusers_dir(Path(m.init_from)):
-        return load_image_unet(m.init_from)  # its own architecture
-    inherited = {k: getattr(residual_cfg, k)
-                 for k in ("in_channels", "out_channels", "num_classes", "text_dim")}
-    try:
-        base_cfg = unet_config(m.base_preset, **{**inherited, **m.base_overrides,
-                                                 "temporal": False})
-    except ValueError as err:
-        raise ConfigError(f"model.base_overrides: {err}") from None
-    if m.init_from is None:
-        return UNet(base_cfg)
-    what = f"the base generator (model.base_preset {m.base_preset!r} + model.base_overrides)"
-    return inflate_to(load_image_unet(m.init_from), base_cfg, m.init_from, what)
+        image = None if source is None else load_image_model(source, MODEL_KINDS.get(
+            kind.image_kind))
+        model = kind.build_for_run(config, backbone, image)
+    return model, kind.backbone_config(kind.network_config(model))
 
 
 def model_spec(config: RunConfig, model: nn.Module, *, class_names: list[str],
@@ -157,12 +66,12 @@ def model_spec(config: RunConfig, model: nn.Module, *, class_names: list[str],
     except TypeError:
         return None
     d = config.data
-    network = MODEL_KINDS.get(kind).network_config(model)
-    unet = MODEL_KINDS.get(kind).unet_config(network)
-    text = TextEncoderSpec(d.text_encoder, int(unet.text_dim), d.max_tokens) \
+    network = kind.network_config(model)
+    backbone = kind.backbone_config(network)
+    text = TextEncoderSpec(d.text_encoder, int(backbone.text_dim), d.max_tokens) \
         if d.use_captions else None
     return ModelSpec(
-        kind=kind, network=network, diffusion=config.diffusion,
+        kind=kind.name, network=network, diffusion=config.diffusion,
         prior=PriorConfig.of(build_prior(config)),
         shape=ClipShape(clip[0], clip[1], clip[-1]),
         preprocess=Preprocess(crop="center", fps=fps),
@@ -194,13 +103,12 @@ def optimizer_groups(model: nn.Module, config: RunConfig) -> list[dict]:
             {"params": no_decay, "weight_decay": 0.0}]
 
 
-def resolve_unet_config(config: RunConfig, num_classes: int | None = None,
-                        channels: int | None = None):
-    """The `UNetConfig` of a run: the preset, its overrides, and what the data asks for
-    (num_classes from the dataset, text_dim of the text encoder, and with `channels` (a
-    latent run's latent channels) the in / out channels unless the overrides set them)."""
-    from vidiff.models import unet_config
-
+def resolve_backbone_config(config: RunConfig, num_classes: int | None = None,
+                            channels: int | None = None):
+    """The backbone config of a run (`ModelKind.resolve`): the preset, its overrides, and
+    what the data asks for (num_classes from the dataset, text_dim of the text encoder, and
+    with `channels` (a latent run's latent channels) the in / out channels unless the
+    overrides set them)."""
     overrides = dict(config.model.overrides)
     if channels is not None:
         overrides.setdefault("in_channels", channels)
@@ -216,18 +124,14 @@ def resolve_unet_config(config: RunConfig, num_classes: int | None = None,
     if config.data.lowres_size is not None:  # an upsampler: the low-res clip as extra input
         overrides.setdefault("cond_channels", overrides.get("in_channels", 3))
     try:
-        if config.model.kind == "dit":
-            from vidiff.models import dit_config
-
-            return dit_config(config.model.preset, **overrides)
-        return unet_config(config.model.preset, **overrides)
+        return run_kind(config).resolve(config.model.preset, overrides)
     except ValueError as err:
         raise ConfigError(f"model: {err}") from None
 
 
-def check_data_fits(cfg: UNetConfig, first: torch.Tensor, config: RunConfig) -> None:
-    """The data's clips (`first`: (C, F, H, W)) fit the U-Net `cfg`; a `ConfigError` saying
-    what to change otherwise."""
+def check_data_fits(cfg, first: torch.Tensor, config: RunConfig) -> None:
+    """The data's clips (`first`: (C, F, H, W)) fit the backbone config `cfg`; a
+    `ConfigError` saying what to change otherwise."""
     channels = int(first.shape[0])
     if channels != cfg.in_channels:
         raise ConfigError(

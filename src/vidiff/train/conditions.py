@@ -16,11 +16,11 @@ __all__ = ["batch_conditions", "frame_slots", "per_slot"]
 
 
 def batch_conditions(batch: dict[str, Any], drops: torch.Tensor, config: RunConfig,
-                     unet_config, text_encoder, device: torch.device) -> Cond:
+                     backbone, text_encoder, device: torch.device) -> Cond:
     """The model's conditions for `batch` (`vidiff.train.data.collate`'s form).
 
     drops: (B, 1 + K) uniforms, the clip's then each image's; a slot whose uniform is below
-    ``train.cond_drop_prob`` gets the null condition. `unet_config` None: an unconditional
+    ``train.cond_drop_prob`` gets the null condition. `backbone` None: an unconditional
     model (only num_images and an upsampler's low-res clip are passed)."""
     d = config.data
     cond: dict[str, Any] = {}
@@ -28,11 +28,11 @@ def batch_conditions(batch: dict[str, Any], drops: torch.Tensor, config: RunConf
         cond["num_images"] = d.num_images
     if d.lowres_size is not None:  # upsampler: the clip's average pooling
         cond["lowres"] = downsample_to(batch["video"].to(device), d.lowres_size)
-    if unet_config is None:
+    if backbone is None:
         return Cond(**cond)
     slots = frame_slots(d.frames, d.num_images, device)  # (F + K,) -> 0 .. K
     keep = drops >= config.train.cond_drop_prob  # (B, 1 + K) False: dropped
-    if unet_config.num_classes is not None and d.use_labels:
+    if backbone.num_classes is not None and d.use_labels:
         labels = batch["label"].to(device)  # (B, 1 + K)
         keep = keep & (labels >= 0)  # unlabelled items (-1) train the null condition
         cond["class_labels"] = per_slot(labels.clamp(min=0), slots)

@@ -1,159 +1,91 @@
 """`model.init_from`: start a run from a pretrained image model (PYoCo's and VideoFusion's recipe).
 
-The source is an image U-Net (`temporal=False`) in one of two forms:
+The source is an image model of the run's kind's `image_kind` (a U-Net for ``unet`` and
+``videofusion``, a DiT for ``dit``) in one of two forms:
 
 - a vidiff run trained as an image model (``model.overrides.temporal = false``, e.g.
   ``configs/pretrain_image.toml``): its run folder (newest checkpoint), a checkpoint folder or
   a ``.safetensors`` file; its EMA weights are used;
-- a diffusers ``UNet2DModel`` directory (``config.json`` + ``diffusion_pytorch_model.*``, or a
-  pipeline directory with a ``unet/`` subfolder), read without diffusers;
-- a Stable Diffusion 1.x / 2.x pipeline root (or its ``unet/``, a ``UNet2DConditionModel``):
-  a latent U-Net that cross-attends to its text encoder. Its pipeline's parts come with it
-  (`with_pipeline_parts`): ``data.autoencoder`` defaults to the root's ``vae/``, a
-  captioned run's ``data.text_encoder`` to its CLIP text encoder, and the null condition of
-  guidance starts as the text encoder's embedding of the empty prompt (SD's convention).
+- a diffusers folder that the kind imports (`ModelKind.import_image`): a ``UNet2DModel``, a
+  Stable Diffusion 1.x / 2.x pipeline root (or its ``unet/``, a ``UNet2DConditionModel``), a
+  ``DiTTransformer2DModel`` or ``PixArtTransformer2DModel``. A Stable Diffusion pipeline's
+  parts come with it (`with_pipeline_parts`): ``data.autoencoder`` defaults to the root's
+  ``vae/``, a captioned run's ``data.text_encoder`` to its CLIP text encoder, and the null
+  condition of guidance starts as the text encoder's embedding of the empty prompt.
 
-`load_image_unet` returns it; `vidiff.train.build` inflates it into the run's video U-Net (the
-temporal blocks start as the identity, so at step 0 the video model denoises every frame as
-the image model did) or makes it VideoFusion's base generator. Every bad source is a
+`load_image_model` returns it; the kind's `build_for_run` inflates it into the run's video
+model (the temporal blocks start as the identity, so at step 0 the video model denoises every
+frame as the image model did) or makes it VideoFusion's base generator. Every bad source is a
 `ConfigError` that names ``model.init_from``.
 """
 
 from __future__ import annotations
 
-import json
-from dataclasses import asdict, replace
+from dataclasses import replace
 from pathlib import Path
 
-from vidiff.checkpoint import (
-    CheckpointError,
-    architecture_mismatch,
-    load_checkpoint,
-    load_weights,
-)
+from torch import nn
+
+from vidiff.checkpoint import CheckpointError, load_checkpoint, load_weights
 from vidiff.config_io import ConfigError
-from vidiff.models import UNet, UNetConfig, inflate, load_diffusers_unet
+from vidiff.kinds import ModelKind, is_diffusers_dir
+from vidiff.models.sd_folder import is_latent_unet, pipeline_root, unet_json
 from vidiff.spec import spec_from_checkpoint
 from vidiff.train.config import RunConfig
 
-__all__ = ["inflate_to", "is_diffusers_dir", "load_image_unet", "with_init_schedule",
-           "with_pipeline_parts"]
+__all__ = ["is_imported", "load_image_model", "with_init_schedule", "with_pipeline_parts"]
 
 _KEY = "model.init_from"
-_HOW = ("give an image model: a vidiff run trained with model.overrides.temporal=false "
-        "(configs/pretrain_image.toml), one of its checkpoint folders or .safetensors files, "
-        "or a diffusers UNet2DModel / UNet2DConditionModel directory or pipeline root")
 
 
-def is_diffusers_dir(path: Path) -> bool:
-    """Whether `path` is a diffusers model directory (or a pipeline with a unet/ folder)."""
-    for folder in (path, path / "unet"):
-        config = folder / "config.json"
-        if config.is_file() and any(folder.glob("diffusion_pytorch_model*")):
-            return True
-    return False
+def is_imported(source: str | Path | None) -> bool:
+    """Whether `source` is a diffusers model folder or pipeline root (U-Net or transformer):
+    an architecture of its own, read again on resume."""
+    return source is not None and any(is_diffusers_dir(Path(source), sub)
+                                      for sub in ("unet", "transformer"))
 
 
-def _unet_folder(path: Path) -> Path:
-    return path / "unet" if (path / "unet" / "config.json").is_file() else path
-
-
-def _unet_json(path: Path) -> dict:
-    try:
-        return json.loads((_unet_folder(path) / "config.json").read_text())
-    except (OSError, ValueError):
-        return {}
-
-
-def is_latent_unet(path: Path) -> bool:
-    """Whether `path` (a folder or pipeline root) holds a diffusers UNet2DConditionModel."""
-    return _unet_json(path).get("_class_name") == "UNet2DConditionModel"
-
-
-def pipeline_root(path: Path) -> Path | None:
-    """The pipeline root of a diffusers U-Net at `path` (the root itself, or the parent of a
-    unet/ folder that has a model_index.json beside it); None for a lone U-Net folder."""
-    if (path / "unet").is_dir():
-        return path
-    if path.name == "unet" and (path.parent / "model_index.json").is_file():
-        return path.parent
-    return None
-
-
-def _empty_prompt(path: Path):
-    """(L, D) the pipeline's text encoder's embedding of "" (None without a text encoder)."""
-    from vidiff.text.clip import is_clip_root, load_clip
-
-    root = pipeline_root(path)
-    if root is None or not is_clip_root(root):
-        return None
-    emb, _ = load_clip(root)([""])
-    return emb[0]
-
-
-def load_image_unet(source: str | Path) -> UNet:
-    """The image U-Net (temporal=False, train mode) stored at `source` (see the module doc)."""
-    path = Path(source)
+def load_image_model(source: str | Path, kind: type[ModelKind]) -> nn.Module:
+    """The image network (of `kind`, train mode) stored at `source`: a diffusers folder that
+    `kind` imports, or a vidiff image run, checkpoint folder or .safetensors file (its EMA
+    weights); every bad source is a `ConfigError` naming ``model.init_from``."""
+    path, what = Path(source), f"{_KEY} {str(source)!r}"
     if not path.exists():
-        raise ConfigError(f"{_KEY} {str(source)!r} does not exist; {_HOW}")
-    if is_diffusers_dir(path):
+        raise ConfigError(f"{what} does not exist; {_how(kind)}")
+    if is_imported(path):
         try:
-            null = _empty_prompt(path) if is_latent_unet(path) else None
-            return load_diffusers_unet(path, inflate=False, null_text=null).train()
+            return kind.import_image(path).train()
         except (FileNotFoundError, ValueError, KeyError, OSError) as err:
-            raise ConfigError(f"{_KEY} {str(source)!r} (diffusers U-Net): {err}") from None
+            raise ConfigError(f"{what} (diffusers folder, model.kind = {kind.name!r}): "
+                              f"{err}") from None
     try:
         ckpt = load_checkpoint(path)
-    except CheckpointError as err:
-        raise ConfigError(f"{_KEY} {str(source)!r}: {err}; {_HOW}") from None
-    try:
         spec = spec_from_checkpoint(ckpt.config, ckpt.meta)
-    except ValueError as err:
-        raise ConfigError(f"{_KEY} {str(source)!r}: checkpoint {ckpt.path}: {err}") from None
-    if spec.kind != "unet":
-        kind = {"videofusion": "VideoFusion"}.get(spec.kind, spec.kind)
-        raise ConfigError(f"{_KEY} {str(source)!r} is a {kind} checkpoint, not an image "
-                          f"U-Net; {_HOW}")
+    except (CheckpointError, ValueError) as err:
+        raise ConfigError(f"{what}: {err}; {_how(kind)}") from None
+    if spec.kind != kind.name:
+        raise ConfigError(f"{what} is a {spec.kind} checkpoint (model.kind), not an image "
+                          f"{kind.name}; "
+                          f"{_how(kind)}")
     try:
-        config = spec.unet_config
+        video = kind.is_video(spec.network)
+        model = kind.build(spec.network)
     except (TypeError, ValueError) as err:
-        raise ConfigError(f"{_KEY} {str(source)!r}: {err}") from None
-    if config.temporal:
-        raise ConfigError(
-            f"{_KEY} {str(source)!r} is a video model (its U-Net has temporal=true); {_HOW}. "
-            f"To continue training a video run, use train.resume={str(source)!r} instead"
-        )
-    unet = UNet(config)
+        raise ConfigError(f"{what}: {err}") from None
+    if video:
+        raise ConfigError(f"{what} is a video model (temporal = true); {_how(kind)}. To "
+                          f"continue training a video run, use train.resume={str(source)!r}")
     try:
-        load_weights(unet, ckpt.weights("ema"), str(ckpt.path))
+        load_weights(model, ckpt.weights("ema"), str(ckpt.path))
     except CheckpointError as err:
-        raise ConfigError(f"{_KEY} {str(source)!r}: {err}") from None
-    return unet.train()
+        raise ConfigError(f"{what}: {err}") from None
+    return model.train()
 
 
-def inflate_to(image: UNet, target: UNetConfig, source: str, what: str) -> UNet:
-    """`image` made into the model of `target` (a video U-Net: inflated, temporal blocks at
-    the identity; an image U-Net: `image` itself). A `ConfigError` lists the fields where the
-    architectures differ beyond what inflation may set; `what` names the run's model."""
-    fields = {k: v for k, v in asdict(target).items() if k != "temporal"}
-    options = {k: v for k, v in fields.items() if v != getattr(image.config, k)}
-    try:
-        if target.temporal:
-            model = inflate(image, **options)
-        elif options:
-            raise ValueError(options)
-        else:
-            model = image
-    except ValueError:
-        wanted = asdict(replace(target, temporal=False))
-        diff = architecture_mismatch(asdict(image.config), wanted)
-        raise ConfigError(
-            f"{_KEY} {source!r} has another architecture than {what}: "
-            f"{'; '.join(d.replace('checkpoint', 'image model') for d in diff)}. Use the image "
-            f"model's preset and overrides (only temporal blocks and execution fields "
-            f"may differ)"
-        ) from None
-    return model
+def _how(kind: type[ModelKind]) -> str:
+    return (f"give an image {kind.name}: a vidiff run trained with model.kind = {kind.name!r} "
+            f"and model.overrides.temporal=false (configs/pretrain_image.toml), one of its "
+            f"checkpoint folders or .safetensors files, or a diffusers folder of that family")
 
 
 def with_init_schedule(config: RunConfig) -> tuple[RunConfig, str | None]:
@@ -166,7 +98,7 @@ def with_init_schedule(config: RunConfig) -> tuple[RunConfig, str | None]:
     )
 
     m = config.model
-    if m.init_from is None or not m.init_schedule or not is_diffusers_dir(Path(m.init_from)):
+    if m.init_from is None or not m.init_schedule or not is_imported(m.init_from):
         return config, None
     if config.diffusion.process == "flow":  # a DDPM scheduler's betas do not apply
         return config, "model.init_schedule: kept the flow-matching [diffusion] section"
@@ -199,7 +131,7 @@ def with_pipeline_parts(config: RunConfig) -> tuple[RunConfig, list[str]]:
     if m.init_from is None or not is_latent_unet(Path(m.init_from)):
         return config, []
     root, notes, changes = pipeline_root(Path(m.init_from)), [], {}
-    if d.use_labels is None and _unet_json(Path(m.init_from)).get("num_class_embeds") is None:
+    if d.use_labels is None and unet_json(Path(m.init_from)).get("num_class_embeds") is None:
         changes["use_labels"] = False  # the model has no class embedding to take them
         notes.append(f"data.use_labels = false: {_KEY} takes no class labels")
     if d.autoencoder is None:
@@ -221,7 +153,7 @@ def _check_conditions(config: RunConfig) -> None:
     """The data's conditions fit the imported U-Net: checked before any data is read."""
     from vidiff.text import text_width
 
-    d, unet = config.data, _unet_json(Path(config.model.init_from))
+    d, unet = config.data, unet_json(Path(config.model.init_from))
     if d.use_labels and unet.get("num_class_embeds") is None:
         raise ConfigError(f"data.use_labels = true, but {_KEY} {config.model.init_from!r} "
                           f"takes no class labels (no num_class_embeds); set "
@@ -232,54 +164,3 @@ def _check_conditions(config: RunConfig) -> None:
         raise ConfigError(f"data.text_encoder {d.text_encoder!r} gives {given}-wide "
                           f"text; {_KEY} {config.model.init_from!r} cross-attends to "
                           f"{width}-wide text (its own text encoder's)")
-
-
-def load_image_dit(source: str | Path):
-    """The image `DiT` (train mode) at `source`: a diffusers DiTTransformer2DModel /
-    PixArtTransformer2DModel folder (or a root with transformer/), or a vidiff image DiT
-    run, checkpoint folder or .safetensors file (EMA weights)."""
-    from vidiff.models import DiT, load_diffusers_transformer
-
-    path = Path(source)
-    if not path.exists():
-        raise ConfigError(f"{_KEY} {str(source)!r} does not exist")
-    if is_diffusers_dir(path) or (path / "transformer" / "config.json").is_file():
-        try:
-            return load_diffusers_transformer(path, inflate=False).train()
-        except (FileNotFoundError, ValueError, KeyError, OSError) as err:
-            raise ConfigError(f"{_KEY} {str(source)!r} (diffusers transformer): {err}"
-                              ) from None
-    try:
-        ckpt = load_checkpoint(path)
-        spec = spec_from_checkpoint(ckpt.config, ckpt.meta)
-    except (CheckpointError, ValueError) as err:
-        raise ConfigError(f"{_KEY} {str(source)!r}: {err}") from None
-    if spec.kind != "dit" or spec.unet_config.temporal:
-        raise ConfigError(f"{_KEY} {str(source)!r} is not an image DiT (a run with "
-                          f"model.kind = dit and model.overrides.temporal = false)")
-    model = DiT(spec.unet_config)
-    try:
-        load_weights(model, ckpt.weights("ema"), str(ckpt.path))
-    except CheckpointError as err:
-        raise ConfigError(f"{_KEY} {str(source)!r}: {err}") from None
-    return model.train()
-
-
-def inflate_dit_to(image, target, source: str):
-    """`image` (an image DiT) made into the DiT of `target` (inflated when it is a video
-    DiT); a `ConfigError` naming the fields where the architectures differ otherwise."""
-    from vidiff.models import inflate_dit
-
-    fields = {k: v for k, v in asdict(target).items() if k != "temporal"}
-    options = {k: v for k, v in fields.items() if v != getattr(image.config, k)}
-    try:
-        if target.temporal:
-            return inflate_dit(image, **options)
-        if options:
-            raise ValueError(options)
-        return image
-    except ValueError:
-        diff = architecture_mismatch(asdict(image.config),
-                                     asdict(replace(target, temporal=False)))
-        raise ConfigError(f"{_KEY} {source!r} has another architecture than this run's DiT: "
-                          f"{'; '.join(diff)}") from None

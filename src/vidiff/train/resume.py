@@ -15,32 +15,34 @@ from __future__ import annotations
 
 import shutil
 import warnings
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
+from torch import nn
 
 from vidiff.checkpoint import (
     CHECKPOINTS_DIR,
     Checkpoint,
     CheckpointError,
-    architecture_mismatch,
     find_checkpoint,
     list_checkpoints,
     load_checkpoint,
 )
 from vidiff.config_io import ConfigError
+from vidiff.kinds import architecture_mismatch, kind_of
 from vidiff.spec import spec_from_checkpoint
 
 __all__ = ["FIXED", "IGNORED", "Restored", "check_restored_model", "config_changes",
            "load_optimizer_state", "remove_leftovers", "restore_point", "resume_point"]
 
 # fields (section.key, or a whole section) whose change would change what the weights mean.
-# model.preset and model.overrides are checked on the resolved U-Net config instead
-# (`vidiff.checkpoint.architecture_mismatch`): execution fields such as dropout may change
+# model.preset, model.overrides and VideoFusion's base_preset / base_overrides are checked on
+# the built network's architecture instead (`ModelKind.architecture`, `check_restored_model`):
+# execution fields such as dropout may change
 FIXED = (
-    "model.kind", "model.base_preset", "model.base_overrides",
+    "model.kind",
     "diffusion", "prior",
     "data.frames", "data.size", "data.lowres_size", "data.use_labels", "data.use_captions",
     "data.autoencoder",
@@ -175,13 +177,25 @@ def resume_point(config, out: Path) -> tuple[Restored | None, list[str]]:
     return restored, allowed
 
 
-def check_restored_model(restored: Restored, unet_config, class_names: list[str],
+def check_restored_model(restored: Restored, model: nn.Module, class_names: list[str],
                          use_labels: bool) -> None:
-    """The checkpoint's U-Net architecture and classes are this run's."""
+    """The checkpoint holds a network of `model`'s kind and architecture (its kind's
+    `architecture`: every defining field, execution fields aside), and this run's classes. A
+    network of no registered kind (passed by hand) is checked by its weights' names and
+    shapes only, when they are loaded."""
     ckpt = restored.checkpoint
     spec = spec_from_checkpoint(ckpt.config, ckpt.meta)
-    if unet_config is not None:
-        diff = architecture_mismatch(asdict(spec.unet_config), asdict(unet_config))
+    try:
+        kind = kind_of(model)
+    except TypeError:
+        kind = None
+    if kind is not None and spec.kind != kind.name:
+        raise CheckpointError(f"checkpoint {ckpt.path} holds a {spec.kind} model and this run "
+                              f"builds a {kind.name} (model.kind); keep model.kind = "
+                              f"{spec.kind!r} or use a new --out")
+    if kind is not None:
+        diff = architecture_mismatch(kind.architecture(spec.network),
+                                     kind.architecture(kind.network_config(model)))
         if diff:
             raise CheckpointError(
                 f"checkpoint {ckpt.path} was trained with another model architecture; "

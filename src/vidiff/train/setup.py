@@ -22,12 +22,12 @@ from vidiff.train.build import (
     build_model,
     check_data_fits,
     optimizer_groups,
-    resolve_unet_config,
+    resolve_backbone_config,
 )
 from vidiff.train.config import RunConfig, warmup_steps
 from vidiff.train.data import JointVideoDataset, build_dataset, image_dataset
 from vidiff.train.ema import EMA
-from vidiff.train.init import is_diffusers_dir
+from vidiff.train.init import is_imported
 from vidiff.train.schedule import WarmupSchedule
 
 __all__ = ["RunData", "RunNetwork", "RunOptimization", "build_data", "build_network",
@@ -122,12 +122,12 @@ class RunNetwork:
     ddp: nn.Module  # raw, or its DistributedDataParallel wrapper
     net: nn.Module  # what the loss calls: ddp, or ddp compiled (train.compile)
     ema: EMA  # the EMA of raw's weights
-    unet_config: object | None  # the U-Net config that takes the conditions (None: by hand)
+    backbone: object | None  # the config of the network that takes the conditions (None: by hand)
 
     @property
     def conditional(self) -> bool:
         """True when the network takes class labels or text."""
-        cfg = self.unet_config
+        cfg = self.backbone
         return cfg is not None and (cfg.num_classes is not None or bool(cfg.text_dim))
 
 
@@ -137,16 +137,16 @@ def build_network(config: RunConfig, data: RunData, dist: distributed.DistInfo, 
     gets its weights from the checkpoint, so a vidiff ``model.init_from`` is not read then; a
     diffusers one still is, since its folder defines the architecture (the checkpoint's
     weights replace its weights)."""
-    t, unet_config = config.train, None
+    t, backbone = config.train, None
     if model is None:  # model.kind: a U-Net (init_from: inflated) or VideoFusion
         latent = data.channels if data.autoencoder is not None else None
-        wanted = resolve_unet_config(config, len(data.class_names) or None, channels=latent)
+        wanted = resolve_backbone_config(config, len(data.class_names) or None, channels=latent)
         source = config.model.init_from
-        architecture = source is not None and is_diffusers_dir(Path(source))
+        architecture = is_imported(source)
         build_config = replace(config, model=replace(config.model, init_from=None)) \
             if resumed and not architecture else config
-        model, unet_config = build_model(build_config, wanted)
-        check_data_fits(unet_config, data.first, config)
+        model, backbone = build_model(build_config, wanted)
+        check_data_fits(backbone, data.first, config)
     raw = model.to(dist.device)
     if t.trainable == "temporal":
         freeze_all_but_temporal(raw)
@@ -158,7 +158,7 @@ def build_network(config: RunConfig, data: RunData, dist: distributed.DistInfo, 
         ddp = DDP(raw, device_ids=ids)
     net = torch.compile(ddp) if t.compile else ddp
     return RunNetwork(raw, ddp, net, EMA(raw, t.ema_decay, t.ema_start, t.ema_warmup),
-                      unet_config)
+                      backbone)
 
 
 def freeze_all_but_temporal(model: nn.Module) -> int:

@@ -35,14 +35,14 @@ from vidiff.process import build_process, is_flow
 from vidiff.samplers import sample
 from vidiff.threads import auto_threads
 from vidiff.train import distributed
-from vidiff.train.build import model_spec, resolve_unet_config
+from vidiff.train.build import model_spec, resolve_backbone_config
 from vidiff.train.conditions import batch_conditions
 from vidiff.train.config import RunConfig, inert_settings, validate
 from vidiff.train.data import (
     ShardedOrder,
     make_loader,
 )
-from vidiff.train.init import is_diffusers_dir, with_init_schedule, with_pipeline_parts
+from vidiff.train.init import is_imported, with_init_schedule, with_pipeline_parts
 from vidiff.train.result import NonFiniteLossError, TrainResult
 from vidiff.train.resume import (
     Restored,
@@ -60,7 +60,7 @@ __all__ = [
     "TrainResult",
     "Trainer",
     "auto_threads",
-    "resolve_unet_config",
+    "resolve_backbone_config",
     "train",
 ]
 
@@ -137,11 +137,11 @@ class Trainer:
                                 model=model)
         self.raw, self.ddp, self.net, self.ema = (network.raw, network.ddp, network.net,
                                                   network.ema)
-        self.unet_config, self.conditional = network.unet_config, network.conditional
+        self.backbone, self.conditional = network.backbone, network.conditional
         self.num_params = sum(p.numel() for p in self.raw.parameters())
         self.num_trained = sum(p.numel() for p in self.raw.parameters() if p.requires_grad)
         source = config.model.init_from
-        self.imported = source is not None and is_diffusers_dir(Path(source))
+        self.imported = is_imported(source)
         self.diffusion = build_process(config.diffusion)
         self.prior = build_prior(config)
         opt = build_optimization(self.raw, config)
@@ -190,7 +190,7 @@ class Trainer:
 
     def _resume(self, restored: Restored) -> None:
         ckpt = restored.checkpoint
-        check_restored_model(restored, self.unet_config, self.class_names,
+        check_restored_model(restored, self.raw, self.class_names,
                              self.config.data.use_labels)
         load_weights(self.raw, restored.model, str(ckpt.path))
         load_weights(self.ema.model, restored.ema, str(ckpt.path))
@@ -226,7 +226,7 @@ class Trainer:
     def _cond(self, batch: dict[str, Any], drops: torch.Tensor) -> Cond:
         """The model's conditions for `batch` (`vidiff.train.conditions`)."""
         return batch_conditions(batch, drops, self.config,
-                                self.unet_config if self.conditional else None,
+                                self.backbone if self.conditional else None,
                                 self.text_encoder, self.device)
 
     def train_step(self, batches) -> tuple[float, float]:

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from vidiff.config_io import ConfigError
+from vidiff.kinds import MODEL_KINDS
 from vidiff.losses import WEIGHTINGS
 from vidiff.predictions import PREDICTIONS
 from vidiff.samplers import SamplingError
@@ -16,13 +17,12 @@ from vidiff.samplers import SamplingError
 if TYPE_CHECKING:
     from vidiff.train.config import RunConfig
 
-__all__ = ["DATA_SOURCES", "LR_SCHEDULES", "MODEL_KINDS", "PRECISIONS", "TRAINABLE", "validate"]
+__all__ = ["DATA_SOURCES", "LR_SCHEDULES", "PRECISIONS", "TRAINABLE", "validate"]
 
 DATA_SOURCES = ("bouncing_balls", "moving_shapes", "folder")
 PRECISIONS = ("fp32", "bf16", "fp16")
 LR_SCHEDULES = ("constant", "cosine")
 TRAINABLE = ("all", "temporal")
-MODEL_KINDS = ("unet", "videofusion", "dit")
 
 
 def _choice(key: str, value, valid) -> None:
@@ -37,7 +37,6 @@ def _positive(key: str, value, minimum=1) -> None:
 
 def validate(config: RunConfig) -> RunConfig:
     """Check values that a type alone cannot (choices, ranges); returns `config`."""
-    from vidiff.models import UNET_PRESETS
     from vidiff.priors import PRIORS, noise_prior
     from vidiff.train.budget import CLOCKS
 
@@ -54,12 +53,6 @@ def validate(config: RunConfig) -> RunConfig:
         raise ConfigError(f"data.fps = {d.fps} must be > 0 (or none)")
     if d.use_captions and d.text_encoder != "hash":
         _check_text_encoder(d.text_encoder)
-    if config.model.kind == "dit":
-        from vidiff.models import DIT_PRESETS
-
-        _choice("model.preset", config.model.preset, DIT_PRESETS.names())
-    else:
-        _choice("model.preset", config.model.preset, UNET_PRESETS.names())
     _validate_model(config)
     _choice("diffusion.prediction", config.diffusion.prediction, PREDICTIONS)
     _positive("diffusion.timesteps", config.diffusion.timesteps, 2)
@@ -105,9 +98,10 @@ def _check_lowres(config: RunConfig) -> None:
     if not 0 < d.lowres_size < d.size or d.size % d.lowres_size:
         raise ConfigError(f"data.lowres_size = {d.lowres_size} must divide data.size = "
                           f"{d.size} and be smaller (e.g. {d.size // 2})")
-    if m.kind != "unet" or m.init_from is not None:
-        raise ConfigError("data.lowres_size (a super-resolution model) needs model.kind = "
-                          "\"unet\" and no model.init_from")
+    if not MODEL_KINDS.get(m.kind).upsampler or m.init_from is not None:
+        raise ConfigError(f"data.lowres_size (a super-resolution model) needs a model kind "
+                          f"that takes the low-res clip (unet) and no model.init_from; "
+                          f"model.kind = {m.kind!r}")
 
 
 def _validate_process(config: RunConfig) -> None:
@@ -132,9 +126,7 @@ def _validate_process(config: RunConfig) -> None:
                           f'{" or ".join(FLOW_SAMPLERS.names())}: set sample.sampler = '
                           f'"euler" ({config.sample.sampler!r} is a DDPM sampler)')
     for bad, why in ((config.loss.weighting != "none", "loss.weighting (an SNR weighting of "
-                      "DDPM's)"), (config.model.kind == "videofusion",
-                      'model.kind = "videofusion" (its decomposition predicts the noise)'),
-                     (config.data.lowres_size is not None, "data.lowres_size (the "
+                      "DDPM's)"), (config.data.lowres_size is not None, "data.lowres_size (the "
                       "upsampler's guidance is DDPM's)")):
         if bad:
             raise ConfigError(f'diffusion.process = "flow" does not combine with {why}')
@@ -151,56 +143,10 @@ def _check_text_encoder(name: str) -> None:
         raise ConfigError(str(err)) from None
 
 
-def _check_overrides(config: RunConfig) -> None:
-    """model.overrides (and base_overrides) name fields of the network's config and, without
-    model.init_from, make a valid config of the preset: checked before any data is read (the
-    conditions that the data adds are checked when the network is built)."""
-    from vidiff.models import (
-        DIT_PRESETS,
-        UNET_PRESETS,
-        DiTConfig,
-        UNetConfig,
-        dit_config,
-        unet_config,
-    )
-
-    m = config.model
-    config_class, build, presets = ((DiTConfig, dit_config, DIT_PRESETS) if m.kind == "dit"
-                                    else (UNetConfig, unet_config, UNET_PRESETS))
-    for key, overrides, cls in (("model.overrides", m.overrides, config_class),
-                                ("model.base_overrides", m.base_overrides, UNetConfig)):
-        unknown = sorted(set(overrides) - set(cls.field_names()))
-        if unknown:
-            raise ConfigError(f"{key}: unknown field(s) {unknown}; valid: the fields of "
-                              f"{cls.__name__}: {', '.join(cls.field_names())}")
-    if m.init_from is None and m.preset in presets:
-        try:
-            build(m.preset, **m.overrides)
-        except (TypeError, ValueError) as err:
-            raise ConfigError(f"model.overrides: {err}") from None
-
-
 def _validate_model(config: RunConfig) -> None:
-    from vidiff.models import UNET_PRESETS
-
+    """model.kind, and the [model] settings as the kind reads them (`ModelKind.validate`)."""
     m = config.model
-    _choice("model.kind", m.kind, MODEL_KINDS)
-    _check_overrides(config)
+    _choice("model.kind", m.kind, MODEL_KINDS.names())
     if m.init_from is not None and not str(m.init_from).strip():
         raise ConfigError("model.init_from is empty; give a path or leave it unset")
-    if m.kind != "videofusion":
-        return
-    _choice("model.base_preset", m.base_preset, UNET_PRESETS.names())
-    if config.prior.name != "decomposed":
-        raise ConfigError(f'model.kind = "videofusion" needs prior.name = "decomposed" (its base '
-                          f"generator estimates the noise all frames share), got "
-                          f"{config.prior.name!r}")
-    from_init = m.init_from is not None and m.init_schedule  # [diffusion] may be replaced:
-    if config.diffusion.prediction != "eps" and not from_init:  # checked again then (trainer)
-        raise ConfigError(f'model.kind = "videofusion" predicts the noise: it needs '
-                          f'diffusion.prediction = "eps", got {config.diffusion.prediction!r}')
-    if not m.base_lr >= 0:
-        raise ConfigError(f"model.base_lr = {m.base_lr} must be >= 0")
-    if m.overrides.get("temporal") is False:
-        raise ConfigError("model.overrides.temporal = false: VideoFusion's residual generator "
-                          "is a video U-Net")
+    MODEL_KINDS.get(m.kind).validate(config)

@@ -1,0 +1,75 @@
+"""The ``dit`` kind: the factorized space-time diffusion transformer (`DiT`).
+
+``model.preset`` (dit-tiny ... dit-xl) + ``model.overrides`` make its `DiTConfig`.
+``model.init_from`` an image DiT (a vidiff image DiT run, or a diffusers
+``DiTTransformer2DModel`` / ``PixArtTransformer2DModel`` folder or pipeline root) inflates it.
+This module is the worked example of docs/DESIGN.md, "Adding a model kind".
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from torch import nn
+
+from vidiff.models.diffusers_dit import load_diffusers_transformer
+from vidiff.models.dit import DiT, inflate_dit
+from vidiff.models.dit_config import (
+    DIT_PRESETS,
+    DiTConfig,
+    dit_config,
+    dit_config_from_dict,
+    dit_config_to_dict,
+)
+
+from .base import ModelKind, is_diffusers_dir
+
+__all__ = ["DiTKind"]
+
+
+class DiTKind(ModelKind):
+    """An image or video `DiT`; the network config is its `DiTConfig`'s fields."""
+
+    name = "dit"
+    network_class = DiT
+    config_class = DiTConfig
+    presets = DIT_PRESETS
+    tiny_preset = "dit-tiny"
+    image_kind = "dit"
+    summary = "a factorized space-time diffusion transformer (DiT blocks, temporal attention)"
+
+    @classmethod
+    def build(cls, network: dict) -> nn.Module:
+        return DiT(dit_config_from_dict(network))
+
+    @classmethod
+    def network_config(cls, model: nn.Module) -> dict:
+        return dit_config_to_dict(model.config)
+
+    @classmethod
+    def backbone_config(cls, network: dict) -> DiTConfig:
+        return dit_config_from_dict(network)
+
+    @classmethod
+    def describe(cls, network: dict) -> str:
+        cfg = cls.backbone_config(network)
+        video = "temporal blocks" if cfg.temporal else "image DiT (no temporal blocks)"
+        return (f"DiT of {cfg.depth} blocks, width {cfg.hidden}, {cfg.heads} heads, patch "
+                f"{cfg.patch_size}, adaLN-{'single' if cfg.adaln == 'single' else 'Zero'}, "
+                f"{video}")
+
+    @classmethod
+    def resolve(cls, preset: str, overrides: dict) -> DiTConfig:
+        return dit_config(preset, **overrides)
+
+    @classmethod
+    def import_image(cls, path: Path) -> nn.Module:
+        if not is_diffusers_dir(path, "transformer"):
+            raise ValueError("not a diffusers DiTTransformer2DModel / PixArtTransformer2DModel "
+                             "folder or pipeline root (no config.json and "
+                             "diffusion_pytorch_model.* in it or in transformer/)")
+        return load_diffusers_transformer(path, inflate=False)
+
+    @classmethod
+    def inflate_network(cls, image: nn.Module, options: dict) -> nn.Module:
+        return inflate_dit(image, **options)
