@@ -5,7 +5,14 @@ generators) and ``"dit"`` (the factorized space-time diffusion transformer). A n
 one module with a `ModelKind` subclass and one registration here (docs/DESIGN.md).
 """
 
-from .base import MODEL_KINDS, ModelKind, architecture_mismatch, is_diffusers_dir, kind_of
+from .base import (
+    MODEL_KINDS,
+    ModelKind,
+    architecture_mismatch,
+    is_diffusers_dir,
+    is_imported,
+    kind_of,
+)
 from .dit import DiTKind
 from .unet import UNetKind
 from .videofusion import VideoFusionKind
@@ -14,4 +21,4 @@ for _kind in (UNetKind, VideoFusionKind, DiTKind):
     MODEL_KINDS.register(_kind.name)(_kind)
 
 __all__ = ["MODEL_KINDS", "DiTKind", "ModelKind", "UNetKind", "VideoFusionKind",
-           "architecture_mismatch", "is_diffusers_dir", "kind_of"]
+           "architecture_mismatch", "is_diffusers_dir", "is_imported", "kind_of"]

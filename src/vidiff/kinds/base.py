@@ -35,7 +35,8 @@ from vidiff.registry import Registry
 if TYPE_CHECKING:  # the run config is duck-typed here: nothing outside train/ imports train/
     from vidiff.train.config import ModelConfig, RunConfig  # noqa: F401
 
-__all__ = ["EXECUTION_FIELDS", "MODEL_KINDS", "ModelKind", "architecture_mismatch", "kind_of"]
+__all__ = ["EXECUTION_FIELDS", "MODEL_KINDS", "ModelKind", "architecture_mismatch", "check_fields",
+           "imported_target", "is_diffusers_dir", "is_imported", "kind_of"]
 
 # fields that change how a network runs, not what it computes: free to change on resume
 EXECUTION_FIELDS = frozenset({"dropout", "channels_last", "gradient_checkpointing"})
@@ -122,8 +123,7 @@ class ModelKind(ABC):
         if image is None:
             return cls.network_class(backbone)
         model, source = config.model, str(config.model.init_from)
-        if is_diffusers_dir(Path(source), "unet") or is_diffusers_dir(Path(source),
-                                                                      "transformer"):
+        if is_imported(source):
             target = imported_target(image.config, backbone, model, source)
             return cls.inflate(image, target, source, "what model.overrides may change")
         return cls.inflate(image, backbone, source,
@@ -206,6 +206,13 @@ def is_diffusers_dir(path: Path, subfolder: str = "unet") -> bool:
         if config.is_file() and any(folder.glob("diffusion_pytorch_model*")):
             return True
     return False
+
+
+def is_imported(source: str | Path | None) -> bool:
+    """Whether `source` is a diffusers model folder or pipeline root (a U-Net or a
+    transformer): an architecture of its own, read again on resume."""
+    return source is not None and any(is_diffusers_dir(Path(source), sub)
+                                      for sub in ("unet", "transformer"))
 
 
 def imported_target(imported, backbone, model: ModelConfig, source: str):

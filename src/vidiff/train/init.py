@@ -28,21 +28,14 @@ from torch import nn
 
 from vidiff.checkpoint import CheckpointError, load_checkpoint, load_weights
 from vidiff.config_io import ConfigError
-from vidiff.kinds import ModelKind, is_diffusers_dir
+from vidiff.kinds import ModelKind, is_imported
 from vidiff.models.sd_folder import is_latent_unet, pipeline_root, unet_json
 from vidiff.spec import spec_from_checkpoint
 from vidiff.train.config import RunConfig
 
-__all__ = ["is_imported", "load_image_model", "with_init_schedule", "with_pipeline_parts"]
+__all__ = ["load_image_model", "with_init_schedule", "with_pipeline_parts"]
 
 _KEY = "model.init_from"
-
-
-def is_imported(source: str | Path | None) -> bool:
-    """Whether `source` is a diffusers model folder or pipeline root (U-Net or transformer):
-    an architecture of its own, read again on resume."""
-    return source is not None and any(is_diffusers_dir(Path(source), sub)
-                                      for sub in ("unet", "transformer"))
 
 
 def load_image_model(source: str | Path, kind: type[ModelKind]) -> nn.Module:

@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from vidiff.config_io import ConfigError
+from vidiff.kinds import is_imported
 from vidiff.text import build_text_encoder
 from vidiff.train import distributed
 from vidiff.train.build import (
@@ -27,7 +28,6 @@ from vidiff.train.build import (
 from vidiff.train.config import RunConfig, warmup_steps
 from vidiff.train.data import JointVideoDataset, build_dataset, image_dataset
 from vidiff.train.ema import EMA
-from vidiff.train.init import is_imported
 from vidiff.train.schedule import WarmupSchedule
 
 __all__ = ["RunData", "RunNetwork", "RunOptimization", "build_data", "build_network",

@@ -30,6 +30,7 @@ from vidiff.checkpoint import load_weights, save_checkpoint
 from vidiff.cond import Cond
 from vidiff.conditional import downsample_to
 from vidiff.config_io import ConfigError
+from vidiff.kinds import is_imported
 from vidiff.pipeline import Pipeline
 from vidiff.process import build_process, is_flow
 from vidiff.samplers import sample
@@ -42,7 +43,7 @@ from vidiff.train.data import (
     ShardedOrder,
     make_loader,
 )
-from vidiff.train.init import is_imported, with_init_schedule, with_pipeline_parts
+from vidiff.train.init import with_init_schedule, with_pipeline_parts
 from vidiff.train.result import NonFiniteLossError, TrainResult
 from vidiff.train.resume import (
     Restored,
