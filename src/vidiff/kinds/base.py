@@ -25,18 +25,18 @@ import json
 from abc import ABC, abstractmethod
 from dataclasses import asdict, fields, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import Any, ClassVar
 
 from torch import nn
 
 from vidiff.config_io import ConfigError
 from vidiff.registry import Registry
 
-if TYPE_CHECKING:  # the run config is duck-typed here: nothing outside train/ imports train/
-    from vidiff.train.config import ModelConfig, RunConfig  # noqa: F401
-
 __all__ = ["EXECUTION_FIELDS", "MODEL_KINDS", "ModelKind", "architecture_mismatch", "check_fields",
            "imported_target", "is_diffusers_dir", "is_imported", "kind_of"]
+
+# `config` below is a run config (`vidiff.train.config.RunConfig`), read by attribute: nothing
+# outside train/ imports train/.
 
 # fields that change how a network runs, not what it computes: free to change on resume
 EXECUTION_FIELDS = frozenset({"dropout", "channels_last", "gradient_checkpointing"})
@@ -98,7 +98,7 @@ class ModelKind(ABC):
         """The backbone config of `preset` with `overrides` (a ValueError names a bad one)."""
 
     @classmethod
-    def validate(cls, config: RunConfig) -> None:
+    def validate(cls, config) -> None:
         """The run's ``[model]`` settings as this kind reads them: a `ConfigError` naming the
         key. The base checks the preset, the override fields and the process."""
         m = config.model
@@ -117,7 +117,7 @@ class ModelKind(ABC):
                               f"{' or '.join(cls.processes)}")
 
     @classmethod
-    def build_for_run(cls, config: RunConfig, backbone, image: nn.Module | None) -> nn.Module:
+    def build_for_run(cls, config, backbone, image: nn.Module | None) -> nn.Module:
         """The run's network: of `backbone` (the resolved config) from scratch, or from
         `image`, the image model of ``model.init_from`` (of kind `image_kind`)."""
         if image is None:
@@ -215,7 +215,7 @@ def is_imported(source: str | Path | None) -> bool:
                                       for sub in ("unet", "transformer"))
 
 
-def imported_target(imported, backbone, model: ModelConfig, source: str):
+def imported_target(imported, backbone, model, source: str):
     """The run's config on an imported architecture: the folder's config with only
     ``model.overrides`` (inflation fields) and the temporal switch of `backbone`; the
     conditioning the data asks for must be the folder's."""

@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from torch import nn
 
@@ -27,9 +27,6 @@ from vidiff.priors import noise_prior
 
 from .base import ModelKind, _flat, check_fields, is_diffusers_dir
 from .unet import UNetKind, describe_unet
-
-if TYPE_CHECKING:
-    from vidiff.train.config import RunConfig
 
 __all__ = ["VideoFusionKind"]
 
@@ -89,7 +86,7 @@ class VideoFusionKind(ModelKind):
         return unet_config(preset, **{**overrides, "temporal": True})
 
     @classmethod
-    def validate(cls, config: RunConfig) -> None:
+    def validate(cls, config) -> None:
         m = config.model
         if m.overrides.get("temporal") is False:
             raise ConfigError("model.overrides.temporal = false: VideoFusion's residual "
@@ -112,7 +109,7 @@ class VideoFusionKind(ModelKind):
             raise ConfigError(f"model.base_lr = {m.base_lr} must be >= 0")
 
     @classmethod
-    def build_for_run(cls, config: RunConfig, backbone: UNetConfig,
+    def build_for_run(cls, config, backbone: UNetConfig,
                       image: nn.Module | None) -> nn.Module:
         residual_cfg = replace(backbone, temporal=True)
         residual = FrameConditionedUNet(UNet(residual_cfg))  # from scratch
@@ -133,7 +130,7 @@ class VideoFusionKind(ModelKind):
         return UNetKind.import_image(path)
 
 
-def _base_generator(config: RunConfig, residual_cfg: UNetConfig, image: UNet | None) -> UNet:
+def _base_generator(config, residual_cfg: UNetConfig, image: UNet | None) -> UNet:
     """The image U-Net of ``model.base_preset`` + ``model.base_overrides`` (with the residual's
     channels and conditioning), or `image` (from ``model.init_from``) in that architecture."""
     m = config.model
