@@ -55,7 +55,8 @@ TOY_PRESETS.register("toy-wide")({"width": 16})
 
 
 class ToyKind(ModelKind):
-    """What a new family writes: its network, config, presets and their conversions."""
+    """What a new family writes: its network, config class, presets and `resolve` (the
+    base class converts the config to and from the spec's JSON)."""
 
     name = "toy"
     network_class = ToyNet
@@ -64,18 +65,6 @@ class ToyKind(ModelKind):
     tiny_preset = "toy-tiny"
     image_kind = "toy"
     summary = "a toy per-pixel network"
-
-    @classmethod
-    def build(cls, network):
-        return ToyNet(ToyConfig(**network))
-
-    @classmethod
-    def network_config(cls, model):
-        return asdict(model.config)
-
-    @classmethod
-    def backbone_config(cls, network):
-        return ToyConfig(**network)
 
     @classmethod
     def resolve(cls, preset, overrides):

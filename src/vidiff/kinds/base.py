@@ -33,7 +33,8 @@ from vidiff.config_io import ConfigError
 from vidiff.registry import Registry
 
 __all__ = ["EXECUTION_FIELDS", "MODEL_KINDS", "ModelKind", "architecture_mismatch", "check_fields",
-           "imported_target", "is_diffusers_dir", "is_imported", "kind_of"]
+           "config_from_dict", "config_to_dict", "imported_target", "is_diffusers_dir",
+           "is_imported", "kind_of"]
 
 # `config` below is a run config (`vidiff.train.config.RunConfig`), read by attribute: nothing
 # outside train/ imports train/.
@@ -59,19 +60,20 @@ class ModelKind(ABC):
 
     # -- the network of a spec ----------------------------------------------------------------
     @classmethod
-    @abstractmethod
     def build(cls, network: dict) -> nn.Module:
         """A freshly initialized network of the config `network` (load its weights next)."""
+        return cls.network_class(cls.backbone_config(network))
 
     @classmethod
-    @abstractmethod
     def network_config(cls, model: nn.Module) -> dict:
         """The JSON-safe config that `build` turns back into `model`'s architecture."""
+        return config_to_dict(model.config)
 
     @classmethod
-    @abstractmethod
     def backbone_config(cls, network: dict):
-        """The config of the network that takes the data and the conditions."""
+        """The config of the network that takes the data and the conditions (channels,
+        ``num_classes``, ``text_dim``, ``temporal``, ``size_multiple``)."""
+        return config_from_dict(cls.config_class, network)
 
     @classmethod
     def architecture(cls, network: dict) -> dict[str, Any]:
@@ -225,6 +227,21 @@ def imported_target(imported, backbone, model, source: str):
             raise ConfigError(f"model.init_from {source!r} has {key}={getattr(target, key)}, "
                               f"the data needs {getattr(backbone, key)}")
     return target
+
+
+def config_to_dict(config) -> dict:
+    """The JSON form of a config dataclass (tuples as lists)."""
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(config).items()}
+
+
+def config_from_dict(config_class: type, data: dict):
+    """A `config_class` from its JSON form (lists back to tuples); an unknown field is a
+    ValueError naming it (a record written by a newer vidiff)."""
+    unknown = sorted(set(data) - {f.name for f in fields(config_class)})
+    if unknown:
+        raise ValueError(f"unknown {config_class.__name__} fields (written by a newer "
+                         f"vidiff?): {unknown}")
+    return config_class(**{k: tuple(v) if isinstance(v, list) else v for k, v in data.items()})
 
 
 def _flat(d: dict, prefix: str = "") -> dict[str, Any]:

@@ -18,8 +18,6 @@ from vidiff.models.dit_config import (
     DIT_PRESETS,
     DiTConfig,
     dit_config,
-    dit_config_from_dict,
-    dit_config_to_dict,
 )
 
 from .base import ModelKind, is_diffusers_dir
@@ -37,18 +35,6 @@ class DiTKind(ModelKind):
     tiny_preset = "dit-tiny"
     image_kind = "dit"
     summary = "a factorized space-time diffusion transformer (DiT blocks, temporal attention)"
-
-    @classmethod
-    def build(cls, network: dict) -> nn.Module:
-        return DiT(dit_config_from_dict(network))
-
-    @classmethod
-    def network_config(cls, model: nn.Module) -> dict:
-        return dit_config_to_dict(model.config)
-
-    @classmethod
-    def backbone_config(cls, network: dict) -> DiTConfig:
-        return dit_config_from_dict(network)
 
     @classmethod
     def describe(cls, network: dict) -> str:

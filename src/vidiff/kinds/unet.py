@@ -13,7 +13,7 @@ from pathlib import Path
 
 from torch import nn
 
-from vidiff.models.config import UNetConfig, unet_config_from_dict, unet_config_to_dict
+from vidiff.models.config import UNetConfig
 from vidiff.models.diffusers_io import load_diffusers_unet
 from vidiff.models.inflate import inflate
 from vidiff.models.presets import UNET_PRESETS, unet_config
@@ -36,18 +36,6 @@ class UNetKind(ModelKind):
     image_kind = "unet"
     summary = "a factorized space-time U-Net (Video Diffusion Models)"
     upsampler = True
-
-    @classmethod
-    def build(cls, network: dict) -> nn.Module:
-        return UNet(unet_config_from_dict(network))
-
-    @classmethod
-    def network_config(cls, model: nn.Module) -> dict:
-        return unet_config_to_dict(model.config)
-
-    @classmethod
-    def backbone_config(cls, network: dict) -> UNetConfig:
-        return unet_config_from_dict(network)
 
     @classmethod
     def describe(cls, network: dict) -> str:
