@@ -62,6 +62,7 @@ class ToyKind(ModelKind):
     network_class = ToyNet
     config_class = ToyConfig
     presets = TOY_PRESETS
+    default_preset = "toy-wide"
     tiny_preset = "toy-tiny"
     image_kind = "toy"
     summary = "a toy per-pixel network"
@@ -122,6 +123,12 @@ def test_a_registered_kind_refuses_what_it_does_not_take(toy_kind, tmp_path, cap
     assert "width: checkpoint 8, model 16" in capsys.readouterr().err
 
 
+def test_an_unset_preset_is_the_kinds_default(toy_kind):
+    assert load_run_config(None, []).model.preset == "mini"
+    assert load_run_config(None, ["model.kind=dit"]).model.preset == "dit-mini"
+    assert load_run_config(None, ["model.kind=toy"]).model.preset == "toy-wide"
+
+
 def test_an_unknown_kind_lists_the_registered_ones():
     with pytest.raises(ConfigError, match="model.kind = 'toy' is not valid; choose one of "
                                           "dit, unet, videofusion"):
@@ -153,7 +160,8 @@ def test_resume_refuses_another_kind_by_name(tmp_path, capsys):
 @pytest.mark.parametrize("name", MODEL_KINDS.names())
 def test_every_kind_declares_what_the_library_reads(name):
     kind = MODEL_KINDS.get(name)
-    assert kind.tiny_preset in kind.presets and kind.image_kind in MODEL_KINDS
+    assert kind.tiny_preset in kind.presets and kind.default_preset in kind.presets
+    assert kind.image_kind in MODEL_KINDS
     assert set(kind.processes) <= {"ddpm", "flow"} and kind.summary
     assert set(kind.own_settings) <= set(asdict(load_run_config(None, []).model))
     network = kind.network_config(kind.build_for_run(

@@ -12,8 +12,9 @@ CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 
 
 def test_defaults_and_dict_roundtrip():
-    config = RunConfig()
+    config = load_run_config(None, [])  # validated: the kind's default preset filled in
     assert config.data.source == "bouncing_balls" and config.model.preset == "mini"
+    assert RunConfig().model.preset is None
     again = RunConfig.from_dict(json.loads(json.dumps(config.to_dict())))
     assert again == config
 
@@ -26,7 +27,7 @@ def test_example_configs_load(name):
 
 def test_balls_toml_is_the_default():
     config = load_run_config(CONFIGS / "balls.toml")
-    assert config == RunConfig()
+    assert config == load_run_config(None, [])
 
 
 def test_file_formats(tmp_path):

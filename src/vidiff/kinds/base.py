@@ -51,6 +51,7 @@ class ModelKind(ABC):
     network_class: ClassVar[type[nn.Module]]  # what `build` returns (kind_of finds it)
     config_class: ClassVar[type]  # the backbone's config dataclass (model.overrides' fields)
     presets: ClassVar[Registry]  # model.preset's names
+    default_preset: ClassVar[str]  # model.preset when a run leaves it unset
     tiny_preset: ClassVar[str]  # the smallest preset: tests, the kind x process matrix
     image_kind: ClassVar[str]  # the kind of the image model that model.init_from gives
     processes: ClassVar[tuple[str, ...]] = ("ddpm", "flow")  # the noising processes it takes

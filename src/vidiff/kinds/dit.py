@@ -32,6 +32,7 @@ class DiTKind(ModelKind):
     network_class = DiT
     config_class = DiTConfig
     presets = DIT_PRESETS
+    default_preset = "dit-mini"
     tiny_preset = "dit-tiny"
     image_kind = "dit"
     summary = "a factorized space-time diffusion transformer (DiT blocks, temporal attention)"

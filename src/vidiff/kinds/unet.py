@@ -32,6 +32,7 @@ class UNetKind(ModelKind):
     network_class = UNet
     config_class = UNetConfig
     presets = UNET_PRESETS
+    default_preset = "mini"
     tiny_preset = "tiny"
     image_kind = "unet"
     summary = "a factorized space-time U-Net (Video Diffusion Models)"

@@ -38,6 +38,7 @@ class VideoFusionKind(ModelKind):
     network_class = VideoFusion
     config_class = UNetConfig  # the residual generator's (model.overrides)
     presets = UNET_PRESETS
+    default_preset = "mini"
     tiny_preset = "tiny"
     image_kind = "unet"
     processes = ("ddpm",)

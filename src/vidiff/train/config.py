@@ -96,9 +96,10 @@ class ModelConfig:
     # unet (the space-time U-Net) | videofusion (base + residual generators) | dit (the
     # space-time diffusion transformer, vidiff.models.dit)
     kind: str = "unet"
-    # U-Net: mini (the default run's) | tiny | small | base | vdm-matched | ddpm-cifar10 |
-    # vdm-ucf101; dit: dit-tiny | dit-mini | dit-s | dit-b | dit-l | dit-xl (patch 2)
-    preset: str = "mini"
+    # the kind's presets; unset: the kind's default_preset. U-Net: mini (the default run's) |
+    # tiny | small | base | vdm-matched | ddpm-cifar10 | vdm-ucf101; dit: dit-tiny |
+    # dit-mini (its default) | dit-s | dit-b | dit-l | dit-xl (patch 2)
+    preset: str | None = None
     # UNetConfig (DiTConfig) fields, e.g. model_channels = 32 (patch_size = 4); temporal =
     # false makes an image model (image pretraining). videofusion: preset and overrides make
     # the residual generator

@@ -5,6 +5,7 @@ the config is loaded, not after the data or a latent cache has been built.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -53,7 +54,7 @@ def validate(config: RunConfig) -> RunConfig:
         raise ConfigError(f"data.fps = {d.fps} must be > 0 (or none)")
     if d.use_captions and d.text_encoder != "hash":
         _check_text_encoder(d.text_encoder)
-    _validate_model(config)
+    config = _validate_model(config)
     _choice("diffusion.prediction", config.diffusion.prediction, PREDICTIONS)
     _positive("diffusion.timesteps", config.diffusion.timesteps, 2)
     _validate_process(config)
@@ -143,10 +144,15 @@ def _check_text_encoder(name: str) -> None:
         raise ConfigError(str(err)) from None
 
 
-def _validate_model(config: RunConfig) -> None:
-    """model.kind, and the [model] settings as the kind reads them (`ModelKind.validate`)."""
+def _validate_model(config: RunConfig) -> RunConfig:
+    """model.kind, and the [model] settings as the kind reads them (`ModelKind.validate`);
+    an unset model.preset becomes the kind's default preset."""
     m = config.model
     _choice("model.kind", m.kind, MODEL_KINDS.names())
     if m.init_from is not None and not str(m.init_from).strip():
         raise ConfigError("model.init_from is empty; give a path or leave it unset")
-    MODEL_KINDS.get(m.kind).validate(config)
+    kind = MODEL_KINDS.get(m.kind)
+    if m.preset is None:
+        config = replace(config, model=replace(m, preset=kind.default_preset))
+    kind.validate(config)
+    return config
