@@ -24,7 +24,6 @@ import torch
 from torch import nn
 
 from vidiff.config_io import ConfigError
-from vidiff.diffusion import Diffusion
 from vidiff.models import (
     DiT,
     FrameConditionedUNet,
@@ -56,7 +55,7 @@ from vidiff.train.init import (
 )
 
 __all__ = ["build_model", "build_prior", "check_data_fits", "model_spec", "optimizer_groups",
-           "resolve_unet_config"]
+           "resolve_unet_config", "videofusion_groups"]
 
 def build_model(config: RunConfig, unet_cfg: UNetConfig) -> tuple[nn.Module, UNetConfig]:
     """(model, U-Net config) of a run; `unet_cfg` is the resolved
@@ -124,8 +123,12 @@ def _videofusion(config: RunConfig, residual_cfg: UNetConfig) -> VideoFusion:
         )
     prior = build_prior(config)
     conditional_base = base.config.num_classes is not None or bool(base.config.text_dim)
-    return VideoFusion(base, residual, prior, Diffusion.from_config(config.diffusion),
-                       freeze_base=m.freeze_base, condition_base=conditional_base)
+    try:
+        return VideoFusion(base, residual, lam=prior.lam, key_frame=prior.key_frame,
+                           schedule=config.diffusion, freeze_base=m.freeze_base,
+                           condition_base=conditional_base)
+    except ValueError as err:
+        raise ConfigError(f"model.kind = \"videofusion\": {err}") from None
 
 
 def _base_generator(config: RunConfig, residual_cfg: UNetConfig) -> UNet:
@@ -184,14 +187,35 @@ def build_prior(config: RunConfig) -> NoisePrior:
 
 def optimizer_groups(model: nn.Module, config: RunConfig) -> list[dict]:
     """AdamW parameter groups: weight decay on matrices, none on vectors (biases, norms);
-    VideoFusion's base generator at ``model.base_lr`` (`VideoFusion.param_groups`). Frozen
+    VideoFusion's base generator at ``model.base_lr`` (`videofusion_groups`). Frozen
     parameters are left out."""
     t = config.train
     if isinstance(model, VideoFusion):
-        return model.param_groups(t.lr, config.model.base_lr, t.weight_decay)
+        return videofusion_groups(model, t.lr, config.model.base_lr, t.weight_decay)
     decay, no_decay = split_decay(model.parameters())
     return [{"params": decay, "weight_decay": t.weight_decay},
             {"params": no_decay, "weight_decay": 0.0}]
+
+
+def videofusion_groups(model: VideoFusion, lr: float, base_lr: float,
+                       weight_decay: float = 0.0) -> list[dict]:
+    """VideoFusion's optimizer groups: the residual generator at `lr`, the base generator at
+    `base_lr` (VideoFusion trains the residual from scratch and fine-tunes the pretrained base
+    with a small learning rate). Each generator gets two groups, weight-decayed matrices and
+    undecayed vectors, named "residual", "residual/no_decay", "base", "base/no_decay" under
+    the key "name"; frozen parameters (a frozen base) and empty groups are left out.
+
+    >>> opt = torch.optim.AdamW(videofusion_groups(model, lr=1e-4, base_lr=1e-5))
+    """
+    groups = []
+    for name, module, group_lr in (("residual", model.residual, lr),
+                                   ("base", model.base, base_lr)):
+        decay, no_decay = split_decay(module.parameters())
+        for suffix, params, wd in (("", decay, weight_decay), ("/no_decay", no_decay, 0.0)):
+            if params:
+                groups.append({"params": params, "lr": group_lr, "weight_decay": wd,
+                               "name": name + suffix})
+    return groups
 
 
 def resolve_unet_config(config: RunConfig, num_classes: int | None = None,
