@@ -102,8 +102,11 @@ class FlowMatching(NoisingProcess):
 
     # -- training times and the sampling grid -------------------------------------------------
     def sample_t(self, batch: int, generator: torch.Generator | None = None,
-                 device: torch.device | str = "cpu") -> torch.Tensor:
-        """Training times (B,) float32 in (0, 1): logit-normal or uniform, then shifted."""
+                 device: torch.device | str | None = None) -> torch.Tensor:
+        """Training times (B,) float32 in (0, 1): logit-normal or uniform, then shifted, on
+        `device` (default: the generator's, else the CPU)."""
+        if device is None:
+            device = generator.device if generator is not None else "cpu"
         if self.time_sampling == "uniform":
             t = torch.rand(batch, generator=generator, device=device)
         else:  # SD3 eq. 19; u is a draw of the time, not of the noise (that is the prior's)

@@ -41,7 +41,7 @@ rate) are the trainer's (`vidiff.train.build.optimizer_groups`).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -355,22 +355,8 @@ def build_videofusion(
     )
 
 
-# -- helpers --------------------------------------------------------------------------------
-def split_decay(params: Iterable[nn.Parameter]) -> tuple[list, list]:
-    """(matrices, vectors) of the trainable `params`: weight decay applies to the first only
-    (biases and norm scales are left undecayed)."""
-    decay, no_decay = [], []
-    for p in params:
-        if p.requires_grad:
-            (decay if p.ndim >= 2 else no_decay).append(p)
-    return decay, no_decay
-
-
-
-
 __all__ = [
     "FrameConditionedUNet",
     "VideoFusion",
     "build_videofusion",
-    "split_decay",
 ]

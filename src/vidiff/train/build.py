@@ -17,6 +17,7 @@ checkpoint and `vidiff.Pipeline` builds the network back from.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import replace
 from pathlib import Path
 
@@ -33,7 +34,6 @@ from vidiff.models import (
     unet_config,
 )
 from vidiff.models.kinds import MODEL_KINDS, kind_of
-from vidiff.models.videofusion import split_decay
 from vidiff.priors import NoisePrior, PriorConfig, noise_prior
 from vidiff.spec import (
     AutoencoderSpec,
@@ -195,6 +195,16 @@ def optimizer_groups(model: nn.Module, config: RunConfig) -> list[dict]:
     decay, no_decay = split_decay(model.parameters())
     return [{"params": decay, "weight_decay": t.weight_decay},
             {"params": no_decay, "weight_decay": 0.0}]
+
+
+def split_decay(params: Iterable[nn.Parameter]) -> tuple[list, list]:
+    """(matrices, vectors) of the trainable `params`: weight decay applies to the first only
+    (biases and norm scales are left undecayed)."""
+    decay, no_decay = [], []
+    for p in params:
+        if p.requires_grad:
+            (decay if p.ndim >= 2 else no_decay).append(p)
+    return decay, no_decay
 
 
 def videofusion_groups(model: VideoFusion, lr: float, base_lr: float,
