@@ -200,7 +200,7 @@ class Decomposition:
     one per frame) and the key frame (`key_frame`, default floor(F/2)), where lambda = 1.
     The decomposed prior's parameters, and an architecture field of `VideoFusion`."""
 
-    lam: float | tuple[float, ...] = 0.5
+    lam: float | tuple[float, ...] = 0.5  # a sequence becomes a tuple of floats
     key_frame: int | None = None
 
     def __post_init__(self):
@@ -249,8 +249,7 @@ class DecomposedPrior(NoisePrior):
     name = "decomposed"
 
     def __init__(self, lam: float | Sequence[float] = 0.5, key_frame: int | None = None):
-        self.decomposition = Decomposition(lam if isinstance(lam, (int, float)) else tuple(lam),
-                                           key_frame)
+        self.decomposition = Decomposition(lam, key_frame)
         self.lam, self.key_frame = self.decomposition.lam, self.decomposition.key_frame
 
     def params(self):

@@ -120,15 +120,15 @@ class VideoFusion(nn.Module):
             )
         if isinstance(residual, UNet):
             residual = FrameConditionedUNet(residual)
-        self.decomposition = Decomposition(lam if isinstance(lam, (int, float)) else tuple(lam),
-                                           key_frame)
+        self.decomposition = Decomposition(lam, key_frame)
         s = schedule if schedule is not None else DiffusionConfig()
         # what defines the noise scales (the flow's fields of a DDPM config are unused)
         self.schedule = DiffusionConfig(s.schedule, s.timesteps, s.prediction,
                                         dict(s.schedule_kwargs), s.process)
-        # abar_t on the network's time grid (int64 steps), for s_t; rebuilt from the schedule,
-        # not saved
-        self.register_buffer("alphas_cumprod", schedule_table(self.schedule), persistent=False)
+        # abar_t on the network's time grid (int64 steps), for s_t: float32 (what the float64
+        # table gives a float32 x, and MPS has no float64); rebuilt from the schedule, not saved
+        self.register_buffer("alphas_cumprod", schedule_table(self.schedule).float(),
+                             persistent=False)
         self.base = base
         self.residual = residual
         self.condition_base = bool(condition_base)
