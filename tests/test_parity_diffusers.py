@@ -71,7 +71,8 @@ def test_ddim_step_matches(eta):
         prev = t - 1000 // 25
         abar_next = diffusion.alphas_cumprod[prev].item() if prev >= 0 else 1.0
         x0 = (x - (1 - abar) ** 0.5 * out) / abar**0.5
-        ours = ddim_step(x0, out, abar, abar_next, eta, noise)
+        ours = ddim_step(x0, out, abar**0.5, (1 - abar) ** 0.5, abar_next**0.5,
+                         (1 - abar_next) ** 0.5, eta, noise)
         torch.testing.assert_close(ours, theirs.prev_sample, rtol=1e-5, atol=1e-5)
 
 

@@ -25,7 +25,7 @@ from oracle_utils import moving_pattern_covariance
 
 import vidiff
 from vidiff.oracle import noise_covariance
-from vidiff.samplers import ddpm_step, make_trajectory
+from vidiff.samplers import ddpm_step
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -51,15 +51,15 @@ def exact_covariance(oracle, diffusion, prior, sampler, steps, options):
                             **options)
         y = out.reshape(D, D)  # row i = M l_i
         return y.T @ y
-    traj = make_trajectory(diffusion, steps, "linspace")
+    grid = diffusion.grid(steps, "linspace")
     sigma = s.clone()
     eye = torch.eye(D, dtype=torch.float64).reshape(D, *SHAPE)  # row i = basis vector e_i
-    for i in range(len(traj)):
-        t = torch.full((D,), int(traj.t[i]), dtype=torch.int64)
+    for i in range(len(grid)):
+        t = torch.full((D,), int(grid.t[i]), dtype=torch.int64)
         x0, _ = diffusion.split(oracle(eye, t), eye, t)
-        a = ddpm_step(eye, x0, traj.abar[i], traj.abar_next[i], None).reshape(D, D).T
-        abar, nxt = traj.abar[i], traj.abar_next[i]
-        var = 0.0 if i == len(traj) - 1 else (1 - nxt) / (1 - abar) * (1 - abar / nxt)
+        abar, nxt = grid.a[i] ** 2, grid.a[i + 1] ** 2
+        a = ddpm_step(eye, x0, abar, nxt, None).reshape(D, D).T
+        var = 0.0 if i == len(grid) - 1 else (1 - nxt) / (1 - abar) * (1 - abar / nxt)
         sigma = a @ sigma @ a.T + var * s  # DDPM step: x' = A x + sqrt(var) eps, eps ~ N(0, S)
     return sigma
 

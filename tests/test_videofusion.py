@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 import vidiff
+from vidiff.kinds.videofusion import videofusion_groups
 from vidiff.models import (
     FrameConditionedUNet,
     VideoFusion,
@@ -70,9 +71,17 @@ class StubResidual(nn.Module):
 
 
 def stub_model(lam=(0.2, 0.5, 0.3, 0.9), offset=0.0, **kw):
-    return VideoFusion(
-        StubBase(offset), StubResidual(), DecomposedPrior(lam), vidiff.Diffusion(), **kw
-    )
+    return VideoFusion(StubBase(offset), StubResidual(), lam=lam, **kw)
+
+
+def process_of(model):
+    """The diffusion a VideoFusion model is trained and sampled with (it holds none)."""
+    return vidiff.Diffusion.from_config(model.schedule)
+
+
+def prior_of(model):
+    """The decomposed prior of a VideoFusion model's lambda and key frame."""
+    return DecomposedPrior(model.decomposition.lam, model.decomposition.key_frame)
 
 
 def tiny_model(seed=0, **kw):
@@ -118,8 +127,8 @@ def test_base_runs_once_per_step_on_the_key_frame_only():
     vidiff.sample(
         model,
         (1, 3, 5, 8, 8),
-        diffusion=model.diffusion,
-        prior=model.prior,
+        diffusion=process_of(model),
+        prior=prior_of(model),
         sampler="ddim",
         steps=6,
         generator=torch.Generator().manual_seed(0),
@@ -135,7 +144,7 @@ def test_lambda_zero_frames_come_from_the_residual_alone():
     changes the key frame's prediction only."""
     a = tiny_model(seed=0, lam=0.0)
     x, t = inputs()
-    s = a.diffusion.alpha_sigma(t, x)[1][:, :, 0]  # sqrt(1 - abar_t), (B, 1, 1, 1)
+    s = process_of(a).alpha_sigma(t, x)[1][:, :, 0]  # sqrt(1 - abar_t), (B, 1, 1, 1)
     with torch.no_grad():
         bhat = a.base(x[:, :, 2], t)
         z_prime = x.clone()
@@ -184,11 +193,11 @@ def test_frame_index_conditions_the_residual_generator():
 
 # -- training ---------------------------------------------------------------------------------
 def _one_step(model, lr, base_lr):
-    opt = torch.optim.AdamW(model.param_groups(lr, base_lr, weight_decay=0.01))
+    opt = torch.optim.AdamW(videofusion_groups(model, lr, base_lr, weight_decay=0.01))
     x0, t = inputs()
-    noise = model.prior.sample(x0.shape, generator=torch.Generator().manual_seed(1))
+    noise = prior_of(model).sample(x0.shape, generator=torch.Generator().manual_seed(1))
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    vidiff.diffusion_loss(model, model.diffusion, x0, t, noise).mean().backward()
+    vidiff.diffusion_loss(model, process_of(model), x0, t, noise).mean().backward()
     opt.step()
     moved = {}
     for name in ("base", "residual"):
@@ -202,7 +211,7 @@ def _one_step(model, lr, base_lr):
 
 def test_base_learns_only_at_its_own_learning_rate():
     model = tiny_model()
-    names = [g["name"] for g in model.param_groups(1e-3, 0.0)]
+    names = [g["name"] for g in videofusion_groups(model, 1e-3, 0.0)]
     assert names == ["residual", "residual/no_decay", "base", "base/no_decay"]
     moved = _one_step(model, lr=1e-3, base_lr=0.0)
     assert moved["base"] == 0.0
@@ -214,10 +223,11 @@ def test_base_learns_only_at_its_own_learning_rate():
 def test_frozen_base_gets_no_gradient_and_stays_in_eval_mode():
     model = tiny_model(freeze_base=True).train()
     assert not model.base.training and model.residual.training
-    assert [g["name"] for g in model.param_groups(1e-3, 1e-5)] == ["residual", "residual/no_decay"]
+    groups = videofusion_groups(model, 1e-3, 1e-5)
+    assert [g["name"] for g in groups] == ["residual", "residual/no_decay"]
     x0, t = inputs()
-    noise = model.prior.sample(x0.shape, generator=torch.Generator().manual_seed(1))
-    vidiff.diffusion_loss(model, model.diffusion, x0, t, noise).mean().backward()
+    noise = prior_of(model).sample(x0.shape, generator=torch.Generator().manual_seed(1))
+    vidiff.diffusion_loss(model, process_of(model), x0, t, noise).mean().backward()
     assert all(p.grad is None for p in model.base.parameters())
     assert model.residual.frame_embed.weight.grad is not None
     model.freeze_base(False)
@@ -227,15 +237,15 @@ def test_frozen_base_gets_no_gradient_and_stays_in_eval_mode():
 def test_training_on_a_fixed_batch_reduces_the_loss():
     torch.manual_seed(0)
     model = build_videofusion("tiny", "tiny", lam=0.5)
-    opt = torch.optim.AdamW(model.param_groups(lr=3e-3, base_lr=1e-3))
+    opt = torch.optim.AdamW(videofusion_groups(model, lr=3e-3, base_lr=1e-3))
     g = torch.Generator().manual_seed(3)
     x0 = torch.rand(2, 3, 4, 8, 8, generator=g) * 2 - 1
     t = torch.tensor([100, 400])
-    noise = model.prior.sample(x0.shape, generator=g)
+    noise = prior_of(model).sample(x0.shape, generator=g)
     losses = []
     for _ in range(25):
         opt.zero_grad()
-        loss = vidiff.diffusion_loss(model, model.diffusion, x0, t, noise).mean()
+        loss = vidiff.diffusion_loss(model, process_of(model), x0, t, noise).mean()
         loss.backward()
         opt.step()
         losses.append(loss.item())
@@ -250,8 +260,8 @@ def test_samplers_work_unchanged(sampler):
     video = vidiff.sample(
         model,
         (2, 3, 4, 8, 8),
-        diffusion=model.diffusion,
-        prior=model.prior,
+        diffusion=process_of(model),
+        prior=prior_of(model),
         sampler=sampler,
         steps=4,
         generator=torch.Generator().manual_seed(0),
@@ -270,7 +280,7 @@ def test_state_dict_and_config_round_trip():
     rebuilt = VideoFusion.from_config(config)
     rebuilt.load_state_dict(sd)
     assert rebuilt.config_dict() == config and not rebuilt.detach_base
-    assert rebuilt.prior.key_index(4) == 1
+    assert rebuilt.decomposition.key_index(4) == 1
     x, t = inputs()
     with torch.no_grad():
         torch.testing.assert_close(rebuilt.eval()(x, t), model.eval()(x, t), atol=0, rtol=0)
@@ -298,7 +308,7 @@ def test_diffusers_unet2d_as_the_base_generator(tmp_path):
     torch.testing.assert_close(eps[:, :, 2], expected, atol=1e-5, rtol=1e-5)
     # the same through the loader and the class directly
     base = load_diffusers_unet2d(tmp_path, temporal=False)
-    direct = VideoFusion(base, model.residual, model.prior, model.diffusion).eval()
+    direct = VideoFusion(base, model.residual, lam=0.5).eval()
     with torch.no_grad():
         torch.testing.assert_close(direct(x, t), eps, atol=1e-6, rtol=0)
 
@@ -317,15 +327,58 @@ def test_joint_image_batches_and_images():
 
 def test_bad_setups_raise_clear_errors():
     with pytest.raises(ValueError, match="predicts eps"):
-        VideoFusion(
-            StubBase(), StubResidual(), DecomposedPrior(), vidiff.Diffusion(prediction="v")
-        )
-    with pytest.raises(TypeError, match="decomposed"):
-        VideoFusion(StubBase(), StubResidual(), vidiff.noise_prior("mixed"), vidiff.Diffusion())
+        VideoFusion(StubBase(), StubResidual(), schedule=vidiff.DiffusionConfig(prediction="v"))
+    with pytest.raises(ValueError, match="diffusion.process = 'ddpm'.*velocity"):
+        VideoFusion(StubBase(), StubResidual(), schedule=vidiff.DiffusionConfig(process="flow"))
+    with pytest.raises(ValueError, match="lam"):
+        VideoFusion(StubBase(), StubResidual(), lam=1.5)
     with pytest.raises(ValueError, match="image U-Net"):
-        VideoFusion(build_unet("tiny"), StubResidual(), DecomposedPrior(), vidiff.Diffusion())
+        VideoFusion(build_unet("tiny"), StubResidual())
+    with pytest.raises(ValueError, match="int64 timesteps"):
+        stub_model()(*inputs()[:1], torch.tensor([0.5, 0.5]))  # a flow's float time
+    with pytest.raises(ValueError, match="lowres"):
+        stub_model()(*inputs(), vidiff.Cond(lowres=torch.zeros(2, 3, 4, 4, 4)))
     with pytest.raises(TypeError, match="config_dict"):
         stub_model().config_dict()
+
+
+def test_the_network_holds_no_diffusion_or_prior_and_its_schedule_is_not_saved():
+    """Its architecture is the decomposition and the schedule's config; the noise scale is a
+    buffer rebuilt from the config (so the state dict, and checkpoints, are as before)."""
+    model = tiny_model(lam=0.5)
+    held = [type(v).__name__ for v in vars(model).values()
+            if isinstance(v, (vidiff.Diffusion, vidiff.NoisePrior))]
+    assert held == [] and not hasattr(model, "param_groups")  # grouping: train/build.py's
+    assert "alphas_cumprod" not in model.state_dict()
+    abar = vidiff.Diffusion.from_config(model.schedule).alphas_cumprod
+    assert torch.equal(model.alphas_cumprod, abar.float())
+    other = tiny_model(lam=0.5, schedule=vidiff.DiffusionConfig(schedule="cosine", timesteps=50))
+    x, t = inputs()
+    with torch.no_grad():  # the same weights under another schedule remove another s_t
+        other.load_state_dict(model.state_dict())
+        assert not torch.allclose(other(x, t % 50), model(x, t % 50))
+
+
+def test_a_checkpoint_of_the_earlier_videofusion_loads_and_predicts_the_same():
+    """tests/fixtures/videofusion_v1: the config, weights and a prediction written by the
+    VideoFusion that held its own Diffusion and DecomposedPrior (commit 7f4601e)."""
+    from pathlib import Path
+
+    from safetensors.torch import load_file
+
+    from vidiff.kinds import MODEL_KINDS
+
+    folder = Path(__file__).parent / "fixtures" / "videofusion_v1"
+    config = json.loads((folder / "config.json").read_text())
+    model = MODEL_KINDS.get("videofusion").build(config)
+    model.load_state_dict(load_file(folder / "model.safetensors"))  # strict: the same keys
+    assert model.config_dict() == config
+    assert model.decomposition.key_index(4) == 1 and model.schedule.timesteps == 200
+    want = load_file(folder / "expected.safetensors")
+    with torch.no_grad():
+        eps = model.eval()(want["x"], want["t"], class_labels=want["class_labels"])
+    # float32 convolutions of O(1) values: rounding (1e-7 each) summed over a few hundred terms
+    torch.testing.assert_close(eps, want["eps"], rtol=1e-5, atol=1e-5)
 
 
 # -- vidiff train: model.kind = "videofusion" ----------------------------------------------------
@@ -342,7 +395,7 @@ def _trainer(tmp_path, *extra):
 def test_trainer_fine_tunes_the_base_at_model_base_lr_only(tmp_path):
     trainer = _trainer(tmp_path, "model.base_lr=0.0")
     model = trainer.raw
-    assert isinstance(model, VideoFusion) and model.prior.lambdas(4).tolist()[0] == 0.3
+    assert isinstance(model, VideoFusion) and model.frame_lambdas(4).tolist()[0] == 0.3
     before = {k: v.clone() for k, v in model.state_dict().items()}
     trainer.run()
     after = model.state_dict()

@@ -28,11 +28,10 @@ import torch
 import torch.nn.functional as F
 
 from .cond import Cond
-from .diffusion import Diffusion
-from .flow_samplers import FLOW_DEFAULT_STEPS
 from .guidance import RECONSTRUCTION_WEIGHT, Denoiser, ReconstructionGuidance
 from .priors import NoisePrior
-from .samplers import DEFAULT_STEPS, SamplingConfig, sample
+from .process import NoisingProcess
+from .samplers import SamplingConfig, sample, sampler_steps
 
 METHODS = ("reconstruction", "replacement")
 
@@ -76,23 +75,24 @@ def interpolation_mask(given: int, factor: int) -> torch.Tensor:
 
 @dataclass
 class ConditionalSampler:
-    """A model, its diffusion and noise prior, and how to condition and sample each window.
+    """A model, its noising process and noise prior, and how to condition and sample each
+    window.
 
     method: "reconstruction" (VDM eq. 7 with weight w_r, plus replacement) or "replacement".
     cond:   the denoiser's conditions (`vidiff.Cond`: class labels, text, a low-res video,
             whose frames are cut to each window's).
-    A rectified-flow model (`diffusion` a `vidiff.FlowMatching`) works the same way: its
-    denoiser is the velocity function of float time (`FlowMatching.velocity_fn`), guidance
-    uses x0 = x_t - t v and a_t = 1 - t (VDM eq. 7's derivation holds for any x_t = a x0 +
-    s eps), and the sampler is euler, heun or dpmpp_2m.
+    Any `vidiff.process.NoisingProcess` works the same way (a rectified-flow model's denoiser
+    is its velocity function of float time, `process.denoiser_of(network)`): guidance needs
+    only the process's x0 estimate and a_t (VDM eq. 7's derivation holds for any x_t = a x0 +
+    s eps), and the sampler is one the process offers (`NoisingProcess.samplers`).
     """
 
     denoiser: Denoiser
-    diffusion: Diffusion  # or a FlowMatching
+    diffusion: NoisingProcess  # a vidiff.Diffusion or a vidiff.FlowMatching
     prior: NoisePrior
     method: str = "reconstruction"  # reconstruction | replacement (the baseline)
     weight: float = RECONSTRUCTION_WEIGHT  # w_r of VDM eq. 7 (ignored by replacement)
-    sampler: str = SamplingConfig.sampler  # ddpm | ddim | dpmpp_2m; flow: euler | heun
+    sampler: str = SamplingConfig.sampler  # ddpm | ddim | dpmpp_2m; flow: euler | heun | ...
     steps: int | None = SamplingConfig.steps  # sampler steps (None: the sampler's default)
     cond: Cond = field(default_factory=Cond)  # the denoiser's conditions
     progress: bool = False  # a progress bar (one for all the windows of a fill)
@@ -165,8 +165,7 @@ class ConditionalSampler:
             return None, self
         from tqdm.auto import tqdm
 
-        steps = self.steps or DEFAULT_STEPS.get(self.sampler) or FLOW_DEFAULT_STEPS.get(
-            self.sampler) or self.diffusion.timesteps
+        steps = sampler_steps(self.diffusion, self.sampler, self.steps)
         bar = tqdm(total=windows * steps, desc=f"{windows} window(s)", unit="step",
                    dynamic_ncols=True)
         outer = self.callback

@@ -10,7 +10,9 @@ Timesteps are 0-indexed: training step t = 0..T-1 is the paper's step t + 1.
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field
+from typing import ClassVar
 
 import torch
 
@@ -21,7 +23,8 @@ from .predictions import (
     split_prediction,
     x0_from_eps,
 )
-from .schedules import make_betas
+from .process import Grid, NoisingProcess
+from .schedules import make_betas, respace
 
 
 @dataclass
@@ -40,8 +43,14 @@ class DiffusionConfig:
     flow_time: str = "logit_normal"  # flow: training times, logit_normal | uniform
 
 
-class Diffusion:
-    """Schedule-derived quantities and the closed forms of the forward process.
+# the respacing of a sampler's timesteps unless told (`schedules.respace`): DPM-Solver++ steps
+# evenly in log-SNR (Lu et al. 2022, section 3.3), the others evenly in t
+DEFAULT_SPACING = {"dpmpp_2m": "logsnr"}
+
+
+class Diffusion(NoisingProcess):
+    """Schedule-derived quantities and the closed forms of the forward process: the
+    `vidiff.process.NoisingProcess` with a = sqrt(abar_t), s = sqrt(1 - abar_t).
 
     >>> diffusion = Diffusion(schedule="linear", timesteps=1000, prediction="eps")
     >>> xt = diffusion.q_sample(x0, t, noise=prior.sample(x0.shape, generator=g))
@@ -72,6 +81,27 @@ class Diffusion:
         self.posterior_mean_coef_x0 = betas * abar_prev.sqrt() / (1 - abar)
         self.posterior_mean_coef_xt = (1 - abar_prev) * self.alphas.sqrt() / (1 - abar)
         self._device_cache: dict = {}
+
+    # DDPM's ancestral sampler needs the discrete posterior; euler and heun are the flow's
+    samplers: ClassVar[tuple[str, ...]] = ("ddpm", "ddim", "dpmpp_2m")
+    loss_weightings: ClassVar[tuple[str, ...]] = ("none", "min_snr")
+    title: ClassVar[str] = "a DDPM model"
+
+    def sampler_problem(self, sampler: str) -> str | None:
+        """None for a DDPM sampler, else why not."""
+        if sampler in self.samplers:
+            return None
+        return ("euler and heun sample flow-matching models; this one is DDPM's "
+                "(ddpm, ddim or dpmpp_2m; DDIM's step is Euler's)")
+
+    def grid(self, steps: int | None, spacing: str | None = None,
+             sampler: str | None = None) -> Grid:
+        """`steps` respaced timesteps (None: all T) by `spacing` (default: the sampler's,
+        `DEFAULT_SPACING`, else "linspace"; see `schedules.respace`)."""
+        spacing = spacing or DEFAULT_SPACING.get(sampler, "linspace")
+        ts = respace(self.timesteps, steps or self.timesteps, spacing, self.alphas_cumprod)
+        abar = self.alphas_cumprod[ts].tolist() + [1.0]  # abar = 1 after the last: clean data
+        return Grid(ts, tuple(math.sqrt(v) for v in abar), tuple(math.sqrt(1 - v) for v in abar))
 
     @staticmethod
     def network_time(t: torch.Tensor) -> torch.Tensor:
@@ -148,9 +178,8 @@ class Diffusion:
         abar = self.gather("alphas_cumprod", t, x)
         return abar.sqrt(), (1 - abar).sqrt()
 
-    def split(self, out: torch.Tensor, xt: torch.Tensor, t: torch.Tensor):
+    def x0_eps(self, out: torch.Tensor, xt: torch.Tensor, a, s):
         """(x0, eps) from a network output of this diffusion's prediction type."""
-        a, s = self.alpha_sigma(t, xt)
         return split_prediction(self.prediction, out, xt, a, s)
 
     def predict_x0(self, xt: torch.Tensor, t: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:

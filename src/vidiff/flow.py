@@ -10,8 +10,9 @@ shifted toward the noise by SD3's resolution shift t' = shift t / (1 + (shift - 
 draw of the run's noise prior, exactly as in DDPM: PYoCo's mixed / progressive and
 VideoFusion's decomposed noise carry over unchanged.
 
-Sampling integrates dx/dt = v from t = 1 (pure prior noise) to t = 0 (`vidiff.samplers`:
-``euler``, ``heun``). An Euler step is DDIM's step (eta 0) in this parameterisation:
+Sampling integrates dx/dt = v from t = 1 (pure prior noise) to t = 0 with the samplers every
+`vidiff.process.NoisingProcess` shares (`vidiff.samplers`: ``euler``, ``heun``,
+``dpmpp_2m``). An Euler step is DDIM's step (eta 0) in this parameterisation:
 x_t + (t' - t) v = (1 - t') x0_hat + t' eps_hat. Networks see the time as 1000 t (SD3's
 convention, `network_time`), so the U-Net's and DiT's sinusoidal embeddings keep their
 range.
@@ -24,6 +25,8 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 import torch
+
+from .process import Grid, NoisingProcess
 
 __all__ = ["FLOW_TIME_SAMPLING", "FlowMatching", "resolution_shift"]
 
@@ -38,8 +41,9 @@ def resolution_shift(pixels: int, base_pixels: int = 256 * 256) -> float:
 
 
 @dataclass(frozen=True)
-class FlowMatching:
-    """The flow x_t = (1 - t) x0 + t eps with the velocity v = eps - x0 as the target.
+class FlowMatching(NoisingProcess):
+    """The flow x_t = (1 - t) x0 + t eps with the velocity v = eps - x0 as the target: the
+    `vidiff.process.NoisingProcess` with a = 1 - t, s = t.
 
     `shift` bends the time toward the noise (training times and the sampling grid alike);
     `time_sampling` is how training draws t: "logit_normal" (with `logit_mean`, `logit_std`)
@@ -51,6 +55,10 @@ class FlowMatching:
     logit_mean: float = 0.0  # logit-normal m (SD3: 0)
     logit_std: float = 1.0  # logit-normal s (SD3: 1)
     prediction: ClassVar[str] = "velocity"  # what the network predicts (the only choice)
+    # euler is DDIM's step in this flow; DDPM's ancestral sampler needs DDPM's posterior
+    samplers: ClassVar[tuple[str, ...]] = ("euler", "heun", "dpmpp_2m")
+    loss_weightings: ClassVar[tuple[str, ...]] = ("none",)  # min_snr is DDPM's
+    title: ClassVar[str] = "a flow-matching model"
 
     def __post_init__(self):
         if not self.shift > 0:
@@ -72,15 +80,14 @@ class FlowMatching:
         tb = self._b(t, x0)
         return torch.lerp(x0, noise, tb)  # (1 - t) x0 + t eps
 
-    @staticmethod
-    def target(x0: torch.Tensor, noise: torch.Tensor, t: torch.Tensor | None = None):
+    def target(self, x0: torch.Tensor, noise: torch.Tensor, t: torch.Tensor | None = None):
         """The velocity v = eps - x0 (the regression target)."""
         return noise - x0
 
-    def split(self, v: torch.Tensor, xt: torch.Tensor, t: torch.Tensor):
-        """(x0_hat, eps_hat) from a velocity: x0 = x_t - t v, eps = x_t + (1 - t) v."""
-        tb = self._b(t, xt)
-        return xt - tb * v, xt + (1 - tb) * v
+    def x0_eps(self, v: torch.Tensor, xt: torch.Tensor, a, s):
+        """(x0_hat, eps_hat) from a velocity: x0 = x_t - t v, eps = x_t + (1 - t) v, with
+        s = t and a = 1 - t."""
+        return xt - s * v, xt + a * v
 
     def alpha_sigma(self, t: torch.Tensor, x: torch.Tensor):
         """The path's coefficients (a, s) = (1 - t, t), broadcastable against x."""
@@ -95,8 +102,11 @@ class FlowMatching:
 
     # -- training times and the sampling grid -------------------------------------------------
     def sample_t(self, batch: int, generator: torch.Generator | None = None,
-                 device: torch.device | str = "cpu") -> torch.Tensor:
-        """Training times (B,) float32 in (0, 1): logit-normal or uniform, then shifted."""
+                 device: torch.device | str | None = None) -> torch.Tensor:
+        """Training times (B,) float32 in (0, 1): logit-normal or uniform, then shifted, on
+        `device` (default: the generator's, else the CPU)."""
+        if device is None:
+            device = generator.device if generator is not None else "cpu"
         if self.time_sampling == "uniform":
             t = torch.rand(batch, generator=generator, device=device)
         else:  # SD3 eq. 19; u is a draw of the time, not of the noise (that is the prior's)
@@ -112,6 +122,19 @@ class FlowMatching:
         grid = torch.linspace(1.0, 0.0, steps + 1, dtype=torch.float64)
         return self.shifted(grid).tolist()
 
+    def grid(self, steps: int | None, spacing: str | None = None,
+             sampler: str | None = None) -> Grid:
+        """`times(steps)` as a sampling grid: float32 times (what the velocity function is
+        called with), a = 1 - t, s = t of those float32 values, ending at t = 0."""
+        if spacing is not None:
+            raise ValueError(f"spacing={spacing!r} respaces DDPM's timesteps; a flow's grid is "
+                             f"uniform in t, then shifted (FlowMatching.shift)")
+        if steps is None:
+            raise ValueError("a flow-matching grid needs a number of steps")
+        t = torch.tensor(self.times(steps), dtype=torch.float32)  # (N + 1,), t_N = 0
+        times = t.double().tolist()
+        return Grid(t[:-1], tuple(1 - v for v in times), tuple(times))
+
     @staticmethod
     def network_time(t: torch.Tensor) -> torch.Tensor:
         """What a vidiff network is given as its timestep for flow time t: 1000 t (float)."""
@@ -119,8 +142,5 @@ class FlowMatching:
 
     def velocity_fn(self, network):
         """The network as the samplers' velocity function v(xt, t, **cond) of float time t
-        (the network itself sees `network_time`)."""
-        def velocity(xt: torch.Tensor, t: torch.Tensor, **cond) -> torch.Tensor:
-            return network(xt, self.network_time(t), **cond)
-
-        return velocity
+        (the network itself sees `network_time`): `denoiser_of`."""
+        return self.denoiser_of(network)

@@ -25,9 +25,9 @@ from collections.abc import Callable
 import torch
 
 from .cond import Cond
-from .diffusion import Diffusion
 from .predictions import eps_from_x0
 from .priors import NoisePrior, apply_frames
+from .process import NoisingProcess
 
 Denoiser = Callable[..., torch.Tensor]
 # w_r of VDM eq. 7 unless told: the default of ReconstructionGuidance, ConditionalSampler and
@@ -109,7 +109,7 @@ class ReconstructionGuidance:
               needs a mask of whole frames (the same for every pixel and batch item).
     """
 
-    def __init__(self, denoiser: Denoiser, diffusion: Diffusion, known: torch.Tensor,
+    def __init__(self, denoiser: Denoiser, diffusion: NoisingProcess, known: torch.Tensor,
                  mask: torch.Tensor | None = None, weight: float = RECONSTRUCTION_WEIGHT,
                  operator: Callable[[torch.Tensor], torch.Tensor] | None = None,
                  replace: bool = True, prior: NoisePrior | None = None):
@@ -173,7 +173,7 @@ class ReconstructionGuidance:
     def __call__(self, xt: torch.Tensor, t: torch.Tensor, **cond) -> torch.Tensor:
         x0, grad = self._x0_with_grad(xt, t, cond)
         maps = self._frame_maps(xt.shape[2]) if xt.dim() == 5 else None
-        a, s = self.diffusion.alpha_sigma(t, xt)  # alpha_t = sqrt(abar_t), sigma_t, (B, 1, ...)
+        a, s = self.diffusion.alpha_sigma(t, xt)  # a_t, s_t of the process, (B, 1, ...)
         if grad is not None:
             x0 = self._guided_x0(x0, grad, a, maps)
         if self.replace:

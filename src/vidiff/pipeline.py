@@ -31,8 +31,7 @@ from torch import nn
 from vidiff.checkpoint import CheckpointError, load_checkpoint, load_weights, read_safetensors
 from vidiff.cond import Cond
 from vidiff.guidance import ClassifierFreeGuidance
-from vidiff.process import is_flow
-from vidiff.samplers import SAMPLERS, SamplingConfig, SamplingError, sample
+from vidiff.samplers import SamplingConfig, SamplingError, sample
 from vidiff.spec import (
     SPEC_FORMAT,
     ClipShape,
@@ -204,8 +203,7 @@ class Pipeline:
         guidance at `guidance_scale` (None: the spec's) for a conditional model."""
         scale = self.spec.sampling.guidance_scale if guidance_scale is None else guidance_scale
         net = self.model if self.dtype == torch.float32 else _cast(self.model, self.dtype)
-        if is_flow(self.diffusion):  # the samplers call it with the flow's float time
-            net = self.diffusion.velocity_fn(net)
+        net = self.diffusion.denoiser_of(net)  # called at the process's time (a flow's: float)
         if self.spec.conditional and scale != 1.0:
             return ClassifierFreeGuidance(net, scale)
         return net
@@ -216,8 +214,6 @@ class Pipeline:
         """The spec's sampling settings with the given ones in place: the spec's steps and eta
         are kept only for the sampler they were set for (another sampler takes its own
         defaults); a `vidiff.samplers.SamplingError` for a bad value."""
-        from vidiff.flow_samplers import FLOW_SAMPLERS
-
         base = self.spec.sampling
         chosen = sampler or base.sampler
         same = chosen == base.sampler
@@ -225,11 +221,9 @@ class Pipeline:
             chosen, steps or (base.steps if same else None),
             (base.eta if same else None) if eta is None else eta,
             base.guidance_scale if guidance_scale is None else guidance_scale).check()
-        flow = is_flow(self.diffusion)
-        if config.sampler not in (FLOW_SAMPLERS if flow else SAMPLERS):
-            which = ("a flow-matching model samples with euler, heun or dpmpp_2m" if flow else
-                     "euler and heun sample flow-matching models; this one is DDPM's")
-            raise SamplingError("sampler", f"{config.sampler!r}: {which}")
+        problem = self.diffusion.sampler_problem(config.sampler)
+        if problem is not None:
+            raise SamplingError("sampler", f"{config.sampler!r}: {problem}")
         return config
 
     # -- sampling --------------------------------------------------------------------------

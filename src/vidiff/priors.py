@@ -194,30 +194,25 @@ class ProgressivePrior(NoisePrior):
         return rho ** (idx[:, None] - idx[None, :]).abs()
 
 
-@PRIORS.register("decomposed")
-class DecomposedPrior(NoisePrior):
-    """VideoFusion's decomposed noise (Luo et al. 2023, eq. 7): base plus residual noise.
+@dataclass(frozen=True)
+class Decomposition:
+    """VideoFusion's split of a clip's noise (eq. 7): lambda_i per frame (`lam`, a scalar or
+    one per frame) and the key frame (`key_frame`, default floor(F/2)), where lambda = 1.
+    The decomposed prior's parameters, and an architecture field of `VideoFusion`."""
 
-    e_i = sqrt(lambda_i) b + sqrt(1 - lambda_i) r_i with b, r_i ~ N(0, I); the key frame
-    k = floor(F/2) (or `key_frame`) has lambda_k = 1, so its noise is the base noise itself.
-    corr(e_i, e_j) = sqrt(lambda_i lambda_j).
+    lam: float | tuple[float, ...] = 0.5  # a sequence becomes a tuple of floats
+    key_frame: int | None = None
 
-    `lam` is a scalar or a sequence of one lambda per frame (its key-frame entry is set to 1).
-    """
-
-    name = "decomposed"
-
-    def __init__(self, lam: float | Sequence[float] = 0.5, key_frame: int | None = None):
+    def __post_init__(self):
+        lam = self.lam
         values = [lam] if isinstance(lam, (int, float)) else list(lam)
         if not values or any(not (isinstance(v, (int, float)) and 0 <= v <= 1) for v in values):
             raise ValueError(f"lam (lambda) must lie in [0, 1], got {lam!r}")
-        if key_frame is not None and (not isinstance(key_frame, int) or key_frame < 0):
-            raise ValueError(f"key_frame must be a non-negative integer, got {key_frame!r}")
-        self.lam = float(lam) if isinstance(lam, (int, float)) else tuple(map(float, lam))
-        self.key_frame = key_frame
-
-    def params(self):
-        return {"lam": self.lam, "key_frame": self.key_frame}
+        key = self.key_frame
+        if key is not None and (not isinstance(key, int) or key < 0):
+            raise ValueError(f"key_frame must be a non-negative integer, got {key!r}")
+        object.__setattr__(self, "lam", float(lam) if isinstance(lam, (int, float))
+                           else tuple(map(float, lam)))
 
     def key_index(self, frames: int) -> int:
         """The key frame of an F-frame clip: `key_frame`, or floor(F/2)."""
@@ -238,6 +233,35 @@ class DecomposedPrior(NoisePrior):
             raise ValueError(f"lam has {len(self.lam)} per-frame values for a {frames}-frame clip")
         lam[k] = 1.0
         return lam
+
+
+@PRIORS.register("decomposed")
+class DecomposedPrior(NoisePrior):
+    """VideoFusion's decomposed noise (Luo et al. 2023, eq. 7): base plus residual noise.
+
+    e_i = sqrt(lambda_i) b + sqrt(1 - lambda_i) r_i with b, r_i ~ N(0, I); the key frame
+    k = floor(F/2) (or `key_frame`) has lambda_k = 1, so its noise is the base noise itself.
+    corr(e_i, e_j) = sqrt(lambda_i lambda_j).
+
+    `lam` is a scalar or a sequence of one lambda per frame (its key-frame entry is set to 1).
+    """
+
+    name = "decomposed"
+
+    def __init__(self, lam: float | Sequence[float] = 0.5, key_frame: int | None = None):
+        self.decomposition = Decomposition(lam, key_frame)
+        self.lam, self.key_frame = self.decomposition.lam, self.decomposition.key_frame
+
+    def params(self):
+        return {"lam": self.lam, "key_frame": self.key_frame}
+
+    def key_index(self, frames: int) -> int:
+        """The key frame of an F-frame clip: `key_frame`, or floor(F/2)."""
+        return self.decomposition.key_index(frames)
+
+    def lambdas(self, frames: int) -> torch.Tensor:
+        """lambda_i for each of F frames, float64, with lambda_k = 1 at the key frame."""
+        return self.decomposition.lambdas(frames)
 
     def _sample_video(self, shape, generator, device, dtype):
         b, c, f, h, w = shape

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import json
 from abc import ABC, abstractmethod
+from collections.abc import Iterable
 from dataclasses import asdict, fields, replace
 from pathlib import Path
 from typing import Any, ClassVar
@@ -34,7 +35,7 @@ from vidiff.registry import Registry
 
 __all__ = ["EXECUTION_FIELDS", "MODEL_KINDS", "ModelKind", "architecture_mismatch", "check_fields",
            "config_from_dict", "config_to_dict", "imported_target", "is_diffusers_dir",
-           "is_imported", "kind_of"]
+           "is_imported", "kind_of", "split_decay"]
 
 # `config` below is a run config (`vidiff.train.config.RunConfig`), read by attribute: nothing
 # outside train/ imports train/.
@@ -132,6 +133,14 @@ class ModelKind(ABC):
         return cls.inflate(image, backbone, source,
                            f"this run's model (preset {model.preset!r} + model.overrides)")
 
+    @classmethod
+    def param_groups(cls, model: nn.Module, config) -> list[dict]:
+        """AdamW parameter groups: ``train.weight_decay`` on matrices, none on vectors
+        (biases, norm scales); frozen parameters are left out."""
+        decay, no_decay = split_decay(model.parameters())
+        return [{"params": decay, "weight_decay": config.train.weight_decay},
+                {"params": no_decay, "weight_decay": 0.0}]
+
     # -- image models -------------------------------------------------------------------------
     @classmethod
     def import_image(cls, path: Path) -> nn.Module:
@@ -191,6 +200,16 @@ def architecture_mismatch(saved: dict[str, Any], current: dict[str, Any]) -> lis
     keys = sorted((set(saved) | set(current)) - EXECUTION_FIELDS)
     return [f"{k}: checkpoint {saved.get(k)!r}, model {current.get(k)!r}" for k in keys
             if _norm(saved.get(k)) != _norm(current.get(k))]
+
+
+def split_decay(params: Iterable[nn.Parameter]) -> tuple[list, list]:
+    """(matrices, vectors) of the trainable `params`: weight decay applies to the first only
+    (biases and norm scales are left undecayed)."""
+    decay, no_decay = [], []
+    for p in params:
+        if p.requires_grad:
+            (decay if p.ndim >= 2 else no_decay).append(p)
+    return decay, no_decay
 
 
 def check_fields(key: str, overrides: dict, config_class: type) -> None:

@@ -17,7 +17,6 @@ from typing import Any
 from torch import nn
 
 from vidiff.config_io import ConfigError
-from vidiff.diffusion import Diffusion
 from vidiff.models.config import UNetConfig, unet_config_from_dict
 from vidiff.models.frame_index import FrameConditionedUNet
 from vidiff.models.presets import UNET_PRESETS, unet_config
@@ -25,10 +24,10 @@ from vidiff.models.unet import UNet
 from vidiff.models.videofusion import VideoFusion
 from vidiff.priors import noise_prior
 
-from .base import ModelKind, _flat, check_fields, is_diffusers_dir
+from .base import ModelKind, _flat, check_fields, is_diffusers_dir, split_decay
 from .unet import UNetKind, describe_unet
 
-__all__ = ["VideoFusionKind"]
+__all__ = ["VideoFusionKind", "videofusion_groups"]
 
 
 class VideoFusionKind(ModelKind):
@@ -122,13 +121,42 @@ class VideoFusionKind(ModelKind):
                               f"match (the data's channels)")
         prior = noise_prior(config.prior.name, **config.prior.params)
         conditional_base = base.config.num_classes is not None or bool(base.config.text_dim)
-        return VideoFusion(base, residual, prior, Diffusion.from_config(config.diffusion),
-                           freeze_base=config.model.freeze_base,
-                           condition_base=conditional_base)
+        try:
+            return VideoFusion(base, residual, lam=prior.lam, key_frame=prior.key_frame,
+                               schedule=config.diffusion, freeze_base=config.model.freeze_base,
+                               condition_base=conditional_base)
+        except ValueError as err:
+            raise ConfigError(f"model.kind = \"videofusion\": {err}") from None
+
+    @classmethod
+    def param_groups(cls, model: nn.Module, config) -> list[dict]:
+        t = config.train
+        return videofusion_groups(model, t.lr, config.model.base_lr, t.weight_decay)
 
     @classmethod
     def import_image(cls, path: Path) -> nn.Module:
         return UNetKind.import_image(path)
+
+
+def videofusion_groups(model: VideoFusion, lr: float, base_lr: float,
+                       weight_decay: float = 0.0) -> list[dict]:
+    """VideoFusion's optimizer groups: the residual generator at `lr`, the base generator at
+    `base_lr` (VideoFusion trains the residual from scratch and fine-tunes the pretrained base
+    with a small learning rate). Each generator gets two groups, weight-decayed matrices and
+    undecayed vectors, named "residual", "residual/no_decay", "base", "base/no_decay" under
+    the key "name"; frozen parameters (a frozen base) and empty groups are left out.
+
+    >>> opt = torch.optim.AdamW(videofusion_groups(model, lr=1e-4, base_lr=1e-5))
+    """
+    groups = []
+    for name, module, group_lr in (("residual", model.residual, lr),
+                                   ("base", model.base, base_lr)):
+        decay, no_decay = split_decay(module.parameters())
+        for suffix, params, wd in (("", decay, weight_decay), ("/no_decay", no_decay, 0.0)):
+            if params:
+                groups.append({"params": params, "lr": group_lr, "weight_decay": wd,
+                               "name": name + suffix})
+    return groups
 
 
 def _base_generator(config, residual_cfg: UNetConfig, image: UNet | None) -> UNet:

@@ -17,7 +17,11 @@ z^k_t = sqrt(abar_t) x^k + sqrt(1 - abar_t) b_t (eq. 11). The network matches th
 
 `VideoFusion` is an ordinary vidiff denoiser (`model(x, t, **cond) -> eps`), so every sampler
 (`vidiff.sample`) and `vidiff.diffusion_loss` work with it unchanged; train and sample it with
-the same `DecomposedPrior` (same lambda and key frame).
+the same `DecomposedPrior` (same lambda and key frame) and the DDPM schedule it was built for.
+The network holds no diffusion and no prior: its architecture fields are the decomposition
+(`vidiff.priors.Decomposition`: lambda, key frame) and the schedule (`DiffusionConfig`), whose
+abar_t it keeps as a buffer for the noise scale s_t = sqrt(1 - abar_t) (not saved: rebuilt
+from the config). Rectified flow is refused: its network predicts the velocity, not the noise.
 
 Frame-index conditioning: the residual generator is a video U-Net (`temporal=True`) wrapped in
 `FrameConditionedUNet`, which adds a learned embedding of each frame's index i to that frame's
@@ -29,23 +33,29 @@ signature `residual(z, t, *, frame_index, **cond)` can serve as residual generat
 Checkpoint layout: `model.state_dict()` holds `base.*` (the image U-Net's own names, so
 `base.*` of a checkpoint is a loadable image U-Net) and `residual.unet.*` plus
 `residual.frame_embed.weight`; `model.config_dict()` is a JSON-safe dict from which
-`VideoFusion.from_config` rebuilds the same architecture (then load the state dict).
+`VideoFusion.from_config` rebuilds the same architecture (then load the state dict). Its
+``prior`` (lambda, key frame) and ``diffusion`` (the schedule) keys are those of every earlier
+version, whose checkpoints load unchanged. Optimizer groups (the base at its own learning
+rate) are the trainer's (`vidiff.train.build.optimizer_groups`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
+from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor, nn
 
+from vidiff.cond import call_conditions
+
 if TYPE_CHECKING:
     from vidiff.cond import Cond
 
 from ..diffusion import Diffusion, DiffusionConfig
-from ..priors import DecomposedPrior
+from ..priors import Decomposition
 from .config import UNetConfig, unet_config_from_dict, unet_config_to_dict
 from .diffusers_io import load_diffusers_unet2d
 from .frame_index import DEFAULT_MAX_FRAMES, FrameConditionedUNet
@@ -53,6 +63,20 @@ from .presets import UNET_PRESETS, unet_config
 from .unet import UNet
 
 FORMAT = "vidiff-videofusion-1"
+
+
+def schedule_table(schedule: DiffusionConfig) -> Tensor:
+    """abar_t at every training step t = 0..T-1 of a DDPM schedule, float64 (T,): what the
+    noise scale s_t = sqrt(1 - abar_t) comes from; a ValueError for a schedule VideoFusion
+    cannot remove its base noise under."""
+    if schedule.process != "ddpm":
+        raise ValueError(f"VideoFusion needs diffusion.process = 'ddpm', not "
+                         f"{schedule.process!r}: its decomposition predicts the noise, a flow "
+                         f"model the velocity")
+    if schedule.prediction != "eps":
+        raise ValueError(f"VideoFusion predicts eps (it decomposes the noise), but the diffusion "
+                         f"predicts {schedule.prediction!r}; use prediction = 'eps'")
+    return Diffusion.from_config(schedule).alphas_cumprod
 
 
 class VideoFusion(nn.Module):
@@ -63,8 +87,10 @@ class VideoFusion(nn.Module):
             vidiff image U-Net (`temporal=False`) or `load_diffusers_unet2d(path, False)`.
         residual: `residual(z (B, C, F, H, W), t, *, frame_index (F,), **cond) -> rhat`, e.g.
             a `FrameConditionedUNet` (a plain vidiff video `UNet` is wrapped in one).
-        prior: the `DecomposedPrior` the model is trained and sampled with (lambda, key frame).
-        diffusion: the `Diffusion` (its abar_t removes the base noise); eps prediction only.
+        lam, key_frame: the decomposition of the noise (the `DecomposedPrior`'s, which the
+            model is trained and sampled with): lambda (scalar or per frame) and key frame.
+        schedule: the DDPM schedule (`DiffusionConfig`, default linear T = 1000, eps); its
+            s_t removes the base noise. eps prediction only.
         freeze_base: the base gets no gradient and stays in eval mode (no dropout).
         condition_base: pass the conditioning (class_labels, text_emb, text_mask, cond_mask)
             to the base too; False for an unconditional pretrained base.
@@ -78,23 +104,15 @@ class VideoFusion(nn.Module):
         self,
         base: nn.Module,
         residual: nn.Module,
-        prior: DecomposedPrior,
-        diffusion: Diffusion,
         *,
+        lam: float | Sequence[float] = 0.5,
+        key_frame: int | None = None,
+        schedule: DiffusionConfig | None = None,
         freeze_base: bool = False,
         condition_base: bool = True,
         detach_base: bool = True,
     ):
         super().__init__()
-        if not isinstance(prior, DecomposedPrior):
-            raise TypeError(f"VideoFusion needs the decomposed noise prior, got {prior!r}")
-        if not isinstance(diffusion, Diffusion):
-            raise TypeError(f"diffusion must be a vidiff Diffusion, got {diffusion!r}")
-        if diffusion.prediction != "eps":
-            raise ValueError(
-                f"VideoFusion predicts eps (it decomposes the noise), but the diffusion "
-                f"predicts {diffusion.prediction!r}; use Diffusion(prediction='eps')"
-            )
         if isinstance(base, UNet) and base.config.temporal:
             raise ValueError(
                 "the base generator must be an image U-Net (temporal=False); "
@@ -102,10 +120,17 @@ class VideoFusion(nn.Module):
             )
         if isinstance(residual, UNet):
             residual = FrameConditionedUNet(residual)
+        self.decomposition = Decomposition(lam, key_frame)
+        s = schedule if schedule is not None else DiffusionConfig()
+        # what defines the noise scales (the flow's fields of a DDPM config are unused)
+        self.schedule = DiffusionConfig(s.schedule, s.timesteps, s.prediction,
+                                        dict(s.schedule_kwargs), s.process)
+        # abar_t on the network's time grid (int64 steps), for s_t: float32 (what the float64
+        # table gives a float32 x, and MPS has no float64); rebuilt from the schedule, not saved
+        self.register_buffer("alphas_cumprod", schedule_table(self.schedule).float(),
+                             persistent=False)
         self.base = base
         self.residual = residual
-        self.prior = prior
-        self.diffusion = diffusion
         self.condition_base = bool(condition_base)
         self.detach_base = bool(detach_base)
         self.base_frozen = False
@@ -126,35 +151,6 @@ class VideoFusion(nn.Module):
             self.base.eval()
         return self
 
-    def param_groups(self, lr: float, base_lr: float, weight_decay: float = 0.0) -> list[dict]:
-        """Optimizer groups: the residual generator at `lr`, the base generator at `base_lr`.
-
-        VideoFusion trains the residual generator from scratch and fine-tunes the pretrained
-        base with a small learning rate. Each generator gets two groups, weight-decayed
-        matrices and undecayed vectors (biases, norms), each named ("residual", "residual/
-        no_decay", "base", "base/no_decay") under the key "name"; parameters without
-        requires_grad (a frozen base) and empty groups are left out.
-
-        >>> opt = torch.optim.AdamW(model.param_groups(lr=1e-4, base_lr=1e-5))
-        """
-        groups = []
-        for name, module, group_lr in (
-            ("residual", self.residual, lr),
-            ("base", self.base, base_lr),
-        ):
-            decay, no_decay = split_decay(module.parameters())
-            for suffix, params, wd in (("", decay, weight_decay), ("/no_decay", no_decay, 0.0)):
-                if params:
-                    groups.append(
-                        {
-                            "params": params,
-                            "lr": group_lr,
-                            "weight_decay": wd,
-                            "name": name + suffix,
-                        }
-                    )
-        return groups
-
     # -- the denoiser --------------------------------------------------------------------
     def frame_lambdas(self, frames: int, num_images: int = 0) -> Tensor:
         """lambda_i (float64 (F,)) of the F = video + `num_images` frames; images get 0."""
@@ -164,7 +160,7 @@ class VideoFusion(nn.Module):
                 f"num_images must be in [0, {frames - 1}] for {frames} frames, "
                 f"got {num_images} (the video part needs a key frame)"
             )
-        lam = self.prior.lambdas(video)  # lambda_k = 1 at the key frame
+        lam = self.decomposition.lambdas(video)  # lambda_k = 1 at the key frame
         # joint image+video batches: the images' noise is independent, all residual
         return torch.cat([lam, torch.zeros(num_images, dtype=torch.float64)])
 
@@ -186,12 +182,14 @@ class VideoFusion(nn.Module):
         A (B, C, H, W) image is a one-frame clip, its own key frame: the base alone predicts
         it. With `num_images` = K the last K frames are independent images (lambda 0).
         """
-        if cond is not None:
-            merged = cond.merged(class_labels=class_labels, text_emb=text_emb,
-                                 text_mask=text_mask, cond_mask=cond_mask, num_images=num_images)
-            class_labels, text_emb, text_mask = (merged.class_labels, merged.text_emb,
-                                                  merged.text_mask)
-            cond_mask, num_images = merged.cond_mask, merged.num_images
+        class_labels, text_emb, text_mask, cond_mask, num_images, lowres = call_conditions(
+            cond, class_labels=class_labels, text_emb=text_emb, text_mask=text_mask,
+            cond_mask=cond_mask, num_images=num_images, lowres=None)
+        if lowres is not None:
+            raise ValueError("VideoFusion takes no low-resolution video (lowres): it is not a "
+                             "super-resolution model")
+        if t.dtype != torch.int64:
+            raise ValueError(f"VideoFusion takes DDPM's int64 timesteps, got {t.dtype}")
         cond = {
             "class_labels": class_labels,
             "text_emb": text_emb,
@@ -208,8 +206,9 @@ class VideoFusion(nn.Module):
         lam = self.frame_lambdas(frames, num_images).to(device=x.device, dtype=x.dtype)
         root_lam = lam.sqrt().view(1, 1, frames, 1, 1)  # sqrt(lambda_i)
         root_res = (1 - lam).sqrt().view(1, 1, frames, 1, 1)  # sqrt(1 - lambda_i)
-        k = self.prior.key_index(frames - num_images)
-        _, sigma = self.diffusion.alpha_sigma(t, x)  # sqrt(1 - abar_t), (B, 1, 1, 1, 1)
+        k = self.decomposition.key_index(frames - num_images)
+        abar = self.alphas_cumprod[t].to(x.dtype).view(-1, 1, 1, 1, 1)  # (B, 1, 1, 1, 1)
+        sigma = (1 - abar).sqrt()  # s_t = sqrt(1 - abar_t), as `Diffusion.alpha_sigma`
 
         # VideoFusion eq. 11: z^k_t = sqrt(abar_t) x^k + sqrt(1 - abar_t) b_t, so the base
         # generator estimates b_t from the key frame alone, once for all frames
@@ -242,8 +241,7 @@ class VideoFusion(nn.Module):
                 "config_dict needs a vidiff image UNet as base and a "
                 "FrameConditionedUNet as residual generator"
             )
-        params = self.prior.params()
-        lam = params["lam"]
+        lam = self.decomposition.lam
         return {
             "format": FORMAT,
             "base": {"unet": unet_config_to_dict(self.base.config)},
@@ -251,11 +249,11 @@ class VideoFusion(nn.Module):
                 "unet": unet_config_to_dict(self.residual.config),
                 "max_frames": self.residual.max_frames,
             },
-            "prior": {
+            "prior": {  # the decomposition (the key of every version)
                 "lam": lam if isinstance(lam, float) else list(lam),
-                "key_frame": params["key_frame"],
+                "key_frame": self.decomposition.key_frame,
             },
-            "diffusion": self.diffusion.to_dict(),
+            "diffusion": asdict(self.schedule),
             "freeze_base": self.base_frozen,
             "condition_base": self.condition_base,
             "detach_base": self.detach_base,
@@ -273,13 +271,11 @@ class VideoFusion(nn.Module):
         res = config["residual"]
         max_frames = int(res.get("max_frames", DEFAULT_MAX_FRAMES))
         residual = FrameConditionedUNet(UNet(unet_config_from_dict(res["unet"])), max_frames)
-        prior = DecomposedPrior(**config["prior"])
-        diffusion = Diffusion.from_config(DiffusionConfig(**config["diffusion"]))
         return cls(
             base,
             residual,
-            prior,
-            diffusion,
+            **config["prior"],
+            schedule=DiffusionConfig(**config["diffusion"]),
             freeze_base=bool(config.get("freeze_base", False)),
             condition_base=bool(config.get("condition_base", True)),
             detach_base=bool(config.get("detach_base", True)),
@@ -287,8 +283,9 @@ class VideoFusion(nn.Module):
 
     def extra_repr(self) -> str:
         return (
-            f"prior={self.prior!r}, diffusion={self.diffusion!r}, "
-            f"base_frozen={self.base_frozen}, condition_base={self.condition_base}"
+            f"decomposition={self.decomposition}, schedule={self.schedule.schedule!r} "
+            f"T={self.schedule.timesteps}, base_frozen={self.base_frozen}, "
+            f"condition_base={self.condition_base}"
         )
 
 
@@ -298,7 +295,7 @@ def build_videofusion(
     *,
     lam: float | Sequence[float] = 0.5,
     key_frame: int | None = None,
-    diffusion: Diffusion | None = None,
+    schedule: DiffusionConfig | None = None,
     max_frames: int = DEFAULT_MAX_FRAMES,
     freeze_base: bool = False,
     condition_base: bool = True,
@@ -316,7 +313,7 @@ def build_videofusion(
             the base's channels and conditioning unless `residual_overrides` say otherwise),
             a vidiff video `UNet`, or any module with the residual generator's signature.
         lam, key_frame: the decomposed prior's lambda (scalar or per frame) and key frame.
-        diffusion: default `Diffusion()` (linear, T=1000, eps).
+        schedule: the DDPM schedule, default `DiffusionConfig()` (linear, T=1000, eps).
         max_frames: frames the frame-index embedding covers.
 
     >>> model = build_videofusion("ddpm-cifar10", "small", lam=0.5)
@@ -346,34 +343,20 @@ def build_videofusion(
         raise ValueError("residual overrides apply only to a residual built from a preset")
     elif isinstance(residual, UNet):
         residual = FrameConditionedUNet(residual, max_frames)
-    prior = DecomposedPrior(lam, key_frame)
     return VideoFusion(
         base,
         residual,
-        prior,
-        diffusion or Diffusion(),
+        lam=lam,
+        key_frame=key_frame,
+        schedule=schedule,
         freeze_base=freeze_base,
         condition_base=condition_base,
         detach_base=detach_base,
     )
 
 
-# -- helpers --------------------------------------------------------------------------------
-def split_decay(params: Iterable[nn.Parameter]) -> tuple[list, list]:
-    """(matrices, vectors) of the trainable `params`: weight decay applies to the first only
-    (biases and norm scales are left undecayed)."""
-    decay, no_decay = [], []
-    for p in params:
-        if p.requires_grad:
-            (decay if p.ndim >= 2 else no_decay).append(p)
-    return decay, no_decay
-
-
-
-
 __all__ = [
     "FrameConditionedUNet",
     "VideoFusion",
     "build_videofusion",
-    "split_decay",
 ]

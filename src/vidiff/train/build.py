@@ -16,8 +16,6 @@ from torch import nn
 
 from vidiff.config_io import ConfigError
 from vidiff.kinds import MODEL_KINDS, ModelKind, kind_of
-from vidiff.models import VideoFusion
-from vidiff.models.videofusion import split_decay
 from vidiff.priors import NoisePrior, PriorConfig, noise_prior
 from vidiff.spec import (
     AutoencoderSpec,
@@ -92,15 +90,15 @@ def build_prior(config: RunConfig) -> NoisePrior:
 
 
 def optimizer_groups(model: nn.Module, config: RunConfig) -> list[dict]:
-    """AdamW parameter groups: weight decay on matrices, none on vectors (biases, norms);
-    VideoFusion's base generator at ``model.base_lr`` (`VideoFusion.param_groups`). Frozen
-    parameters are left out."""
-    t = config.train
-    if isinstance(model, VideoFusion):
-        return model.param_groups(t.lr, config.model.base_lr, t.weight_decay)
-    decay, no_decay = split_decay(model.parameters())
-    return [{"params": decay, "weight_decay": t.weight_decay},
-            {"params": no_decay, "weight_decay": 0.0}]
+    """AdamW parameter groups of the run's network, as its kind groups them
+    (`ModelKind.param_groups`: weight decay on matrices, none on vectors; VideoFusion's base
+    generator at ``model.base_lr``); a network passed by hand gets the default grouping.
+    Frozen parameters are left out."""
+    try:
+        kind = kind_of(model)
+    except TypeError:
+        kind = ModelKind
+    return kind.param_groups(model, config)
 
 
 def resolve_backbone_config(config: RunConfig, num_classes: int | None = None,

@@ -23,9 +23,9 @@ import torch
 from torch import nn
 
 from vidiff.cond import Cond
-from vidiff.diffusion import Diffusion
 from vidiff.losses import diffusion_loss
 from vidiff.priors import NoisePrior
+from vidiff.process import NoisingProcess
 from vidiff.seeding import mixed_seed
 from vidiff.train import distributed
 from vidiff.train.config import RunConfig
@@ -53,7 +53,7 @@ class Stepper:
     ema: EMA
     optimizer: torch.optim.Optimizer
     scaler: torch.amp.GradScaler
-    diffusion: Diffusion
+    diffusion: NoisingProcess
     prior: NoisePrior
     conditions: Callable[[dict[str, Any], torch.Tensor], Cond]  # (batch, dropout uniforms)
 

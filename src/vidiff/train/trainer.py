@@ -32,7 +32,7 @@ from vidiff.conditional import downsample_to
 from vidiff.config_io import ConfigError
 from vidiff.kinds import is_imported
 from vidiff.pipeline import Pipeline
-from vidiff.process import build_process, is_flow
+from vidiff.process import build_process
 from vidiff.samplers import sample
 from vidiff.threads import auto_threads
 from vidiff.train import distributed
@@ -282,8 +282,7 @@ class Trainer:
                                                             else seed)
         pipe = self.pipeline()
         if pipe is None:  # a hand-made network: unconditional samples
-            net = self.diffusion.velocity_fn(self.ema.model) if is_flow(self.diffusion) \
-                else self.ema.model
+            net = self.diffusion.denoiser_of(self.ema.model)
             return sample(net, (count, *self.clip), diffusion=self.diffusion,
                           prior=self.prior,
                           sampler=s.sampler, steps=s.steps, eta=s.eta, generator=g,

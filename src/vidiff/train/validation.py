@@ -107,14 +107,15 @@ def _check_lowres(config: RunConfig) -> None:
 
 def _validate_process(config: RunConfig) -> None:
     """diffusion.process and, for rectified flow, what it does not combine with."""
-    from vidiff.flow_samplers import FLOW_SAMPLERS
+    from vidiff.diffusion import Diffusion
+    from vidiff.flow import FlowMatching
     from vidiff.process import PROCESSES, build_process
 
     _choice("diffusion.process", config.diffusion.process, PROCESSES)
-    from vidiff.samplers import SAMPLERS
-
+    flow_samplers = FlowMatching.samplers
     if config.diffusion.process != "flow":
-        if config.sample.sampler not in SAMPLERS and config.sample.sampler in FLOW_SAMPLERS:
+        if config.sample.sampler not in Diffusion.samplers and config.sample.sampler in \
+                flow_samplers:
             raise ConfigError(f"sample.sampler = {config.sample.sampler!r} samples "
                               f"flow-matching models (diffusion.process = \"flow\")")
         return
@@ -122,9 +123,9 @@ def _validate_process(config: RunConfig) -> None:
         build_process(config.diffusion)
     except ValueError as err:
         raise ConfigError(f"diffusion: {err}") from None
-    if config.sample.sampler not in FLOW_SAMPLERS:
+    if config.sample.sampler not in flow_samplers:
         raise ConfigError(f'diffusion.process = "flow" samples with '
-                          f'{" or ".join(FLOW_SAMPLERS.names())}: set sample.sampler = '
+                          f'{" or ".join(flow_samplers)}: set sample.sampler = '
                           f'"euler" ({config.sample.sampler!r} is a DDPM sampler)')
     for bad, why in ((config.loss.weighting != "none", "loss.weighting (an SNR weighting of "
                       "DDPM's)"), (config.data.lowres_size is not None, "data.lowres_size (the "
