@@ -1,15 +1,18 @@
 """Video VAEs: diffusers' AutoencoderKLWan, AutoencoderKLLTXVideo and AutoencoderKLCogVideoX
 as vidiff autoencoders. Tiny random VAEs in diffusers' folder format (save_pretrained), read
 back through `load_diffusers_vae`, against diffusers' own calls with each pipeline's latent
-normalisation; the frame rule; tiling and slicing."""
+normalisation; the frame rule; tiling and slicing; the latent cache's fingerprint."""
 
 import json
+import shutil
 
 import pytest
 import torch
 
 diffusers = pytest.importorskip("diffusers")
 
+from vidiff.data import make_synthetic  # noqa: E402
+from vidiff.data.latents import LatentCache, autoencoder_fingerprint  # noqa: E402
 from vidiff.models import load_diffusers_vae  # noqa: E402
 from vidiff.models.video_vae import DiffusersVideoAutoencoder  # noqa: E402
 
@@ -160,3 +163,54 @@ def test_loader_dispatch_and_errors(folders, tmp_path):
     broken = DiffusersVideoAutoencoder
     with pytest.raises(ValueError, match="AutoencoderKL is not a supported video VAE"):
         broken(diffusers.AutoencoderKL(block_out_channels=(8,), norm_num_groups=4))
+
+
+def _counted(vae):
+    """`vae` with its diffusers encoder calls counted in ``vae.calls``."""
+    vae.calls, encode = 0, vae.vae.encode
+
+    def counting(x, *args, **kwargs):
+        vae.calls += 1
+        return encode(x, *args, **kwargs)
+
+    vae.vae.encode = counting
+    return vae
+
+
+def test_latent_cache_fingerprint(folders, tmp_path, one_thread):
+    """The same VAE and settings (even from another folder) reuse the cache; a changed weight,
+    normalisation or tiling builds another; the preprocessing key counts too."""
+    data = make_synthetic("moving_shapes", frames=9, size=16, num_videos=3, seed=0)
+    key = {"source": "moving_shapes", "frames": 9, "size": 16}
+    vae = _counted(load_diffusers_vae(folders["wan"]))
+    cache = LatentCache(data, vae, tmp_path / "cache", key=key)
+    assert vae.calls == 1 and cache[2]["video"].shape == (4, 3, 4, 4)
+    want = vae.encode(data[2]["video"][None])[0]
+    torch.testing.assert_close(cache[2]["video"], want, rtol=1e-2, atol=2e-3)  # float16
+
+    moved = shutil.copytree(folders["wan"], tmp_path / "moved")  # config _name_or_path differs
+    same = _counted(load_diffusers_vae(moved))
+    again = LatentCache(data, same, tmp_path / "cache", key=key)
+    assert again.folder == cache.folder and same.calls == 0  # reused, nothing encoded
+
+    def folder_with(change, **load):
+        other = _counted(load_diffusers_vae(moved, **load))
+        change(other)
+        built = LatentCache(data, other, tmp_path / "cache", key=key)
+        assert other.calls == 1  # encoded afresh
+        return built.folder
+
+    def weight(vae):
+        with torch.no_grad():
+            next(vae.vae.parameters()).add_(1e-3)
+
+    folders_seen = {cache.folder, folder_with(weight), folder_with(lambda vae: None, tiling=True)}
+    config = json.loads((moved / "config.json").read_text())
+    config["latents_std"] = [1.5, 0.5, 2.0, 0.9]  # the normalisation of channel 3
+    (moved / "config.json").write_text(json.dumps(config))
+    folders_seen.add(folder_with(lambda vae: None))
+    assert len(folders_seen) == 4
+    reloaded = load_diffusers_vae(folders["wan"])
+    assert autoencoder_fingerprint(reloaded) == autoencoder_fingerprint(vae)
+    other_key = LatentCache(data, reloaded, tmp_path / "cache", key={**key, "size": 17})
+    assert other_key.folder not in folders_seen
