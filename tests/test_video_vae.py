@@ -117,6 +117,10 @@ def test_the_frame_rule(folders, family, frames, message):
         vae.encode(torch.zeros(1, 3, frames, 16, 16))
     with pytest.raises(ValueError, match="height and width must be multiples"):
         vae.latent_shape((3, 9, 16, 14))
+    with pytest.raises(ValueError, match="clips of 1 channels do not fit"):
+        vae.encode(torch.zeros(1, 1, 9, 16, 16))
+    with pytest.raises(ValueError, match=r"expected latents \(B, 4, f, h, w\), got \(1, 3,"):
+        vae.decode(torch.zeros(1, 3, 3, 4, 4))
     assert vae.latent_shape((3, 17, 16, 16))[1] == 1 + 16 // vae.temporal
 
 
@@ -160,6 +164,12 @@ def test_loader_dispatch_and_errors(folders, tmp_path):
     (other / "config.json").write_text('{"_class_name": "AutoencoderKLWan",')
     with pytest.raises(ValueError, match=r"mochi/config.json' is not a valid JSON config"):
         load_diffusers_vae(other)
+    bare = shutil.copytree(folders["wan"], tmp_path / "bare")  # a config without the factors
+    config = json.loads((bare / "config.json").read_text())
+    config.update(scale_factor_temporal=None, scale_factor_spatial=None)
+    (bare / "config.json").write_text(json.dumps(config))
+    vae = load_diffusers_vae(bare)
+    assert (vae.temporal, vae.spatial) == (4, 4)  # from its downsamplings
     broken = DiffusersVideoAutoencoder
     with pytest.raises(ValueError, match="AutoencoderKL is not a supported video VAE"):
         broken(diffusers.AutoencoderKL(block_out_channels=(8,), norm_num_groups=4))

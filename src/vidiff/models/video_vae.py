@@ -54,9 +54,13 @@ FAMILIES: dict[str, VideoVAEFamily] = {
     # diffusers/pipelines/wan/pipeline_wan.py, WanPipeline.__init__ (factors) and __call__
     # (decode: latents / (1 / latents_std) + latents_mean); pipeline_wan_i2v.py,
     # WanImageToVideoPipeline.prepare_latents (encode: (mode - mean) * (1 / std))
+    # (a config without the factors: 2 per temporal / spatial downsampling, times the patch)
     "AutoencoderKLWan": VideoVAEFamily(
-        "Wan", "z_dim", temporal=lambda vae: vae.config.scale_factor_temporal,
-        spatial=lambda vae: vae.config.scale_factor_spatial, stats="config", scaled=False),
+        "Wan", "z_dim", stats="config", scaled=False,
+        temporal=lambda vae: vae.config.scale_factor_temporal
+        or 2 ** sum(vae.config.temperal_downsample),
+        spatial=lambda vae: vae.config.scale_factor_spatial
+        or 2 ** len(vae.config.temperal_downsample) * (vae.config.patch_size or 1)),
     # diffusers/pipelines/ltx/pipeline_ltx.py, LTXPipeline._normalize_latents /
     # _denormalize_latents with vae.latents_mean, vae.latents_std (persistent buffers) and
     # config.scaling_factor; __call__ passes decode_timestep to a timestep-conditioned decoder.
@@ -138,6 +142,9 @@ class DiffusersVideoAutoencoder(VideoAutoencoder):
 
     def latent_shape(self, shape: tuple[int, int, int, int]) -> tuple[int, int, int, int]:
         c, f, h, w = shape
+        if c != self.vae.config.in_channels:
+            raise ValueError(f"clips of {c} channels do not fit the {self.family.label} VAE: "
+                             f"it takes {self.vae.config.in_channels}")
         if h % self.spatial or w % self.spatial:
             raise ValueError(f"frames of {h}x{w} pixels do not fit the {self.family.label} "
                              f"VAE: height and width must be multiples of {self.spatial}")
@@ -167,8 +174,9 @@ class DiffusersVideoAutoencoder(VideoAutoencoder):
 
     @torch.no_grad()
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
-        if latents.ndim != 5:
-            raise ValueError(f"expected latents (B, c, f, h, w), got {tuple(latents.shape)}")
+        if latents.ndim != 5 or latents.shape[1] != self.latent_channels:
+            raise ValueError(f"expected latents (B, {self.latent_channels}, f, h, w), got "
+                             f"{tuple(latents.shape)}")
         mean, std = self._stat(latents)
         z = (latents.float() * std / self.scale + mean).to(self.device, self.dtype)
         if self.family.timestep_decoder and self.vae.config.timestep_conditioning:
