@@ -224,3 +224,14 @@ def test_latent_cache_fingerprint(folders, tmp_path, one_thread):
     assert autoencoder_fingerprint(reloaded) == autoencoder_fingerprint(vae)
     other_key = LatentCache(data, reloaded, tmp_path / "cache", key={**key, "size": 17})
     assert other_key.folder not in folders_seen
+
+
+@pytest.mark.parametrize("family", ["wan", "ltx"])
+def test_bfloat16_weights_float32_io(folders, family, gen, one_thread):
+    vae = load_diffusers_vae(folders[family], dtype=torch.bfloat16)
+    assert vae.dtype == torch.bfloat16
+    video = torch.rand(1, 3, 9, 16, 16, generator=gen) * 2 - 1
+    z = vae.encode(video)
+    assert z.dtype == torch.float32 and vae.decode(z).dtype == torch.float32
+    full = load_diffusers_vae(folders[family]).encode(video)
+    assert (z - full).abs().max() < 0.05 * full.abs().max()
