@@ -9,9 +9,11 @@ as the dataset gives it: use fixed crops and clip offsets, e.g. ``offset="first"
 ``crop="center"`` for a folder) into a float16 array under ``root/<fingerprint>/``,
 memory-mapped, so epochs read latents only. The fingerprint hashes the caller's ``key`` (the
 clip settings: source, frames, size, stride, crop, seed, ...), the dataset's length and the
-autoencoder's weights and config: change any of them and another cache is built (the old one
-is left for `prune`). An interrupted build resumes where it stopped: encoded batches are
-flushed and marked done as they are written.
+autoencoder (`autoencoder_fingerprint`: its classes, config, weights and the settings that
+change its latents, such as a video VAE's normalisation and tiling): change any of them and
+another cache is built (the old one is left for `prune`); nothing stale is reused. An
+interrupted build resumes where it stopped: encoded batches are flushed and marked done as
+they are written.
 """
 
 from __future__ import annotations
@@ -33,15 +35,28 @@ FORMAT = "vidiff-latents-1"
 CAPTIONS = "captions.jsonl"  # one [index, caption] line per encoded clip
 
 
+# config entries that say where or how a VAE was saved, not what it computes
+_UNSAVED = ("_name_or_path", "_use_default_values")
+
+
 def autoencoder_fingerprint(autoencoder: torch.nn.Module) -> str:
-    """A SHA-256 of the autoencoder's weights (names, shapes, values) and its class."""
+    """A SHA-256 of what decides the autoencoder's latents: its class and its VAE's, the VAE's
+    config (not the folder it was read from), the settings its ``encode_settings()`` reports
+    (a video VAE's normalisation and tiling) and its weights and buffers (names, shapes,
+    dtypes, values)."""
+    vae = getattr(autoencoder, "vae", autoencoder)
     h = hashlib.sha256(type(autoencoder).__qualname__.encode())
-    config = getattr(getattr(autoencoder, "vae", autoencoder), "config", None)
+    h.update(type(vae).__qualname__.encode())
+    config = getattr(vae, "config", None)
     if config is not None:
-        h.update(json.dumps(dict(config), sort_keys=True, default=str).encode())
+        kept = {k: v for k, v in dict(config).items() if k not in _UNSAVED}
+        h.update(json.dumps(kept, sort_keys=True, default=str).encode())
+    settings = getattr(autoencoder, "encode_settings", None)
+    if callable(settings):
+        h.update(json.dumps(settings(), sort_keys=True, default=str).encode())
     for name, tensor in sorted(autoencoder.state_dict().items()):
         h.update(name.encode())
-        h.update(str(tuple(tensor.shape)).encode())
+        h.update(f"{tuple(tensor.shape)} {tensor.dtype}".encode())
         h.update(tensor.detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
     return h.hexdigest()
 

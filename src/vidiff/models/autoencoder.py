@@ -15,6 +15,9 @@ Frames go through in chunks of ``batch_size`` for bounded memory; `encode` retur
 posterior's mode (a sample when given a generator) times the VAE's ``scaling_factor`` (after
 subtracting its ``shift_factor`` when it has one, as SD3 / Flux VAEs do), `decode` inverts
 that. Weights may be bf16 / fp16 (`to`); inputs and outputs stay float32.
+
+`load_diffusers_vae` reads config.json's ``_class_name``: diffusers' video VAEs (Wan,
+LTX-Video, CogVideoX) load as `vidiff.models.video_vae.DiffusersVideoAutoencoder`.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from __future__ import annotations
 import json
 import os
 from abc import ABC, abstractmethod
+from collections.abc import Mapping
 from pathlib import Path
 
 import torch
@@ -51,6 +55,20 @@ class VideoAutoencoder(nn.Module, ABC):
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
         """Videos (B, C, F, H, W) of latents (B, c, f, h, w)."""
 
+    @property
+    def dtype(self) -> torch.dtype:
+        """The weights' dtype (inputs and outputs stay float32)."""
+        return next(self.parameters()).dtype
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.parameters()).device
+
+    def encode_settings(self) -> dict:
+        """Settings beside the weights and config that change `encode`'s latents (what the
+        latent cache's fingerprint adds to them); none by default."""
+        return {}
+
 
 class FrameAutoencoder(VideoAutoencoder):
     """An image VAE (diffusers `AutoencoderKL`) applied to every frame of a video."""
@@ -65,14 +83,6 @@ class FrameAutoencoder(VideoAutoencoder):
         self.scale = float(getattr(config, "scaling_factor", None) or 1.0)
         self.shift = float(getattr(config, "shift_factor", None) or 0.0)
         self.factor = 2 ** (len(config.block_out_channels) - 1)  # spatial downsampling
-
-    @property
-    def dtype(self) -> torch.dtype:
-        return next(self.vae.parameters()).dtype
-
-    @property
-    def device(self) -> torch.device:
-        return next(self.vae.parameters()).device
 
     def latent_shape(self, shape: tuple[int, int, int, int]) -> tuple[int, int, int, int]:
         c, f, h, w = shape
@@ -125,23 +135,46 @@ def vae_folder(path: Path) -> Path:
     return path
 
 
-def load_diffusers_vae(path: str | os.PathLike, *, batch_size: int = DEFAULT_FRAME_BATCH,
-                       device: torch.device | str = "cpu",
-                       dtype: torch.dtype = torch.float32) -> FrameAutoencoder:
-    """The `AutoencoderKL` of a diffusers ``vae/`` folder or pipeline root as a
-    `FrameAutoencoder` (local files only: nothing is downloaded)."""
-    folder = vae_folder(Path(path))
-    kind = json.loads((folder / "config.json").read_text()).get("_class_name")
-    if kind not in (None, "AutoencoderKL"):
-        raise ValueError(f"{str(folder)!r} holds a {kind}; vidiff reads AutoencoderKL VAEs "
-                         f"(image VAEs applied frame by frame)")
+def _class_name(file: Path) -> str | None:
+    """The ``_class_name`` of a config.json; a one-line error naming a broken file."""
     try:
-        from diffusers import AutoencoderKL
+        config = json.loads(file.read_text())
+    except ValueError as err:  # invalid JSON or UTF-8
+        raise ValueError(f"{str(file)!r} is not a valid JSON config: {err}") from None
+    if not isinstance(config, dict):
+        raise ValueError(f"{str(file)!r} is not a JSON object (a diffusers config)")
+    name = config.get("_class_name")
+    return None if name is None else str(name)
+
+
+def load_diffusers_vae(path: str | os.PathLike, *, batch_size: int = DEFAULT_FRAME_BATCH,
+                       device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32,
+                       tiling: bool | Mapping = False,
+                       slicing: bool = False) -> VideoAutoencoder:
+    """The VAE of a diffusers ``vae/`` folder or pipeline root (local files only: nothing is
+    downloaded), by its config's ``_class_name``: an `AutoencoderKL` as a `FrameAutoencoder`,
+    a video VAE (Wan, LTX-Video, CogVideoX) as a `vidiff.models.video_vae`
+    `DiffusersVideoAutoencoder` with diffusers' ``tiling`` / ``slicing`` (video VAEs only)."""
+    from .video_vae import FAMILIES, DiffusersVideoAutoencoder
+
+    folder = vae_folder(Path(path))
+    kind = _class_name(folder / "config.json") or "AutoencoderKL"
+    if kind != "AutoencoderKL" and kind not in FAMILIES:
+        raise ValueError(f"{str(folder / 'config.json')!r}: a {kind} is not a VAE vidiff "
+                         f"reads: AutoencoderKL (frame by frame), {', '.join(FAMILIES)}")
+    if kind == "AutoencoderKL" and (tiling or slicing):
+        raise ValueError(f"tiling / slicing are for video VAEs; {str(folder)!r} holds an "
+                         f"AutoencoderKL (its frames go through in chunks of batch_size)")
+    try:
+        import diffusers
     except ImportError:
         raise ImportError("latent models need diffusers: pip install 'vidiff[latent]' "
                           "(after torch, under the torch constraint)") from None
     from vidiff.quiet import quiet_loading
 
     with quiet_loading():
-        vae = AutoencoderKL.from_pretrained(folder, local_files_only=True, torch_dtype=dtype)
-    return FrameAutoencoder(vae.to(device), batch_size)
+        vae = getattr(diffusers, kind).from_pretrained(folder, local_files_only=True,
+                                                       torch_dtype=dtype).to(device)
+    if kind == "AutoencoderKL":
+        return FrameAutoencoder(vae, batch_size)
+    return DiffusersVideoAutoencoder(vae, tiling=tiling, slicing=slicing)
