@@ -235,3 +235,20 @@ def test_bfloat16_weights_float32_io(folders, family, gen, one_thread):
     assert z.dtype == torch.float32 and vae.decode(z).dtype == torch.float32
     full = load_diffusers_vae(folders[family]).encode(video)
     assert (z - full).abs().max() < 0.05 * full.abs().max()
+
+
+def test_a_run_on_wan_latents_trains_and_samples_whole_clips(folders, tmp_path, one_thread):
+    """9 frames encode to 3 latent frames: the trainer checks the pixel clip's frames against
+    data.frames, and samples decode back to 9 frames."""
+    from _train_helpers import TINY as RUN
+
+    from vidiff.cli import main
+    from vidiff.pipeline import Pipeline
+
+    out = tmp_path / "run"
+    assert main(["train", "--out", str(out), "--steps", "2", "--set", *RUN, "data.frames=9",
+                 f"data.autoencoder={folders['wan']}", "model.overrides.attention_ds=[]"]) == 0
+    pipe = Pipeline.from_pretrained(out)
+    assert pipe.spec.shape.frames == 3  # the latent clip
+    videos = pipe(num_videos=1, steps=2, generator=torch.Generator().manual_seed(0))
+    assert videos.shape == (1, 3, 9, 16, 16)

@@ -127,9 +127,12 @@ def resolve_backbone_config(config: RunConfig, num_classes: int | None = None,
         raise ConfigError(f"model: {err}") from None
 
 
-def check_data_fits(cfg, first: torch.Tensor, config: RunConfig) -> None:
-    """The data's clips (`first`: (C, F, H, W)) fit the backbone config `cfg`; a
-    `ConfigError` saying what to change otherwise."""
+def check_data_fits(cfg, first: torch.Tensor, config: RunConfig,
+                    clip_frames: int | None = None) -> None:
+    """The data's clips (`first`: (C, F, H, W), a latent run's latents) fit the backbone
+    config `cfg`, and their frames (`clip_frames`: a latent run's pixel clip, whose frames a
+    video VAE compresses; default `first`'s) are ``data.frames``; a `ConfigError` saying what
+    to change otherwise."""
     channels = int(first.shape[0])
     if channels != cfg.in_channels:
         raise ConfigError(
@@ -145,6 +148,7 @@ def check_data_fits(cfg, first: torch.Tensor, config: RunConfig) -> None:
     if h % div or w % div:
         raise ConfigError(f"frames of {h}x{w} pixels do not fit the {config.model.preset}"
                           f" {config.model.kind}: data.size must be a multiple of {div}")
-    if first.shape[1] != config.data.frames:
-        raise ConfigError(f"the dataset gives {first.shape[1]} frames, data.frames = "
+    frames = int(first.shape[1]) if clip_frames is None else clip_frames
+    if frames != config.data.frames:
+        raise ConfigError(f"the dataset gives {frames} frames, data.frames = "
                           f"{config.data.frames}")

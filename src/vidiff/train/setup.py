@@ -146,7 +146,8 @@ def build_network(config: RunConfig, data: RunData, dist: distributed.DistInfo, 
         build_config = replace(config, model=replace(config.model, init_from=None)) \
             if resumed and not architecture else config
         model, backbone = build_model(build_config, wanted)
-        check_data_fits(backbone, data.first, config)
+        pixels = None if data.pixels is None else int(data.pixels[0]["video"].shape[1])
+        check_data_fits(backbone, data.first, config, clip_frames=pixels)
     raw = model.to(dist.device)
     if t.trainable == "temporal":
         freeze_all_but_temporal(raw)
