@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["NETWORK", "ONE_OP", "BACKWARD", "assert_close_to", "tolerance"]
+__all__ = ["BACKWARD", "NETWORK", "ONE_OP", "assert_close_to", "assert_parity", "tolerance"]
 
 ONE_OP = 16  # one reduction: a matrix product, a convolution, a norm in another order
 NETWORK = 128  # a forward pass through a small network (tens of layers, attention, norms)
@@ -32,3 +32,11 @@ def assert_close_to(actual: torch.Tensor, expected: torch.Tensor, k: int = NETWO
                     msg: str | None = None) -> None:
     """`actual` equals `expected` to `tolerance(expected, k)`."""
     torch.testing.assert_close(actual, expected, msg=msg, **tolerance(expected, k))
+
+
+def assert_parity(actual: torch.Tensor, expected: torch.Tensor, bound: float = 1e-5) -> None:
+    """A parity claim of the docs (1e-5 with a reference implementation in fp32): `actual`
+    within ``bound * max(1, max|expected|)`` of `expected`, the bound relative to the
+    magnitude where that exceeds 1 and never looser than `bound`."""
+    scale = max(1.0, float(expected.detach().abs().max())) if expected.numel() else 1.0
+    torch.testing.assert_close(actual, expected, atol=bound * scale, rtol=0.0)
