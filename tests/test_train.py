@@ -6,6 +6,7 @@ import math
 
 import pytest
 import torch
+from _tolerance import BACKWARD, assert_close_to
 from _train_helpers import tiny_config
 from torch import nn
 
@@ -68,7 +69,9 @@ def test_resume_continues_the_same_trajectory(tmp_path, extra):
         a, b = _weights(straight, which), _weights(resumed, which)
         assert a.keys() == b.keys()
         for key in a:
-            torch.testing.assert_close(a[key], b[key], rtol=0, atol=1e-6, msg=key)
+            # the same steps on the same draws (bitwise here; MKL's kernels may take
+            # alignment-dependent paths): a backward pass's rounding of each tensor's scale
+            assert_close_to(a[key], b[key], BACKWARD, msg=key)
     sa, sb = load_checkpoint(straight).state(), load_checkpoint(resumed).state()
     assert sa["step"] == sb["step"] == 6
     accum = 2 if "train.grad_accum=2" in extra else 1
