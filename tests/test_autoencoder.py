@@ -6,6 +6,7 @@ import torch
 diffusers = pytest.importorskip("diffusers")
 
 from _sd_helpers import write_tiny_vae  # noqa: E402
+from _tolerance import assert_close_to  # noqa: E402
 
 from vidiff.models.autoencoder import FrameAutoencoder, load_diffusers_vae  # noqa: E402
 
@@ -38,15 +39,14 @@ def test_encode_decode_equal_diffusers_per_frame(tiny_sd_root, gen):
     torch.testing.assert_close(ours.decode(z), want_x, rtol=1e-5, atol=1e-5)
     # frame 3 of video 1 is that frame's own encoding: frames are never mixed up
     alone = ours.encode(video[1:2, :, 3:4])
-    torch.testing.assert_close(alone[0, :, 0], z[1, :, 3], rtol=1e-5, atol=1e-5)
+    assert_close_to(alone[0, :, 0], z[1, :, 3])
 
 
 def test_chunks_generator_and_errors(tiny_sd_root, gen):
     whole = load_diffusers_vae(tiny_sd_root / "vae", batch_size=64)
     chunked = FrameAutoencoder(whole.vae, batch_size=3)  # 10 frames in chunks of 3
     video = torch.rand(2, 3, 5, 16, 16, generator=gen) * 2 - 1
-    torch.testing.assert_close(chunked.encode(video), whole.encode(video), rtol=1e-5,
-                               atol=1e-5)
+    assert_close_to(chunked.encode(video), whole.encode(video))
     a = whole.encode(video, generator=torch.Generator().manual_seed(1))
     b = whole.encode(video, generator=torch.Generator().manual_seed(1))
     assert torch.equal(a, b) and not torch.allclose(a, whole.encode(video))  # a sample
@@ -104,8 +104,8 @@ def test_a_latent_run_trains_samples_pixels_and_exports(tiny_sd_root, tmp_path, 
     assert main(["export", str(out), str(exported)]) == 0
     assert (exported / "vae" / "config.json").is_file()
     again = Pipeline.from_pretrained(exported)
-    torch.testing.assert_close(again(2, generator=torch.Generator().manual_seed(0)), videos,
-                               rtol=0, atol=1e-5)  # the VAE's CPU convolutions: 2e-6
+    # the same weights; the VAE's convolutions may batch the frames otherwise
+    assert_close_to(again(2, generator=torch.Generator().manual_seed(0)), videos)
     # the window commands condition in latent space: the input is encoded, the output decoded
     clip = tmp_path / "clip.npy"
     np.save(clip, np.load(npy)[:1])  # one 4-frame 16x16 video

@@ -61,6 +61,7 @@ def test_train_writes_run(run_dir, capsys):
 def test_sample_formats(run_dir, tmp_path, capsys):
     npy = tmp_path / "s.npy"
     assert main(["sample", str(run_dir), "--out", str(npy), "--num", "3", "--steps", "2"]) == 0
+    assert "sampling on cpu with " in capsys.readouterr().out  # and its CPU threads
     frames = np.load(npy)
     assert frames.shape == (3, 4, 16, 16, 3) and frames.dtype == np.uint8
     for suffix in (".png", ".gif", ".mp4"):
@@ -74,7 +75,8 @@ def test_sample_formats(run_dir, tmp_path, capsys):
     main(["sample", str(run_dir), "--out", str(again), "--num", "3", "--steps", "2"])
     assert np.array_equal(np.load(again), frames)
     assert main(["sample", str(run_dir), "--out", str(again), "--num", "1", "--steps", "2",
-                 "--weights", "model", "--eta", "1"]) == 0
+                 "--weights", "model", "--eta", "1", "--threads", "1"]) == 0
+    assert "sampling on cpu with 1 CPU thread\n" in capsys.readouterr().out  # set: as it is
 
 
 def test_sample_conditional(cond_dir, tmp_path, capsys):

@@ -7,6 +7,7 @@ import json
 import pytest
 import torch
 from _sd_helpers import random_weights
+from _tolerance import BACKWARD, assert_close_to, assert_parity
 
 from vidiff.models import DiT, dit_config, inflate_dit, is_temporal_parameter
 
@@ -41,7 +42,7 @@ def test_a_new_dit_predicts_zero_and_an_inflated_one_is_the_image_model_per_fram
         want = torch.stack([image(x[:, :, f], t, class_labels=y, text_emb=text)
                             for f in range(4)], dim=2)
     assert want.abs().max() > 0.1
-    torch.testing.assert_close(got, want, rtol=0, atol=1e-6)
+    assert_close_to(got, want)
     with pytest.raises(ValueError, match="image DiT"):
         inflate_dit(video)
 
@@ -58,8 +59,8 @@ def test_temporal_blocks_mix_frames_and_joint_training_images_see_only_themselve
         alone = model(x[:, :, -1:], t, class_labels=y)  # the last image as a 1-frame clip
         plain = model(moved, t, class_labels=y)  # no images: frame 0 reaches every frame
     assert (again[:, :, 1] - out[:, :, 1]).abs().max() > 1e-4  # video frames see each other
-    torch.testing.assert_close(again[:, :, -k:], out[:, :, -k:], rtol=0, atol=1e-6)
-    torch.testing.assert_close(out[:, :, -1:], alone, rtol=0, atol=1e-5)
+    assert_close_to(again[:, :, -k:], out[:, :, -k:])
+    assert_close_to(out[:, :, -1:], alone)
     assert (plain[:, :, -1] - out[:, :, -1]).abs().max() > 1e-4
 
 
@@ -72,9 +73,9 @@ def test_conditions_null_and_per_frame():
                         cond_mask=torch.tensor([False, True]))
         cond = model(x, t, class_labels=y, text_emb=text)
         per_frame = model(x, t, class_labels=y[:, None].expand(2, 4), text_emb=text)
-    torch.testing.assert_close(dropped[0], null[0], rtol=0, atol=1e-6)
-    torch.testing.assert_close(dropped[1], cond[1], rtol=0, atol=1e-6)
-    torch.testing.assert_close(per_frame, cond, rtol=0, atol=1e-5)
+    assert_close_to(dropped[0], null[0])
+    assert_close_to(dropped[1], cond[1])
+    assert_close_to(per_frame, cond)
     with pytest.raises(ValueError, match="num_classes=None"):
         DiT(dit_config("dit-tiny"))(x, t, class_labels=y)
 
@@ -91,7 +92,7 @@ def test_checkpointing_gives_the_same_gradients_and_dynamo_sees_no_graph_break()
         model(x, t, class_labels=y, num_images=1).square().mean().backward()
         grads.append([p.grad.clone() for p in model.parameters()])
     for a, b in zip(*grads, strict=True):
-        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-7)
+        assert_close_to(a, b, BACKWARD)
     model.set_gradient_checkpointing(False)
     explained = dynamo.explain(model)(x, t, class_labels=y, num_images=1)
     assert explained.graph_break_count == 0, explained.break_reasons
@@ -117,23 +118,29 @@ def _dit_ref(tmp_path, tie=True, in_channels=4, classes=10):
     return ref
 
 
-def test_diffusers_dit_equals_diffusers_image_and_inflated(tmp_path):
+@pytest.mark.parametrize("tie", [True, False])
+def test_diffusers_dit_equals_diffusers_image_and_inflated(tmp_path, tie):
+    """Tied: the released checkpoints' one embedder copied into every block. Untied (a DiT
+    fine-tuned in diffusers): each block's own embedders, imported per block."""
     from vidiff.models import load_diffusers_transformer
 
-    ref = _dit_ref(tmp_path / "dit")
+    ref = _dit_ref(tmp_path / "dit", tie=tie)
     image = load_diffusers_transformer(tmp_path / "dit", inflate=False)
-    assert image.import_notes and "variance channels were dropped" in image.import_notes[0]
+    assert image.config.block_embedders is not tie
+    assert "variance channels were dropped" in image.import_notes[-1]
+    assert tie or "embedders differ" in image.import_notes[0]
     video = load_diffusers_transformer(tmp_path / "dit")
     x, t, y, _ = _inputs(frames=3, channels=4)
     with torch.no_grad():
         want = torch.stack([ref(x[:, :, f], t, class_labels=y).sample[:, :4]
                             for f in range(3)], dim=2)  # the noise channels
-        torch.testing.assert_close(image(x[:, :, 0], t, class_labels=y), want[:, :, 0],
-                                   rtol=0, atol=1e-5)
-        torch.testing.assert_close(video(x, t, class_labels=y), want, rtol=0, atol=1e-5)
-    _dit_ref(tmp_path / "untied", tie=False)
-    with pytest.raises(ValueError, match="copies of norm1.emb"):
-        load_diffusers_transformer(tmp_path / "untied")
+        assert_parity(image(x[:, :, 0], t, class_labels=y), want[:, :, 0])
+        assert_parity(video(x, t, class_labels=y), want)
+        assert_parity(video(x, t, class_labels=y, cond_mask=torch.tensor([True, False]))[1],
+                      torch.stack([ref(x[1:, :, f], t[1:], class_labels=torch.tensor([10]))
+                                   .sample[0, :4] for f in range(3)], dim=1))  # the null row
+    with pytest.raises(ValueError, match="block_embedders"):
+        DiT(dit_config("dit-tiny", adaln="single", block_embedders=True))
 
 
 def test_diffusers_pixart_equals_diffusers_image_and_inflated(tmp_path):
@@ -152,7 +159,7 @@ def test_diffusers_pixart_equals_diffusers_image_and_inflated(tmp_path):
     with torch.no_grad():
         want = torch.stack([ref(x[:, :, f], encoder_hidden_states=text, timestep=t,
                                 added_cond_kwargs=extra).sample[:, :4] for f in range(3)], 2)
-        torch.testing.assert_close(video(x, t, text_emb=text), want, rtol=0, atol=1e-5)
+        assert_parity(video(x, t, text_emb=text), want)
 
 
 @pytest.mark.parametrize("field,value,words", [
@@ -200,8 +207,8 @@ def test_dit_runs_train_from_a_diffusers_dit_sample_extend_and_export(tmp_path):
     exported = tmp_path / "exported"
     assert main(["export", str(out), str(exported)]) == 0
     g = [torch.Generator().manual_seed(0) for _ in range(2)]
-    torch.testing.assert_close(Pipeline.from_pretrained(exported)(1, generator=g[0]),
-                               pipe(1, generator=g[1]), rtol=0, atol=1e-6)
+    assert_close_to(Pipeline.from_pretrained(exported)(1, generator=g[0]),
+                    pipe(1, generator=g[1]))
 
 
 def test_dit_text_latent_interpolate_upsample_and_eval(tmp_path):

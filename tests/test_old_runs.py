@@ -5,6 +5,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from _tolerance import NETWORK, assert_close_to
 from safetensors.torch import load_file
 
 from vidiff import Pipeline
@@ -32,7 +33,10 @@ def test_v1_checkpoint_samples_as_before(name):
     assert (spec.shape.frames, spec.shape.size, spec.prior.name) == (4, 8, "progressive")
     videos = pipe(3, sampler=sampler, steps=5, class_labels=labels, guidance_scale=scale,
                   generator=torch.Generator().manual_seed(3))
-    torch.testing.assert_close(videos, expected(name), rtol=0, atol=1e-5)
+    # recorded on another CPU: each of the 5 steps' forwards may round otherwise, and
+    # guidance w amplifies a forward's rounding |1 - w| + w times
+    amplified = abs(1 - scale) + scale
+    assert_close_to(videos, expected(name), round(5 * amplified * NETWORK))
 
 
 def test_v1_checkpoint_keeps_its_sampling_defaults(tmp_path):

@@ -6,6 +6,7 @@ from dataclasses import asdict
 
 import pytest
 import torch
+from _tolerance import assert_close_to
 from _train_helpers import TINY, cli_error
 
 from vidiff.checkpoint import list_checkpoints, load_checkpoint, save_checkpoint
@@ -89,8 +90,8 @@ def test_inflated_model_starts_as_the_image_model_per_frame(perturbed_image, tmp
         per_frame = torch.stack([image(x[:, :, f], t) for f in range(4)], dim=2)
         ema = trainer.ema.model.eval()(x, t)
     assert per_frame.abs().mean() > 0.1  # a non-trivial image model
-    torch.testing.assert_close(out, per_frame, atol=1e-5, rtol=1e-5)  # ... at the identity
-    torch.testing.assert_close(ema, per_frame, atol=1e-5, rtol=1e-5)
+    assert_close_to(out, per_frame)  # ... at the identity
+    assert_close_to(ema, per_frame)
     trainer.run()
     assert trainer.step == 2  # and fine-tuning runs
 

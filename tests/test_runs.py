@@ -298,4 +298,5 @@ def test_banner_counts_videos_classes_and_skipped_files(tmp_path, capsys):
         train(tiny_config(tmp_path / "r", "data.source=folder", f"data.path={data}", steps=1))
     banner = [line for line in capsys.readouterr().out.splitlines() if "data:" in line][0]
     assert "2 videos in 2 classes, 1 unreadable skipped" in banner
+    assert "on cpu with 1 CPU thread," in banner  # the helpers' train.threads = 1
     assert any("broken.mp4" in str(w.message) for w in caught)

@@ -6,6 +6,7 @@ import math
 
 import pytest
 import torch
+from _tolerance import BACKWARD, assert_close_to
 from _train_helpers import tiny_config
 from torch import nn
 
@@ -38,7 +39,7 @@ def test_few_steps_write_checkpoint_samples_and_log(tmp_path):
     assert all(p.exists() and p.stat().st_size > 0 for p in result.samples)
     records = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
     assert [r["step"] for r in records] == [1, 2, 3, 4]
-    assert {"loss", "lr", "grad_norm", "it_s", "videos_s"} <= set(records[0])
+    assert {"loss", "lr", "grad_norm", "it_s", "videos_s", "threads"} <= set(records[0])
     assert not list((out / "checkpoints").glob(".tmp-*"))  # nothing half-written left
 
 
@@ -68,7 +69,9 @@ def test_resume_continues_the_same_trajectory(tmp_path, extra):
         a, b = _weights(straight, which), _weights(resumed, which)
         assert a.keys() == b.keys()
         for key in a:
-            torch.testing.assert_close(a[key], b[key], rtol=0, atol=1e-6, msg=key)
+            # the same steps on the same draws (bitwise here; MKL's kernels may take
+            # alignment-dependent paths): a backward pass's rounding of each tensor's scale
+            assert_close_to(a[key], b[key], BACKWARD, msg=key)
     sa, sb = load_checkpoint(straight).state(), load_checkpoint(resumed).state()
     assert sa["step"] == sb["step"] == 6
     accum = 2 if "train.grad_accum=2" in extra else 1
@@ -148,34 +151,6 @@ def test_bf16_autocast_and_loader_workers(tmp_path):
     result = train(tiny_config(tmp_path / "r", "train.precision=bf16", "data.workers=1",
                                "train.sample_count=1", steps=2), echo=False)
     assert result.step == 2 and math.isfinite(result.loss)
-
-
-def test_auto_threads_are_the_free_cores(monkeypatch):
-    import os
-
-    from vidiff import threads
-
-    monkeypatch.setattr(os, "cpu_count", lambda: 16)
-    for busy, processes, expected in [(0.0, 1, 16), (3.6, 1, 12), (3.6, 4, 3), (15.8, 1, 1),
-                                      (40.0, 1, 1), (0.0, 64, 1)]:
-        monkeypatch.setattr(threads, "busy_cores", lambda busy=busy: busy)
-        assert threads.auto_threads(processes) == expected, (busy, processes)
-
-
-def test_busy_cores_reads_the_cpu_counters_not_the_load_average(monkeypatch):
-    import os
-
-    from vidiff import threads
-
-    monkeypatch.setattr(os, "cpu_count", lambda: 4)
-    monkeypatch.setattr(os, "getloadavg", lambda: (4.0, 4.0, 4.0))  # a job that just ended
-    counters = iter([(1000, 4000), (1100, 4400)])  # 100 of 400 jiffies busy: 1 of 4 cores
-    monkeypatch.setattr(threads, "_cpu_times", lambda: next(counters))
-    assert threads.busy_cores(window_s=0) == pytest.approx(1.0)
-    monkeypatch.setattr(threads, "_cpu_times", lambda: None)  # no /proc/stat: the load average
-    assert threads.busy_cores(window_s=0) == 4.0
-    monkeypatch.setattr(os, "getloadavg", lambda: (_ for _ in ()).throw(OSError()))
-    assert threads.busy_cores(window_s=0) == 0.0 and threads.auto_threads() == 4
 
 
 def test_run_setup_pieces_resolve_labels_and_build_in_order(tmp_path):

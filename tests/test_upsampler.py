@@ -4,6 +4,7 @@ data.lowres_size, and `vidiff upsample` with such a checkpoint."""
 import numpy as np
 import pytest
 import torch
+from _tolerance import assert_close_to
 from _train_helpers import TINY, cli_error, tiny_config
 
 import vidiff
@@ -48,7 +49,7 @@ def test_unet_takes_the_lowres_video_nearest_upsampled(gen):
         # nearest upsampling: the 16x16 pixel-repeated video is the same input
         same = model(x, t, lowres=upsample_nearest(low, 2))
     assert (out - other).abs().max() > 1e-3
-    torch.testing.assert_close(out, same)
+    assert_close_to(out, same)  # other input sizes: other convolution kernels
     with pytest.raises(ValueError, match="needs lowres"):
         model(x, t)
     with pytest.raises(ValueError, match="cond_channels=0"):

@@ -8,6 +8,7 @@ import math
 
 import pytest
 import torch
+from _tolerance import ONE_OP, assert_close_to
 from torch import nn
 
 import vidiff
@@ -101,13 +102,13 @@ def test_prediction_combines_base_and_residual_exactly():
     bhat = (0.5 * x[:, :, 2] + 0.01 * t.view(-1, 1, 1, 1))[:, :, None]
     z_prime = x - s * lam.sqrt() * bhat
     ((z_seen, index, cond),) = model.residual.calls
-    torch.testing.assert_close(z_seen, z_prime, atol=1e-6, rtol=0)  # the residual sees z'_t
+    assert_close_to(z_seen, z_prime, ONE_OP)  # the residual sees z'_t
     assert index.tolist() == [0, 1, 2, 3]
     assert cond["class_labels"] is labels and model.base.calls[0][1]["class_labels"] is labels
     rhat = -0.3 * z_prime + 0.1 * torch.arange(1, 5).float().view(1, 1, 4, 1, 1)
     expected = lam.sqrt() * bhat + (1 - lam).sqrt() * rhat
-    torch.testing.assert_close(eps, expected, atol=1e-6, rtol=0)
-    # the key frame's prediction is bhat itself (lambda_k = 1)
+    assert_close_to(eps, expected, ONE_OP)
+    # the key frame's prediction is bhat itself (lambda_k = 1: 1 * bhat + 0 * rhat, exact)
     assert torch.equal(eps[:, :, 2], bhat[:, :, 0])
 
     unconditional_base = stub_model(condition_base=False)
@@ -152,6 +153,7 @@ def test_lambda_zero_frames_come_from_the_residual_alone():
         rhat = a.residual(z_prime, t, frame_index=torch.arange(4))
         ea = a(x, t)
     others = [0, 1, 3]
+    # exact: with lambda = 0 the model runs these very ops (1 * rhat + 0 * bhat) on these inputs
     torch.testing.assert_close(ea[:, :, others], rhat[:, :, others], atol=0, rtol=0)
     assert torch.equal(ea[:, :, 2], bhat)  # the key frame: the base's estimate alone
 
@@ -168,7 +170,7 @@ def test_lambda_zero_frames_come_from_the_residual_alone():
 
     with torch.no_grad():
         e1, e2 = per_frame_model(3)(x, t), per_frame_model(4)(x, t)
-    torch.testing.assert_close(e1[:, :, others], e2[:, :, others], atol=1e-6, rtol=0)
+    assert_close_to(e1[:, :, others], e2[:, :, others])  # batched with another key frame
     assert not torch.allclose(e1[:, :, 2], e2[:, :, 2])
 
 
@@ -186,7 +188,7 @@ def test_frame_index_conditions_the_residual_generator():
         plain = unet(x, t)
     assert torch.equal(same, again)
     assert (same - other).abs().amax(dim=(0, 1, 3, 4)).min() > 1e-3  # every frame changes
-    torch.testing.assert_close(zero, plain, atol=1e-5, rtol=0)  # batched rounding
+    assert_close_to(zero, plain)  # batched rounding
     with pytest.raises(ValueError, match="max_frames"):
         residual(x, t, frame_index=torch.arange(4) + 5)
 
@@ -310,7 +312,7 @@ def test_diffusers_unet2d_as_the_base_generator(tmp_path):
     base = load_diffusers_unet2d(tmp_path, temporal=False)
     direct = VideoFusion(base, model.residual, lam=0.5).eval()
     with torch.no_grad():
-        torch.testing.assert_close(direct(x, t), eps, atol=1e-6, rtol=0)
+        assert_close_to(direct(x, t), eps)
 
 
 def test_joint_image_batches_and_images():

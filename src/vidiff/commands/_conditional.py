@@ -119,20 +119,23 @@ def check_common(args: argparse.Namespace) -> None:
 def load_pipeline(args: argparse.Namespace):
     """The `vidiff.Pipeline` of args.checkpoint (a run, checkpoint or exported folder) with
     --weights on --device, after setting --threads; a `CommandError` for a bad checkpoint.
-    Shared with `vidiff sample`."""
-    import torch
-
+    Shared with `vidiff sample`. Prints the device and the CPU threads; with --threads 0 the
+    count is re-checked as the model runs (`vidiff.threads.ThreadCount`)."""
     from vidiff.checkpoint import CheckpointError
     from vidiff.cli import CommandError
     from vidiff.pipeline import Pipeline
-    from vidiff.threads import auto_threads
+    from vidiff.threads import ThreadCount
 
-    torch.set_num_threads(args.threads if args.threads > 0 else auto_threads())
+    threads = ThreadCount(args.threads)
     try:
-        return Pipeline.from_pretrained(args.checkpoint, weights=args.weights,
+        pipe = Pipeline.from_pretrained(args.checkpoint, weights=args.weights,
                                         device=pick_device(args.device))
     except (CheckpointError, ValueError) as err:
         raise CommandError(str(err)) from None
+    print(f"sampling on {pipe.device} with {threads.describe()}")
+    if threads.auto:  # re-checked as the model runs (each call is a clock read between)
+        pipe.model.register_forward_pre_hook(lambda module, inputs: threads.poll())
+    return pipe
 
 
 def window_overlap(args: argparse.Namespace, frames: int, lowest: int = 1) -> int:

@@ -1,8 +1,10 @@
 """Import of diffusers' image transformers into vidiff's `DiT`, without diffusers.
 
 - `DiTTransformer2DModel` (the facebook/DiT-XL-2 layout): class-conditional, adaLN-Zero per
-  block. diffusers keeps a copy of the timestep and class embedders in every block (they are
-  equal in the released checkpoints); vidiff's DiT has one, and refuses copies that differ.
+  block. diffusers keeps a copy of the timestep and class embedders in every block: equal in
+  the released checkpoints (vidiff's DiT then has one), they differ in a DiT fine-tuned in
+  diffusers, which is imported exactly with per-block embedders (`DiTConfig.block_embedders`;
+  the final layer uses block 0's, as diffusers does).
 - `PixArtTransformer2DModel` (PixArt-alpha): text through a caption projection and
   cross-attention, adaLN-single (one shared modulation map plus a table per block).
 
@@ -14,6 +16,7 @@ returned model's `import_notes`.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -118,7 +121,7 @@ def _convert(sd: dict[str, Tensor], cfg: DiTConfig, cout: int) -> dict[str, Tens
                                                       take(f"{s}.attn2.to_v.{p}")])
             pair(f"{s}.attn2.to_out.0", f"{d}.cross.proj")
     if cfg.adaln == "block":
-        _shared_embedders(sd, out, cfg)
+        _embedders(sd, out, cfg)
         pair("proj_out_1", "final.ada")
         final = "proj_out_2"
     else:
@@ -140,22 +143,54 @@ def _convert(sd: dict[str, Tensor], cfg: DiTConfig, cout: int) -> dict[str, Tens
     return out
 
 
-def _shared_embedders(sd: dict, out: dict, cfg: DiTConfig) -> None:
-    """DiT's per-block copies of the timestep and class embedders -> the one shared copy."""
-    names = {"timestep_embedder.linear_1.weight": "time_embed.linear_1.weight",
+# diffusers' per-block embedder (transformer_blocks.{i}.norm1.emb.*) -> vidiff's names
+_EMBEDDER = {"timestep_embedder.linear_1.weight": "time_embed.linear_1.weight",
              "timestep_embedder.linear_1.bias": "time_embed.linear_1.bias",
              "timestep_embedder.linear_2.weight": "time_embed.linear_2.weight",
              "timestep_embedder.linear_2.bias": "time_embed.linear_2.bias",
              "class_embedder.embedding_table.weight": "class_embed.weight"}
-    for src, dst in names.items():
-        copies = [sd.pop(f"transformer_blocks.{i}.norm1.emb.{src}") for i in range(cfg.depth)]
+
+
+def _embedder_copies(sd: dict[str, Tensor], depth: int, src: str) -> list[Tensor]:
+    keys = [f"transformer_blocks.{i}.norm1.emb.{src}" for i in range(depth)]
+    missing = [k for k in keys if k not in sd]
+    if missing:
+        raise KeyError(f"missing weight {missing[0]}")
+    return [sd[k] for k in keys]
+
+
+def _embedders_differ(sd: dict[str, Tensor], depth: int) -> bool:
+    """Whether a diffusers DiT state dict's per-block embedder copies differ (a DiT
+    fine-tuned in diffusers) rather than all equal block 0's (the released checkpoints)."""
+    for src in _EMBEDDER:
+        copies = _embedder_copies(sd, depth, src)
         if any(not torch.equal(c, copies[0]) for c in copies[1:]):
-            raise KeyError(f"the blocks' copies of norm1.emb.{src} differ; vidiff's DiT "
-                           f"shares one embedder (as the DiT paper's)")
-        out[dst] = copies[0]
-    table = out["class_embed.weight"]  # (classes + 1 with diffusers' dropout row, D)
-    if table.shape[0] == cfg.num_classes:  # no null row: a zero one (no class offset)
-        out["class_embed.weight"] = torch.cat([table, table.new_zeros(1, table.shape[1])])
+            return True
+    return False
+
+
+def _embedders(sd: dict, out: dict, cfg: DiTConfig) -> None:
+    """DiT's per-block copies of the timestep and class embedders -> block 0's as the
+    model's, and with `cfg.block_embedders` blocks 1..'s as `embedders.{i - 1}`; without it
+    the copies must be equal (`_embedders_differ` decides)."""
+    for src, dst in _EMBEDDER.items():
+        copies = _embedder_copies(sd, cfg.depth, src)
+        for i in range(cfg.depth):
+            sd.pop(f"transformer_blocks.{i}.norm1.emb.{src}")
+        if not cfg.block_embedders and any(not torch.equal(c, copies[0]) for c in copies[1:]):
+            raise KeyError(f"the blocks' copies of norm1.emb.{src} differ; import with "
+                           f"DiTConfig.block_embedders=True")
+        for i, copy in enumerate(copies if cfg.block_embedders else copies[:1]):
+            name = dst if i == 0 else f"embedders.{i - 1}.{dst}"
+            out[name] = _with_null_row(copy, cfg) if dst.startswith("class") else copy
+
+
+def _with_null_row(table: Tensor, cfg: DiTConfig) -> Tensor:
+    """A class table (classes + 1 with diffusers' dropout row, D); without the dropout row a
+    zero null row is added (no class offset)."""
+    if table.shape[0] == cfg.num_classes:
+        return torch.cat([table, table.new_zeros(1, table.shape[1])])
+    return table
 
 
 def load_diffusers_transformer(path: str | Path, inflate: bool = True, *,
@@ -171,6 +206,8 @@ def load_diffusers_transformer(path: str | Path, inflate: bool = True, *,
     cfg, cout = diffusers_transformer_config(raw, str(config_file))
     state, weights_file = read_weights(folder)
     try:
+        untied = cfg.adaln == "block" and _embedders_differ(state, cfg.depth)
+        cfg = replace(cfg, block_embedders=untied)
         converted = _convert(state, cfg, cout)
     except KeyError as err:
         raise ValueError(f"{weights_file}: {err.args[0]}") from None
@@ -182,6 +219,9 @@ def load_diffusers_transformer(path: str | Path, inflate: bool = True, *,
         raise ValueError(f"{weights_file} does not fit {config_file}: missing {missing[:8]}, "
                          f"unexpected {unexpected[:8]}")
     notes = []
+    if untied:
+        notes.append("the blocks' timestep and class embedders differ (a DiT fine-tuned in "
+                     "diffusers): each block keeps its own (DiTConfig.block_embedders)")
     if cout != cfg.in_channels:
         notes.append(f"learned sigma: the {cout - cfg.in_channels} variance channels were "
                      f"dropped (vidiff samples with fixed variances)")

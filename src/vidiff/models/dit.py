@@ -60,6 +60,16 @@ def sincos_2d(dim: int, h: int, w: int, base: int | None, scale: float = 1.0) ->
     return torch.cat([cols, rows], dim=-1).reshape(h * w, dim).float()
 
 
+class BlockEmbedder(nn.Module):
+    """One block's own timestep MLP and class table (`DiTConfig.block_embedders`)."""
+
+    def __init__(self, cfg: DiTConfig):
+        super().__init__()
+        self.time_embed = TimestepMLP(TIME_FEATURES, cfg.hidden)
+        self.class_embed = nn.Embedding(cfg.num_classes + 1, cfg.hidden) \
+            if cfg.num_classes else None
+
+
 class DiT(nn.Module):
     """Image (`config.temporal=False`) or factorized space-time video diffusion transformer.
 
@@ -82,6 +92,9 @@ class DiT(nn.Module):
             if cfg.text_dim else None
         self.text_proj = CaptionProjection(cfg.text_dim, d) if cfg.text_dim else None
         self.adaln = nn.Linear(d, 6 * d) if cfg.adaln == "single" else None  # PixArt's shared
+        # blocks 1.. with their own embedders (an untied diffusers DiT): embedders[i - 1]
+        self.embedders = nn.ModuleList(BlockEmbedder(cfg) for _ in range(cfg.depth - 1)) \
+            if cfg.block_embedders else None
         self.blocks = nn.ModuleList(SpatialBlock(cfg) for _ in range(cfg.depth))
         self.temporal = nn.ModuleList(TemporalBlock(cfg) for _ in range(cfg.depth)) \
             if cfg.temporal else None
@@ -120,14 +133,13 @@ class DiT(nn.Module):
         h = self.patch(frames_in.transpose(1, 2).reshape(b * frames, c, hh, ww))
         h = h.flatten(2).transpose(1, 2)
         h = h + self._pos(hh // p, ww // p, h.device, h.dtype)
-        c_act, shared, t_emb, text, tmask = self._conditions(
+        c_act, mods, t_emb, text, tmask = self._conditions(
             t, b, frames, class_labels, text_emb, text_mask, cond_mask, h.dtype)
         buckets, fmask = self._temporal_context(frames, num_images, x.device)
-        mod = shared if shared is not None else c_act  # what the blocks modulate with
-        for i, block in enumerate(self.blocks):
-            h = self._run(block, h, mod, text, tmask, frames)
+        for i, block in enumerate(self.blocks):  # block i (and its temporal one): mods[i]
+            h = self._run(block, h, mods[i], text, tmask, frames)
             if self.temporal is not None:
-                h = self._run(self.temporal[i], h, mod, buckets, fmask, frames)
+                h = self._run(self.temporal[i], h, mods[i], buckets, fmask, frames)
         h = self.final(h, c_act, t_emb)  # (B*F, N, p*p*C_out)
         out = self._unpatchify(h, b, frames, hh // p, ww // p)  # (B, C_out, F, H, W)
         return out[:, :, 0] if image else out
@@ -156,19 +168,22 @@ class DiT(nn.Module):
             raise ValueError(f"num_images={num_images} must be in [0, F={frames}]")
 
     def _conditions(self, t, b, frames, labels, text_emb, text_mask, cond_mask, dtype):
-        """(SiLU(c), the shared PixArt modulation or None, c itself, text tokens, mask)."""
+        """(SiLU(c), what each block modulates with, c itself, text tokens, mask)."""
         cfg = self.config
-        emb = timestep_embedding(t, TIME_FEATURES, flip_sin_to_cos=True,
-                                 freq_shift=cfg.time_freq_shift)
-        emb = self.time_embed(emb.to(dtype))  # (B, D)
+        sinusoid = timestep_embedding(t, TIME_FEATURES, flip_sin_to_cos=True,
+                                      freq_shift=cfg.time_freq_shift).to(dtype)  # (B, 256)
         rows, labels, text_emb, text_mask, cond_mask = condition_rows(
             b, frames, labels, text_emb, text_mask, cond_mask)
-        if rows != b:  # per-frame conditions: (B, D) -> (B*F, D)
-            emb = emb.repeat_interleave(frames, dim=0)
-        classes = class_embedding(self.class_embed, labels, cond_mask, rows, cfg.num_classes,
-                                  t.device)
-        if classes is not None:
-            emb = emb + classes
+
+        def embed(time_embed: nn.Module, class_embed: nn.Module | None) -> Tensor:
+            emb = time_embed(sinusoid)  # (B, D)
+            if rows != b:  # per-frame conditions: (B, D) -> (B*F, D)
+                emb = emb.repeat_interleave(frames, dim=0)
+            classes = class_embedding(class_embed, labels, cond_mask, rows, cfg.num_classes,
+                                      t.device)
+            return emb if classes is None else emb + classes
+
+        emb = embed(self.time_embed, self.class_embed)  # (rows, D)
         text = tmask = None
         if self.text_cond is not None:
             tokens, tmask, _ = self.text_cond(text_emb, text_mask, cond_mask, rows)
@@ -176,8 +191,13 @@ class DiT(nn.Module):
         elif text_emb is not None:
             raise ValueError("text_emb given to a model built with text_dim=None")
         act = F.silu(emb)
-        shared = self.adaln(act) if self.adaln is not None else None
-        return act, shared, emb, text, tmask
+        if self.adaln is not None:  # PixArt: one shared modulation for every block
+            mods = [self.adaln(act)] * cfg.depth
+        elif self.embedders is not None:
+            mods = [act] + [F.silu(embed(e.time_embed, e.class_embed)) for e in self.embedders]
+        else:
+            mods = [act] * cfg.depth
+        return act, mods, emb, text, tmask
 
     def _temporal_context(self, frames, num_images, device):
         cfg = self.config

@@ -37,6 +37,10 @@ class DiTConfig:
     # scales and gates) or "single" (PixArt-alpha: one shared map, plus a learned table per
     # block)
     adaln: str = "block"
+    # adaln "block" only: blocks 1.. get their own timestep and class embedders (a diffusers
+    # DiT whose per-block copies differ, e.g. one fine-tuned in diffusers); block 0 and the
+    # final layer use the model's. False: one shared embedder (the DiT paper's)
+    block_embedders: bool = False
     time_freq_shift: float = 1.0  # timestep sinusoid: freq_i = 10000^(-i / (128 - shift))
     num_classes: int | None = None  # class-conditional: labels + a learned null label row
     text_dim: int | None = None  # text width: projected to D, cross-attended in every block
@@ -87,6 +91,8 @@ class DiTConfig:
             bad("hidden", "must be a multiple of 4 (the 2D sin-cos embedding)")
         if self.adaln not in ADALN:
             bad("adaln", f"must be one of {ADALN}")
+        if self.block_embedders and self.adaln != "block":
+            bad("block_embedders", "per-block embedders need adaln='block' (DiT's adaLN-Zero)")
         if self.rel_pos not in _REL_POS:
             bad("rel_pos", f"must be one of {_REL_POS}")
         if self.num_classes is not None and self.num_classes < 1:

@@ -150,7 +150,7 @@ class TrainConfig:
     cond_drop_prob: float = 0.1  # condition dropout for classifier-free guidance (if conditional)
     seed: int = 0  # seed of the model init, noise, timesteps and condition dropout
     device: str = "auto"  # auto (cuda if available) | cpu | cuda | cuda:N
-    threads: int = 0  # torch CPU threads (0: the idle cores / processes on this node)
+    threads: int = 0  # torch CPU threads (0: the idle cores / processes, re-checked)
     compile: bool = False  # torch.compile the model
     log_every: int = 25  # steps between log lines (log.jsonl, TensorBoard, progress bar)
     tensorboard: bool = True  # also log to TensorBoard when it is installed

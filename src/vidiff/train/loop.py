@@ -82,7 +82,8 @@ def _banner(trainer: Trainer) -> str:
     return (f"data: {describe_dataset(trainer.dataset, trainer.class_names)}; "
             f"{trainer.num_params / 1e6:.2f}M parameters{share}, {trainer.dist.world} "
             f"process(es) on "
-            f"{trainer.device}, {trainer.global_batch} videos per step of {shape}, warmup "
+            f"{trainer.device} with {trainer.threads.describe()}, {trainer.global_batch} "
+            f"videos per step of {shape}, warmup "
             f"{trainer.schedule.warmup} steps, out: {trainer.out}")
 
 
@@ -104,11 +105,13 @@ def _loop(trainer: Trainer, end: int, result: TrainResult, logger: RunLogger | N
         while trainer.step < end:
             meter.add(*trainer.train_step(batches))
             bar.update(1)
+            trainer.threads.poll()  # train.threads = 0: the idle cores, re-checked
             out_of_time = budget is not None and _spend(trainer, budget)
             signalled = distributed.any_rank(stop.requested is not None, trainer.dist)
             last = trainer.step == end or out_of_time or signalled
             if trainer.step % max(1, t.log_every) == 0 or last:
                 record = meter.record(trainer.step, trainer.optimizer.param_groups[0]["lr"])
+                record["threads"] = trainer.threads.count
                 result.loss = record["loss"]
                 bar.set_postfix(loss=f"{record['loss']:.4f}",
                                 vid_s=f"{record['videos_s']:.1f}")

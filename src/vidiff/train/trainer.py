@@ -34,7 +34,7 @@ from vidiff.kinds import is_imported
 from vidiff.pipeline import Pipeline
 from vidiff.process import build_process
 from vidiff.samplers import sample
-from vidiff.threads import auto_threads
+from vidiff.threads import ThreadCount, auto_threads
 from vidiff.train import distributed
 from vidiff.train.build import model_spec, resolve_backbone_config
 from vidiff.train.conditions import batch_conditions
@@ -116,7 +116,8 @@ class Trainer:
         from vidiff.train.build import build_prior
 
         t = self.config.train
-        torch.set_num_threads(t.threads or auto_threads(self.dist.local_world))
+        # torch's CPU threads: train.threads, or the idle cores re-checked (loop.py polls)
+        self.threads = ThreadCount(t.threads, self.dist.local_world)
         if t.precision == "fp16" and self.device.type != "cuda":
             raise ConfigError("train.precision = fp16 needs a CUDA device; use bf16 or fp32")
         for note in inert_settings(self.config):
