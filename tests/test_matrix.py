@@ -254,13 +254,14 @@ def test_export_samples_the_runs_videos(cell):
     assert np.array_equal(np.load(files["run"]), np.load(files["exported"]))
     videos = {}  # the same weights through the same code: exactly the same videos
     for name, source in (("run", cell.run), ("checkpoint", cell.checkpoint()),
+                         ("weights", cell.checkpoint() / "ema.safetensors"),
                          ("exported", exported)):
         pipe = Pipeline.from_pretrained(source)
         assert pipe.spec.kind == cell.kind and pipe.spec.prior.name == cell.prior
         videos[name] = pipe(2, generator=torch.Generator().manual_seed(5))
     assert videos["run"].shape == (2, 3, 4, 8, 8)
-    assert torch.equal(videos["run"], videos["checkpoint"])
-    assert torch.equal(videos["run"], videos["exported"])
+    for name in ("checkpoint", "weights", "exported"):
+        assert torch.equal(videos["run"], videos[name]), name
 
 
 def test_extend_and_interpolate(cell):
@@ -274,11 +275,11 @@ def test_extend_and_interpolate(cell):
 
 def test_eval(cell):
     out = cell.tmp / "eval.json"
-    assert main(["eval", "-c", str(cell.run), "--num", "2", "-r", "bouncing_balls",
-                 "--reference-num", "2", "--batch-size", "2", "--no-progress", "--threads",
-                 "1", "-o", str(out)]) == 0
-    report = json.loads(out.read_text())
+    assert main(["eval", "-c", str(cell.run), "--num", "2", "--batch-size", "2",
+                 "--no-progress", "--threads", "1", "-o", str(out)]) == 0
+    report = json.loads(out.read_text())  # the reference: the run's own data, held out
     assert report["settings"]["generated"]["kind"] == "checkpoint"
+    assert report["settings"]["reference"]["name"] == "bouncing_balls"
     assert "fvd_lite" in report["metrics"]
 
 
