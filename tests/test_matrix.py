@@ -61,7 +61,7 @@ _KINDS = {
 }
 _PROCESS_SAMPLERS = {"ddpm": SAMPLERS, "flow": FLOW_SAMPLERS}  # each process's own samplers
 _PROCESS_SETTINGS = {
-    "ddpm": ("sample.sampler=ddim",),
+    "ddpm": ("sample.sampler=ddim", "diffusion.timesteps=20"),  # NLL: T network calls
     "flow": ("diffusion.process=flow", "sample.sampler=euler"),
 }
 # checks that fail today, by (kind, check): marked xfail(strict=True, raises=the exception),
@@ -273,14 +273,27 @@ def test_extend_and_interpolate(cell):
         assert np.load(out).shape == (1, frames, 8, 8, 3)
 
 
-def test_eval(cell):
+def test_eval(cell, capsys):
+    """The weight-free metrics and, for DDPM, the NLL (a flow model has no variational bound:
+    `--nll` is refused in one line)."""
     out = cell.tmp / "eval.json"
-    assert main(["eval", "-c", str(cell.run), "--num", "2", "--batch-size", "2",
-                 "--no-progress", "--threads", "1", "-o", str(out)]) == 0
+    argv = ["eval", "-c", str(cell.run), "--num", "2", "--batch-size", "2", "--no-progress",
+            "--threads", "1", "-o", str(out)]
+    if cell.process == "flow":
+        errors = [line for line in cli_error(capsys, [*argv, "--nll"]).splitlines()
+                  if "error:" in line]
+        assert len(errors) == 1 and "--nll" in errors[0] and "flow" in errors[0], errors
+        assert not out.exists()
+    nll = [] if cell.process == "flow" else ["--nll", "--nll-num", "2"]
+    assert main([*argv, *nll]) == 0
     report = json.loads(out.read_text())  # the reference: the run's own data, held out
     assert report["settings"]["generated"]["kind"] == "checkpoint"
     assert report["settings"]["reference"]["name"] == "bouncing_balls"
     assert "fvd_lite" in report["metrics"]
+    if nll:
+        bound = report["metrics"]["nll"]
+        assert bound["prior"] == cell.prior and bound["clips"] == 2
+        assert np.isfinite(bound["bits_per_dim"]) and bound["bits_per_dim"] > 0
 
 
 def test_a_sampler_of_another_process_is_refused(cell, capsys):
