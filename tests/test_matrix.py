@@ -60,8 +60,8 @@ _KINDS = {
                     ("independent", "progressive")),
 }
 _PROCESS_SAMPLERS = {"ddpm": SAMPLERS, "flow": FLOW_SAMPLERS}  # each process's own samplers
-_PROCESS_SETTINGS = {
-    "ddpm": ("sample.sampler=ddim", "diffusion.timesteps=20"),  # NLL: T network calls
+_PROCESS_SETTINGS = {  # DDPM on T = 20: its NLL (vidiff eval --nll) costs T network calls
+    "ddpm": ("diffusion.process=ddpm", "sample.sampler=ddim", "diffusion.timesteps=20"),
     "flow": ("diffusion.process=flow", "sample.sampler=euler"),
 }
 # checks that fail today, by (kind, check): marked xfail(strict=True, raises=the exception),
@@ -184,6 +184,30 @@ def test_resume_with_more_steps_and_a_new_lr(cell, request):
         want = NEW_LR * schedule(entry["step"] - 1, MORE_STEPS)
         assert entry["lr"] == pytest.approx(want, rel=1e-12)
     assert read_spec(run).kind == cell.kind
+
+
+def _changes(cell) -> list[tuple[str, str, list[str]]]:
+    """Other settings of the cell's kind that define another model: (key, new value, --set)."""
+    case = _KINDS[cell.kind]
+    return ([("diffusion.process", p, list(_PROCESS_SETTINGS[p])) for p in case.processes
+             if p != cell.process] +
+            [("prior.name", p, [f"prior.name={p}"]) for p in case.priors if p != cell.prior])
+
+
+def test_resume_with_another_process_or_prior_is_refused(cell, capsys):
+    """A run resumed under settings that define another model: one line naming the key and
+    both values, the run untouched."""
+    before = sorted(p.relative_to(cell.run) for p in cell.run.rglob("*"))
+    log = (cell.run / "log.jsonl").read_text()
+    for key, value, settings in _changes(cell):
+        err = cli_error(capsys, ["train", "--out", str(cell.run), "--steps", str(MORE_STEPS),
+                                 "--set", *settings])
+        errors = [line for line in err.splitlines() if "error:" in line]
+        assert len(errors) == 1 and key in errors[0] and repr(value) in errors[0], err
+        old = cell.process if key == "diffusion.process" else cell.prior
+        assert repr(old) in errors[0], errors[0]
+    assert sorted(p.relative_to(cell.run) for p in cell.run.rglob("*")) == before
+    assert (cell.run / "log.jsonl").read_text() == log
 
 
 def _wait_for_a_step(run, proc, timeout=120) -> None:
