@@ -21,6 +21,7 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -119,6 +120,7 @@ def _refusals() -> list:
 
 
 def _expect_known_failure(request, cell, check: str) -> None:
+    """Mark the test xfail(strict) when `check` is a known failure of the cell's kind."""
     known = _KNOWN_FAILURES.get((cell.kind, check))
     if known is not None:
         reason, raises = known
@@ -133,10 +135,11 @@ class Cell:
     process: str
     prior: str
     settings: list[str]
-    run: object  # the run folder (a Path)
-    tmp: object  # a folder for this cell's outputs
+    run: Path  # the run folder
+    tmp: Path  # a folder for this cell's outputs
 
-    def checkpoint(self):
+    def checkpoint(self) -> Path:
+        """The run's newest checkpoint folder."""
         return list_checkpoints(self.run)[-1]
 
 
@@ -152,6 +155,16 @@ def cell(request, tmp_path_factory):
     assert main(["train", "--out", str(run), "--steps", str(STEPS), "--set", *settings]) == 0
     yield Cell(kind, process, prior, settings, run, tmp)
     torch.set_num_threads(threads)
+
+
+def _refused(capsys, argv: list[str]) -> str:
+    """Run `vidiff argv`, which must be refused as a usage error in one line (the last of its
+    stderr, no traceback); that line."""
+    err = cli_error(capsys, argv)
+    errors = [line for line in err.splitlines() if "error:" in line]
+    assert len(errors) == 1 and err.rstrip().endswith(errors[0]), err
+    assert "Traceback" not in err
+    return errors[0]
 
 
 def _log(run) -> list[dict]:
@@ -200,17 +213,16 @@ def test_resume_with_another_process_or_prior_is_refused(cell, capsys):
     before = sorted(p.relative_to(cell.run) for p in cell.run.rglob("*"))
     log = (cell.run / "log.jsonl").read_text()
     for key, value, settings in _changes(cell):
-        err = cli_error(capsys, ["train", "--out", str(cell.run), "--steps", str(MORE_STEPS),
-                                 "--set", *settings])
-        errors = [line for line in err.splitlines() if "error:" in line]
-        assert len(errors) == 1 and key in errors[0] and repr(value) in errors[0], err
+        error = _refused(capsys, ["train", "--out", str(cell.run), "--steps",
+                                  str(MORE_STEPS), "--set", *settings])
         old = cell.process if key == "diffusion.process" else cell.prior
-        assert repr(old) in errors[0], errors[0]
+        assert key in error and repr(value) in error and repr(old) in error, error
     assert sorted(p.relative_to(cell.run) for p in cell.run.rglob("*")) == before
     assert (cell.run / "log.jsonl").read_text() == log
 
 
 def _wait_for_a_step(run, proc, timeout=120) -> None:
+    """Until the run's log shows a step (an AssertionError if the process ends first)."""
     deadline = time.time() + timeout
     while time.time() < deadline:
         log = run / "log.jsonl"
@@ -304,10 +316,8 @@ def test_eval(cell, capsys):
     argv = ["eval", "-c", str(cell.run), "--num", "2", "--batch-size", "2", "--no-progress",
             "--threads", "1", "-o", str(out)]
     if cell.process == "flow":
-        errors = [line for line in cli_error(capsys, [*argv, "--nll"]).splitlines()
-                  if "error:" in line]
-        assert len(errors) == 1 and "--nll" in errors[0] and "flow" in errors[0], errors
-        assert not out.exists()
+        error = _refused(capsys, [*argv, "--nll"])
+        assert "--nll" in error and "flow" in error and not out.exists(), error
     nll = [] if cell.process == "flow" else ["--nll", "--nll-num", "2"]
     assert main([*argv, *nll]) == 0
     report = json.loads(out.read_text())  # the reference: the run's own data, held out
@@ -330,11 +340,9 @@ def test_a_sampler_of_another_process_is_refused(cell, capsys):
     for argv in (["sample", str(cell.run)], ["extend", str(cell.run), "--frames", "6"],
                  ["interpolate", str(cell.run)], ["eval", "-c", str(cell.run), "-n", "2",
                                                   "-r", "bouncing_balls", "--no-progress"]):
-        err = cli_error(capsys, [*argv, "--sampler", foreign, "--out", str(out),
-                                 "--threads", "1"])
-        errors = [line for line in err.splitlines() if "error:" in line]
-        assert len(errors) == 1 and f"'{foreign}'" in errors[0], err
-        assert not out.exists()
+        error = _refused(capsys, [*argv, "--sampler", foreign, "--out", str(out),
+                                  "--threads", "1"])
+        assert f"'{foreign}'" in error and not out.exists(), error
 
 
 # -- what the matrix does not train: refused, in one line naming it ----------------------------
@@ -352,9 +360,7 @@ def test_every_registered_kind_is_declared():
 def test_an_unsupported_combination_is_refused_in_one_line(kind, process, prior, named,
                                                             tmp_path, capsys):
     run = tmp_path / "run"
-    err = cli_error(capsys, ["train", "--out", str(run), "--steps", "1", "--set",
-                             *_tiny_settings(kind, process, prior)])
-    errors = [line for line in err.splitlines() if "error:" in line]
-    assert len(errors) == 1 and err.rstrip().endswith(errors[0]), err
-    assert kind in errors[0] and named in errors[0], errors[0]
-    assert "Traceback" not in err and not run.exists()  # refused before anything is built
+    error = _refused(capsys, ["train", "--out", str(run), "--steps", "1", "--set",
+                              *_tiny_settings(kind, process, prior)])
+    assert kind in error and named in error, error
+    assert not run.exists()  # refused before anything is built
