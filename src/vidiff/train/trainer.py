@@ -18,7 +18,9 @@ every rank waits at a barrier around checkpoints and samples.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import contextlib
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -297,19 +299,29 @@ class Trainer:
         clips = [self.dataset[i % len(self.dataset)]["video"] for i in range(count)]
         return downsample_to(torch.stack(clips).to(self.device), size)  # (N, C, F, h, w)
 
-    def write_samples(self) -> list[Path]:
-        """Sample and write ``samples/step_XXXXXXXX.{mp4,gif,png}`` (rank 0)."""
+    def write_samples(self, cutting: Callable[[], AbstractContextManager] | None = None
+                      ) -> list[Path]:
+        """Sample and write ``samples/step_XXXXXXXX.{mp4,gif,png}`` (rank 0). Run inside
+        `cutting()` (`StopSignals.cutting`), a stop request abandons the grid at once: the
+        files written so far are returned (each file is whole or absent)."""
         from vidiff.io import write_video
+        from vidiff.train.interrupt import StopRequested
 
         distributed.barrier(self.dist)
         paths: list[Path] = []
         if self.dist.is_main:
-            videos = self.sample_videos()
             stem = self.out / "samples" / f"step_{self.step:08d}"
-            for suffix in (".mp4", ".gif", ".png"):
-                paths.append(write_video(stem.with_suffix(suffix), videos, fps=self.fps))
-            self.say(f"samples: {stem}.mp4 / .gif / .png")
-        distributed.barrier(self.dist)
+            try:
+                with (cutting or contextlib.nullcontext)():
+                    videos = self.sample_videos()
+                    for suffix in (".mp4", ".gif", ".png"):
+                        paths.append(write_video(stem.with_suffix(suffix), videos,
+                                                 fps=self.fps))
+                self.say(f"samples: {stem}.mp4 / .gif / .png")
+            except StopRequested:
+                self.say(f"the samples of step {self.step} were cut short by the stop "
+                         f"request ({len(paths)} of 3 files written)")
+        distributed.barrier(self.dist)  # every rank meets here, cut or not
         return paths
 
     # -- the loop ---------------------------------------------------------------------------------
