@@ -82,3 +82,89 @@ def test_rotation_keeps_the_checkpoint_a_resume_fell_back_to(tmp_path):
     # step 2 (the good one it resumed from) stays while only one whole newer one exists
     assert names == ["step_00000002", "step_00000003", "step_00000004"]
     assert checkpoint_intact(out / "checkpoints" / "step_00000002")
+
+
+def _moments(trainer):
+    """name -> exp_avg of every parameter the optimizer holds moments for."""
+    names = {id(p): n for n, p in trainer.raw.named_parameters()}
+    return {names[id(p)]: s["exp_avg"].clone() for p, s in trainer.optimizer.state.items()}
+
+
+@pytest.mark.parametrize("recorded", [True, False])
+def test_resume_may_change_what_is_trained(tmp_path, capsys, recorded):
+    """train.trainable temporal -> all: the temporal layers keep their moments, the image
+    layers start fresh, the log says so; also for checkpoints that did not record the
+    optimizer's parameter names (their groups are rebuilt from the checkpoint's config)."""
+    import torch
+
+    from vidiff.models import is_temporal_parameter
+    from vidiff.train import Trainer
+
+    out = tmp_path / "r"
+    first = Trainer(tiny_config(out, "train.trainable=temporal", steps=2), echo=False)
+    try:
+        first.run()
+        before = _moments(first)
+    finally:
+        first.close()
+    assert before and all(is_temporal_parameter(n) for n in before)
+    if not recorded:  # a checkpoint of an earlier vidiff
+        state_file = list_checkpoints(out)[-1] / "state.pt"
+        state = torch.load(state_file, weights_only=True)
+        del state["optimizer_params"]
+        torch.save(state, state_file)
+    capsys.readouterr()
+    second = Trainer(tiny_config(out, "train.trainable=all", steps=3))
+    try:
+        after = _moments(second)
+        said = capsys.readouterr().out
+        assert "train.trainable: 'temporal' -> 'all'" in said
+        assert f"kept the optimizer moments of {len(before)} tensors" in said
+        assert set(after) == set(before)
+        for name, value in before.items():
+            torch.testing.assert_close(after[name], value, rtol=0, atol=0)
+        frozen_before = sum(1 for n, _ in second.raw.named_parameters()
+                            if not is_temporal_parameter(n))
+        assert f"({frozen_before} newly trained)" in said
+        assert second.run().step == 3  # and it trains every parameter
+        assert len(_moments(second)) == sum(1 for _ in second.raw.parameters())
+    finally:
+        second.close()
+
+
+def test_resume_may_unfreeze_videofusions_base(tmp_path, capsys):
+    vf = ["model.kind=videofusion", "prior.name=decomposed", "diffusion.prediction=eps"]
+    out = tmp_path / "vf"
+    train(tiny_config(out, *vf, "model.freeze_base=true", steps=2), echo=False)
+    capsys.readouterr()
+    result = train(tiny_config(out, *vf, "model.freeze_base=false", steps=3))
+    said = capsys.readouterr().out
+    assert result.step == 3 and "model.freeze_base: True -> False" in said
+    assert "newly trained" in said and "does not fit" not in said
+
+
+def test_resume_may_freeze_all_but_the_temporal_layers(tmp_path, capsys):
+    """train.trainable all -> temporal: the image layers keep their trained (not EMA)
+    weights, frozen; only the temporal layers' moments are kept."""
+    import torch
+
+    from vidiff.models import is_temporal_parameter
+    from vidiff.train import Trainer
+
+    out = tmp_path / "r"
+    train(tiny_config(out, "train.ema_decay=0.5", steps=2), echo=False)
+    ckpt = load_checkpoint(out)
+    trained, ema = ckpt.weights("model"), ckpt.weights("ema")
+    capsys.readouterr()
+    second = Trainer(tiny_config(out, "train.trainable=temporal", "train.ema_decay=0.5",
+                                 steps=3))
+    try:
+        said = capsys.readouterr().out
+        assert "dropped those of" in said and "(0 newly trained)" in said
+        image = [n for n, _ in second.raw.named_parameters() if not is_temporal_parameter(n)]
+        assert any(not torch.equal(trained[n], ema[n]) for n in image)  # EMA differs
+        for name, p in second.raw.named_parameters():
+            torch.testing.assert_close(p.detach(), trained[name], rtol=0, atol=0)
+        assert all(is_temporal_parameter(n) for n in _moments(second))
+    finally:
+        second.close()

@@ -50,8 +50,10 @@ from vidiff.train.resume import (
     Restored,
     check_restored_model,
     load_optimizer_state,
+    optimizer_param_names,
     remove_leftovers,
     resume_point,
+    trained_names,
 )
 from vidiff.train.runlock import RunLock
 from vidiff.train.setup import build_data, build_network, build_optimization
@@ -194,10 +196,16 @@ class Trainer:
         ckpt = restored.checkpoint
         check_restored_model(restored, self.unet_config, self.class_names,
                              self.config.data.use_labels)
-        load_weights(self.raw, restored.model, str(ckpt.path))
+        # the EMA first: it shares the frozen parameters, which must get the trained weights
         load_weights(self.ema.model, restored.ema, str(ckpt.path))
+        load_weights(self.raw, restored.model, str(ckpt.path))
         state = restored.state
-        load_optimizer_state(self.optimizer, state["optimizer"], ckpt.path)
+        saved = state.get("optimizer_params") or trained_names(self.raw, ckpt.config)
+        remapped = load_optimizer_state(self.optimizer, state["optimizer"], ckpt.path,
+                                        names=optimizer_param_names(self.optimizer, self.raw),
+                                        saved=saved)
+        if remapped:
+            self.say(remapped)
         if self.config.train.max_seconds and state.get("lr_horizon"):
             self.lr_horizon = int(state["lr_horizon"])  # a time-budget run's re-aimed end
         if state.get("scaler"):
@@ -251,6 +259,8 @@ class Trainer:
                 rng["torch_cuda"] = torch.cuda.get_rng_state(self.device)
             state = {
                 "optimizer": self.optimizer.state_dict(),
+                # each group's parameter names: a resume that trains another set maps by them
+                "optimizer_params": optimizer_param_names(self.optimizer, self.raw),
                 "lr_horizon": self.lr_horizon,  # where the LR decay ends (time budgets)
                 "scaler": self.scaler.state_dict() if self.scaler.is_enabled() else {},
                 "rng": rng,
