@@ -168,3 +168,22 @@ def test_resume_may_freeze_all_but_the_temporal_layers(tmp_path, capsys):
         assert all(is_temporal_parameter(n) for n in _moments(second))
     finally:
         second.close()
+
+
+def test_resume_from_a_checkpoint_into_a_new_folder_continues_its_run(tmp_path, capsys):
+    """--resume CKPT --out NEW takes the checkpoint's config (not the defaults), and NEW
+    later resumes from its own newest checkpoint, not from CKPT again."""
+    from vidiff.cli import main
+
+    a, b = tmp_path / "a", tmp_path / "b"
+    assert main(["train", "--out", str(a), "--steps", "2", "--set", *TINY]) == 0
+    ckpt = list_checkpoints(a)[-1]
+    capsys.readouterr()
+    assert main(["train", "--resume", str(ckpt), "--out", str(b), "--steps", "3"]) == 0
+    said = capsys.readouterr().out
+    assert f"resumed from {ckpt} at step 2" in said
+    assert "resuming with changed settings: train.out" in said
+    assert load_checkpoint(b).step == 3 and load_checkpoint(b).config["train"]["out"] == str(b)
+    assert load_checkpoint(b).config["model"] == load_checkpoint(a).config["model"]
+    assert main(["train", "--out", str(b), "--steps", "4"]) == 0
+    assert f"resumed from {list_checkpoints(b)[0]} at step 3" in capsys.readouterr().out
