@@ -187,3 +187,20 @@ def test_resume_from_a_checkpoint_into_a_new_folder_continues_its_run(tmp_path, 
     assert load_checkpoint(b).config["model"] == load_checkpoint(a).config["model"]
     assert main(["train", "--out", str(b), "--steps", "4"]) == 0
     assert f"resumed from {list_checkpoints(b)[0]} at step 3" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("where", ["data", "inside", "parent", "vae"])
+def test_a_latent_cache_overlapping_what_it_reads_is_refused(tmp_path, where):
+    from vidiff.config_io import ConfigError
+    from vidiff.train.setup import build_data
+
+    videos, vae = tmp_path / "videos", tmp_path / "vae"
+    videos.mkdir()
+    cache = {"data": videos, "inside": videos / "latents", "parent": tmp_path,
+             "vae": vae / "cache"}[where]
+    config = tiny_config(tmp_path / "r", "data.source=folder", f"data.path={videos}",
+                         f"data.autoencoder={vae}", f"data.latent_cache={cache}")
+    with pytest.raises(ConfigError, match=r"^data.latent_cache .* (is|contains|lies inside) "
+                                          r"data\.(path|autoencoder)"):
+        build_data(config)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["videos"]  # nothing made or read
