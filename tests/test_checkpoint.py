@@ -129,3 +129,40 @@ def test_a_field_added_after_the_checkpoint_counts_as_its_default():
         changed = kind.architecture({**current, "null_text_tokens": 2})
         assert architecture_mismatch(kind.architecture(old), changed) == [
             "null_text_tokens: checkpoint 1, model 2"]
+
+
+def _truncate(path, keep=0.5):
+    data = path.read_bytes()
+    path.write_bytes(data[: int(len(data) * keep)])
+
+
+def test_rotation_counts_only_whole_checkpoints(tmp_path):
+    """A corrupt newer checkpoint never pushes out the older good one a resume fell back to;
+    it goes once `keep` good ones newer than it exist."""
+    from vidiff.checkpoint import checkpoint_intact
+
+    model = nn.Linear(3, 2)
+    good = _save(tmp_path, 1, model)
+    bad = _save(tmp_path, 2, model)
+    _truncate(bad / "state.pt")
+    assert checkpoint_intact(good) and not checkpoint_intact(bad)
+    _truncate(_save(tmp_path, 9, model) / "ema.safetensors", 0.9)  # weights cut short
+    assert not checkpoint_intact(tmp_path / "checkpoints" / "step_00000009")
+    # a resume from step 1 saves step 3: the newest two whole ones are 3 and 1
+    _save(tmp_path, 3, model)
+    names = [p.name for p in list_checkpoints(tmp_path)]
+    assert names == ["step_00000001", "step_00000002", "step_00000003", "step_00000009"]
+    _save(tmp_path, 4, model)  # two whole ones newer than 1 and 2: both go
+    names = [p.name for p in list_checkpoints(tmp_path)]
+    assert names == ["step_00000003", "step_00000004", "step_00000009"]
+
+
+def test_rotation_keeps_the_checkpoint_just_written(tmp_path):
+    """A run resumed from an older checkpoint (newer ones from another trajectory exist)
+    never deletes what it just saved, with keep_checkpoints=1."""
+    model = nn.Linear(3, 2)
+    for step in (5, 6):
+        _save(tmp_path, step, model, keep=0)
+    path = _save(tmp_path, 2, model, keep=1)
+    assert path in list_checkpoints(tmp_path)
+    assert [p.name for p in list_checkpoints(tmp_path)] == ["step_00000002", "step_00000006"]

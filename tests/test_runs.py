@@ -272,8 +272,9 @@ def test_second_ctrl_c_stops_at_once(tmp_path):
     import signal
 
     out = tmp_path / "r"
-    # a slow sampler at the end of each step keeps the run busy after the first signal
-    proc = _start(out, "train.sample_every=1", "sample.steps=200", "train.sample_count=4")
+    # slow steps (many micro-batches) keep the run busy after the first signal (a sample
+    # grid would not: the first signal cuts it)
+    proc = _start(out, "train.grad_accum=400")
     _wait_for_steps(out, 1, proc)
     proc.send_signal(signal.SIGINT)
     time.sleep(0.3)

@@ -79,6 +79,8 @@ def test_resume_continues_and_export_reloads(sd_run, tiny_sd, tmp_path):
     assert pipe.spec.provenance.step == 22
     exported = tmp_path / "exported"
     assert main(["export", str(sd_run), str(exported)]) == 0
+    card = (exported / "README.md").read_text()  # its data's classes are no condition
+    assert "text-conditional" in card and "class-conditional" not in card
     again = Pipeline.from_pretrained(exported)
     g = [torch.Generator().manual_seed(3) for _ in range(2)]
     torch.testing.assert_close(again(1, captions=["a blue ball"], generator=g[0]),

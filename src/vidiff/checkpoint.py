@@ -14,7 +14,9 @@ safetensors, and the state file is refused if it holds anything but tensors and 
 
 The folder is written under a hidden temporary name next to its final place (every file
 fsynced), then moved into place with `os.replace`: a crash leaves either the old checkpoint
-or the new one, never half of one. The newest ``keep`` checkpoints are kept.
+or the new one, never half of one. Rotation (`rotate_checkpoints`) keeps the newest ``keep``
+checkpoints whose files are whole: an unreadable one never counts, so it never pushes out the
+older good checkpoint a resume fell back to, and the checkpoint just written always stays.
 """
 
 from __future__ import annotations
@@ -43,7 +45,9 @@ __all__ = [
     "list_checkpoints",
     "load_checkpoint",
     "load_weights",
+    "checkpoint_intact",
     "read_safetensors",
+    "rotate_checkpoints",
     "save_checkpoint",
 ]
 
@@ -135,9 +139,62 @@ def save_checkpoint(
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    for stale in list_checkpoints(run_dir)[:-keep] if keep > 0 else []:
-        shutil.rmtree(stale, ignore_errors=True)
+    if keep > 0:
+        rotate_checkpoints(run_dir, keep, keep_paths=(final,))
     return final
+
+
+def rotate_checkpoints(run_dir: str | os.PathLike, keep: int, *,
+                       keep_paths: tuple[Path, ...] = ()) -> list[Path]:
+    """Delete a run's checkpoints beyond the newest `keep` that are whole
+    (`checkpoint_intact`); returns the deleted folders. Those in `keep_paths` stay (and
+    count). An unreadable checkpoint never counts: it is deleted only once `keep` whole
+    checkpoints newer than it exist, so it never pushes out an older loadable one."""
+    kept = {Path(p).resolve() for p in keep_paths}
+    whole, deleted = 0, []
+    for path in reversed(list_checkpoints(run_dir)):
+        intact = checkpoint_intact(path)
+        if path.resolve() in kept or (intact and whole < keep):
+            whole += intact
+            continue
+        if intact or whole >= keep:
+            shutil.rmtree(path, ignore_errors=True)
+            deleted.append(path)
+    return deleted
+
+
+def checkpoint_intact(path: str | os.PathLike) -> bool:
+    """Whether the checkpoint folder `path` is whole: its state file a complete archive and
+    every safetensors file as long as its header says, its config JSON (a truncated or
+    half-copied checkpoint is not; reading headers only, no tensors)."""
+    import zipfile
+
+    path = Path(path)
+    try:
+        with zipfile.ZipFile(path / STATE_FILE) as archive:
+            size = (path / STATE_FILE).stat().st_size
+            if any(i.header_offset + i.compress_size > size for i in archive.infolist()):
+                return False
+        names = [n for n in (MODEL_FILE, EMA_FILE) if (path / n).exists()]
+        if not names or not all(_safetensors_whole(path / n) for n in names):
+            return False
+        if (path / CONFIG_FILE).exists():
+            json.loads((path / CONFIG_FILE).read_text())
+    except (OSError, ValueError, zipfile.BadZipFile, KeyError, TypeError, AttributeError,
+            IndexError):
+        return False
+    return True
+
+
+def _safetensors_whole(path: Path) -> bool:
+    """The file holds its whole header and every tensor's bytes."""
+    with open(path, "rb") as f:
+        head = f.read(8)
+        if len(head) < 8:
+            return False
+        header = json.loads(f.read(int.from_bytes(head, "little")))
+    ends = [v["data_offsets"][1] for k, v in header.items() if k != "__metadata__"]
+    return path.stat().st_size >= 8 + int.from_bytes(head, "little") + max(ends, default=0)
 
 
 # -- finding ---------------------------------------------------------------------------------

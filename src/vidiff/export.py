@@ -7,7 +7,8 @@ The folder holds the model's `ModelSpec` as ``config.json`` with the machine pat
 folder dropped, one set of weights as ``model.safetensors`` (the EMA weights unless told), a
 model card ``README.md``, and, for a text-conditional model whose BERT encoder was given by
 path, a copy of that encoder in ``text_encoder/``. It is written under a temporary name next
-to its place and moved there when complete.
+to its place and moved there when complete; an OUT that is, contains or lies inside the run
+it reads is refused (`vidiff.io.check_apart`).
 """
 
 from __future__ import annotations
@@ -19,8 +20,18 @@ import shutil
 from dataclasses import replace
 from pathlib import Path
 
+from vidiff.checkpoint import CHECKPOINTS_DIR, find_checkpoint
+from vidiff.io.paths import check_apart, check_new_folder
+from vidiff.io.write import OutputPathError
 from vidiff.models.autoencoder import vae_folder
-from vidiff.pipeline import EXPORT_CONFIG, EXPORT_WEIGHTS, read_pretrained
+from vidiff.pipeline import (
+    EXPORT_CONFIG,
+    EXPORT_WEIGHTS,
+    Pretrained,
+    is_exported,
+    read_pretrained,
+    read_spec,
+)
 from vidiff.spec import SPEC_FORMAT, ModelSpec
 
 __all__ = ["ExportError", "export_model", "model_card"]
@@ -35,16 +46,58 @@ class ExportError(ValueError):
 
 
 def export_model(source: str | os.PathLike, out: str | os.PathLike,
-                 weights: str = "ema") -> Path:
-    """Write the model at `source` (a run, checkpoint or .safetensors file) to the folder
-    `out` (replaced if it exists); returns `out`."""
-    from safetensors.torch import save_file
-
+                 weights: str | None = None, *, force: bool = True) -> Path:
+    """Write the model at `source` (a run, checkpoint, .safetensors file or exported folder)
+    to the folder `out` with its "ema" or "model" `weights` (None: the EMA ones, or the only
+    set `source` holds; see `vidiff.pipeline.read_pretrained`); returns `out`. An `out` that
+    holds files is replaced with `force` (else refused), and only once the new folder is
+    complete. Before anything is read or written, an `ExportError` refuses an `out` that
+    cannot be written or that is, contains or lies inside what the export reads (the
+    source, its run folder, a text encoder or autoencoder folder to bundle)."""
+    out = Path(out)
+    sources = _sources(Path(source), read_spec(source))
+    try:
+        check_new_folder(out, "OUT")
+        check_apart(out, sources, "OUT")
+    except OutputPathError as err:
+        raise ExportError(str(err)) from None
+    if out.is_dir() and any(out.iterdir()) and not force:
+        raise ExportError(f"OUT {str(out)!r} is not empty; pick a new folder or pass --force")
     found = read_pretrained(source, weights)
     spec, text_dir = _portable(found.spec)
-    out = Path(out)
+    try:
+        _write(found, spec, text_dir, out)
+    except OSError as err:
+        where = f" ({err.filename})" if err.filename else ""
+        raise ExportError(f"cannot write the export OUT {str(out)!r}: "
+                          f"{err.strerror or err}{where}") from None
+    return out
+
+
+def _sources(source: Path, spec: ModelSpec) -> dict[str, Path | None]:
+    """What an export of `source` reads, by name: the source, its run folder and the folders
+    it bundles (an `out` overlapping one of them would lose it)."""
+    found = {"the source": source}
+    if not is_exported(source):
+        checkpoint = find_checkpoint(source).resolve()
+        found["its run folder"] = next((p.parent for p in checkpoint.parents
+                                        if p.name == CHECKPOINTS_DIR), None)
+        text = spec.conditioning.text_encoder
+        if text is not None and text.name not in PORTABLE_TEXT:
+            found["its text encoder"] = Path(text.name).expanduser()
+        if spec.autoencoder is not None:
+            found["its autoencoder"] = Path(spec.autoencoder.name).expanduser()
+    return found
+
+
+def _write(found: Pretrained, spec: ModelSpec, text_dir: Path | None, out: Path) -> None:
+    """The export's files in a temporary folder next to `out`, then moved onto `out` (an
+    old `out` is moved aside first and deleted last)."""
+    from safetensors.torch import save_file
+
     tmp = out.parent / f".{out.name}.tmp-{secrets.token_hex(4)}"
-    tmp.mkdir(parents=True)
+    old = out.parent / f".{out.name}.old-{secrets.token_hex(4)}"
+    tmp.mkdir()
     try:
         tensors = {k: v.contiguous() for k, v in found.weights.items()}
         save_file(tensors, str(tmp / EXPORT_WEIGHTS), metadata={"format": SPEC_FORMAT})
@@ -55,14 +108,14 @@ def export_model(source: str | os.PathLike, out: str | os.PathLike,
             shutil.copytree(vae_folder(Path(found.spec.autoencoder.name).expanduser()),
                             tmp / BUNDLED_VAE)
         reports = _eval_reports(found.source)
-        (tmp / "README.md").write_text(model_card(spec, reports, weights, out.name))
+        (tmp / "README.md").write_text(model_card(spec, reports, out.name))
         if out.exists():
-            shutil.rmtree(out)
+            os.replace(out, old)
         os.replace(tmp, out)
     finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
-    return out
+        for leftover in (tmp, old):
+            if leftover.exists():
+                shutil.rmtree(leftover, ignore_errors=True)
 
 
 def _portable(spec: ModelSpec) -> tuple[ModelSpec, Path | None]:
@@ -150,31 +203,48 @@ def _shape(spec: ModelSpec) -> str:
     return text
 
 
-def model_card(spec: ModelSpec, reports: list[dict], weights: str, name: str) -> str:
-    """The README.md of an exported model."""
+def _conditioning(spec: ModelSpec) -> str:
+    """What the network is conditioned on: its classes (the U-Net's class count), its text
+    encoder, a low-res clip; class names of the data that are no condition are left out."""
+    c, parts = spec.conditioning, []
+    if spec.num_classes is not None:
+        names = f": {', '.join(c.class_names)}" if c.class_names else ""
+        parts.append(f"class-conditional ({spec.num_classes} classes{names})")
+    if c.text_encoder is not None:
+        parts.append(f"text-conditional (text encoder {c.text_encoder.name})")
+    text = " and ".join(parts) or "unconditional"
+    if c.lowres_size is not None:
+        text += f"; a super-resolution model from {c.lowres_size}x{c.lowres_size}"
+    return text
+
+
+def _process(spec: ModelSpec) -> tuple[str, str]:
+    """The card's row on the noising process: (name, facts) of DDPM or rectified flow."""
+    d = spec.diffusion
+    if d.process == "flow":
+        return ("process", f"rectified flow, {d.flow_time.replace('_', '-')} training times, "
+                           f"shift {d.flow_shift:g}, predicts the velocity")
+    return ("diffusion", f"{d.schedule} schedule, T = {d.timesteps}, predicts {d.prediction}")
+
+
+def model_card(spec: ModelSpec, reports: list[dict], name: str) -> str:
+    """The README.md of an exported model: every fact from `spec` (and the eval `reports`)."""
     p, c = spec.provenance, spec.conditioning
     kind = spec.model_kind.summary
-    if c.class_names:
-        cond = f"class-conditional ({len(c.class_names)} classes: {', '.join(c.class_names)})"
-    elif c.text_encoder is not None:
-        cond = f"text-conditional (text encoder {c.text_encoder.name})"
-    else:
-        cond = "unconditional"
-    if c.lowres_size is not None:
-        cond += f"; a super-resolution model from {c.lowres_size}x{c.lowres_size}"
     data = p.data + (f" {json.dumps(p.data_options)}" if p.data_options else "")
     sampling = spec.sampling
+    weights = f"{p.weights} weights" if p.weights else "weights"
+    process, facts = _process(spec)
     lines = [
         f"# {name}", "",
-        f"A vidiff video diffusion model: {kind}, {cond}.", "",
+        f"A vidiff video diffusion model: {kind}, {_conditioning(spec)}.", "",
         "| | |", "|---|---|",
         f"| videos | {_shape(spec)}"
         + (f", {spec.preprocess.fps:g} fps" if spec.preprocess.fps else "") + " |",
         f"| trained on | {data or 'unknown'} (seed {p.data_seed})"
         + (f", {p.num_images} independent images per video" if p.num_images else "") + " |",
-        f"| training steps | {p.step} ({weights} weights) |",
-        f"| diffusion | {spec.diffusion.schedule} schedule, T = {spec.diffusion.timesteps}, "
-        f"predicts {spec.diffusion.prediction} |",
+        f"| training steps | {p.step} ({weights}) |",
+        f"| {process} | {facts} |",
         f"| noise prior | {spec.prior.name} {json.dumps(spec.prior.params)} |",
         f"| default sampling | {sampling.sampler}, {sampling.steps or 'default'} steps"
         + (f", guidance scale {sampling.guidance_scale:g}" if spec.conditional else "") + " |",

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import os
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -56,6 +57,10 @@ class Pretrained:
     weights: dict[str, torch.Tensor]
     source: Path  # the checkpoint folder or file, or the exported folder
     root: Path | None = None  # an exported folder (its bundled files), else None
+    kind: str | None = None  # which weights: "ema" | "model" (None: not recorded or not read)
+
+
+WEIGHT_SETS = ("ema", "model")  # the weights a checkpoint holds, the default first
 
 
 def is_exported(path: Path) -> bool:
@@ -71,31 +76,62 @@ def is_exported(path: Path) -> bool:
 
 def read_spec(path: str | os.PathLike) -> ModelSpec:
     """The `ModelSpec` at `path` (see `read_pretrained`) without reading any weights."""
-    return _read(Path(path), None).spec
+    return _read(Path(path), None, load=False).spec
 
 
-def read_pretrained(path: str | os.PathLike, weights: str = "ema") -> Pretrained:
-    """The spec and weights at `path` (see the module docstring); "ema" (default) or "model"
-    weights of a checkpoint (an exported folder holds one set). A `CheckpointError` names
-    what is wrong."""
-    return _read(Path(path), weights)
+def read_pretrained(path: str | os.PathLike, weights: str | None = None) -> Pretrained:
+    """The spec and weights at `path` (see the module docstring): `weights` "ema" or "model"
+    of a checkpoint; None (default): the EMA weights, or the only set a file or an exported
+    folder holds. Asking for weights that `path` does not hold is a `CheckpointError` naming
+    the ones it holds; so is anything else wrong with it."""
+    if weights is not None and weights not in WEIGHT_SETS:
+        raise CheckpointError(f"weights={weights!r}: choose one of {', '.join(WEIGHT_SETS)}")
+    return _read(Path(path), weights, load=True)
 
 
-def _read(path: Path, weights: str | None) -> Pretrained:
+def _read(path: Path, weights: str | None, load: bool) -> Pretrained:
     if is_exported(path):
         try:
             spec = ModelSpec.from_json((path / EXPORT_CONFIG).read_text())
         except ValueError as err:
             raise CheckpointError(f"{str(path / EXPORT_CONFIG)!r}: {err}") from None
-        tensors = read_safetensors(path / EXPORT_WEIGHTS)[0] if weights else {}
-        return Pretrained(spec, tensors, path, root=path)
+        kind = _export_weights(path, spec, weights)
+        tensors = read_safetensors(path / EXPORT_WEIGHTS)[0] if load else {}
+        return Pretrained(spec, tensors, path, root=path, kind=kind)
     ckpt = load_checkpoint(path)
     try:
         spec = spec_from_checkpoint(ckpt.config, ckpt.meta)
     except ValueError as err:
         raise CheckpointError(f"checkpoint {str(ckpt.path)!r}: {err}") from None
-    spec = replace(spec, provenance=replace(spec.provenance, step=ckpt.step))
-    return Pretrained(spec, ckpt.weights(weights) if weights else {}, ckpt.path)
+    kind = _checkpoint_weights(ckpt, weights) if load else None
+    spec = replace(spec, provenance=replace(spec.provenance, step=ckpt.step, weights=kind))
+    return Pretrained(spec, ckpt.weights(kind) if load else {}, ckpt.path, kind=kind)
+
+
+def _export_weights(path: Path, spec: ModelSpec, asked: str | None) -> str | None:
+    """The weights an exported folder holds (its spec's ``provenance.weights``), refusing a
+    request for the other set."""
+    held = spec.provenance.weights
+    if asked is not None and held is not None and asked != held:
+        raise CheckpointError(f"{str(path)!r} is an export of the {held} weights only; ask for "
+                              f"{held!r} (--weights {held}) or export the run again with "
+                              f"--weights {asked}")
+    if asked is not None and held is None:
+        warnings.warn(f"{str(path)!r} does not record which weights it holds (exported by an "
+                      f"earlier vidiff); weights={asked!r} cannot be checked", stacklevel=3)
+    return held
+
+
+def _checkpoint_weights(ckpt, asked: str | None) -> str:
+    """Which weights of `ckpt` to read: `asked`, or the first of `WEIGHT_SETS` it holds."""
+    held = [w for w in WEIGHT_SETS if w in ckpt.files]
+    if not held:
+        raise CheckpointError(f"checkpoint {str(ckpt.path)!r} has no weights")
+    if asked is not None and asked not in held:
+        raise CheckpointError(f"{str(ckpt.path)!r} holds only the {' and '.join(held)} "
+                              f"weights, not the {asked} ones; ask for {held[0]!r} "
+                              f"(--weights {held[0]})")
+    return asked or held[0]
 
 
 def build_text_encoder(text: TextEncoderSpec | None, root: Path | None = None):
@@ -138,13 +174,15 @@ class Pipeline:
         if spec.autoencoder is not None and autoencoder is None:
             raise ValueError("a latent model's pipeline needs its autoencoder")
         self.autoencoder = autoencoder  # a latent model's: samples are decoded by it
+        self.weights = spec.provenance.weights  # "ema" | "model" | None (not recorded)
 
     @classmethod
-    def from_pretrained(cls, path: str | os.PathLike, *, weights: str = "ema",
+    def from_pretrained(cls, path: str | os.PathLike, *, weights: str | None = None,
                         device: torch.device | str = "cpu",
                         dtype: torch.dtype = torch.float32) -> Pipeline:
         """The model at `path` (run, checkpoint, .safetensors or exported folder) with its
-        "ema" (default) or "model" weights, on `device` in `dtype`."""
+        "ema" or "model" weights (None: the EMA ones, or the one set an export holds; see
+        `read_pretrained`), on `device` in `dtype`. `pipe.weights` says which it loaded."""
         found = read_pretrained(path, weights)
         try:
             model = found.spec.build_network()

@@ -103,6 +103,9 @@ class Provenance:
     data_options: dict = field(default_factory=dict)  # synthetic data's keywords (max_balls...)
     data_seed: int = 0  # the training data's seed (held-out synthetic clips use seed + 1)
     num_images: int = 0  # K independent images per video it was trained with (VDM)
+    # which weights: "ema" | "model" (an export holds one set; None: a checkpoint's spec,
+    # which holds both, or an export written before this was recorded)
+    weights: str | None = None
 
 
 @dataclass

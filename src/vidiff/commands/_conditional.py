@@ -39,8 +39,9 @@ def add_common_arguments(parser: argparse.ArgumentParser, weight: float | None =
 def add_run_arguments(parser: argparse.ArgumentParser) -> None:
     """--seed, --weights, --device, --fps and --threads (shared with `vidiff sample`)."""
     parser.add_argument("--seed", type=int, default=0, help="seed of the noise")
-    parser.add_argument("--weights", choices=("ema", "model"), default="ema",
-                        help="which weights: the EMA or the raw trained ones")
+    parser.add_argument("--weights", choices=("ema", "model"), default=None,
+                        help="which weights: the EMA (default) or the raw trained ones; an "
+                             "exported model holds one set (the one it was exported with)")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     parser.add_argument("--fps", type=float, default=None,
                         help="frame rate of mp4/gif (default: the training data's, as recorded "

@@ -10,6 +10,9 @@ gets
   the run's ``vidiff eval`` reports, the command to sample it);
 - ``text_encoder/``: a text-conditional model's BERT folder, when it was given by path.
 
+OUT is refused when it is, contains or lies inside RUN (``--force`` would delete the run).
+``config.json`` records which weights OUT holds; `vidiff sample` and `vidiff info` say so.
+
 ``vidiff.Pipeline.from_pretrained(OUT)`` and every command that takes a checkpoint load it,
 and sample exactly the videos the run gives with the same seed.
 
@@ -28,10 +31,13 @@ HELP = "export a run's model to a shareable folder (config.json, model.safetenso
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("checkpoint", help="run folder, checkpoint folder or .safetensors file")
-    parser.add_argument("out", help="the folder to write (must not exist or be empty)")
-    parser.add_argument("--weights", choices=("ema", "model"), default="ema",
-                        help="which weights: the EMA (what sampling uses) or the raw ones")
-    parser.add_argument("--force", action="store_true", help="replace a non-empty OUT")
+    parser.add_argument("out", help="the folder to write (must not exist or be empty; never "
+                                    "the run, a folder holding it or one inside it)")
+    parser.add_argument("--weights", choices=("ema", "model"), default=None,
+                        help="which weights: the EMA (what sampling uses; the default) or the "
+                             "raw ones")
+    parser.add_argument("--force", action="store_true",
+                        help="replace a non-empty OUT (not the run or a folder around it)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -39,13 +45,9 @@ def run(args: argparse.Namespace) -> int:
     from vidiff.cli import CommandError
     from vidiff.export import ExportError, export_model
 
-    out = Path(args.out)
-    if out.exists() and not out.is_dir():
-        raise CommandError(f"{args.out!r} exists and is not a folder")
-    if out.is_dir() and any(out.iterdir()) and not args.force:
-        raise CommandError(f"{args.out!r} is not empty; pick a new folder or pass --force")
     try:
-        written = export_model(args.checkpoint, out, weights=args.weights)
+        written = export_model(args.checkpoint, Path(args.out), weights=args.weights,
+                               force=args.force)
     except (CheckpointError, ExportError, OSError) as err:
         raise CommandError(str(err)) from None
     total = sum(p.stat().st_size for p in written.rglob("*") if p.is_file())

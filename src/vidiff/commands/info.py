@@ -43,7 +43,8 @@ def describe(path: str) -> dict:
     ckpt_meta: dict = {}
     if is_exported(Path(path)):
         where, config, others = Path(path), {}, []
-        found = {"model": where / EXPORT_WEIGHTS, "config": where / EXPORT_CONFIG}
+        held = spec.provenance.weights or "weights"  # the one set it holds, as recorded
+        found = {held: where / EXPORT_WEIGHTS, "config": where / EXPORT_CONFIG}
     else:
         ckpt = load_checkpoint(path)
         where, config, found = ckpt.path, ckpt.config, ckpt.files
@@ -73,7 +74,7 @@ def _count(files: dict) -> int | None:
     """The parameter count of the model (or EMA) weights, from the safetensors header."""
     from safetensors import safe_open
 
-    for kind in ("model", "ema"):
+    for kind in ("model", "ema", "weights"):
         if kind in files:
             with safe_open(str(files[kind]), "pt") as f:  # header only, no tensor data
                 return sum(math.prod(f.get_slice(k).get_shape()) for k in f.keys())

@@ -135,5 +135,5 @@ def run(args: argparse.Namespace) -> int:
     shape = spec.shape if spec.autoencoder is None else spec.autoencoder.pixel_shape
     print(f"wrote {out} ({args.num} videos of {shape.frames}x{shape.size}x{shape.size}, "
           f"{chosen.sampler} {steps} steps{guided}, "
-          f"step-{spec.provenance.step} {args.weights} weights)")
+          f"step-{spec.provenance.step} {pipe.weights or 'unrecorded'} weights)")
     return 0

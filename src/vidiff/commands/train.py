@@ -1,7 +1,8 @@
 """Train a video diffusion model.
 
 The run config comes from, in order: the defaults (train a small model on the built-in bouncing
-balls), the checkpoint's config when --out already holds a run and no --config is given, the
+balls), the checkpoint's config when --resume names one or --out already holds a run and no
+--config is given (so `--resume CKPT --out NEW` continues that run in NEW), the
 --config file (TOML, JSON or YAML), the shortcut options below, then --set overrides. Every key
 is listed by `vidiff train --print-config`.
 
@@ -73,7 +74,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def resolve_config(args):
     """The `RunConfig` of these arguments (see the module doc for the order)."""
     from vidiff.checkpoint import list_checkpoints, load_checkpoint
-    from vidiff.train.config import RunConfig, load_run_config
+    from vidiff.train.config import load_run_config
 
     shortcuts = []
     data = getattr(args, "data", None)
@@ -90,12 +91,26 @@ def resolve_config(args):
     overrides = shortcuts + list(args.overrides)
     base = None
     if config_file is None:
-        # a run folder that holds checkpoints: start from its config (resume with no flags)
+        # the run resumed (--resume CKPT, or a run folder that holds checkpoints): start from
+        # its config, so a resume needs no flags and --resume CKPT --out NEW continues it
         probe = load_run_config(None, overrides)
-        found = list_checkpoints(probe.train.out) if probe.train.resume == "auto" else []
-        if found:
-            base = RunConfig.from_dict(load_checkpoint(found[-1]).config)
+        resume = probe.train.resume
+        if resume not in ("auto", "never"):
+            base = _run_of(load_checkpoint(resume))
+        elif resume == "auto" and (found := list_checkpoints(probe.train.out)):
+            base = _run_of(load_checkpoint(found[-1]))
     return load_run_config(config_file, overrides, base=base)
+
+
+def _run_of(checkpoint):
+    """A checkpoint's run config as the base of a new one: its ``train.resume`` (where that
+    run came from) back at the default, so the new run resumes as its own flags say."""
+    from dataclasses import replace
+
+    from vidiff.train.config import RunConfig, TrainConfig
+
+    config = RunConfig.from_dict(checkpoint.config)
+    return replace(config, train=replace(config.train, resume=TrainConfig.resume))
 
 
 def run(args: argparse.Namespace) -> int:

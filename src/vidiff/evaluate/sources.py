@@ -210,7 +210,7 @@ def checkpoint_clips(
     steps: int | None = None,
     seed: int = 0,
     device: torch.device | str = "cpu",
-    weights: str = "ema",
+    weights: str | None = None,
 ) -> ClipSource:
     """``count`` videos sampled from a checkpoint or exported model (`path`; or an already
     loaded `vidiff.Pipeline`, whose `weights` and `device` are its own), one batch at a time.
@@ -235,7 +235,7 @@ def checkpoint_clips(
                        class_labels=labels, generator=g, batch_size=n).float().cpu()
 
     describe = {"kind": "checkpoint", "path": str(pipe.source),
-                "step": pipe.spec.provenance.step, "weights": weights,
+                "step": pipe.spec.provenance.step, "weights": pipe.weights,
                 "sampler": chosen.sampler, "steps": chosen.steps, "seed": seed,
                 "guidance_scale": chosen.guidance_scale}
     return ClipSource(describe, count, batches)

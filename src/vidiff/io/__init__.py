@@ -7,6 +7,7 @@
 """
 
 from vidiff.io.convert import contact_sheet, from_uint8, tile_videos, to_rgb, to_uint8
+from vidiff.io.paths import check_apart, check_new_folder, overlap
 from vidiff.io.read import (
     IMAGE_SUFFIXES,
     VideoInfo,
@@ -33,12 +34,15 @@ __all__ = [
     "OutputPathError",
     "VideoReadError",
     "atomic_path",
+    "check_apart",
+    "check_new_folder",
     "check_output_dir",
     "check_output_file",
     "contact_sheet",
     "from_uint8",
     "gif_durations",
     "grid_of",
+    "overlap",
     "read_frames_folder",
     "read_video",
     "tile_videos",

@@ -7,37 +7,64 @@ and raises `KeyboardInterrupt` at once (the run lock is still released; nothing 
 checkpoint is saved). Under DDP the trainer reduces `requested` over the ranks with the step's
 loss, so every rank stops after the same step.
 
+Work that may be abandoned (a sample grid) runs inside `StopSignals.cutting()`: there the
+first signal, or one that came before, raises `StopRequested` at once, so a stop never waits
+for the grid; the trainer then writes its checkpoint and exits as for any stop.
+
 Handlers can only be installed from the main thread; elsewhere (a trainer in a worker thread)
 `StopSignals` does nothing and signals keep their usual effect.
 """
 
 from __future__ import annotations
 
+import contextlib
 import signal
 import sys
 import threading
+from collections.abc import Iterator
 
-__all__ = ["StopSignals", "ignore_stop_signals"]
+__all__ = ["StopRequested", "StopSignals", "ignore_stop_signals"]
 
 _SIGNALS = tuple(s for s in (signal.SIGINT, getattr(signal, "SIGTERM", None)) if s is not None)
+
+
+class StopRequested(Exception):
+    """A stop signal arrived during work run inside `StopSignals.cutting()`."""
 
 
 class StopSignals:
     """A context manager: while inside, SIGINT/SIGTERM request a stop instead of killing."""
 
-    def __init__(self, message: str = ""):
+    def __init__(self, message: str = "", cut_message: str = ""):
         self.requested: int | None = None  # the first signal's number, once one arrived
         self.message = message  # printed (stderr) when the first signal arrives
+        self.cut_message = cut_message or message  # printed instead inside `cutting()`
         self._previous: dict[int, object] = {}
+        self._cutting = False
 
     def _handle(self, signum: int, frame) -> None:
         if self.requested is not None:  # the second one: stop now
             self.restore()
             raise KeyboardInterrupt
         self.requested = signum
-        if self.message:
-            print(f"\n{signal.Signals(signum).name}: {self.message}", file=sys.stderr,
-                  flush=True)
+        message = self.cut_message if self._cutting else self.message
+        if message:
+            print(f"\n{signal.Signals(signum).name}: {message}", file=sys.stderr, flush=True)
+        if self._cutting:
+            self._cutting = False
+            raise StopRequested
+
+    @contextlib.contextmanager
+    def cutting(self) -> Iterator[None]:
+        """Run the block as work a stop abandons: a signal inside it (or one that came
+        before) raises `StopRequested` from wherever the block is."""
+        if self.requested is not None:
+            raise StopRequested
+        self._cutting = True
+        try:
+            yield
+        finally:
+            self._cutting = False
 
     def __enter__(self) -> StopSignals:
         if threading.current_thread() is threading.main_thread():

@@ -59,7 +59,8 @@ def run(trainer: Trainer, until: int | None = None) -> TrainResult:
         return result
     trainer.say(_banner(trainer))
     logger = RunLogger(trainer.out, t.tensorboard, trainer.step) if trainer.dist.is_main else None
-    stop = StopSignals("finishing this step, then writing a checkpoint (again: stop now)")
+    stop = StopSignals("finishing this step, then writing a checkpoint (again: stop now)",
+                       "cutting the sample grid, then writing a checkpoint (again: stop now)")
     try:
         with stop:
             _loop(trainer, end, result, logger, stop)
@@ -87,10 +88,20 @@ def _banner(trainer: Trainer) -> str:
             f"{trainer.schedule.warmup} steps, out: {trainer.out}")
 
 
+def _samples(trainer: Trainer, result: TrainResult, stop: StopSignals) -> bool:
+    """The sample grid of this step, cut short by a stop request; True when one came (on
+    any rank)."""
+    trainer.raw.eval()
+    result.samples += trainer.write_samples(stop.cutting)
+    trainer.raw.train()
+    return distributed.any_rank(stop.requested is not None, trainer.dist)
+
+
 def _loop(trainer: Trainer, end: int, result: TrainResult, logger: RunLogger | None,
           stop: StopSignals) -> None:
     """Steps until `end`, the time budget or a signal; logs, checkpoints and samples at their
-    intervals and after the last step (no samples after a signal: exit quickly)."""
+    intervals and after the last step. A signal skips the samples (or cuts a grid short)
+    and the step's checkpoint is written before the loop ends."""
     from tqdm.auto import tqdm
 
     t = trainer.config.train
@@ -117,19 +128,21 @@ def _loop(trainer: Trainer, end: int, result: TrainResult, logger: RunLogger | N
                                 vid_s=f"{record['videos_s']:.1f}")
                 if logger is not None:
                     logger.log(record)
-            if (t.ckpt_every and trainer.step % t.ckpt_every == 0) or last:
+            saved = bool(t.ckpt_every and trainer.step % t.ckpt_every == 0) or last
+            if saved:
                 trainer.save()
+            final = trainer.step == t.steps or out_of_time
+            if not signalled and ((sample_every and trainer.step % sample_every == 0)
+                                  or final):
+                signalled = _samples(trainer, result, stop)
+                if signalled and not saved:  # stopped during the grid: checkpoint now
+                    trainer.save()
             if signalled:
                 result.interrupted = stop.requested or signal.SIGTERM
                 trainer.say(f"stopped by a signal after step {trainer.step}; checkpoint "
                             f"{trainer.last_checkpoint}. Run the same command again to "
                             f"resume")
                 break
-            final = trainer.step == t.steps or out_of_time
-            if (sample_every and trainer.step % sample_every == 0) or final:
-                trainer.raw.eval()
-                result.samples += trainer.write_samples()
-                trainer.raw.train()
             if out_of_time:
                 trainer.say(f"time budget of {t.max_seconds:g} s spent at step "
                             f"{trainer.step} (train.max_seconds)")

@@ -35,7 +35,8 @@ from vidiff.kinds import architecture_mismatch, kind_of
 from vidiff.spec import spec_from_checkpoint
 
 __all__ = ["FIXED", "IGNORED", "Restored", "check_restored_model", "config_changes",
-           "load_optimizer_state", "remove_leftovers", "restore_point", "resume_point"]
+           "load_optimizer_state", "optimizer_param_names", "remove_leftovers",
+           "restore_point", "resume_point", "trained_names"]
 
 # fields (section.key, or a whole section) whose change would change what the weights mean.
 # model.preset, model.overrides and VideoFusion's base_preset / base_overrides are checked on
@@ -208,10 +209,60 @@ def check_restored_model(restored: Restored, model: nn.Module, class_names: list
                           f"the data's {class_names}")
 
 
-def load_optimizer_state(optimizer: torch.optim.Optimizer, state: dict, path: Path) -> None:
+def optimizer_param_names(optimizer: torch.optim.Optimizer, model: nn.Module
+                          ) -> list[list[str]]:
+    """The names of each optimizer group's parameters, in order (what a checkpoint records
+    as ``"optimizer_params"``, to match its moments to parameters on resume)."""
+    names = {id(p): name for name, p in model.named_parameters()}
+    return [[names.get(id(p), "?") for p in g["params"]] for g in optimizer.param_groups]
+
+
+def trained_names(model: nn.Module, config: dict) -> list[list[str]] | None:
+    """The optimizer groups' parameter names a run of `config` (a checkpoint's run config)
+    had on `model`: for checkpoints that did not record them. None when unknown."""
+    from vidiff.models.videofusion import VideoFusion
+    from vidiff.train.build import optimizer_groups
+    from vidiff.train.config import RunConfig
+    from vidiff.train.setup import freeze_all_but_temporal
+
+    try:
+        old = RunConfig.from_dict(config)
+    except ValueError:
+        return None
+    flags = {name: p.requires_grad for name, p in model.named_parameters()}
+    frozen = getattr(model, "base_frozen", None)
+    try:  # the requires_grad pattern of the old run, as the trainer set it up
+        model.requires_grad_(True)
+        if isinstance(model, VideoFusion):
+            model.freeze_base(old.model.freeze_base)
+        if old.train.trainable == "temporal":
+            freeze_all_but_temporal(model)
+        names = {id(p): name for name, p in model.named_parameters()}
+        return [[names[id(p)] for p in g["params"]] for g in optimizer_groups(model, old)]
+    except (ConfigError, KeyError):
+        return None
+    finally:
+        if frozen is not None:
+            model.freeze_base(frozen)
+        for name, p in model.named_parameters():
+            p.requires_grad_(flags[name])
+
+
+def load_optimizer_state(optimizer: torch.optim.Optimizer, state: dict, path: Path, *,
+                         names: list[list[str]] | None = None,
+                         saved: list[list[str]] | None = None) -> str | None:
     """The optimizer's moments from a checkpoint; its hyperparameters (lr, betas, weight
-    decay, peak_lr) stay those of this run's config: what the user sets on resume holds."""
+    decay, peak_lr) stay those of this run's config: what the user sets on resume holds.
+
+    With the parameter `names` of this run's groups and those the checkpoint's groups had
+    (`saved`), a run that trains another set of parameters (``train.trainable``,
+    ``model.freeze_base`` changed) keeps the moments of the parameters that stay trained and
+    starts the others fresh; returns a line saying so (None when nothing changed)."""
     hyper = [{k: v for k, v in g.items() if k != "params"} for g in optimizer.param_groups]
+    changed = names is not None and saved is not None and names != saved
+    message = None
+    if changed:
+        state, message = _remapped(optimizer, state, names, saved)
     try:
         optimizer.load_state_dict(state)
     except (KeyError, ValueError) as err:
@@ -220,3 +271,32 @@ def load_optimizer_state(optimizer: torch.optim.Optimizer, state: dict, path: Pa
     for group, h in zip(optimizer.param_groups, hyper, strict=True):
         group.pop("initial_lr", None)  # left by the LambdaLR of older checkpoints
         group.update(h)
+    return message
+
+
+def _remapped(optimizer: torch.optim.Optimizer, state: dict, names: list[list[str]],
+              saved: list[list[str]]) -> tuple[dict, str]:
+    """`state` (a saved optimizer state dict) moved onto this optimizer's parameters by name:
+    the moments of parameters in both, none for the new ones."""
+    old_index = [name for group in saved for name in group]
+    moments = {old_index[i]: s for i, s in state.get("state", {}).items()
+               if isinstance(i, int) and i < len(old_index)}
+    fresh = optimizer.state_dict()  # this run's groups, no moments yet
+    params = [p for g in optimizer.param_groups for p in g["params"]]
+    kept = {}
+    for index, name in enumerate(n for group in names for n in group):
+        moment = moments.get(name)
+        if moment is not None and _fits(moment, params[index]):
+            kept[index] = moment
+    now, before = {n for g in names for n in g}, set(old_index)
+    new, dropped = len(now - before), len(before - now)
+    message = (f"the trained parameters changed: kept the optimizer moments of {len(kept)} "
+               f"tensors that stay trained, fresh moments for {len(now) - len(kept)} "
+               f"({new} newly trained), dropped those of {dropped} no longer trained")
+    return {"state": kept, "param_groups": fresh["param_groups"]}, message
+
+
+def _fits(moment: dict, param: torch.Tensor) -> bool:
+    """An AdamW moment entry whose tensors have the parameter's shape."""
+    return all(v.shape == param.shape for k, v in moment.items()
+               if torch.is_tensor(v) and k != "step")

@@ -63,6 +63,8 @@ def build_data(config: RunConfig, dist: distributed.DistInfo | None = None) -> R
     ``data.autoencoder`` the clips are encoded once into a `vidiff.data.LatentCache` (built
     by rank 0 while the other ranks wait) and the run's items are their latents."""
     d = config.data
+    if d.autoencoder is not None:
+        check_cache_root(config)
     dataset = build_dataset(d)
     if len(dataset) == 0:
         raise ConfigError(f"the {d.source} dataset is empty")
@@ -94,11 +96,30 @@ def load_autoencoder(path: str):
         raise ConfigError(f"data.autoencoder {path!r}: {err}") from None
 
 
+def _cache_root(config: RunConfig) -> Path:
+    d = config.data
+    return Path(d.latent_cache) if d.latent_cache else Path(config.train.out) / "latents"
+
+
+def check_cache_root(config: RunConfig) -> None:
+    """The latent cache (whose stale folders a rebuild deletes) is apart from the videos
+    and the autoencoder it reads: a `ConfigError` naming ``data.latent_cache`` otherwise."""
+    from vidiff.io import OutputPathError, check_apart
+
+    d = config.data
+    sources = {"data.path": d.path if d.source == "folder" else None,
+               "data.autoencoder": d.autoencoder}
+    try:
+        check_apart(_cache_root(config), sources, "data.latent_cache")
+    except OutputPathError as err:
+        raise ConfigError(str(err)) from None
+
+
 def _latent_cache(config: RunConfig, videos, autoencoder, dist):
     from vidiff.data.latents import LatentCache
 
     d = config.data
-    root = Path(d.latent_cache) if d.latent_cache else Path(config.train.out) / "latents"
+    root = _cache_root(config)
     key = {k: getattr(d, k) for k in ("source", "path", "frames", "size", "stride", "fps",
                                       "num_videos", "seed", "options")}
     shared = dist is not None and dist.distributed

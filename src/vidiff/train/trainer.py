@@ -18,7 +18,9 @@ every rank waits at a barrier around checkpoints and samples.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import contextlib
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -49,8 +51,10 @@ from vidiff.train.resume import (
     Restored,
     check_restored_model,
     load_optimizer_state,
+    optimizer_param_names,
     remove_leftovers,
     resume_point,
+    trained_names,
 )
 from vidiff.train.runlock import RunLock
 from vidiff.train.setup import build_data, build_network, build_optimization
@@ -194,10 +198,16 @@ class Trainer:
         ckpt = restored.checkpoint
         check_restored_model(restored, self.raw, self.class_names,
                              self.config.data.use_labels)
-        load_weights(self.raw, restored.model, str(ckpt.path))
+        # the EMA first: it shares the frozen parameters, which must get the trained weights
         load_weights(self.ema.model, restored.ema, str(ckpt.path))
+        load_weights(self.raw, restored.model, str(ckpt.path))
         state = restored.state
-        load_optimizer_state(self.optimizer, state["optimizer"], ckpt.path)
+        saved = state.get("optimizer_params") or trained_names(self.raw, ckpt.config)
+        remapped = load_optimizer_state(self.optimizer, state["optimizer"], ckpt.path,
+                                        names=optimizer_param_names(self.optimizer, self.raw),
+                                        saved=saved)
+        if remapped:
+            self.say(remapped)
         if self.config.train.max_seconds and state.get("lr_horizon"):
             self.lr_horizon = int(state["lr_horizon"])  # a time-budget run's re-aimed end
         if state.get("scaler"):
@@ -251,6 +261,8 @@ class Trainer:
                 rng["torch_cuda"] = torch.cuda.get_rng_state(self.device)
             state = {
                 "optimizer": self.optimizer.state_dict(),
+                # each group's parameter names: a resume that trains another set maps by them
+                "optimizer_params": optimizer_param_names(self.optimizer, self.raw),
                 "lr_horizon": self.lr_horizon,  # where the LR decay ends (time budgets)
                 "scaler": self.scaler.state_dict() if self.scaler.is_enabled() else {},
                 "rng": rng,
@@ -298,19 +310,29 @@ class Trainer:
         clips = [self.dataset[i % len(self.dataset)]["video"] for i in range(count)]
         return downsample_to(torch.stack(clips).to(self.device), size)  # (N, C, F, h, w)
 
-    def write_samples(self) -> list[Path]:
-        """Sample and write ``samples/step_XXXXXXXX.{mp4,gif,png}`` (rank 0)."""
+    def write_samples(self, cutting: Callable[[], AbstractContextManager] | None = None
+                      ) -> list[Path]:
+        """Sample and write ``samples/step_XXXXXXXX.{mp4,gif,png}`` (rank 0). Run inside
+        `cutting()` (`StopSignals.cutting`), a stop request abandons the grid at once: the
+        files written so far are returned (each file is whole or absent)."""
         from vidiff.io import write_video
+        from vidiff.train.interrupt import StopRequested
 
         distributed.barrier(self.dist)
         paths: list[Path] = []
         if self.dist.is_main:
-            videos = self.sample_videos()
             stem = self.out / "samples" / f"step_{self.step:08d}"
-            for suffix in (".mp4", ".gif", ".png"):
-                paths.append(write_video(stem.with_suffix(suffix), videos, fps=self.fps))
-            self.say(f"samples: {stem}.mp4 / .gif / .png")
-        distributed.barrier(self.dist)
+            try:
+                with (cutting or contextlib.nullcontext)():
+                    videos = self.sample_videos()
+                    for suffix in (".mp4", ".gif", ".png"):
+                        paths.append(write_video(stem.with_suffix(suffix), videos,
+                                                 fps=self.fps))
+                self.say(f"samples: {stem}.mp4 / .gif / .png")
+            except StopRequested:
+                self.say(f"the samples of step {self.step} were cut short by the stop "
+                         f"request ({len(paths)} of 3 files written)")
+        distributed.barrier(self.dist)  # every rank meets here, cut or not
         return paths
 
     # -- the loop ---------------------------------------------------------------------------------
