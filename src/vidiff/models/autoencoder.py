@@ -19,13 +19,14 @@ that. Weights may be bf16 / fp16 (`to`); inputs and outputs stay float32.
 
 from __future__ import annotations
 
-import json
 import os
 from abc import ABC, abstractmethod
 from pathlib import Path
 
 import torch
 from torch import nn
+
+from vidiff.config_io import read_json
 
 __all__ = ["FrameAutoencoder", "VideoAutoencoder", "load_diffusers_vae", "vae_folder"]
 
@@ -129,9 +130,10 @@ def load_diffusers_vae(path: str | os.PathLike, *, batch_size: int = DEFAULT_FRA
                        device: torch.device | str = "cpu",
                        dtype: torch.dtype = torch.float32) -> FrameAutoencoder:
     """The `AutoencoderKL` of a diffusers ``vae/`` folder or pipeline root as a
-    `FrameAutoencoder` (local files only: nothing is downloaded)."""
+    `FrameAutoencoder` (local files only: nothing is downloaded). A missing, unreadable or
+    truncated file is a ValueError (a `ConfigError` for a config) naming it."""
     folder = vae_folder(Path(path))
-    kind = json.loads((folder / "config.json").read_text()).get("_class_name")
+    kind = read_json(folder / "config.json").get("_class_name")
     if kind not in (None, "AutoencoderKL"):
         raise ValueError(f"{str(folder)!r} holds a {kind}; vidiff reads AutoencoderKL VAEs "
                          f"(image VAEs applied frame by frame)")
@@ -142,6 +144,15 @@ def load_diffusers_vae(path: str | os.PathLike, *, batch_size: int = DEFAULT_FRA
                           "(after torch, under the torch constraint)") from None
     from vidiff.quiet import quiet_loading
 
-    with quiet_loading():
-        vae = AutoencoderKL.from_pretrained(folder, local_files_only=True, torch_dtype=dtype)
+    from .diffusers_files import check_weights
+
+    check_weights(folder)  # a truncated weights file is named, before diffusers reads it
+    try:
+        with quiet_loading():
+            vae = AutoencoderKL.from_pretrained(folder, local_files_only=True,
+                                                torch_dtype=dtype)
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise ValueError(f"{str(folder)!r}: diffusers cannot load its AutoencoderKL "
+                         f"({first})") from None
     return FrameAutoencoder(vae.to(device), batch_size)

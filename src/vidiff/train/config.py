@@ -228,14 +228,6 @@ def inert_settings(config: RunConfig) -> list[str]:
         notes.append("data.latent_cache has no effect without data.autoencoder")
     if m.init_from is None and changed(m, "init_schedule"):
         notes.append("model.init_schedule has no effect without model.init_from")
-    if d.autoencoder is None and changed(d, "latent_cache"):
-        notes.append("data.latent_cache has no effect without data.autoencoder")
-    if m.init_from is None and changed(m, "init_schedule"):
-        notes.append("model.init_schedule has no effect without model.init_from")
-    if m.kind != "videofusion":
-        notes += [f"model.{k} has no effect: model.kind is {m.kind!r}, not videofusion"
-                  for k in ("base_preset", "base_overrides", "base_lr", "freeze_base")
-                  if changed(m, k)]
     if d.use_labels is False and not d.use_captions:
         notes += [f"{name}.{k} has no effect: the model is unconditional"
                   for name, sec, k in (("train", t, "cond_drop_prob"),

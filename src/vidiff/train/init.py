@@ -36,8 +36,8 @@ from vidiff.models import UNet, UNetConfig, inflate, load_diffusers_unet
 from vidiff.spec import spec_from_checkpoint
 from vidiff.train.config import RunConfig
 
-__all__ = ["inflate_to", "is_diffusers_dir", "load_image_unet", "with_init_schedule",
-           "with_pipeline_parts"]
+__all__ = ["check_init_source", "inflate_to", "is_diffusers_dir", "load_image_unet",
+           "with_init_schedule", "with_pipeline_parts"]
 
 _KEY = "model.init_from"
 _HOW = ("give an image model: a vidiff run trained with model.overrides.temporal=false "
@@ -89,6 +89,76 @@ def _empty_prompt(path: Path):
         return None
     emb, _ = load_clip(root)([""])
     return emb[0]
+
+
+def check_init_source(config: RunConfig) -> None:
+    """``model.init_from`` read as far as it goes without its tensors, before any data is
+    read: it exists, holds a model of the run's kind (and, a vidiff run, of its process),
+    its config converts and its weight files' headers read. A `ConfigError` names
+    ``model.init_from`` and the file otherwise."""
+    path = Path(config.model.init_from)
+    if not path.exists():
+        raise ConfigError(f"{_KEY} {str(path)!r} does not exist; {_HOW}")
+    try:
+        if is_diffusers_dir(path) or (path / "transformer" / "config.json").is_file():
+            _check_diffusers_source(config, path)
+        else:
+            _check_vidiff_source(config, path)
+    except ConfigError:
+        raise
+    except (CheckpointError, FileNotFoundError, ValueError, KeyError, OSError) as err:
+        raise ConfigError(f"{_KEY} {str(path)!r}: {err}") from None
+
+
+def _check_diffusers_source(config: RunConfig, path: Path) -> None:
+    from vidiff.models.diffusers_dit import CLASSES, diffusers_transformer_config
+    from vidiff.models.diffusers_files import check_weights, read_config
+    from vidiff.models.diffusers_io import diffusers_config_to_unet_config
+
+    dit = config.model.kind == "dit"
+    order = ("transformer", "unet") if dit else ("unet", "transformer")
+    folder = next((f for f in (path, *(path / c for c in order))
+                   if (f / "config.json").is_file()), path)
+    file, raw = read_config(folder)
+    cls = raw.get("_class_name", "UNet2DModel")
+    if dit and cls not in CLASSES:
+        raise ConfigError(f'{_KEY} {str(path)!r} holds a diffusers {cls} ({file}): model.kind '
+                          f'= "dit" starts from a {" or ".join(CLASSES)} folder (a U-Net '
+                          f'starts model.kind = "unet")')
+    if not dit and cls in CLASSES:
+        raise ConfigError(f'{_KEY} {str(path)!r} holds a diffusers {cls} ({file}), a '
+                          f'transformer: it starts model.kind = "dit", not '
+                          f'{config.model.kind!r}')
+    if dit:
+        diffusers_transformer_config(raw, str(file))
+    else:
+        diffusers_config_to_unet_config(raw, str(file))
+    check_weights(folder)
+
+
+def _check_vidiff_source(config: RunConfig, path: Path) -> None:
+    from vidiff.models.diffusers_files import check_safetensors
+
+    ckpt = load_checkpoint(path)
+    spec = spec_from_checkpoint(ckpt.config, ckpt.meta)
+    want = "dit" if config.model.kind == "dit" else "unet"
+    if spec.kind != want:
+        raise ConfigError(f"{_KEY} {str(path)!r} is a {spec.kind} model; model.kind = "
+                          f"{config.model.kind!r} starts from an image {want}; {_HOW}")
+    if spec.unet_config.temporal:
+        raise ConfigError(f"{_KEY} {str(path)!r} is a video model (temporal=true); {_HOW}. "
+                          f"To continue training a video run, use train.resume="
+                          f"{str(path)!r} instead")
+    theirs, ours = spec.diffusion.process, config.diffusion.process
+    if theirs != ours:
+        raise ConfigError(f"{_KEY} {str(path)!r} was trained with diffusion.process = "
+                          f"{theirs!r} and this run has {ours!r}: its network predicts "
+                          f"{'the velocity' if theirs == 'flow' else spec.diffusion.prediction}"
+                          f" at {'flow' if theirs == 'flow' else 'DDPM'} times; set "
+                          f"diffusion.process = {theirs!r}")
+    for kind in ("ema", "model"):
+        if kind in ckpt.files:
+            check_safetensors(ckpt.files[kind])
 
 
 def load_image_unet(source: str | Path) -> UNet:

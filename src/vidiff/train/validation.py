@@ -64,6 +64,7 @@ def validate(config: RunConfig) -> RunConfig:
     _choice("diffusion.prediction", config.diffusion.prediction, PREDICTIONS)
     _positive("diffusion.timesteps", config.diffusion.timesteps, 2)
     _validate_process(config)
+    _refuse_unread(config)
     _choice("prior.name", config.prior.name, PRIORS.names())
     try:  # the parameters too, before any data is read (building a prior costs nothing)
         noise_prior(config.prior.name, **config.prior.params)
@@ -74,6 +75,7 @@ def validate(config: RunConfig) -> RunConfig:
     _choice("train.lr_schedule", t.lr_schedule, LR_SCHEDULES)
     _choice("train.budget_clock", t.budget_clock, tuple(CLOCKS))
     _choice("train.trainable", t.trainable, TRAINABLE)
+    _check_trainable(config)
     try:
         config.sample.check()
     except SamplingError as err:
@@ -140,6 +142,49 @@ def _validate_process(config: RunConfig) -> None:
             raise ConfigError(f'diffusion.process = "flow" does not combine with {why}')
 
 
+# the [diffusion] keys that one process does not read, and why
+_UNREAD = {
+    "flow": (("schedule", "timesteps", "prediction", "schedule_kwargs"),
+             'rectified flow (diffusion.process = "flow") has no beta schedule and always '
+             "predicts the velocity"),
+    "ddpm": (("flow_shift", "flow_time"), 'it applies to rectified flow (diffusion.process = '
+                                          '"flow") and this run is DDPM\'s'),
+}
+# the [model] keys that only VideoFusion reads
+_VIDEOFUSION_KEYS = ("base_preset", "base_overrides", "base_lr", "freeze_base")
+
+
+def _refuse_unread(config: RunConfig) -> None:
+    """A setting changed from its default that the run's process or model kind does not read
+    is an error naming it (it would be silently ignored)."""
+    default = type(config)()
+    keys, why = _UNREAD.get(config.diffusion.process, ((), ""))
+    for key in keys:
+        value = getattr(config.diffusion, key)
+        if value != getattr(default.diffusion, key):
+            raise ConfigError(f"diffusion.{key} = {value!r} is not used: {why}; remove it")
+    if config.model.kind != "videofusion":
+        for key in _VIDEOFUSION_KEYS:
+            value = getattr(config.model, key)
+            if value != getattr(default.model, key):
+                raise ConfigError(f"model.{key} = {value!r} is not used: it sets VideoFusion's "
+                                  f"base generator, and model.kind is {config.model.kind!r}")
+
+
+def _check_trainable(config: RunConfig) -> None:
+    """train.trainable = "temporal" freezes all but the temporal layers: the model must have
+    them, and the frozen rest must come from somewhere (model.init_from)."""
+    if config.train.trainable != "temporal":
+        return
+    if config.model.overrides.get("temporal") is False:
+        raise ConfigError('train.trainable = "temporal": the model has no temporal layers '
+                          "(model.overrides.temporal = false makes an image model)")
+    if config.model.init_from is None:
+        raise ConfigError('train.trainable = "temporal" freezes every layer but the temporal '
+                          "ones, and without model.init_from those keep their random init: "
+                          'set model.init_from (an image model) or train.trainable = "all"')
+
+
 def _check_text_encoder(name: str) -> None:
     from vidiff.text import is_clip_root, resolve_text_encoder
 
@@ -180,6 +225,14 @@ def _check_overrides(config: RunConfig) -> None:
             raise ConfigError(f"model.overrides: {err}") from None
 
 
+def _resumes(config: RunConfig) -> bool:
+    """Whether the run would resume from a checkpoint (its weights come from there)."""
+    from vidiff.checkpoint import list_checkpoints
+
+    resume = config.train.resume
+    return resume != "never" and (resume != "auto" or bool(list_checkpoints(config.train.out)))
+
+
 def _validate_model(config: RunConfig) -> None:
     from vidiff.models import UNET_PRESETS
 
@@ -188,6 +241,10 @@ def _validate_model(config: RunConfig) -> None:
     _check_overrides(config)
     if m.init_from is not None and not str(m.init_from).strip():
         raise ConfigError("model.init_from is empty; give a path or leave it unset")
+    if m.init_from is not None and not _resumes(config):  # a resumed run does not read it
+        from vidiff.train.init import check_init_source
+
+        check_init_source(config)
     if m.kind != "videofusion":
         return
     _choice("model.base_preset", m.base_preset, UNET_PRESETS.names())
