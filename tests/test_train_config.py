@@ -19,10 +19,35 @@ def test_defaults_and_dict_roundtrip():
     assert again == config
 
 
+# the example configs that start from an image model (model.init_from): its kind
+NEEDS_SOURCE = {"finetune_sd_video.toml": "sd", "finetune_video.toml": "image",
+                "finetune_videofusion.toml": "image"}
+
+
+@pytest.fixture(scope="module")
+def image_sources(tmp_path_factory):
+    """A one-step vidiff image run and a tiny Stable Diffusion root, by kind."""
+    from _sd_helpers import write_tiny_sd
+    from _train_helpers import TINY
+
+    from vidiff.cli import main
+
+    root = tmp_path_factory.mktemp("sources")
+    assert main(["train", "--out", str(root / "image"), "--steps", "1", "--set", *TINY,
+                 "model.overrides.temporal=false", "data.frames=1"]) == 0
+    return {"image": root / "image", "sd": write_tiny_sd(root / "sd")}
+
+
 @pytest.mark.parametrize("name", sorted(p.name for p in CONFIGS.glob("*.toml")))
-def test_example_configs_load(name):
-    config = load_run_config(CONFIGS / name)
-    assert isinstance(config, RunConfig)
+def test_example_configs_load(name, request):
+    if name not in NEEDS_SOURCE:
+        assert isinstance(load_run_config(CONFIGS / name), RunConfig)
+        return
+    with pytest.raises(ConfigError, match="model.init_from|train.trainable"):
+        load_run_config(CONFIGS / name)  # its image model is read at load: here, none
+    source = request.getfixturevalue("image_sources")[NEEDS_SOURCE[name]]
+    config = load_run_config(CONFIGS / name, [f"model.init_from={source}"])
+    assert config.model.init_from == str(source)
 
 
 def test_balls_toml_is_the_default():

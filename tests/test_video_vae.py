@@ -162,7 +162,7 @@ def test_loader_dispatch_and_errors(folders, tmp_path):
                                          r"VAE vidiff reads: AutoencoderKL .*AutoencoderKLWan"):
         load_diffusers_vae(other)
     (other / "config.json").write_text('{"_class_name": "AutoencoderKLWan",')
-    with pytest.raises(ValueError, match=r"mochi/config.json' is not a valid JSON config"):
+    with pytest.raises(ValueError, match=r"mochi/config.json' is not valid JSON"):
         load_diffusers_vae(other)
     bare = shutil.copytree(folders["wan"], tmp_path / "bare")  # a config without the factors
     config = json.loads((bare / "config.json").read_text())

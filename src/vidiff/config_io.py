@@ -38,6 +38,7 @@ __all__ = [
     "config_to_dict",
     "load_config_file",
     "parse_value",
+    "read_json",
     "valid_keys",
 ]
 
@@ -348,4 +349,26 @@ def load_config_file(path: str | os.PathLike) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise ConfigError(f"config file {str(path)!r} must hold a table of sections, "
                           f"got {type(data).__name__}")
+    return data
+
+
+def read_json(path: str | os.PathLike, required: Iterable[str] = ()) -> dict[str, Any]:
+    """The JSON object in the file at `path` (a model's config.json, a scheduler or tokenizer
+    config) with the `required` keys; a `ConfigError` naming the file when it is missing,
+    unreadable, not JSON, not an object or lacks a required key. Every JSON file vidiff reads
+    goes through here, so no raw parser error escapes."""
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"{str(path)!r} does not exist") from None
+    except (OSError, UnicodeDecodeError) as err:
+        raise ConfigError(f"cannot read {str(path)!r}: {err}") from None
+    except json.JSONDecodeError as err:
+        raise ConfigError(f"{str(path)!r} is not valid JSON ({err})") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{str(path)!r}: expected a JSON object, got {type(data).__name__}")
+    missing = [key for key in required if key not in data]
+    if missing:
+        raise ConfigError(f"{str(path)!r} lacks {', '.join(map(repr, missing))}")
     return data

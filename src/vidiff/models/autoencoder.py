@@ -22,7 +22,6 @@ LTX-Video, CogVideoX) load as `vidiff.models.video_vae.DiffusersVideoAutoencoder
 
 from __future__ import annotations
 
-import json
 import os
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
@@ -30,6 +29,8 @@ from pathlib import Path
 
 import torch
 from torch import nn
+
+from vidiff.config_io import read_json
 
 __all__ = ["FrameAutoencoder", "VideoAutoencoder", "load_diffusers_vae", "vae_folder"]
 
@@ -137,13 +138,7 @@ def vae_folder(path: Path) -> Path:
 
 def _class_name(file: Path) -> str | None:
     """The ``_class_name`` of a config.json; a one-line error naming a broken file."""
-    try:
-        config = json.loads(file.read_text())
-    except ValueError as err:  # invalid JSON or UTF-8
-        raise ValueError(f"{str(file)!r} is not a valid JSON config: {err}") from None
-    if not isinstance(config, dict):
-        raise ValueError(f"{str(file)!r} is not a JSON object (a diffusers config)")
-    name = config.get("_class_name")
+    name = read_json(file).get("_class_name")
     return None if name is None else str(name)
 
 
@@ -172,9 +167,16 @@ def load_diffusers_vae(path: str | os.PathLike, *, batch_size: int = DEFAULT_FRA
                           "(after torch, under the torch constraint)") from None
     from vidiff.quiet import quiet_loading
 
-    with quiet_loading():
-        vae = getattr(diffusers, kind).from_pretrained(folder, local_files_only=True,
-                                                       torch_dtype=dtype).to(device)
+    from .diffusers_files import check_weights
+
+    check_weights(folder)  # a truncated weights file is named, before diffusers reads it
+    try:
+        with quiet_loading():
+            vae = getattr(diffusers, kind).from_pretrained(folder, local_files_only=True,
+                                                           torch_dtype=dtype).to(device)
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise ValueError(f"{str(folder)!r}: diffusers cannot load its {kind} ({first})") from None
     if kind == "AutoencoderKL":
         return FrameAutoencoder(vae, batch_size)
     return DiffusersVideoAutoencoder(vae, tiling=tiling, slicing=slicing)

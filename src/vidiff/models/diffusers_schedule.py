@@ -15,10 +15,10 @@ pre-divided by that factor. Settings vidiff has no counterpart for are refused, 
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
+from vidiff.config_io import read_json
 from vidiff.diffusion import DiffusionConfig
 
 __all__ = ["SCHEDULER_CONFIG", "diffusion_config_from_scheduler", "find_scheduler_config"]
@@ -47,11 +47,7 @@ def diffusion_config_from_scheduler(path: str | os.PathLike) -> DiffusionConfig:
     file = find_scheduler_config(path)
     if file is None:
         raise FileNotFoundError(f"no {SCHEDULER_CONFIG} in or beside {str(path)!r}")
-    try:
-        raw = json.loads(file.read_text())
-    except json.JSONDecodeError as err:
-        raise ValueError(f"{file}: not valid JSON ({err})") from None
-    return _mapped(raw, file)
+    return _mapped(read_json(file), file)
 
 
 def _mapped(raw: dict, file: Path) -> DiffusionConfig:

@@ -9,13 +9,14 @@ and `position_ids` are ignored). The math is BertModel's (Devlin et al. 2019) in
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, fields
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+from vidiff.config_io import read_json
 
 
 @dataclass(frozen=True)
@@ -35,7 +36,7 @@ class BertConfig:
     @classmethod
     def from_file(cls, path: str | Path) -> BertConfig:
         """From a config.json; other keys are ignored."""
-        data = json.loads(Path(path).read_text())
+        data = read_json(path)
         config = cls(**{f.name: data[f.name] for f in fields(cls) if f.name in data})
         if config.hidden_act != "gelu":
             raise ValueError(f"{path}: hidden_act {config.hidden_act!r} is not supported (gelu)")

@@ -10,11 +10,11 @@ so sampling from a checkpoint rebuilds the same encoder; its width becomes the U
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import torch
 
+from vidiff.config_io import read_json
 from vidiff.text.bert import BertConfig, load_bert
 from vidiff.text.wordpiece import WordPieceTokenizer
 
@@ -83,7 +83,7 @@ def text_width(data) -> int:
         return data.text_dim
     if is_clip_root(Path(data.text_encoder).expanduser()):
         config = Path(data.text_encoder).expanduser() / "text_encoder" / "config.json"
-        return int(json.loads(config.read_text())["hidden_size"])
+        return int(read_json(config, required=("hidden_size",))["hidden_size"])
     return BertConfig.from_file(resolve_text_encoder(data.text_encoder) / "config.json")\
         .hidden_size
 

@@ -31,7 +31,6 @@ from vidiff.config_io import (
 )
 from vidiff.config_upgrade import upgrade_config_dict, upgrade_override
 from vidiff.diffusion import DiffusionConfig
-from vidiff.kinds import MODEL_KINDS
 from vidiff.losses import LossConfig
 from vidiff.priors import PriorConfig
 from vidiff.samplers import SamplingConfig
@@ -230,14 +229,6 @@ def inert_settings(config: RunConfig) -> list[str]:
         notes.append("data.latent_cache has no effect without data.autoencoder")
     if m.init_from is None and changed(m, "init_schedule"):
         notes.append("model.init_schedule has no effect without model.init_from")
-    if d.autoencoder is None and changed(d, "latent_cache"):
-        notes.append("data.latent_cache has no effect without data.autoencoder")
-    if m.init_from is None and changed(m, "init_schedule"):
-        notes.append("model.init_schedule has no effect without model.init_from")
-    own = {k for kind in MODEL_KINDS.names() for k in MODEL_KINDS.get(kind).own_settings}
-    kept = set(MODEL_KINDS.get(m.kind).own_settings) if m.kind in MODEL_KINDS else own
-    notes += [f"model.{k} has no effect: model.kind = {m.kind!r} does not read it"
-              for k in sorted(own - kept) if changed(m, k)]
     if d.use_labels is False and not d.use_captions:
         notes += [f"{name}.{k} has no effect: the model is unconditional"
                   for name, sec, k in (("train", t, "cond_drop_prob"),

@@ -28,14 +28,75 @@ from torch import nn
 
 from vidiff.checkpoint import CheckpointError, load_checkpoint, load_weights
 from vidiff.config_io import ConfigError
-from vidiff.kinds import ModelKind, is_imported
+from vidiff.kinds import MODEL_KINDS, ModelKind, is_imported
+from vidiff.models.diffusers_dit import CLASSES, diffusers_transformer_config
+from vidiff.models.diffusers_files import check_safetensors, check_weights, read_config
+from vidiff.models.diffusers_io import diffusers_config_to_unet_config
 from vidiff.models.sd_folder import is_latent_unet, pipeline_root, unet_json
 from vidiff.spec import spec_from_checkpoint
 from vidiff.train.config import RunConfig
 
-__all__ = ["load_image_model", "with_init_schedule", "with_pipeline_parts"]
+__all__ = ["check_init_source", "load_image_model", "with_init_schedule", "with_pipeline_parts"]
 
 _KEY = "model.init_from"
+
+
+def check_init_source(config: RunConfig) -> None:
+    """``model.init_from`` read as far as it goes without its tensors, before any data is
+    read: it exists, holds an image model of the run's kind's `image_kind` (a vidiff run: of
+    its process too), its config converts and its weight files' headers read. A
+    `ConfigError` names ``model.init_from`` and the file otherwise."""
+    path = Path(config.model.init_from)
+    kind = MODEL_KINDS.get(MODEL_KINDS.get(config.model.kind).image_kind)
+    if not path.exists():
+        raise ConfigError(f"{_KEY} {str(path)!r} does not exist; {_how(kind)}")
+    try:
+        if is_imported(path):
+            _check_diffusers_source(kind, path)
+        else:
+            _check_vidiff_source(config, kind, path)
+    except ConfigError:
+        raise
+    except (CheckpointError, FileNotFoundError, ValueError, KeyError, OSError) as err:
+        raise ConfigError(f"{_KEY} {str(path)!r}: {err}") from None
+
+
+def _check_diffusers_source(kind: type[ModelKind], path: Path) -> None:
+    dit = kind.name == "dit"
+    order = ("transformer", "unet") if dit else ("unet", "transformer")
+    folder = next((f for f in (path, *(path / c for c in order))
+                   if (f / "config.json").is_file()), path)
+    file, raw = read_config(folder)
+    cls = raw.get("_class_name", "UNet2DModel")
+    if dit != (cls in CLASSES):
+        wants = " or ".join(CLASSES) if dit else "UNet2DModel or UNet2DConditionModel"
+        raise ConfigError(f"{_KEY} {str(path)!r} holds a diffusers {cls} ({file}); model.kind "
+                          f"= {kind.name!r} starts from a {wants} folder")
+    if dit:
+        diffusers_transformer_config(raw, str(file))
+    else:
+        diffusers_config_to_unet_config(raw, str(file))
+    check_weights(folder)
+
+
+def _check_vidiff_source(config: RunConfig, kind: type[ModelKind], path: Path) -> None:
+    ckpt = load_checkpoint(path)
+    spec = spec_from_checkpoint(ckpt.config, ckpt.meta)
+    if spec.kind != kind.name:
+        raise ConfigError(f"{_KEY} {str(path)!r} is a {spec.kind} checkpoint (model.kind), not "
+                          f"an image {kind.name}; {_how(kind)}")
+    if kind.is_video(spec.network):
+        raise ConfigError(f"{_KEY} {str(path)!r} is a video model (temporal = true); "
+                          f"{_how(kind)}. To continue training a video run, use train.resume="
+                          f"{str(path)!r}")
+    theirs, ours = spec.diffusion.process, config.diffusion.process
+    if theirs != ours:
+        raise ConfigError(f"{_KEY} {str(path)!r} was trained with diffusion.process = "
+                          f"{theirs!r} and this run has {ours!r}: its network predicts for "
+                          f"the other process; set diffusion.process = {theirs!r}")
+    for name in ("ema", "model"):
+        if name in ckpt.files:
+            check_safetensors(ckpt.files[name])
 
 
 def load_image_model(source: str | Path, kind: type[ModelKind]) -> nn.Module:

@@ -9,6 +9,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from vidiff.checkpoint import list_checkpoints
 from vidiff.config_io import ConfigError
 from vidiff.kinds import MODEL_KINDS
 from vidiff.losses import WEIGHTINGS
@@ -49,15 +50,16 @@ def validate(config: RunConfig) -> RunConfig:
         _positive(f"data.{key}", getattr(d, key))
     for key in ("num_videos", "num_images", "workers", "seed"):
         _positive(f"data.{key}", getattr(d, key), 0)
-    _check_lowres(config)
     if d.fps is not None and d.fps <= 0:
         raise ConfigError(f"data.fps = {d.fps} must be > 0 (or none)")
     if d.use_captions and d.text_encoder != "hash":
         _check_text_encoder(d.text_encoder)
     config = _validate_model(config)
+    _check_lowres(config)
     _choice("diffusion.prediction", config.diffusion.prediction, PREDICTIONS)
     _positive("diffusion.timesteps", config.diffusion.timesteps, 2)
     _validate_process(config)
+    _refuse_unread(config)
     _choice("prior.name", config.prior.name, PRIORS.names())
     try:  # the parameters too, before any data is read (building a prior costs nothing)
         noise_prior(config.prior.name, **config.prior.params)
@@ -68,6 +70,7 @@ def validate(config: RunConfig) -> RunConfig:
     _choice("train.lr_schedule", t.lr_schedule, LR_SCHEDULES)
     _choice("train.budget_clock", t.budget_clock, tuple(CLOCKS))
     _choice("train.trainable", t.trainable, TRAINABLE)
+    _check_trainable(config)
     try:
         config.sample.check()
     except SamplingError as err:
@@ -134,6 +137,50 @@ def _validate_process(config: RunConfig) -> None:
             raise ConfigError(f'diffusion.process = "flow" does not combine with {why}')
 
 
+# the [diffusion] keys that one process does not read, and why
+_UNREAD = {
+    "flow": (("schedule", "timesteps", "prediction", "schedule_kwargs"),
+             'rectified flow (diffusion.process = "flow") has no beta schedule and always '
+             "predicts the velocity"),
+    "ddpm": (("flow_shift", "flow_time"), 'it applies to rectified flow (diffusion.process = '
+                                          '"flow") and this run is DDPM\'s'),
+}
+
+
+def _refuse_unread(config: RunConfig) -> None:
+    """A setting changed from its default that the run's process or model kind does not read
+    is an error naming it (it would be silently ignored)."""
+    default = type(config)()
+    keys, why = _UNREAD.get(config.diffusion.process, ((), ""))
+    for key in keys:
+        value = getattr(config.diffusion, key)
+        if value != getattr(default.diffusion, key):
+            raise ConfigError(f"diffusion.{key} = {value!r} is not used: {why}; remove it")
+    kind = MODEL_KINDS.get(config.model.kind)
+    others = {k for name in MODEL_KINDS.names() for k in MODEL_KINDS.get(name).own_settings}
+    for key in sorted(others - set(kind.own_settings)):  # [model] keys of other kinds only
+        value = getattr(config.model, key)
+        if value != getattr(default.model, key):
+            owners = [n for n in MODEL_KINDS.names() if key in MODEL_KINDS.get(n).own_settings]
+            raise ConfigError(f"model.{key} = {value!r} is not used: only model.kind = "
+                              f"{' or '.join(owners)} reads it, and this run's is "
+                              f"{kind.name!r}; remove it")
+
+
+def _check_trainable(config: RunConfig) -> None:
+    """train.trainable = "temporal" freezes all but the temporal layers: the model must have
+    them, and the frozen rest must come from somewhere (model.init_from)."""
+    if config.train.trainable != "temporal":
+        return
+    if config.model.overrides.get("temporal") is False:
+        raise ConfigError('train.trainable = "temporal": the model has no temporal layers '
+                          "(model.overrides.temporal = false makes an image model)")
+    if config.model.init_from is None:
+        raise ConfigError('train.trainable = "temporal" freezes every layer but the temporal '
+                          "ones, and without model.init_from those keep their random init: "
+                          'set model.init_from (an image model) or train.trainable = "all"')
+
+
 def _check_text_encoder(name: str) -> None:
     from vidiff.text import is_clip_root, resolve_text_encoder
 
@@ -153,7 +200,17 @@ def _validate_model(config: RunConfig) -> RunConfig:
     if m.init_from is not None and not str(m.init_from).strip():
         raise ConfigError("model.init_from is empty; give a path or leave it unset")
     kind = MODEL_KINDS.get(m.kind)
+    if m.init_from is not None and not _resumes(config):  # a resumed run does not read it
+        from vidiff.train.init import check_init_source  # import cycle: init -> config -> here
+
+        check_init_source(config)
     if m.preset is None:
         config = replace(config, model=replace(m, preset=kind.default_preset))
     kind.validate(config)
     return config
+
+
+def _resumes(config: RunConfig) -> bool:
+    """Whether the run would resume from a checkpoint (its weights come from there)."""
+    resume = config.train.resume
+    return resume != "never" and (resume != "auto" or bool(list_checkpoints(config.train.out)))
