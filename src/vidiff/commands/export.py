@@ -22,6 +22,10 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from vidiff.checkpoint import CheckpointError
+from vidiff.cli import CommandError
+from vidiff.export import ExportError, export_model
+
 NAME = "export"
 HELP = "export a run's model to a shareable folder (config.json, model.safetensors, card)"
 
@@ -35,10 +39,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from vidiff.checkpoint import CheckpointError
-    from vidiff.cli import CommandError
-    from vidiff.export import ExportError, export_model
-
     out = Path(args.out)
     if out.exists() and not out.is_dir():
         raise CommandError(f"{args.out!r} exists and is not a folder")

@@ -20,7 +20,12 @@ checkpoint and continues exactly where it stopped.
 from __future__ import annotations
 
 import argparse
+import json
 import sys
+
+from vidiff.checkpoint import CheckpointError, list_checkpoints, load_checkpoint
+from vidiff.cli import CommandError
+from vidiff.config_io import ConfigError
 
 NAME = "train"
 HELP = "train a model on videos (built-in bouncing balls by default)"
@@ -72,7 +77,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def resolve_config(args):
     """The `RunConfig` of these arguments (see the module doc for the order)."""
-    from vidiff.checkpoint import list_checkpoints, load_checkpoint
+    # the trainer loads on use: `vidiff sample` never imports vidiff.train
     from vidiff.train.config import RunConfig, load_run_config
 
     shortcuts = []
@@ -99,11 +104,7 @@ def resolve_config(args):
 
 
 def run(args: argparse.Namespace) -> int:
-    import json
-
-    from vidiff.checkpoint import CheckpointError
-    from vidiff.cli import CommandError
-    from vidiff.config_io import ConfigError
+    # the trainer loads on use: `vidiff sample` never imports vidiff.train
     from vidiff.train import NonFiniteLossError, train
 
     try:
