@@ -26,6 +26,7 @@ from dataclasses import dataclass, field, replace
 
 import torch
 import torch.nn.functional as F
+from tqdm.auto import tqdm
 
 from .cond import Cond
 from .diffusion import Diffusion
@@ -163,8 +164,6 @@ class ConditionalSampler:
         (None, self) without `progress`."""
         if not self.progress:
             return None, self
-        from tqdm.auto import tqdm
-
         steps = self.steps or DEFAULT_STEPS.get(self.sampler) or FLOW_DEFAULT_STEPS.get(
             self.sampler) or self.diffusion.timesteps
         bar = tqdm(total=windows * steps, desc=f"{windows} window(s)", unit="step",

@@ -19,9 +19,12 @@ import shutil
 from dataclasses import replace
 from pathlib import Path
 
+from safetensors.torch import save_file
+
 from vidiff.models.autoencoder import vae_folder
 from vidiff.pipeline import EXPORT_CONFIG, EXPORT_WEIGHTS, read_pretrained
 from vidiff.spec import SPEC_FORMAT, ModelSpec
+from vidiff.text.clip import is_clip_root
 
 __all__ = ["ExportError", "export_model", "model_card"]
 
@@ -38,8 +41,6 @@ def export_model(source: str | os.PathLike, out: str | os.PathLike,
                  weights: str = "ema") -> Path:
     """Write the model at `source` (a run, checkpoint or .safetensors file) to the folder
     `out` (replaced if it exists); returns `out`."""
-    from safetensors.torch import save_file
-
     found = read_pretrained(source, weights)
     spec, text_dir = _portable(found.spec)
     out = Path(out)
@@ -83,8 +84,6 @@ def _portable(spec: ModelSpec) -> tuple[ModelSpec, Path | None]:
 
 def _copy_text_encoder(folder: Path, target: Path) -> None:
     """A BERT folder as it is; of a Stable Diffusion root only text_encoder/ and tokenizer/."""
-    from vidiff.text.clip import is_clip_root
-
     if not is_clip_root(folder):
         shutil.copytree(folder, target)
         return

@@ -30,7 +30,9 @@ from torch import nn
 
 from vidiff.checkpoint import CheckpointError, load_checkpoint, load_weights, read_safetensors
 from vidiff.cond import Cond
+from vidiff.flow_samplers import FLOW_SAMPLERS
 from vidiff.guidance import ClassifierFreeGuidance
+from vidiff.models import load_diffusers_vae
 from vidiff.process import is_flow
 from vidiff.samplers import SAMPLERS, SamplingConfig, SamplingError, sample
 from vidiff.spec import (
@@ -40,6 +42,7 @@ from vidiff.spec import (
     TextEncoderSpec,
     spec_from_checkpoint,
 )
+from vidiff.text import text_encoder_named
 
 __all__ = ["EXPORT_CONFIG", "EXPORT_WEIGHTS", "Pipeline", "Pretrained", "is_exported",
            "read_pretrained", "read_spec"]
@@ -104,8 +107,6 @@ def build_text_encoder(text: TextEncoderSpec | None, root: Path | None = None):
     relative to an exported model's `root` is its bundled copy."""
     if text is None:
         return None
-    from vidiff.text import text_encoder_named
-
     bundled = root / text.name if root is not None and text.name != "hash" else None
     name = str(bundled) if bundled is not None and bundled.is_dir() else text.name
     return text_encoder_named(name, text.dim, text.max_tokens)
@@ -116,8 +117,6 @@ def build_autoencoder(spec: ModelSpec, root: Path | None = None):
     exported model's `root` is its bundled copy."""
     if spec.autoencoder is None:
         return None
-    from vidiff.models import load_diffusers_vae
-
     name = spec.autoencoder.name
     bundled = root / name if root is not None else None
     folder = bundled if bundled is not None and bundled.is_dir() else Path(name).expanduser()
@@ -216,8 +215,6 @@ class Pipeline:
         """The spec's sampling settings with the given ones in place: the spec's steps and eta
         are kept only for the sampler they were set for (another sampler takes its own
         defaults); a `vidiff.samplers.SamplingError` for a bad value."""
-        from vidiff.flow_samplers import FLOW_SAMPLERS
-
         base = self.spec.sampling
         chosen = sampler or base.sampler
         same = chosen == base.sampler

@@ -17,9 +17,12 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
+from tqdm.auto import tqdm
 
 from .cond import Cond
 from .diffusion import Diffusion
+from .flow import FlowMatching
+from .flow_samplers import FLOW_DEFAULT_STEPS, FLOW_SAMPLERS, sample_flow
 from .predictions import eps_from_x0, split_prediction
 from .priors import NoisePrior, noise_prior
 from .registry import Registry
@@ -164,8 +167,6 @@ class SamplingConfig:
     def check(self) -> SamplingConfig:
         """`self`, or a `SamplingError` naming the first bad field (the one place these
         values are checked: run configs, the pipeline and the commands all call it)."""
-        from .flow_samplers import FLOW_SAMPLERS
-
         if self.sampler not in SAMPLERS and self.sampler not in FLOW_SAMPLERS:
             names = list(dict.fromkeys(SAMPLERS.names() + FLOW_SAMPLERS.names()))
             raise SamplingError("sampler", f"{self.sampler!r} is unknown; choose one of "
@@ -222,8 +223,6 @@ def _sampler_options(sampler: str, **given) -> dict:
 
 
 def _progress_callback(callback, total):
-    from tqdm.auto import tqdm
-
     bar = tqdm(total=total, desc="sampling", unit="step", leave=False)
 
     def wrapped(info):
@@ -279,8 +278,6 @@ def sample(
     independent noise; K is also passed to the denoiser as `num_images`. `cond`: the
     conditions (`vidiff.Cond`, or a dict of its fields), passed as keywords.
     """
-    from .flow import FlowMatching
-
     flow = isinstance(diffusion, FlowMatching)
     if flow:
         _check_flow_sampler(sampler, eta=eta, variance=variance, spacing=spacing)
@@ -299,8 +296,6 @@ def sample(
     cond = Cond.of(cond)
     cond = cond.replace(num_images=num_images) if num_images else cond
     if flow:
-        from .flow_samplers import FLOW_DEFAULT_STEPS, sample_flow
-
         steps = steps or FLOW_DEFAULT_STEPS[sampler]
         if progress:
             callback = _progress_callback(callback, steps)
@@ -315,8 +310,6 @@ def sample(
 
 
 def _check_flow_sampler(sampler: str, **ddpm_only) -> None:
-    from .flow_samplers import FLOW_SAMPLERS
-
     if sampler not in FLOW_SAMPLERS:
         raise ValueError(f"sampler {sampler!r} is not a flow-matching sampler; choose one of "
                          f"{', '.join(FLOW_SAMPLERS.names())}")

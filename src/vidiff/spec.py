@@ -27,6 +27,7 @@ from vidiff.config_upgrade import upgrade_config_dict
 from vidiff.diffusion import Diffusion, DiffusionConfig
 from vidiff.kinds import MODEL_KINDS, ModelKind
 from vidiff.priors import NoisePrior, PriorConfig
+from vidiff.process import build_process
 from vidiff.samplers import SamplingConfig
 
 __all__ = [
@@ -181,8 +182,6 @@ class ModelSpec:
 
     def build_diffusion(self) -> Diffusion:
         """The `Diffusion` (schedule, T, prediction) the model was trained with."""
-        from vidiff.process import build_process
-
         return build_process(self.diffusion)
 
     def build_prior(self) -> NoisePrior:

@@ -310,6 +310,7 @@ class VideoFolder(_FolderDataset):
     def as_images(self, per_video: int = 1):
         """Single frames of these videos (a `vidiff.data.images.VideoFolderFrames`), for image
         pretraining or joint image-video batches."""
+        # import cycle: vidiff.data.folder -> vidiff.data.images -> vidiff.data.folder
         from vidiff.data.images import VideoFolderFrames
 
         return VideoFolderFrames(self, per_video)

@@ -27,6 +27,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from vidiff.quiet import quiet_loading
+
 __all__ = ["FrameAutoencoder", "VideoAutoencoder", "load_diffusers_vae", "vae_folder"]
 
 DEFAULT_FRAME_BATCH = 16  # frames per encoder / decoder call
@@ -136,12 +138,10 @@ def load_diffusers_vae(path: str | os.PathLike, *, batch_size: int = DEFAULT_FRA
         raise ValueError(f"{str(folder)!r} holds a {kind}; vidiff reads AutoencoderKL VAEs "
                          f"(image VAEs applied frame by frame)")
     try:
-        from diffusers import AutoencoderKL
+        from diffusers import AutoencoderKL  # optional dependency
     except ImportError:
         raise ImportError("latent models need diffusers: pip install 'vidiff[latent]' "
                           "(after torch, under the torch constraint)") from None
-    from vidiff.quiet import quiet_loading
-
     with quiet_loading():
         vae = AutoencoderKL.from_pretrained(folder, local_files_only=True, torch_dtype=dtype)
     return FrameAutoencoder(vae.to(device), batch_size)

@@ -8,6 +8,7 @@ import json
 from pathlib import Path
 
 import torch
+from safetensors.torch import load_file
 from torch import Tensor
 
 __all__ = ["CONFIG_NAME", "WEIGHTS_NAMES", "model_folder", "read_config", "read_weights"]
@@ -64,7 +65,5 @@ def _read_weight_file(f: Path) -> dict[str, Tensor]:
     if not f.is_file():
         raise FileNotFoundError(f"missing weight file {f}")
     if f.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
         return load_file(str(f), device="cpu")
     return torch.load(f, map_location="cpu", weights_only=True)

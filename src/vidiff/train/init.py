@@ -29,8 +29,14 @@ from torch import nn
 from vidiff.checkpoint import CheckpointError, load_checkpoint, load_weights
 from vidiff.config_io import ConfigError
 from vidiff.kinds import ModelKind, is_diffusers_dir
+from vidiff.models.diffusers_schedule import (
+    diffusion_config_from_scheduler,
+    find_scheduler_config,
+)
 from vidiff.models.sd_folder import is_latent_unet, pipeline_root, unet_json
 from vidiff.spec import spec_from_checkpoint
+from vidiff.text import text_width
+from vidiff.text.clip import is_clip_root
 from vidiff.train.config import RunConfig
 
 __all__ = ["is_imported", "load_image_model", "with_init_schedule", "with_pipeline_parts"]
@@ -92,11 +98,6 @@ def with_init_schedule(config: RunConfig) -> tuple[RunConfig, str | None]:
     """`config` on the schedule of its ``model.init_from`` when that is a diffusers model with
     a scheduler config and ``model.init_schedule`` is on (`vidiff.models.diffusers_schedule`),
     and a sentence saying what changed (None: nothing)."""
-    from vidiff.models.diffusers_schedule import (
-        diffusion_config_from_scheduler,
-        find_scheduler_config,
-    )
-
     m = config.model
     if m.init_from is None or not m.init_schedule or not is_imported(m.init_from):
         return config, None
@@ -125,8 +126,6 @@ def with_pipeline_parts(config: RunConfig) -> tuple[RunConfig, list[str]]:
     encoder, and ``data.use_labels`` (None) -> false unless the U-Net has class embeddings;
     with a sentence per change. A latent U-Net without an autoencoder is a
     `ConfigError`."""
-    from vidiff.text.clip import is_clip_root
-
     m, d = config.model, config.data
     if m.init_from is None or not is_latent_unet(Path(m.init_from)):
         return config, []
@@ -151,8 +150,6 @@ def with_pipeline_parts(config: RunConfig) -> tuple[RunConfig, list[str]]:
 
 def _check_conditions(config: RunConfig) -> None:
     """The data's conditions fit the imported U-Net: checked before any data is read."""
-    from vidiff.text import text_width
-
     d, unet = config.data, unet_json(Path(config.model.init_from))
     if d.use_labels and unet.get("num_class_embeds") is None:
         raise ConfigError(f"data.use_labels = true, but {_KEY} {config.model.init_from!r} "

@@ -9,6 +9,7 @@ import time
 from typing import TYPE_CHECKING
 
 import torch
+from tqdm.auto import tqdm
 
 from vidiff.train import distributed
 from vidiff.train.budget import TimeBudget
@@ -90,8 +91,6 @@ def _loop(trainer: Trainer, end: int, result: TrainResult, logger: RunLogger | N
           stop: StopSignals) -> None:
     """Steps until `end`, the time budget or a signal; logs, checkpoints and samples at their
     intervals and after the last step (no samples after a signal: exit quickly)."""
-    from tqdm.auto import tqdm
-
     t = trainer.config.train
     sample_every = t.ckpt_every if t.sample_every is None else t.sample_every
     batches = trainer.batches()

@@ -33,6 +33,7 @@ from vidiff.checkpoint import (
 from vidiff.config_io import ConfigError
 from vidiff.kinds import architecture_mismatch, kind_of
 from vidiff.spec import spec_from_checkpoint
+from vidiff.train.config import RunConfig
 
 __all__ = ["FIXED", "IGNORED", "Restored", "check_restored_model", "config_changes",
            "load_optimizer_state", "remove_leftovers", "restore_point", "resume_point"]
@@ -136,8 +137,6 @@ def config_changes(saved: dict, new: dict) -> tuple[list[str], list[str]]:
     """(allowed, refused) differences between a checkpoint's run config and a new one, each
     as ``"key: old -> new"``. Keys the checkpoint lacks (added to vidiff since) count as
     their defaults."""
-    from vidiff.train.config import RunConfig
-
     try:
         saved = RunConfig.from_dict(saved).to_dict()  # fills fields added since
     except ValueError:

@@ -25,17 +25,19 @@ from typing import Any
 
 import torch
 from torch import nn
+from tqdm.auto import tqdm
 
 from vidiff.checkpoint import load_weights, save_checkpoint
 from vidiff.cond import Cond
 from vidiff.conditional import downsample_to
 from vidiff.config_io import ConfigError
+from vidiff.io import OutputPathError, check_output_dir, write_video
 from vidiff.pipeline import Pipeline
 from vidiff.process import build_process, is_flow
 from vidiff.samplers import sample
 from vidiff.threads import auto_threads
 from vidiff.train import distributed
-from vidiff.train.build import model_spec, resolve_backbone_config
+from vidiff.train.build import build_prior, model_spec, resolve_backbone_config
 from vidiff.train.conditions import batch_conditions
 from vidiff.train.config import RunConfig, inert_settings, validate
 from vidiff.train.data import (
@@ -43,6 +45,7 @@ from vidiff.train.data import (
     make_loader,
 )
 from vidiff.train.init import is_imported, with_init_schedule, with_pipeline_parts
+from vidiff.train.loop import run
 from vidiff.train.result import NonFiniteLossError, TrainResult
 from vidiff.train.resume import (
     Restored,
@@ -94,8 +97,6 @@ class Trainer:
     def _take_run_folder(self) -> None:
         """Rank 0 checks that --out can be written, locks it against a second trainer and
         removes leftovers of killed saves; every rank learns whether that worked."""
-        from vidiff.io import OutputPathError, check_output_dir
-
         self.out = Path(self.config.train.out)
         error = None
         if self.dist.is_main:
@@ -112,8 +113,6 @@ class Trainer:
         """Data, the restore point, network, optimization (`vidiff.train.setup`), in that
         order: the data decides the classes and channels the network is built for, the
         restore point whether ``model.init_from`` is read."""
-        from vidiff.train.build import build_prior
-
         t = self.config.train
         torch.set_num_threads(t.threads or auto_threads(self.dist.local_world))
         if t.precision == "fp16" and self.device.type != "cuda":
@@ -213,8 +212,6 @@ class Trainer:
     def say(self, message: str) -> None:
         """Print a `[vidiff train]` line (rank 0, unless the trainer was built with echo=False)."""
         if self.echo and self.dist.is_main:
-            from tqdm.auto import tqdm
-
             tqdm.write(f"[vidiff train] {message}")
 
     # -- one step ---------------------------------------------------------------------------------
@@ -299,8 +296,6 @@ class Trainer:
 
     def write_samples(self) -> list[Path]:
         """Sample and write ``samples/step_XXXXXXXX.{mp4,gif,png}`` (rank 0)."""
-        from vidiff.io import write_video
-
         distributed.barrier(self.dist)
         paths: list[Path] = []
         if self.dist.is_main:
@@ -329,8 +324,6 @@ class Trainer:
         interruption would); checkpoints, samples and logs along the way. SIGINT or SIGTERM
         ends the current step, writes a checkpoint and returns (`TrainResult.interrupted`);
         a second one stops at once. See `vidiff.train.loop`."""
-        from vidiff.train.loop import run
-
         return run(self, until)
 
     def close(self) -> None:

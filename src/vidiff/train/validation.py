@@ -9,10 +9,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from vidiff.config_io import ConfigError
+from vidiff.flow_samplers import FLOW_SAMPLERS
 from vidiff.kinds import MODEL_KINDS
 from vidiff.losses import WEIGHTINGS
 from vidiff.predictions import PREDICTIONS
-from vidiff.samplers import SamplingError
+from vidiff.priors import PRIORS, noise_prior
+from vidiff.process import PROCESSES, build_process
+from vidiff.samplers import SAMPLERS, SamplingError
+from vidiff.text import is_clip_root, resolve_text_encoder
+from vidiff.train.budget import CLOCKS
 
 if TYPE_CHECKING:
     from vidiff.train.config import RunConfig
@@ -37,9 +42,6 @@ def _positive(key: str, value, minimum=1) -> None:
 
 def validate(config: RunConfig) -> RunConfig:
     """Check values that a type alone cannot (choices, ranges); returns `config`."""
-    from vidiff.priors import PRIORS, noise_prior
-    from vidiff.train.budget import CLOCKS
-
     d, t = config.data, config.train
     _choice("data.source", d.source, DATA_SOURCES)
     if d.source == "folder" and not d.path:
@@ -106,12 +108,7 @@ def _check_lowres(config: RunConfig) -> None:
 
 def _validate_process(config: RunConfig) -> None:
     """diffusion.process and, for rectified flow, what it does not combine with."""
-    from vidiff.flow_samplers import FLOW_SAMPLERS
-    from vidiff.process import PROCESSES, build_process
-
     _choice("diffusion.process", config.diffusion.process, PROCESSES)
-    from vidiff.samplers import SAMPLERS
-
     if config.diffusion.process != "flow":
         if config.sample.sampler not in SAMPLERS and config.sample.sampler in FLOW_SAMPLERS:
             raise ConfigError(f"sample.sampler = {config.sample.sampler!r} samples "
@@ -133,8 +130,6 @@ def _validate_process(config: RunConfig) -> None:
 
 
 def _check_text_encoder(name: str) -> None:
-    from vidiff.text import is_clip_root, resolve_text_encoder
-
     if is_clip_root(Path(name).expanduser()):
         return  # a Stable Diffusion pipeline root's CLIP text encoder
     try:
