@@ -13,7 +13,7 @@ import torch
 from vidiff.checkpoint import CheckpointError
 from vidiff.cli import CommandError
 from vidiff.conditional import ConditionalSampler
-from vidiff.data.folder import FitFrames, resize_crop_frames
+from vidiff.data.resize import FitFrames, resize_crop_frames
 from vidiff.guidance import RECONSTRUCTION_WEIGHT
 from vidiff.io import (
     WRITE_SUFFIXES,
@@ -172,7 +172,7 @@ def load(args: argparse.Namespace):
 def _read_frames(path: Path, size: int | None):
     """uint8 (N, F, h, w, C): one video, or the N videos of an .npy batch, each frame resized
     to cover `size` x `size` and center-cropped as it is decoded (the training data's
-    geometry, `vidiff.data.folder.resize_crop_frames`), so memory follows the model's clip
+    geometry, `vidiff.data.resize.resize_crop_frames`), so memory follows the model's clip
     size, not the file's resolution. `size` None: frames as they are."""
     try:
         if path.suffix.lower() == ".npy":
