@@ -120,3 +120,4 @@ def test_a_latent_run_trains_samples_pixels_and_exports(tiny_sd_root, tmp_path, 
     err = cli_error(capsys, ["upsample", str(out), "--input", str(clip), "--out",
                              str(tmp_path / "u.npy")])
     assert "latent models are not supported" in err
+    assert err.count("vidiff upsample:") == 1, err  # the command is named once

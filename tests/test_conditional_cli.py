@@ -50,7 +50,7 @@ def test_interpolate_keeps_the_given_frames(tiny_run, clip, tmp_path):
                  "--out", str(out), *FAST]) == 0
     frames = np.load(out)
     assert frames.shape == (1, 7, 16, 16, 3)
-    from vidiff.data.folder import resize_crop_frames
+    from vidiff.data.resize import resize_crop_frames
 
     given = torch.from_numpy(np.load(clip)[0])  # (3, 20, 20, 3) uint8
     # the given frames, resized as the training clips were, come back within the rounding

@@ -11,7 +11,7 @@ import torch
 from _train_helpers import TINY
 
 from vidiff.cli import main
-from vidiff.data.folder import resize_crop_frames
+from vidiff.data.resize import resize_crop_frames
 from vidiff.io import read_video, video_info, write_video
 
 pytestmark = pytest.mark.usefixtures("one_thread")

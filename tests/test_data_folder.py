@@ -132,7 +132,7 @@ def test_fps_resampling(root):
 
 
 def test_short_videos_pad_or_skip(root):
-    from vidiff.data.folder import PaddedVideoWarning
+    from vidiff.data.entries import PaddedVideoWarning
 
     ds = VideoFolder(root, frames=14, size=16, offset="first")
     with pytest.warns(PaddedVideoWarning, match="v_jump_02.gif"):
@@ -342,7 +342,7 @@ def test_recursive_scan_webm_and_hidden_files(tmp_path):
 def test_uint8_resize_crop_equals_the_float_path(shape, size, crop):
     """The fast path (resize and crop the bytes, convert at the final size) gives the clip of
     the float path: the same crop, values within the rounding to 256 levels."""
-    from vidiff.data.folder import resize_crop, resize_crop_frames
+    from vidiff.data.resize import resize_crop, resize_crop_frames
     from vidiff.io import from_uint8
 
     frames = torch.randint(0, 256, shape, dtype=torch.uint8,
@@ -358,7 +358,8 @@ def test_folder_clips_equal_the_float_path_on_a_real_h264_file(tmp_path):
     the clip of the old path (decode all, convert to float, resize, crop): same frames, same
     crop, values within one of the 256 levels; at a 640x272 h264 file with a stride."""
     from vidiff.data import VideoFolder
-    from vidiff.data.folder import epoch_generator, resize_crop
+    from vidiff.data.entries import epoch_generator
+    from vidiff.data.resize import resize_crop
     from vidiff.io import from_uint8, read_video
 
     g = torch.Generator().manual_seed(0)
@@ -381,7 +382,7 @@ def test_folder_clips_equal_the_float_path_on_a_real_h264_file(tmp_path):
 
 def test_padding_short_videos_is_said_once_with_a_count(tmp_path):
     from vidiff.data import VideoFolder
-    from vidiff.data.folder import PaddedVideoWarning
+    from vidiff.data.entries import PaddedVideoWarning
 
     write_video(tmp_path / "short.mp4", ramp_video(5), fps=8)
     write_video(tmp_path / "long.mp4", ramp_video(20), fps=8)

@@ -101,6 +101,7 @@ def test_resume_may_change_what_is_trained(tmp_path, capsys, recorded):
     from vidiff.train import Trainer
 
     out = tmp_path / "r"
+    train(tiny_config(out, steps=1), echo=False)  # temporal-only needs trained image layers
     first = Trainer(tiny_config(out, "train.trainable=temporal", steps=2), echo=False)
     try:
         first.run()

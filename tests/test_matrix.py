@@ -9,8 +9,8 @@ the export agree), extends and interpolates, and is scored by `vidiff eval` (wei
 metrics). Every combination a kind does not support is refused by `vidiff train` with a
 one-line error naming it, before anything is built.
 
-A new kind joins the matrix by registering in `MODEL_KINDS` and declaring its tiny settings,
-processes and priors in `_KINDS` below (the test fails until it does).
+A new kind joins the matrix by registering in `MODEL_KINDS`: its `tiny_settings`, `processes`
+and `priors` say what is trained and what must be refused.
 """
 
 import json
@@ -31,58 +31,40 @@ from _train_helpers import TINY, cli_error
 from vidiff import Pipeline
 from vidiff.checkpoint import list_checkpoints, load_checkpoint
 from vidiff.cli import main
-from vidiff.flow_samplers import FLOW_SAMPLERS
-from vidiff.models.kinds import MODEL_KINDS
+from vidiff.diffusion import Diffusion
+from vidiff.flow import FlowMatching
+from vidiff.kinds import MODEL_KINDS
 from vidiff.pipeline import read_spec
 from vidiff.priors import PRIORS
 from vidiff.process import PROCESSES
-from vidiff.samplers import SAMPLERS
 
-
-# -- the adapter: what each kind trains with (until `ModelKind` declares it) ------------------
-@dataclass(frozen=True)
-class KindCase:
-    """How the matrix trains one model kind."""
-
-    settings: tuple[str, ...]  # `--set` overrides that make its tiny network
-    processes: tuple[str, ...]  # the processes it allows (the others must be refused)
-    priors: tuple[str, ...]  # the priors the matrix trains it with
-    refused_priors: tuple[str, ...] = ()  # priors `vidiff train` must refuse for it
-
-
-_KINDS = {
-    "unet": KindCase(("model.kind=unet", "model.preset=tiny"), ("ddpm", "flow"),
-                     ("independent", "mixed")),
-    "videofusion": KindCase(("model.kind=videofusion", "model.preset=tiny",
-                             "model.base_preset=tiny", "diffusion.prediction=eps"),
-                            ("ddpm",), ("decomposed",),
-                            refused_priors=("independent", "mixed", "progressive")),
-    "dit": KindCase(("model.kind=dit", "model.preset=dit-tiny"), ("ddpm", "flow"),
-                    ("independent", "progressive")),
-}
-_PROCESS_SAMPLERS = {"ddpm": SAMPLERS, "flow": FLOW_SAMPLERS}  # each process's own samplers
+# -- what the matrix trains: read from the kinds' declarations ------------------------------
+_PROCESS_SAMPLERS = {"ddpm": Diffusion.samplers, "flow": FlowMatching.samplers}
 _PROCESS_SETTINGS = {  # DDPM on T = 20: its NLL (vidiff eval --nll) costs T network calls
     "ddpm": ("diffusion.process=ddpm", "sample.sampler=ddim", "diffusion.timesteps=20"),
     "flow": ("diffusion.process=flow", "sample.sampler=euler"),
 }
-# checks that fail today, by (kind, check): marked xfail(strict=True, raises=the exception),
-# so that the mark must go when the bug is fixed
-_KNOWN_FAILURES = {
-    ("dit", "resume"): ("a DiT run cannot be resumed: `vidiff train --out RUN` refuses its own "
-                        "checkpoint as another architecture (its DiT network read as a U-Net's)",
-                        SystemExit),
-}
+_CORRELATED = ("mixed", "progressive")  # PYoCo's priors: the kinds take them in turn
+
+
+def _priors(kind: str) -> tuple[str, ...]:
+    """The priors the matrix trains `kind` with: those it is limited to, else independent noise
+    and one of PYoCo's correlated priors (alternating over the registered kinds)."""
+    declared = MODEL_KINDS.get(kind).priors
+    if declared is not None:
+        return declared
+    return ("independent", _CORRELATED[MODEL_KINDS.names().index(kind) % len(_CORRELATED)])
+
+
+def _refused_priors(kind: str) -> tuple[str, ...]:
+    declared = MODEL_KINDS.get(kind).priors
+    return () if declared is None else tuple(p for p in PRIORS.names() if p not in declared)
+
+
 # TINY at 4 frames of 8x8, without the kind- and process-specific keys
 _COMMON = [s for s in TINY if not s.startswith(("model.preset", "sample.sampler", "data.size"))]
 _COMMON += ["data.size=8"]
 STEPS, MORE_STEPS, NEW_LR = 4, 6, 5e-4
-
-
-def _case(kind: str) -> KindCase:
-    if kind not in _KINDS:
-        pytest.fail(f"model kind {kind!r} is registered but not in the matrix: declare its "
-                    f"tiny settings, processes and priors in tests/test_matrix.py's _KINDS")
-    return _KINDS[kind]
 
 
 def _tiny_settings(kind: str, process: str, prior: str) -> list[str]:
@@ -91,40 +73,25 @@ def _tiny_settings(kind: str, process: str, prior: str) -> list[str]:
     if process not in _PROCESS_SETTINGS:
         pytest.fail(f"process {process!r} has no settings in tests/test_matrix.py's "
                     f"_PROCESS_SETTINGS")
-    return [*_COMMON, *_case(kind).settings, *_PROCESS_SETTINGS[process], f"prior.name={prior}"]
-
-
-def _processes(kind: str) -> tuple[str, ...]:
-    return _KINDS[kind].processes if kind in _KINDS else PROCESSES
+    return [*_COMMON, *MODEL_KINDS.get(kind).tiny_settings(process),
+            *_PROCESS_SETTINGS[process], f"prior.name={prior}"]
 
 
 def _cells() -> list:
-    cells = []
-    for kind in MODEL_KINDS.names():
-        if kind not in _KINDS:  # a cell that fails, asking for the declaration
-            cells.append(pytest.param((kind, "ddpm", "independent"), id=f"{kind}-undeclared"))
-            continue
-        cells += [pytest.param((kind, process, prior), id=f"{kind}-{process}-{prior}")
-                  for process in _processes(kind) for prior in _KINDS[kind].priors]
-    return cells
+    return [pytest.param((kind, process, prior), id=f"{kind}-{process}-{prior}")
+            for kind in MODEL_KINDS.names() for process in MODEL_KINDS.get(kind).processes
+            for prior in _priors(kind)]
 
 
 def _refusals() -> list:
     cells = []
-    for kind, case in _KINDS.items():
-        cells += [pytest.param(kind, process, case.priors[0], process, id=f"{kind}-{process}")
-                  for process in PROCESSES if process not in case.processes]
-        cells += [pytest.param(kind, case.processes[0], prior, prior, id=f"{kind}-{prior}")
-                  for prior in case.refused_priors]
+    for kind in MODEL_KINDS.names():
+        processes = MODEL_KINDS.get(kind).processes
+        cells += [pytest.param(kind, process, _priors(kind)[0], process, id=f"{kind}-{process}")
+                  for process in PROCESSES if process not in processes]
+        cells += [pytest.param(kind, processes[0], prior, prior, id=f"{kind}-{prior}")
+                  for prior in _refused_priors(kind)]
     return cells
-
-
-def _expect_known_failure(request, cell, check: str) -> None:
-    """Mark the test xfail(strict) when `check` is a known failure of the cell's kind."""
-    known = _KNOWN_FAILURES.get((cell.kind, check))
-    if known is not None:
-        reason, raises = known
-        request.applymarker(pytest.mark.xfail(strict=True, reason=reason, raises=raises))
 
 
 @dataclass
@@ -180,10 +147,9 @@ def test_the_run_is_of_its_cell(cell):
     assert [entry["step"] for entry in _log(cell.run)] == list(range(1, STEPS + 1))
 
 
-def test_resume_with_more_steps_and_a_new_lr(cell, request):
+def test_resume_with_more_steps_and_a_new_lr(cell):
     from vidiff.train.schedule import WarmupSchedule
 
-    _expect_known_failure(request, cell, "resume")
     run = cell.tmp / "resumed"
     shutil.copytree(cell.run, run)
     assert main(["train", "--out", str(run), "--steps", str(MORE_STEPS), "--lr",
@@ -201,10 +167,11 @@ def test_resume_with_more_steps_and_a_new_lr(cell, request):
 
 def _changes(cell) -> list[tuple[str, str, list[str]]]:
     """Other settings of the cell's kind that define another model: (key, new value, --set)."""
-    case = _KINDS[cell.kind]
-    return ([("diffusion.process", p, list(_PROCESS_SETTINGS[p])) for p in case.processes
+    processes = MODEL_KINDS.get(cell.kind).processes
+    return ([("diffusion.process", p, list(_PROCESS_SETTINGS[p])) for p in processes
              if p != cell.process] +
-            [("prior.name", p, [f"prior.name={p}"]) for p in case.priors if p != cell.prior])
+            [("prior.name", p, [f"prior.name={p}"]) for p in _priors(cell.kind)
+             if p != cell.prior])
 
 
 def test_resume_with_another_process_or_prior_is_refused(cell, capsys):
@@ -234,8 +201,7 @@ def _wait_for_a_step(run, proc, timeout=120) -> None:
     raise AssertionError(f"the run in {run} logged no step in {timeout} s")
 
 
-def test_sigterm_mid_run_then_resume(cell, request):
-    _expect_known_failure(request, cell, "resume")
+def test_sigterm_mid_run_then_resume(cell):
     run = cell.tmp / "stopped"
     cmd = [sys.executable, "-m", "vidiff", "train", "--out", str(run), "--steps", "100000",
            "--set", *cell.settings, "train.sample_every=0"]
@@ -333,9 +299,9 @@ def test_eval(cell, capsys):
 def test_a_sampler_of_another_process_is_refused(cell, capsys):
     """A DDPM model with a flow sampler, a flow model with a DDPM one: one line naming the
     sampler, before any sampling (nothing written)."""
-    own = _PROCESS_SAMPLERS[cell.process].names()
+    own = _PROCESS_SAMPLERS[cell.process]
     foreign = next(name for samplers in _PROCESS_SAMPLERS.values()
-                   for name in samplers.names() if name not in own)
+                   for name in samplers if name not in own)
     out = cell.tmp / "refused.npy"
     for argv in (["sample", str(cell.run)], ["extend", str(cell.run), "--frames", "6"],
                  ["interpolate", str(cell.run)], ["eval", "-c", str(cell.run), "-n", "2",
@@ -346,14 +312,16 @@ def test_a_sampler_of_another_process_is_refused(cell, capsys):
 
 
 # -- what the matrix does not train: refused, in one line naming it ----------------------------
-def test_every_registered_kind_is_declared():
+def test_every_registered_kind_declares_what_the_matrix_trains():
     for kind in MODEL_KINDS.names():
-        _case(kind)
-    for kind, case in _KINDS.items():
-        assert kind in MODEL_KINDS.names(), f"_KINDS declares {kind!r}, which is not registered"
-        assert set(case.processes) <= set(PROCESSES) and case.processes
-        assert len(case.priors) + len(case.refused_priors) >= 2
-        assert set(case.priors) | set(case.refused_priors) <= set(PRIORS.names())
+        cls = MODEL_KINDS.get(kind)
+        assert cls.processes and set(cls.processes) <= set(PROCESSES), kind
+        assert cls.priors is None or set(cls.priors) <= set(PRIORS.names()), kind
+        assert not set(_priors(kind)) & set(_refused_priors(kind)), kind
+        assert len(_priors(kind)) + len(_refused_priors(kind)) >= 2, kind
+        assert cls.tiny_preset in cls.presets, kind
+    trained = {p for kind in MODEL_KINDS.names() for p in _priors(kind)}
+    assert {"independent", *_CORRELATED} <= trained
 
 
 @pytest.mark.parametrize("kind, process, prior, named", _refusals())

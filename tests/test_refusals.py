@@ -1,12 +1,15 @@
 """Settings a run would silently ignore, and sources that would fail after the data is read,
 are refused when the config is loaded: one error naming the key (and the file)."""
 
+import json
+
 import pytest
 from _sd_helpers import write_tiny_sd
 from _train_helpers import TINY
 
 from vidiff.cli import main
 from vidiff.config_io import ConfigError
+from vidiff.text.encoders import text_encoder_named
 from vidiff.train.config import load_run_config
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -93,3 +96,21 @@ def test_a_resumed_run_does_not_read_init_from(flow_image, tmp_path):
     """A run with checkpoints takes its weights from them: a moved init_from is no error."""
     load_run_config(None, [*TINY, *FLOW, f"train.out={flow_image}",
                            f"model.init_from={tmp_path / 'moved'}"])
+
+
+def test_an_sdxl_unet_is_named_before_its_text_width(tmp_path):
+    """SDXL's added embeddings are what vidiff cannot import: named first, not the text
+    width that follows from them."""
+    root = write_tiny_sd(tmp_path / "sd")
+    config = root / "unet" / "config.json"
+    data = json.loads(config.read_text())
+    config.write_text(json.dumps({**data, "addition_embed_type": "text_time",
+                                  "cross_attention_dim": 2 * data["cross_attention_dim"]}))
+    _refused(f"model.init_from={root}", f"train.out={tmp_path / 'r'}", "data.use_captions=true",
+             match=r"addition_embed_type='text_time' \(SDXL's added embeddings")
+
+
+def test_a_moved_text_encoder_folder_is_named_as_missing(tmp_path):
+    moved = tmp_path / "sd" / "moved"
+    with pytest.raises(ValueError, match=rf"text encoder '{moved}': no such folder \(moved"):
+        text_encoder_named(str(moved))

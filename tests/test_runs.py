@@ -17,7 +17,7 @@ from vidiff.checkpoint import list_checkpoints, load_checkpoint
 from vidiff.config_io import ConfigError
 from vidiff.pipeline import read_spec
 from vidiff.train import Trainer, WarmupSchedule, train
-from vidiff.train.config import load_run_config, warmup_steps
+from vidiff.train.config import load_run_config, merge_run_config, warmup_steps
 from vidiff.train.resume import config_changes
 from vidiff.train.runlock import RunLock, RunLockedError
 
@@ -84,8 +84,8 @@ def test_setting_classes_are_documented():
 
 def test_config_changes_split_allowed_and_refused():
     old = load_run_config(None, TINY).to_dict()
-    new = load_run_config(None, [*TINY, "train.lr=5e-4", "model.init_from=/gone",
-                                 "data.use_captions=true"]).to_dict()
+    new = merge_run_config(None, [*TINY, "train.lr=5e-4", "model.init_from=/gone",
+                                  "data.use_captions=true"]).to_dict()
     allowed, refused = config_changes(old, new)
     assert allowed == ["train.lr: 0.001 -> 0.0005"]  # init_from is read at step 0 only
     assert refused == ["data.use_captions: False -> True"]

@@ -35,6 +35,9 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import SafetensorError
+from safetensors.torch import load as st_load
+from safetensors.torch import save as st_save
 from torch import nn
 
 __all__ = [
@@ -108,8 +111,6 @@ def save_checkpoint(
 ) -> Path:
     """Write the checkpoint of `step` under ``run_dir/checkpoints`` atomically; returns its
     folder. Older checkpoints beyond the newest `keep` are removed afterwards."""
-    from safetensors.torch import save as st_save
-
     root = Path(run_dir) / CHECKPOINTS_DIR
     root.mkdir(parents=True, exist_ok=True)
     meta = {**(meta or {}), "step": int(step)}
@@ -233,9 +234,6 @@ def find_checkpoint(path: str | os.PathLike) -> Path:
 # -- reading ---------------------------------------------------------------------------------
 def read_safetensors(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
     """(tensors, metadata) of a safetensors file; anything else is a `CheckpointError`."""
-    from safetensors import SafetensorError
-    from safetensors.torch import load as st_load
-
     path = Path(path)
     try:
         data = path.read_bytes()

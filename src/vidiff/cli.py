@@ -11,6 +11,8 @@ import os
 import sys
 import warnings
 
+from vidiff import __version__
+
 # module names under vidiff.commands, in --help order
 COMMANDS = [
     "train", "sample", "info", "export", "demo", "extend", "interpolate", "upsample", "eval",
@@ -28,8 +30,6 @@ class CommandError(Exception):
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser with every subcommand."""
-    from vidiff import __version__
-
     parser = argparse.ArgumentParser(
         prog="vidiff",
         description="Train, sample, extend and evaluate video diffusion models.",

@@ -26,6 +26,7 @@ from dataclasses import dataclass, field, replace
 
 import torch
 import torch.nn.functional as F
+from tqdm.auto import tqdm
 
 from .cond import Cond
 from .guidance import RECONSTRUCTION_WEIGHT, Denoiser, ReconstructionGuidance
@@ -163,7 +164,6 @@ class ConditionalSampler:
         (None, self) without `progress`."""
         if not self.progress:
             return None, self
-        from tqdm.auto import tqdm
 
         steps = sampler_steps(self.diffusion, self.sampler, self.steps)
         bar = tqdm(total=windows * steps, desc=f"{windows} window(s)", unit="step",

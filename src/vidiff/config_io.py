@@ -30,6 +30,14 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - Python 3.10: the tomli package (a dependency there)
+    try:
+        import tomli as tomllib
+    except ImportError:
+        tomllib = None
+
 __all__ = [
     "ConfigError",
     "CONFIG_SUFFIXES",
@@ -304,14 +312,9 @@ def apply_overrides(config: T, overrides: Iterable[str]) -> T:
 
 # -- files -------------------------------------------------------------------------------------
 def _load_toml(text: str) -> dict:
-    if sys.version_info >= (3, 11):
-        import tomllib
-    else:  # pragma: no cover - Python 3.10
-        try:
-            import tomli as tomllib
-        except ImportError:
-            raise ConfigError("reading TOML on Python 3.10 needs the tomli package "
-                              "(pip install tomli), or use a .json config") from None
+    if tomllib is None:  # pragma: no cover - Python 3.10
+        raise ConfigError("reading TOML on Python 3.10 needs the tomli package "
+                          "(pip install tomli), or use a .json config")
     return tomllib.loads(text)
 
 
@@ -335,7 +338,7 @@ def load_config_file(path: str | os.PathLike) -> dict[str, Any]:
             data = json.loads(text) if text.strip() else {}
         else:
             try:
-                import yaml
+                import yaml  # optional dependency
             except ImportError:
                 raise ConfigError(
                     f"config file {str(path)!r}: YAML needs PyYAML (pip install "

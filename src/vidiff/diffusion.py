@@ -94,6 +94,13 @@ class Diffusion(NoisingProcess):
         return ("euler and heun sample flow-matching models; this one is DDPM's "
                 "(ddpm, ddim or dpmpp_2m; DDIM's step is Euler's)")
 
+    def steps_problem(self, steps: int | None) -> str | None:
+        """None when `steps` respaced timesteps exist: at most the T the model was trained
+        with (`schedules.respace`)."""
+        if steps is not None and steps > self.timesteps:
+            return f"= {steps} exceeds the model's {self.timesteps} timesteps (T)"
+        return None
+
     def grid(self, steps: int | None, spacing: str | None = None,
              sampler: str | None = None) -> Grid:
         """`steps` respaced timesteps (None: all T) by `spacing` (default: the sampler's,

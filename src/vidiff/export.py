@@ -20,6 +20,8 @@ import shutil
 from dataclasses import replace
 from pathlib import Path
 
+from safetensors.torch import save_file
+
 from vidiff.checkpoint import CHECKPOINTS_DIR, find_checkpoint
 from vidiff.io.paths import check_apart, check_new_folder
 from vidiff.io.write import OutputPathError
@@ -33,6 +35,7 @@ from vidiff.pipeline import (
     read_spec,
 )
 from vidiff.spec import SPEC_FORMAT, ModelSpec
+from vidiff.text.clip import is_clip_root
 
 __all__ = ["ExportError", "export_model", "model_card"]
 
@@ -93,7 +96,6 @@ def _sources(source: Path, spec: ModelSpec) -> dict[str, Path | None]:
 def _write(found: Pretrained, spec: ModelSpec, text_dir: Path | None, out: Path) -> None:
     """The export's files in a temporary folder next to `out`, then moved onto `out` (an
     old `out` is moved aside first and deleted last)."""
-    from safetensors.torch import save_file
 
     tmp = out.parent / f".{out.name}.tmp-{secrets.token_hex(4)}"
     old = out.parent / f".{out.name}.old-{secrets.token_hex(4)}"
@@ -136,8 +138,6 @@ def _portable(spec: ModelSpec) -> tuple[ModelSpec, Path | None]:
 
 def _copy_text_encoder(folder: Path, target: Path) -> None:
     """A BERT folder as it is; of a Stable Diffusion root only text_encoder/ and tokenizer/."""
-    from vidiff.text.clip import is_clip_root
-
     if not is_clip_root(folder):
         shutil.copytree(folder, target)
         return

@@ -32,6 +32,7 @@ from torch import nn
 from vidiff.checkpoint import CheckpointError, load_checkpoint, load_weights, read_safetensors
 from vidiff.cond import Cond
 from vidiff.guidance import ClassifierFreeGuidance
+from vidiff.models import load_diffusers_vae
 from vidiff.samplers import SamplingConfig, SamplingError, sample
 from vidiff.spec import (
     SPEC_FORMAT,
@@ -40,6 +41,7 @@ from vidiff.spec import (
     TextEncoderSpec,
     spec_from_checkpoint,
 )
+from vidiff.text import text_encoder_named
 
 __all__ = ["EXPORT_CONFIG", "EXPORT_WEIGHTS", "Pipeline", "Pretrained", "is_exported",
            "read_pretrained", "read_spec"]
@@ -139,8 +141,6 @@ def build_text_encoder(text: TextEncoderSpec | None, root: Path | None = None):
     relative to an exported model's `root` is its bundled copy."""
     if text is None:
         return None
-    from vidiff.text import text_encoder_named
-
     bundled = root / text.name if root is not None and text.name != "hash" else None
     name = str(bundled) if bundled is not None and bundled.is_dir() else text.name
     return text_encoder_named(name, text.dim, text.max_tokens)
@@ -151,8 +151,6 @@ def build_autoencoder(spec: ModelSpec, root: Path | None = None):
     exported model's `root` is its bundled copy."""
     if spec.autoencoder is None:
         return None
-    from vidiff.models import load_diffusers_vae
-
     name = spec.autoencoder.name
     bundled = root / name if root is not None else None
     folder = bundled if bundled is not None and bundled.is_dir() else Path(name).expanduser()
@@ -221,6 +219,7 @@ class Pipeline:
         low-res clips `lowres` (count, C, F, h, w)."""
         cond: dict = {}  # Cond's fields
         num_classes, device = self.spec.num_classes, self.device
+        self._check_conditions(class_labels, captions, lowres)
         if num_classes is not None:
             labels = list(range(num_classes)) if class_labels is None else list(
                 torch.as_tensor(class_labels).flatten().tolist())
@@ -235,6 +234,17 @@ class Pipeline:
         if lowres is not None:
             cond["lowres"] = lowres.to(device)
         return Cond(**cond)
+
+    def _check_conditions(self, class_labels, captions, lowres) -> None:
+        """A ValueError naming a condition this model does not take."""
+        if class_labels is not None and self.spec.num_classes is None:
+            raise ValueError("class_labels: this model is not class-conditional"
+                             + (" (it takes captions)" if self.text_encoder is not None else ""))
+        if captions is not None and self.text_encoder is None:
+            raise ValueError("captions: this model is not text-conditional"
+                             + (" (it takes class_labels)" if self.spec.num_classes else ""))
+        if lowres is not None and self.spec.conditioning.lowres_size is None:
+            raise ValueError("lowres: this model is not a super-resolution model")
 
     def denoiser(self, guidance_scale: float | None = None) -> Callable[..., torch.Tensor]:
         """The network as a float32 denoiser ``(xt, t, **cond)``, with classifier-free
@@ -256,12 +266,15 @@ class Pipeline:
         chosen = sampler or base.sampler
         same = chosen == base.sampler
         config = SamplingConfig(
-            chosen, steps or (base.steps if same else None),
+            chosen, (base.steps if same else None) if steps is None else steps,
             (base.eta if same else None) if eta is None else eta,
             base.guidance_scale if guidance_scale is None else guidance_scale).check()
         problem = self.diffusion.sampler_problem(config.sampler)
         if problem is not None:
             raise SamplingError("sampler", f"{config.sampler!r}: {problem}")
+        problem = self.diffusion.steps_problem(config.steps)
+        if problem is not None:
+            raise SamplingError("steps", problem)
         return config
 
     # -- sampling --------------------------------------------------------------------------
@@ -281,7 +294,11 @@ class Pipeline:
         model's samples are decoded unless ``decode=False`` (then: its latents)."""
         if num_videos < 1:
             raise ValueError(f"num_videos must be >= 1, got {num_videos}")
+        if batch_size is not None and batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1 (None: up to {DEFAULT_BATCH}), got "
+                             f"{batch_size}")
         s = self.sampling(sampler, steps, eta, guidance_scale)
+        self._check_conditions(class_labels, captions, lowres)
         if self.spec.conditioning.lowres_size is not None and lowres is None:
             raise ValueError("a super-resolution model needs `lowres`, its low-res videos")
         if generator is None:

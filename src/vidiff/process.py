@@ -117,6 +117,11 @@ class NoisingProcess(ABC):
             return None
         return f"{self.title} samples with {_listed(self.samplers)}"
 
+    def steps_problem(self, steps: int | None) -> str | None:
+        """None when a grid of `steps` model calls exists (None: the sampler's default), else
+        why not (one line). Any positive count has a flow grid; DDPM's override says T."""
+        return None
+
 
 def build_process(config: DiffusionConfig) -> NoisingProcess:
     """The process of `config`: a `Diffusion` (``process = "ddpm"``) or a `FlowMatching`

@@ -20,6 +20,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
+from tqdm.auto import tqdm
 
 from .cond import Cond
 from .predictions import eps_from_x0
@@ -220,8 +221,6 @@ def _sampler_options(sampler: str, entry: Sampler, **given) -> dict:
 
 
 def _progress_callback(callback, total):
-    from tqdm.auto import tqdm
-
     bar = tqdm(total=total, desc="sampling", unit="step", leave=False)
 
     def wrapped(info):

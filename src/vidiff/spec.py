@@ -27,6 +27,7 @@ from vidiff.config_upgrade import upgrade_config_dict
 from vidiff.diffusion import Diffusion, DiffusionConfig
 from vidiff.kinds import MODEL_KINDS, ModelKind
 from vidiff.priors import NoisePrior, PriorConfig
+from vidiff.process import build_process
 from vidiff.samplers import SamplingConfig
 
 __all__ = [
@@ -108,11 +109,24 @@ class Provenance:
     weights: str | None = None
 
 
+#: The keys a spec must hold: what defines the model (a default would silently be another one).
+REQUIRED = ("kind", "network", "diffusion", "diffusion.process", "prior", "prior.name", "shape")
+
+
+def _lookup(data: dict, dotted: str):
+    """data["a"]["b"] for "a.b"; None where a level is missing or not a table."""
+    for key in dotted.split("."):
+        if not isinstance(data, dict):
+            return None
+        data = data.get(key)
+    return data
+
+
 @dataclass
 class ModelSpec:
     """A trained model, less its weights (see the module docstring)."""
 
-    kind: str = "unet"  # a MODEL_KINDS name: unet | videofusion
+    kind: str = "unet"  # a MODEL_KINDS name: unet | dit | videofusion
     network: dict = field(default_factory=dict)  # the kind's network config (JSON-safe)
     diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)
     prior: PriorConfig = field(default_factory=lambda: PriorConfig("independent"))
@@ -136,9 +150,29 @@ class ModelSpec:
             got = data.get("format") if isinstance(data, dict) else type(data).__name__
             raise ConfigError(f"not a vidiff model spec (format {got!r}, expected "
                               f"{SPEC_FORMAT!r})")
+        missing = [key for key in REQUIRED if _lookup(data, key) is None]
+        if missing:  # a default here would load another model (a flow one as DDPM)
+            raise ConfigError(f"model spec: {', '.join(missing)} missing (vidiff writes every "
+                              f"section; was the config.json edited?)")
         spec = config_from_dict(cls, data, "spec")
-        MODEL_KINDS.get(spec.kind)  # an unknown kind lists the known ones
+        spec.check()
         return spec
+
+    def check(self) -> ModelSpec:
+        """`self`, or a `ConfigError` naming the first section that cannot be built: the
+        kind (an unknown one lists the known ones), the network config, the process and the
+        prior. Run when a spec is read, before any weights are."""
+        kind = MODEL_KINDS.get(self.kind)
+        for section, build in (("network", lambda: kind.backbone_config(self.network)),
+                               ("diffusion", self.build_diffusion),
+                               ("prior", self.build_prior)):
+            try:
+                build()
+            except (KeyError, TypeError, ValueError) as err:
+                if isinstance(err, ConfigError):
+                    raise
+                raise ConfigError(f"model spec: bad {section} ({err})") from None
+        return self
 
     def to_json(self) -> str:
         """The spec as indented JSON text."""
@@ -184,8 +218,6 @@ class ModelSpec:
 
     def build_diffusion(self) -> Diffusion:
         """The `Diffusion` (schedule, T, prediction) the model was trained with."""
-        from vidiff.process import build_process
-
         return build_process(self.diffusion)
 
     def build_prior(self) -> NoisePrior:

@@ -5,16 +5,37 @@ from __future__ import annotations
 
 import argparse
 import functools
+import math
 from pathlib import Path
 
+import numpy as np
+import torch
+
+from vidiff.checkpoint import CheckpointError
+from vidiff.cli import CommandError
+from vidiff.conditional import ConditionalSampler
+from vidiff.data.resize import FitFrames, resize_crop_frames
+from vidiff.guidance import RECONSTRUCTION_WEIGHT
+from vidiff.io import (
+    WRITE_SUFFIXES,
+    OutputPathError,
+    VideoReadError,
+    check_output_file,
+    from_uint8,
+    read_video,
+    to_rgb,
+    video_info,
+    write_video,
+)
+from vidiff.pipeline import Pipeline
+from vidiff.samplers import SamplingConfig, SamplingError
 from vidiff.spec import DEFAULT_FPS
+from vidiff.threads import ThreadCount
 
 
 def add_common_arguments(parser: argparse.ArgumentParser, weight: float | None = None) -> None:
     """The checkpoint, input, output, conditioning method and sampler options; `weight`:
     the default w_r (None: `vidiff.guidance.RECONSTRUCTION_WEIGHT`)."""
-    from vidiff.guidance import RECONSTRUCTION_WEIGHT
-
     parser.add_argument("checkpoint", help="run folder, checkpoint folder, .safetensors file or "
                                            "exported model folder (vidiff export)")
     parser.add_argument("-i", "--input", default=None,
@@ -43,20 +64,27 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
                         help="which weights: the EMA (default) or the raw trained ones; an "
                              "exported model holds one set (the one it was exported with)")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
-    parser.add_argument("--fps", type=float, default=None,
+    parser.add_argument("--fps", type=frame_rate, default=None,
                         help="frame rate of mp4/gif (default: the training data's, as recorded "
                              "in the checkpoint; 8 for the built-in data)")
     parser.add_argument("--threads", type=int, default=0,
                         help="torch CPU threads (0: the cores not already busy)")
 
 
+def frame_rate(text: str) -> float:
+    """An --fps value: a positive, finite number (argparse names the option in its error)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not 0 < value < math.inf:
+        raise argparse.ArgumentTypeError(f"must be a positive frame rate, got {text}")
+    return value
+
+
 def pick_device(name: str) -> str:
     """The torch device of a --device value (auto: cuda when there is one); a clear error
     for cuda without CUDA. Shared by `vidiff sample` and the conditional commands."""
-    import torch
-
-    from vidiff.cli import CommandError
-
     if name == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
     if name.startswith("cuda") and not torch.cuda.is_available():
@@ -67,8 +95,8 @@ def pick_device(name: str) -> str:
 def output_fps(args: argparse.Namespace, pipe, factor: float = 1.0) -> float:
     """--fps; else the --input video's frame rate, else the model's training clips' rate
     (its spec), else 8; times `factor` (interpolation makes `factor` frames of one)."""
-    if args.fps:
-        return float(args.fps)
+    if args.fps is not None:
+        return args.fps
     source = getattr(args, "input", None)
     header = _input_header(source) if source is not None else None
     rate = header.fps if header is not None else None
@@ -79,8 +107,6 @@ def output_fps(args: argparse.Namespace, pipe, factor: float = 1.0) -> float:
 def _input_header(source: str):
     """`vidiff.io.video_info` of an --input video file, read once per command (None for an
     .npy batch, a frame folder or an unreadable header)."""
-    from vidiff.io import VideoReadError, video_info
-
     path = Path(source)
     if path.suffix.lower() in (".npy", "") or path.is_dir():
         return None
@@ -92,10 +118,6 @@ def _input_header(source: str):
 
 def check_common(args: argparse.Namespace) -> None:
     """Clear errors for bad values of the common arguments."""
-    from vidiff.cli import CommandError
-    from vidiff.io import WRITE_SUFFIXES, OutputPathError, check_output_file
-    from vidiff.samplers import SamplingConfig, SamplingError
-
     if Path(args.out).suffix.lower() not in WRITE_SUFFIXES:
         raise CommandError(f"--out {args.out!r}: unknown suffix {Path(args.out).suffix!r}; "
                            f"use one of {', '.join(WRITE_SUFFIXES)}")
@@ -122,10 +144,6 @@ def load_pipeline(args: argparse.Namespace):
     --weights on --device, after setting --threads; a `CommandError` for a bad checkpoint.
     Shared with `vidiff sample`. Prints the device and the CPU threads; with --threads 0 the
     count is re-checked as the model runs (`vidiff.threads.ThreadCount`)."""
-    from vidiff.checkpoint import CheckpointError
-    from vidiff.cli import CommandError
-    from vidiff.pipeline import Pipeline
-    from vidiff.threads import ThreadCount
 
     threads = ThreadCount(args.threads)
     try:
@@ -142,8 +160,6 @@ def load_pipeline(args: argparse.Namespace):
 def window_overlap(args: argparse.Namespace, frames: int, lowest: int = 1) -> int:
     """--overlap (None: half the model's `frames`), a `CommandError` unless it is in
     [lowest, frames - 1]."""
-    from vidiff.cli import CommandError
-
     overlap = frames // 2 if args.overlap is None else args.overlap
     if not lowest <= overlap < frames:
         raise CommandError(f"--overlap must be in [{lowest}, {frames - 1}] (the model samples "
@@ -153,16 +169,15 @@ def window_overlap(args: argparse.Namespace, frames: int, lowest: int = 1) -> in
 
 def load(args: argparse.Namespace):
     """(Pipeline, ConditionalSampler) for the checkpoint and options of `args`."""
-    from vidiff.cli import CommandError
-    from vidiff.conditional import ConditionalSampler
-    from vidiff.samplers import SamplingError
-
     check_common(args)
     pipe = load_pipeline(args)
     latent = pipe.spec.autoencoder is not None
     if latent and args.command == "upsample":
-        raise CommandError("vidiff upsample: latent models are not supported (their "
-                           "conditioning would have to run on latents of another size)")
+        raise CommandError("latent models are not supported (their conditioning would have "
+                           "to run on latents of another size)")
+    if pipe.spec.shape.frames < 2 and args.command in ("extend", "interpolate"):
+        raise CommandError(f"{args.checkpoint!r} is an image model (1 frame a sample): "
+                           f"vidiff {args.command} needs a video model")
     try:  # the model's own sampler unless told (what `vidiff sample` and the run's samples use)
         chosen = pipe.sampling(args.sampler, args.steps, guidance_scale=1.0)
     except SamplingError as err:
@@ -179,15 +194,8 @@ def load(args: argparse.Namespace):
 def _read_frames(path: Path, size: int | None):
     """uint8 (N, F, h, w, C): one video, or the N videos of an .npy batch, each frame resized
     to cover `size` x `size` and center-cropped as it is decoded (the training data's
-    geometry, `vidiff.data.folder.resize_crop_frames`), so memory follows the model's clip
+    geometry, `vidiff.data.resize.resize_crop_frames`), so memory follows the model's clip
     size, not the file's resolution. `size` None: frames as they are."""
-    import numpy as np
-    import torch
-
-    from vidiff.cli import CommandError
-    from vidiff.data.folder import FitFrames, resize_crop_frames
-    from vidiff.io import VideoReadError, read_video
-
     try:
         if path.suffix.lower() == ".npy":
             arr = np.load(path, mmap_mode="r", allow_pickle=False)
@@ -206,9 +214,6 @@ def read_input(args: argparse.Namespace, channels: int, size: int | None, device
     """The --input videos as float (N, C, F, h, w) in [-1, 1] on `device`: resized to cover
     `size` x `size` and center-cropped, as the training clips were (None: as they are). A
     different input size or aspect is said, never silently changed."""
-    from vidiff.cli import CommandError
-    from vidiff.io import from_uint8, to_rgb
-
     path = Path(args.input)
     frames = _read_frames(path, size)  # (N, F, h, w, C) uint8
     if frames.shape[-1] != channels:
@@ -249,8 +254,6 @@ def as_video(pipe, out):
 def write_output(args: argparse.Namespace, video, what: str, pipe,
                  factor: float = 1.0) -> None:
     """Write `video` (N, C, F, H, W) to --out at `output_fps` and say what was written."""
-    from vidiff.io import write_video
-
     write_video(args.out, video.cpu(), fps=output_fps(args, pipe, factor))
     n, _, f, h, w = video.shape
     print(f"wrote {args.out} ({n} videos of {f}x{h}x{w}, {what}, {args.method}"
@@ -260,6 +263,4 @@ def write_output(args: argparse.Namespace, video, what: str, pipe,
 
 def generator(args: argparse.Namespace, device):
     """The torch.Generator of all the command's noise, seeded by --seed."""
-    import torch
-
     return torch.Generator(device=device).manual_seed(args.seed)

@@ -16,7 +16,11 @@ from pathlib import Path
 
 import torch
 
-from vidiff.oracle import gaussian_data
+import vidiff
+from vidiff.cli import CommandError
+from vidiff.io import OutputPathError, check_output_dir, write_video
+from vidiff.likelihood import quantize_256
+from vidiff.oracle import gaussian_data, gaussian_nll_bits_per_dim
 
 NAME = "demo"
 HELP = "sample Gaussian videos with the exact denoiser under every prior and sampler"
@@ -64,15 +68,11 @@ def _colorize(video: torch.Tensor, scale: int = 4) -> torch.Tensor:
 
 
 def _write(out: Path, name: str, video: torch.Tensor) -> None:
-    from vidiff.io import write_video
-
     for suffix in (".gif", ".mp4", ".png"):
         write_video(out / f"{name}{suffix}", _colorize(video), fps=6)
 
 
 def _videos(args, out: Path) -> None:
-    import vidiff
-
     shape = (1, args.frames, args.size, args.size)
     cov = drifting_field_covariance(shape)
     gen = torch.Generator().manual_seed(args.seed)
@@ -92,10 +92,6 @@ def _videos(args, out: Path) -> None:
 
 def _check(args) -> list[tuple]:
     """Whitened covariance error of each sampler, and the bound vs the true NLL, per prior."""
-    import vidiff
-    from vidiff.likelihood import quantize_256
-    from vidiff.oracle import gaussian_nll_bits_per_dim
-
     shape = (2, 4, 2, 2)
     cov = drifting_field_covariance(shape, var=0.09, length=1.0, floor=0.3)
     chol = torch.linalg.cholesky(cov)
@@ -125,9 +121,6 @@ def _check(args) -> list[tuple]:
 def run(args: argparse.Namespace) -> int:
     threads = torch.get_num_threads()
     torch.set_num_threads(1 if threads <= 2 else threads)  # small tensors: avoid oversubscribing
-    from vidiff.cli import CommandError
-    from vidiff.io import OutputPathError, check_output_dir
-
     try:
         check_output_dir(args.out)
     except OutputPathError as err:

@@ -27,6 +27,30 @@ import math
 import sys
 from pathlib import Path
 
+import torch
+
+from vidiff.checkpoint import CheckpointError
+from vidiff.cli import CommandError
+from vidiff.commands._conditional import pick_device
+from vidiff.data import SYNTHETIC
+from vidiff.evaluate import (
+    EvalConfig,
+    checkpoint_clips,
+    dataset_clips,
+    file_sha256,
+    load_reference,
+    nll_bits_per_dim_on,
+    open_videos,
+    versions,
+)
+from vidiff.evaluate.job import EvalError, EvalJob, run_job
+from vidiff.evaluate.sources import ARRAY_SUFFIXES
+from vidiff.io import OutputPathError, check_output_file
+from vidiff.metrics import FIDConfig, FVDConfig, load_fid_inception, load_i3d
+from vidiff.metrics.weights import is_torchscript_file
+from vidiff.pipeline import Pipeline, read_spec
+from vidiff.threads import auto_threads
+
 NAME = "eval"
 HELP = "FVD, FID, IS, NLL and weight-free metrics of generated videos, as a JSON report"
 
@@ -65,8 +89,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _fail(message: str):
-    from vidiff.cli import CommandError
-
     raise CommandError(message)
 
 
@@ -96,8 +118,6 @@ def _check_args(args: argparse.Namespace) -> None:
 
 def _check_outputs(args: argparse.Namespace) -> None:
     """--out and --save-reference must be writable before any clip is scored."""
-    from vidiff.io import OutputPathError, check_output_file
-
     for flag in ("out", "save_reference"):
         path = getattr(args, flag)
         if path:
@@ -109,10 +129,6 @@ def _check_outputs(args: argparse.Namespace) -> None:
 
 def _load_nets(args, device) -> tuple:
     """The I3D and Inception networks (or None) and their descriptions for the report."""
-    from vidiff.evaluate import file_sha256
-    from vidiff.metrics import load_fid_inception, load_i3d
-    from vidiff.metrics.weights import is_torchscript_file
-
     nets, weights = [None, None], {}
     for i, (flag, load) in enumerate((("i3d", load_i3d), ("inception", load_fid_inception))):
         path = getattr(args, flag)
@@ -130,9 +146,6 @@ def _load_nets(args, device) -> tuple:
 def _pipeline(args, device):
     """--checkpoint's `vidiff.Pipeline`, loaded once for the clips it samples and its --nll
     (None when neither needs it: the checkpoint then only names the reference data)."""
-    from vidiff.checkpoint import CheckpointError
-    from vidiff.pipeline import Pipeline
-
     if not args.checkpoint or (args.generated and not args.nll):
         return None
     try:
@@ -151,9 +164,6 @@ def _pipeline(args, device):
 
 
 def _generated(args, device, pipe):
-    from vidiff.checkpoint import CheckpointError
-    from vidiff.evaluate import checkpoint_clips, open_videos
-
     try:
         if args.generated:
             source = open_videos(args.generated)
@@ -176,8 +186,6 @@ def _provenance(args):
 
 @functools.lru_cache(maxsize=4)
 def _read_provenance(path: str):  # read once: the default reference and its clips both ask
-    from vidiff.pipeline import read_spec
-
     return read_spec(path).provenance
 
 
@@ -200,10 +208,6 @@ def _reference_source(args, name: str, shape: tuple, count: int):
     A synthetic reference of the checkpoint's own training data has the run's dataset options
     (e.g. ``max_balls``) and is held out: the clips of the next dataset seed, never trained on.
     """
-    from vidiff.data import SYNTHETIC
-    from vidiff.evaluate import dataset_clips, open_videos
-    from vidiff.evaluate.sources import ARRAY_SUFFIXES
-
     frames, size = args.frames or shape[1], args.size or shape[2]
     try:
         if Path(name).suffix.lower() in ARRAY_SUFFIXES:
@@ -239,8 +243,6 @@ def _is_tracked(name: str, reference) -> bool:
 
 
 def _nll(args, pipe, ref_name: str, shape: tuple, device, progress: bool) -> dict:
-    from vidiff.evaluate import nll_bits_per_dim_on
-
     shape_ = pipe.spec.shape
     source = _reference_source(argparse.Namespace(frames=shape_.frames, size=shape_.size,
                                                   checkpoint=args.checkpoint),
@@ -291,14 +293,6 @@ def _print_summary(metrics: dict) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import torch
-
-    from vidiff.commands._conditional import pick_device
-    from vidiff.evaluate import EvalConfig, load_reference, versions
-    from vidiff.evaluate.job import EvalError, EvalJob, run_job
-    from vidiff.metrics import FIDConfig, FVDConfig
-    from vidiff.threads import auto_threads
-
     _check_args(args)
     torch.set_num_threads(args.threads if args.threads > 0 else auto_threads())
     device = torch.device(pick_device(args.device))

@@ -25,6 +25,10 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from vidiff.checkpoint import CheckpointError
+from vidiff.cli import CommandError
+from vidiff.export import ExportError, export_model
+
 NAME = "export"
 HELP = "export a run's model to a shareable folder (config.json, model.safetensors, card)"
 
@@ -41,9 +45,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from vidiff.checkpoint import CheckpointError
-    from vidiff.cli import CommandError
-    from vidiff.export import ExportError, export_model
 
     try:
         written = export_model(args.checkpoint, Path(args.out), weights=args.weights,

@@ -15,6 +15,9 @@ from __future__ import annotations
 
 import argparse
 
+import torch
+
+from vidiff.cli import CommandError
 from vidiff.commands import _conditional as common
 
 NAME = "extend"
@@ -33,10 +36,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import torch
-
-    from vidiff.cli import CommandError
-
     pipe, sampler = common.load(args)
     shape = pipe.spec.shape
     device = pipe.device

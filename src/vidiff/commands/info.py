@@ -11,6 +11,15 @@ from __future__ import annotations
 import argparse
 import json
 import math
+from pathlib import Path
+
+from safetensors import safe_open
+
+from vidiff.checkpoint import CheckpointError, list_checkpoints, load_checkpoint
+from vidiff.cli import CommandError
+from vidiff.kinds import MODEL_KINDS
+from vidiff.pipeline import EXPORT_CONFIG, EXPORT_WEIGHTS, is_exported, read_spec
+from vidiff.text import is_clip_root
 
 NAME = "info"
 HELP = "show a checkpoint's step, model, parameter count, files and config"
@@ -34,11 +43,6 @@ def _size(n: int) -> str:
 
 def describe(path: str) -> dict:
     """The facts `vidiff info` prints, as a dict (no weights are read)."""
-    from pathlib import Path
-
-    from vidiff.checkpoint import list_checkpoints, load_checkpoint
-    from vidiff.pipeline import EXPORT_CONFIG, EXPORT_WEIGHTS, is_exported, read_spec
-
     spec = read_spec(path)
     ckpt_meta: dict = {}
     if is_exported(Path(path)):
@@ -72,7 +76,6 @@ def describe(path: str) -> dict:
 
 def _count(files: dict) -> int | None:
     """The parameter count of the model (or EMA) weights, from the safetensors header."""
-    from safetensors import safe_open
 
     for kind in ("model", "ema", "weights"):
         if kind in files:
@@ -83,8 +86,6 @@ def _count(files: dict) -> int | None:
 
 def _text_encoder(spec) -> str | None:
     """The frozen text encoder of a text-conditional model (None: the model reads no text)."""
-    from vidiff.text import is_clip_root
-
     text = spec.conditioning.text_encoder
     if text is None:
         return None
@@ -102,17 +103,12 @@ def _network(spec) -> str:
 def _model_line(model: dict) -> str:
     """The "model" line: the run's ``[model]`` settings as its kind says them (an exported
     model has no run config: its kind only; the network is in the spec)."""
-    from vidiff.kinds import MODEL_KINDS
-
     if "preset" not in model:
         return f"model        {model['kind']} (the network config: vidiff info --json, spec)"
     return f"model        {MODEL_KINDS.get(model['kind']).describe_settings(model)}"
 
 
 def run(args: argparse.Namespace) -> int:
-    from vidiff.checkpoint import CheckpointError
-    from vidiff.cli import CommandError
-
     try:
         facts = describe(args.checkpoint)
     except CheckpointError as err:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 
+from vidiff.cli import CommandError
 from vidiff.commands import _conditional as common
 
 NAME = "interpolate"
@@ -29,8 +30,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from vidiff.cli import CommandError
-
     if args.factor < 2:
         raise CommandError(f"--factor must be >= 2, got {args.factor}")
     pipe, sampler = common.load(args)

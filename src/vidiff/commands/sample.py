@@ -20,7 +20,18 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+import torch
+
+from vidiff.cli import CommandError
 from vidiff.commands._conditional import add_run_arguments, load_pipeline, output_fps
+from vidiff.io import (
+    WRITE_SUFFIXES,
+    OutputPathError,
+    check_output_dir,
+    check_output_file,
+    write_video,
+)
+from vidiff.samplers import SamplingError
 
 NAME = "sample"
 HELP = "sample videos from a checkpoint to mp4, gif, png or npy"
@@ -53,8 +64,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _labels(text: str, names: list[str], num_classes: int) -> list[int]:
-    from vidiff.cli import CommandError
-
     labels = []
     for part in [p.strip() for p in text.split(",") if p.strip()]:
         if part.lstrip("-").isdigit():
@@ -73,18 +82,6 @@ def _labels(text: str, names: list[str], num_classes: int) -> list[int]:
 
 
 def run(args: argparse.Namespace) -> int:
-    import torch
-
-    from vidiff.cli import CommandError
-    from vidiff.io import (
-        WRITE_SUFFIXES,
-        OutputPathError,
-        check_output_dir,
-        check_output_file,
-        write_video,
-    )
-    from vidiff.samplers import SamplingError
-
     out = Path(args.out)
     per_video = str(args.out).endswith(("/", "\\")) or out.is_dir()
     if not per_video and out.suffix.lower() not in WRITE_SUFFIXES:

@@ -21,7 +21,12 @@ checkpoint and continues exactly where it stopped.
 from __future__ import annotations
 
 import argparse
+import json
 import sys
+
+from vidiff.checkpoint import CheckpointError, list_checkpoints, load_checkpoint
+from vidiff.cli import CommandError
+from vidiff.config_io import ConfigError
 
 NAME = "train"
 HELP = "train a model on videos (built-in bouncing balls by default)"
@@ -73,8 +78,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def resolve_config(args):
     """The `RunConfig` of these arguments (see the module doc for the order)."""
-    from vidiff.checkpoint import list_checkpoints, load_checkpoint
-    from vidiff.train.config import load_run_config
 
     shortcuts = []
     data = getattr(args, "data", None)
@@ -89,17 +92,25 @@ def resolve_config(args):
         if value is not None:
             shortcuts.append(f"{key}={value}")
     overrides = shortcuts + list(args.overrides)
-    base = None
-    if config_file is None:
-        # the run resumed (--resume CKPT, or a run folder that holds checkpoints): start from
-        # its config, so a resume needs no flags and --resume CKPT --out NEW continues it
-        probe = load_run_config(None, overrides)
-        resume = probe.train.resume
-        if resume not in ("auto", "never"):
-            base = _run_of(load_checkpoint(resume))
-        elif resume == "auto" and (found := list_checkpoints(probe.train.out)):
-            base = _run_of(load_checkpoint(found[-1]))
-    return load_run_config(config_file, overrides, base=base)
+    # the trainer loads on use: `vidiff sample` never imports vidiff.train
+    from vidiff.train.config import load_run_config, merge_run_config
+    from vidiff.train.resume import check_same_model
+
+    if config_file is not None:
+        return load_run_config(config_file, overrides)
+    # the run resumed (--resume CKPT, or a run folder that holds checkpoints): start from its
+    # config, so a resume needs no flags and --resume CKPT --out NEW continues it
+    probe = merge_run_config(None, overrides)  # where it resumes from, not yet validated
+    resume, checkpoint = probe.train.resume, None
+    if resume not in ("auto", "never"):
+        checkpoint = load_checkpoint(resume)
+    elif resume == "auto" and (found := list_checkpoints(probe.train.out)):
+        checkpoint = load_checkpoint(found[-1])
+    if checkpoint is None:
+        return load_run_config(None, overrides)
+    base = _run_of(checkpoint)
+    check_same_model(checkpoint, merge_run_config(None, overrides, base=base))
+    return load_run_config(None, overrides, base=base)
 
 
 def _run_of(checkpoint):
@@ -114,11 +125,7 @@ def _run_of(checkpoint):
 
 
 def run(args: argparse.Namespace) -> int:
-    import json
-
-    from vidiff.checkpoint import CheckpointError
-    from vidiff.cli import CommandError
-    from vidiff.config_io import ConfigError
+    # the trainer loads on use: `vidiff sample` never imports vidiff.train
     from vidiff.train import NonFiniteLossError, train
 
     try:

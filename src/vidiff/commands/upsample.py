@@ -23,15 +23,16 @@ from __future__ import annotations
 
 import argparse
 
+from vidiff.cli import CommandError
 from vidiff.commands import _conditional as common
+from vidiff.conditional import downsample
+from vidiff.guidance import RECONSTRUCTION_WEIGHT
 
 NAME = "upsample"
 HELP = "spatial super-resolution: a model conditioned on the low-res video, or guidance"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from vidiff.guidance import RECONSTRUCTION_WEIGHT
-
     common.add_common_arguments(parser, weight=2 * RECONSTRUCTION_WEIGHT)
     parser.add_argument("--factor", type=int, default=None,
                         help="upsampling factor (2, 4, ...; None: the super-resolution "
@@ -42,8 +43,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from vidiff.cli import CommandError
-
     if args.factor is not None and args.factor < 2:
         raise CommandError(f"--factor must be >= 2, got {args.factor}")
     pipe, sampler = common.load(args)
@@ -57,8 +56,6 @@ def run(args: argparse.Namespace) -> int:
                            "nothing to replace: no pixel is known)")
     if shape.size % factor:
         raise CommandError(f"--factor {factor} does not divide the model's size {shape.size}")
-    from vidiff.conditional import downsample
-
     device = pipe.device
     low_size = shape.size // factor
     low = (common.read_input(args, shape.channels, low_size, device) if args.input
@@ -71,8 +68,6 @@ def run(args: argparse.Namespace) -> int:
 def _conditioned(args: argparse.Namespace, pipe, sampler) -> int:
     """A super-resolution model: the --input at its low resolution is its condition."""
     shape = pipe.spec.shape
-    from vidiff.cli import CommandError
-
     low_size, size = pipe.spec.conditioning.lowres_size, shape.size
     factor = size // low_size
     what = f"the model upsamples {low_size}x{low_size} to {size}x{size}"

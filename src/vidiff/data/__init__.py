@@ -9,12 +9,8 @@ True
 """
 
 from vidiff.data.balls import BouncingBalls, BouncingBallsConfig
-from vidiff.data.folder import (
-    VIDEO_SUFFIXES,
-    SkippedVideoWarning,
-    VideoFolder,
-    make_dataset,
-)
+from vidiff.data.entries import SkippedVideoWarning
+from vidiff.data.folder import VIDEO_SUFFIXES, VideoFolder, make_dataset
 from vidiff.data.frames import FramesAsImages
 from vidiff.data.images import ImageFolder, VideoFolderFrames
 from vidiff.data.render import COLORS

@@ -33,34 +33,13 @@ from typing import Any
 import torch
 from torch.utils.data import Dataset
 
-from vidiff.data.entries import (  # noqa: F401  (re-exported)
-    _READ_ERRORS,
-    PaddedVideoWarning,
-    SkippedVideoWarning,
-    _FolderDataset,
-    epoch_generator,
-)
-from vidiff.data.resize import (  # noqa: F401  (resize_crop, _size_pair: re-exported)
-    FitFrames,
-    _size_pair,
-    resize_crop,
-    resize_crop_frames,
-)
+from vidiff.data.entries import _READ_ERRORS, PaddedVideoWarning, _FolderDataset
+from vidiff.data.resize import FitFrames, _size_pair
 from vidiff.data.scan import Entry, index_items, read_caption, scan_folder
 from vidiff.data.synthetic import SYNTHETIC, make_synthetic
 from vidiff.io import VideoReadError, from_uint8, read_video, video_info
 
-__all__ = [
-    "VIDEO_SUFFIXES",
-    "FitFrames",
-    "PaddedVideoWarning",
-    "SkippedVideoWarning",
-    "VideoFolder",
-    "make_dataset",
-    "epoch_generator",
-    "resize_crop",
-    "resize_crop_frames",
-]
+__all__ = ["VIDEO_SUFFIXES", "VideoFolder", "make_dataset"]
 
 #: Suffixes of the video files `VideoFolder` picks up (frame folders count as videos too).
 VIDEO_SUFFIXES = (".mp4", ".webm", ".avi", ".mov", ".mkv", ".gif")
@@ -310,6 +289,7 @@ class VideoFolder(_FolderDataset):
     def as_images(self, per_video: int = 1):
         """Single frames of these videos (a `vidiff.data.images.VideoFolderFrames`), for image
         pretraining or joint image-video batches."""
+        # import cycle: vidiff.data.folder -> vidiff.data.images -> vidiff.data.folder
         from vidiff.data.images import VideoFolderFrames
 
         return VideoFolderFrames(self, per_video)

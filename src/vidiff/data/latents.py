@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 import torch
 from torch.utils.data import Dataset
+from tqdm.auto import tqdm
 
 __all__ = ["LatentCache", "autoencoder_fingerprint"]
 
@@ -106,8 +107,6 @@ class LatentCache(Dataset):
 
     def _build(self) -> None:
         """Encode the items not done yet, a batch at a time, flushing as it goes."""
-        from tqdm.auto import tqdm
-
         todo = np.flatnonzero(~self.done)
         bar = tqdm(total=len(todo), desc="encoding latents", unit="clip",
                    disable=not self.progress)

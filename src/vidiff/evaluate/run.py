@@ -14,9 +14,10 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
+from vidiff import __version__
 from vidiff.evaluate.sources import ClipSource
 from vidiff.evaluate.suite import EvalConfig, SetStats
-from vidiff.likelihood import quantize_256
+from vidiff.likelihood import quantize_256, vlb_terms
 
 __all__ = ["accumulate", "nll_bits_per_dim_on", "file_sha256", "versions", "quantize_256"]
 
@@ -68,8 +69,6 @@ def nll_bits_per_dim_on(
     are not supported here (the bound would need the clips' labels). Returns the mean, its
     standard error over clips, and the mean of each term.
     """
-    from vidiff.likelihood import vlb_terms
-
     generator = torch.Generator(device=device).manual_seed(seed)
     totals, priors, decoders = [], [], []
     bar = tqdm(total=source.count, desc="nll", unit="clip", disable=_disable(progress),
@@ -102,7 +101,5 @@ def file_sha256(path: str | os.PathLike) -> str:
 
 def versions() -> dict:
     """The versions that can change the numbers."""
-    from vidiff import __version__
-
     return {"vidiff": __version__, "torch": torch.__version__, "numpy": np.__version__,
             "python": platform.python_version(), "platform": platform.platform()}

@@ -24,8 +24,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from vidiff.io import from_uint8, read_video
+from vidiff.data import SYNTHETIC, make_dataset
+from vidiff.data.folder import VIDEO_SUFFIXES
+from vidiff.io import from_uint8, grid_of, read_video
 from vidiff.io.read import natural_key
+from vidiff.pipeline import Pipeline
 
 __all__ = ["ClipSource", "open_videos", "dataset_clips", "checkpoint_clips", "ARRAY_SUFFIXES"]
 
@@ -135,8 +138,6 @@ def open_videos(path: str | os.PathLike, frames: int | None = None) -> ClipSourc
 
     ``frames`` cuts every clip to its first ``frames`` frames.
     """
-    from vidiff.data.folder import VIDEO_SUFFIXES
-
     path = Path(path).expanduser()
     if not path.exists():
         raise FileNotFoundError(f"no such file or folder: {str(path)!r}")
@@ -159,8 +160,6 @@ def open_videos(path: str | os.PathLike, frames: int | None = None) -> ClipSourc
 
 def _refuse_grids(files: list[Path]) -> None:
     """A grid of several videos tiled into one file would be scored as one clip."""
-    from vidiff.io import grid_of
-
     for file in files:
         grid = grid_of(file)
         if grid is not None:
@@ -188,8 +187,6 @@ def dataset_clips(source: str, frames: int, size: int, count: int, seed: int = 0
     s + 1); folder clips start at each video's first frame, resized to cover
     ``size`` and center-cropped (`vidiff.data.VideoFolder`).
     """
-    from vidiff.data import SYNTHETIC, make_dataset
-
     if source in SYNTHETIC:
         dataset = make_dataset(source, frames=frames, size=size, seed=seed,
                                num_videos=max(count, 1), **(options or {}))
@@ -219,8 +216,6 @@ def checkpoint_clips(
     models cycle through the classes over all batches. ``sampler`` / ``steps`` default to the
     model's own sampling settings (its spec's), and so does the guidance scale.
     """
-    from vidiff.pipeline import Pipeline
-
     pipe = path if isinstance(path, Pipeline) else Pipeline.from_pretrained(
         path, weights=weights, device=device)
     chosen = pipe.sampling(sampler, steps)

@@ -21,6 +21,9 @@ import av
 import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
+from torch.utils.data import get_worker_info
+
+from vidiff.io.write import GRID_TAG
 
 __all__ = [
     "VideoReadError",
@@ -219,8 +222,6 @@ def _decode_threads() -> int:
     """Decoder threads: FFmpeg's choice (0) in a plain process; in a DataLoader worker, the
     cores shared out between the workers, which already decode side by side (one each when
     there are as many workers as cores)."""
-    from torch.utils.data import get_worker_info
-
     worker = get_worker_info()
     if worker is None:
         return 0
@@ -393,8 +394,6 @@ def video_info(path: str | os.PathLike) -> VideoInfo:
 def grid_of(path: str | os.PathLike) -> str | None:
     """The description of a tiled batch when `path` is a grid video that `write_video` wrote
     from several videos (``"vidiff grid: 8 videos of 24x24, 3 per row"``), else None."""
-    from vidiff.io.write import GRID_TAG
-
     path = Path(path)
     comment = ""
     try:

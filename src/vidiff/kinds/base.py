@@ -56,6 +56,8 @@ class ModelKind(ABC):
     tiny_preset: ClassVar[str]  # the smallest preset: tests, the kind x process matrix
     image_kind: ClassVar[str]  # the kind of the image model that model.init_from gives
     processes: ClassVar[tuple[str, ...]] = ("ddpm", "flow")  # the noising processes it takes
+    priors: ClassVar[tuple[str, ...] | None] = None  # the noise priors it takes (None: all)
+    prior_reason: ClassVar[str] = ""  # why only those, for the refusal of another
     summary: ClassVar[str]  # one phrase for a model card: "a factorized space-time U-Net"
     own_settings: ClassVar[tuple[str, ...]] = ()  # model.* fields only this kind reads
     upsampler: ClassVar[bool] = False  # can be a super-resolution model (data.lowres_size)
@@ -119,6 +121,16 @@ class ModelKind(ABC):
             raise ConfigError(f"model.kind = {cls.name!r} does not combine with "
                               f"diffusion.process = {config.diffusion.process!r}; it takes "
                               f"{' or '.join(cls.processes)}")
+        if cls.priors is not None and config.prior.name not in cls.priors:
+            wanted = " or ".join(f'"{name}"' for name in cls.priors)
+            raise ConfigError(f'model.kind = "{cls.name}" needs prior.name = {wanted} '
+                              f"{cls.prior_reason}, got {config.prior.name!r}".replace("  ", " "))
+
+    @classmethod
+    def tiny_settings(cls, process: str) -> tuple[str, ...]:
+        """The run settings (``--set`` overrides) of this kind's smallest model under
+        `process`: what tests and the kind x process matrix train."""
+        return (f"model.kind={cls.name}", f"model.preset={cls.tiny_preset}")
 
     @classmethod
     def build_for_run(cls, config, backbone, image: nn.Module | None) -> nn.Module:

@@ -41,6 +41,8 @@ class VideoFusionKind(ModelKind):
     tiny_preset = "tiny"
     image_kind = "unet"
     processes = ("ddpm",)
+    priors = ("decomposed",)
+    prior_reason = "(its base generator estimates the noise all frames share)"
     summary = ("VideoFusion's decomposed model (a base image generator plus a residual video "
                "generator conditioned on the frame index)")
     own_settings = ("base_preset", "base_overrides", "base_lr", "freeze_base")
@@ -96,10 +98,6 @@ class VideoFusionKind(ModelKind):
             raise ConfigError(f"model.base_preset = {m.base_preset!r}: valid: "
                               f"{', '.join(UNET_PRESETS.names())}")
         check_fields("model.base_overrides", m.base_overrides, UNetConfig)
-        if config.prior.name != "decomposed":
-            raise ConfigError(f'model.kind = "videofusion" needs prior.name = "decomposed" (its '
-                              f"base generator estimates the noise all frames share), got "
-                              f"{config.prior.name!r}")
         from_init = m.init_from is not None and m.init_schedule  # [diffusion] may be replaced:
         if config.diffusion.prediction != "eps" and not from_init:  # checked again then
             raise ConfigError(f'model.kind = "videofusion" predicts the noise: it needs '
@@ -107,6 +105,11 @@ class VideoFusionKind(ModelKind):
                               f'{config.diffusion.prediction!r}')
         if not m.base_lr >= 0:
             raise ConfigError(f"model.base_lr = {m.base_lr} must be >= 0")
+
+    @classmethod
+    def tiny_settings(cls, process: str) -> tuple[str, ...]:
+        return (*super().tiny_settings(process), f"model.base_preset={cls.tiny_preset}",
+                "diffusion.prediction=eps", "prior.name=decomposed")
 
     @classmethod
     def build_for_run(cls, config, backbone: UNetConfig,

@@ -92,7 +92,7 @@ def connected_components(mask: torch.Tensor, backend: str = "auto") -> torch.Ten
     ndimage = None
     if backend != "torch":
         try:
-            from scipy import ndimage
+            from scipy import ndimage  # optional dependency
         except ImportError:
             if backend == "scipy":
                 raise

@@ -31,6 +31,9 @@ import torch
 from torch import nn
 
 from vidiff.config_io import read_json
+from vidiff.quiet import quiet_loading
+
+from .diffusers_files import check_weights
 
 __all__ = ["FrameAutoencoder", "VideoAutoencoder", "load_diffusers_vae", "vae_folder"]
 
@@ -161,13 +164,11 @@ def load_diffusers_vae(path: str | os.PathLike, *, batch_size: int = DEFAULT_FRA
         raise ValueError(f"tiling / slicing are for video VAEs; {str(folder)!r} holds an "
                          f"AutoencoderKL (its frames go through in chunks of batch_size)")
     try:
-        import diffusers
+        import diffusers  # optional dependency
     except ImportError:
         raise ImportError("latent models need diffusers: pip install 'vidiff[latent]' "
                           "(after torch, under the torch constraint)") from None
-    from vidiff.quiet import quiet_loading
 
-    from .diffusers_files import check_weights
 
     check_weights(folder)  # a truncated weights file is named, before diffusers reads it
     try:

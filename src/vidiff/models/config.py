@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields
 
+from .attention import relative_position_table_size
+
 _PADDINGS = ("same", "symmetric")
 SPATIAL_BLOCKS = ("attention", "transformer")
 _REL_POS = ("t5", "clip")
@@ -118,8 +120,6 @@ class UNetConfig:
     @property
     def rel_pos_table_size(self) -> int:
         """Rows of each temporal attention's relative position bias table."""
-        from .attention import relative_position_table_size
-
         return relative_position_table_size(self.rel_pos, self.rel_pos_num_buckets,
                                             self.rel_pos_max_distance)
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
+from safetensors.torch import load_file
 from torch import Tensor
 
 from vidiff.config_io import read_json
@@ -105,7 +106,6 @@ def _read_weight_file(f: Path) -> dict[str, Tensor]:
         raise FileNotFoundError(f"missing weight file {f}")
     try:
         if f.suffix == ".safetensors":
-            from safetensors.torch import load_file
 
             return load_file(str(f), device="cpu")
         return torch.load(f, map_location="cpu", weights_only=True)

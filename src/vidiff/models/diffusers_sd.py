@@ -79,6 +79,10 @@ def sd_config_to_unet_config(config: dict, source: str = "config") -> UNetConfig
     """The image `UNetConfig` equivalent to a diffusers `UNet2DConditionModel` config dict;
     a ValueError naming `source` and the field for anything vidiff cannot express (SDXL's
     added embeddings, dual cross-attention, ...)."""
+    for field in ("addition_embed_type", "encoder_hid_dim"):  # named before any width
+        if config.get(field) is not None:
+            raise _unsupported(source, field, config[field], "SDXL's added embeddings: vidiff "
+                               "imports the U-Nets of SD 1.x and 2.x")
     check_fields(config, source, _unsupported, ignored=_IGNORED, mapped=_MAPPED,
                  required=_REQUIRED)
     get = config.get

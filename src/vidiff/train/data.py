@@ -23,6 +23,8 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from vidiff.config_io import ConfigError
+from vidiff.data import FramesAsImages, make_synthetic
+from vidiff.data.folder import VideoFolder
 from vidiff.seeding import seeded_generator
 from vidiff.train.config import DataConfig
 from vidiff.train.interrupt import ignore_stop_signals
@@ -35,8 +37,6 @@ def build_dataset(config: DataConfig) -> Dataset:
     """The video dataset of `config` (synthetic by name, or a folder of videos)."""
     opts = dict(config.options)
     if config.source in ("bouncing_balls", "moving_shapes"):
-        from vidiff.data import make_synthetic
-
         kwargs = {"frames": config.frames, "size": config.size, "seed": config.seed,
                   "num_videos": config.num_videos, **opts}
         try:
@@ -44,13 +44,6 @@ def build_dataset(config: DataConfig) -> Dataset:
         except (TypeError, ValueError) as err:
             raise ConfigError(f"data ({config.source}): {err}") from None
     if config.source == "folder":
-        try:
-            from vidiff.data.folder import VideoFolder
-        except ImportError as err:
-            raise ConfigError(
-                f'data.source = "folder" needs vidiff.data.folder, which failed to import: '
-                f"{err}"
-            ) from None
         # probe every file up front (skipping unreadable ones, with a warning each), so the
         # run starts with the true count and never trains on a folder of broken files
         kwargs = {"frames": config.frames, "size": config.size, "stride": config.stride,
@@ -68,9 +61,6 @@ def image_dataset(videos: Dataset, frames: int) -> Dataset:
     """Single frames of `videos` as image items (``"image"`` (C, H, W)), `frames` per video:
     a folder's decode one frame each (`vidiff.data.VideoFolderFrames`, spread over the whole
     video), synthetic data's render their clip (`vidiff.data.FramesAsImages`)."""
-    from vidiff.data import FramesAsImages
-    from vidiff.data.folder import VideoFolder
-
     if isinstance(videos, VideoFolder):
         return videos.as_images(per_video=frames)
     return FramesAsImages(videos, frames)

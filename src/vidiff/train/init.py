@@ -32,8 +32,15 @@ from vidiff.kinds import MODEL_KINDS, ModelKind, is_imported
 from vidiff.models.diffusers_dit import CLASSES, diffusers_transformer_config
 from vidiff.models.diffusers_files import check_safetensors, check_weights, read_config
 from vidiff.models.diffusers_io import diffusers_config_to_unet_config
-from vidiff.models.sd_folder import is_latent_unet, pipeline_root, unet_json
+from vidiff.models.diffusers_schedule import (
+    diffusion_config_from_scheduler,
+    find_scheduler_config,
+)
+from vidiff.models.diffusers_sd import sd_config_to_unet_config
+from vidiff.models.sd_folder import is_latent_unet, pipeline_root, unet_folder, unet_json
 from vidiff.spec import spec_from_checkpoint
+from vidiff.text import text_width
+from vidiff.text.clip import is_clip_root
 from vidiff.train.config import RunConfig
 
 __all__ = ["check_init_source", "load_image_model", "with_init_schedule", "with_pipeline_parts"]
@@ -146,11 +153,6 @@ def with_init_schedule(config: RunConfig) -> tuple[RunConfig, str | None]:
     """`config` on the schedule of its ``model.init_from`` when that is a diffusers model with
     a scheduler config and ``model.init_schedule`` is on (`vidiff.models.diffusers_schedule`),
     and a sentence saying what changed (None: nothing)."""
-    from vidiff.models.diffusers_schedule import (
-        diffusion_config_from_scheduler,
-        find_scheduler_config,
-    )
-
     m = config.model
     if m.init_from is None or not m.init_schedule or not is_imported(m.init_from):
         return config, None
@@ -179,8 +181,6 @@ def with_pipeline_parts(config: RunConfig) -> tuple[RunConfig, list[str]]:
     encoder, and ``data.use_labels`` (None) -> false unless the U-Net has class embeddings;
     with a sentence per change. A latent U-Net without an autoencoder is a
     `ConfigError`."""
-    from vidiff.text.clip import is_clip_root
-
     m, d = config.model, config.data
     if m.init_from is None or not is_latent_unet(Path(m.init_from)):
         return config, []
@@ -205,9 +205,12 @@ def with_pipeline_parts(config: RunConfig) -> tuple[RunConfig, list[str]]:
 
 def _check_conditions(config: RunConfig) -> None:
     """The data's conditions fit the imported U-Net: checked before any data is read."""
-    from vidiff.text import text_width
-
     d, unet = config.data, unet_json(Path(config.model.init_from))
+    try:  # what vidiff cannot import at all is named first (SDXL's added embeddings, ...)
+        sd_config_to_unet_config(unet, str(unet_folder(Path(config.model.init_from))
+                                            / "config.json"))
+    except ValueError as err:
+        raise ConfigError(f"{_KEY} {config.model.init_from!r}: {err}") from None
     if d.use_labels and unet.get("num_class_embeds") is None:
         raise ConfigError(f"data.use_labels = true, but {_KEY} {config.model.init_from!r} "
                           f"takes no class labels (no num_class_embeds); set "

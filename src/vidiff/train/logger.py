@@ -52,7 +52,7 @@ class RunLogger:
         self.tb = None
         if tensorboard:
             try:
-                from torch.utils.tensorboard import SummaryWriter
+                from torch.utils.tensorboard import SummaryWriter  # optional dependency
 
                 self.tb = SummaryWriter(str(out / "tensorboard"), purge_step=start_step + 1)
             except Exception:  # tensorboard not installed (or broken): JSONL only

@@ -1,14 +1,19 @@
 """The training loop of a `Trainer`: steps, logs, checkpoints, samples, the time budget, and
-stopping cleanly on SIGINT / SIGTERM (`vidiff.train.interrupt`)."""
+stopping cleanly on SIGINT / SIGTERM (`vidiff.train.interrupt`). The loop knows the trainer
+only through `LoopRun`, the members it uses, so the trainer imports the loop and not back."""
 
 from __future__ import annotations
 
 import json
 import signal
 import time
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
+from pathlib import Path
+from typing import Any, Protocol
 
 import torch
+from tqdm.auto import tqdm
 
 from vidiff.train import distributed
 from vidiff.train.budget import TimeBudget
@@ -17,13 +22,38 @@ from vidiff.train.interrupt import StopSignals
 from vidiff.train.logger import RunLogger, StepMeter
 from vidiff.train.result import TrainResult
 
-if TYPE_CHECKING:
-    from vidiff.train.trainer import Trainer
-
-__all__ = ["run"]
+__all__ = ["LoopRun", "run"]
 
 
-def _spend(trainer: Trainer, budget: TimeBudget) -> bool:
+class LoopRun(Protocol):
+    """What the loop needs of a run (`vidiff.train.trainer.Trainer` is one)."""
+
+    config: Any  # the RunConfig: train.steps, log_every, ckpt_every, sample_every, ...
+    step: int  # optimizer steps taken
+    lr_horizon: int  # the step where the LR decay ends (a time budget re-aims it)
+    dist: distributed.DistInfo
+    device: torch.device
+    out: Path
+    last_checkpoint: Path | None
+    dataset: Any
+    class_names: list[str] | None
+    num_params: int
+    num_trained: int
+    global_batch: int
+    threads: Any  # a ThreadCount: count, poll(), describe()
+    raw: torch.nn.Module  # the model, unwrapped
+    optimizer: torch.optim.Optimizer
+    schedule: Any  # the LR schedule: warmup
+
+    def say(self, message: str) -> None: ...
+    def batches(self) -> Iterator[dict[str, Any]]: ...
+    def train_step(self, batches: Iterator[dict[str, Any]]) -> tuple[float, float]: ...
+    def save(self) -> Path | None: ...
+    def write_samples(self, cutting: Callable[[], AbstractContextManager] | None = None
+                      ) -> list[Path]: ...
+
+
+def _spend(trainer: LoopRun, budget: TimeBudget) -> bool:
     """Count a step against `budget`; past warmup, aim the end of the LR decay at the
     step where the budget will end (the mean rate so far, re-estimated every step). True
     when the budget allows no further step (rank 0 decides, so every process stops at
@@ -41,7 +71,7 @@ def _spend(trainer: Trainer, budget: TimeBudget) -> bool:
     return bool(decision[0])
 
 
-def run(trainer: Trainer, until: int | None = None) -> TrainResult:
+def run(trainer: LoopRun, until: int | None = None) -> TrainResult:
     """Train to ``train.steps`` (or stop after step `until`, with a checkpoint, as an
     interruption would); checkpoints, samples and logs along the way. SIGINT or SIGTERM
     ends the current step, writes a checkpoint and returns (`TrainResult.interrupted`);
@@ -74,7 +104,7 @@ def run(trainer: Trainer, until: int | None = None) -> TrainResult:
     return result
 
 
-def _banner(trainer: Trainer) -> str:
+def _banner(trainer: LoopRun) -> str:
     """The line a run starts with: the data found, the model, the batch, the warmup."""
     d = trainer.config.data
     shape = f"{d.frames}{f'+{d.num_images}' if d.num_images else ''}x{d.size}x{d.size}"
@@ -88,7 +118,7 @@ def _banner(trainer: Trainer) -> str:
             f"{trainer.schedule.warmup} steps, out: {trainer.out}")
 
 
-def _samples(trainer: Trainer, result: TrainResult, stop: StopSignals) -> bool:
+def _samples(trainer: LoopRun, result: TrainResult, stop: StopSignals) -> bool:
     """The sample grid of this step, cut short by a stop request; True when one came (on
     any rank)."""
     trainer.raw.eval()
@@ -97,12 +127,11 @@ def _samples(trainer: Trainer, result: TrainResult, stop: StopSignals) -> bool:
     return distributed.any_rank(stop.requested is not None, trainer.dist)
 
 
-def _loop(trainer: Trainer, end: int, result: TrainResult, logger: RunLogger | None,
+def _loop(trainer: LoopRun, end: int, result: TrainResult, logger: RunLogger | None,
           stop: StopSignals) -> None:
     """Steps until `end`, the time budget or a signal; logs, checkpoints and samples at their
     intervals and after the last step. A signal skips the samples (or cuts a grid short)
     and the step's checkpoint is written before the loop ends."""
-    from tqdm.auto import tqdm
 
     t = trainer.config.train
     sample_every = t.ckpt_every if t.sample_every is None else t.sample_every

@@ -33,9 +33,10 @@ from vidiff.checkpoint import (
 from vidiff.config_io import ConfigError
 from vidiff.kinds import architecture_mismatch, kind_of
 from vidiff.spec import spec_from_checkpoint
+from vidiff.train.config import RunConfig
 
-__all__ = ["FIXED", "IGNORED", "Restored", "check_restored_model", "config_changes",
-           "load_optimizer_state", "optimizer_param_names", "remove_leftovers",
+__all__ = ["FIXED", "IGNORED", "Restored", "check_restored_model", "check_same_model",
+           "config_changes", "load_optimizer_state", "optimizer_param_names", "remove_leftovers",
            "restore_point", "resume_point", "trained_names"]
 
 # fields (section.key, or a whole section) whose change would change what the weights mean.
@@ -137,8 +138,6 @@ def config_changes(saved: dict, new: dict) -> tuple[list[str], list[str]]:
     """(allowed, refused) differences between a checkpoint's run config and a new one, each
     as ``"key: old -> new"``. Keys the checkpoint lacks (added to vidiff since) count as
     their defaults."""
-    from vidiff.train.config import RunConfig
-
     try:
         saved = RunConfig.from_dict(saved).to_dict()  # fills fields added since
     except ValueError:
@@ -168,14 +167,22 @@ def resume_point(config, out: Path) -> tuple[Restored | None, list[str]]:
     restored = restore_point(resume, out)
     if restored is None:
         return None, []
-    allowed, refused = config_changes(restored.checkpoint.config, config.to_dict())
+    return restored, check_same_model(restored.checkpoint, config)
+
+
+def check_same_model(checkpoint, config) -> list[str]:
+    """The allowed setting changes from `checkpoint`'s run config to `config` (a `RunConfig`,
+    validated or not); a change of a model-defining setting is a `ConfigError` naming every
+    one. Checked before the new config is validated too: a resume with another process is
+    named as that, not as a setting the new process would not read."""
+    allowed, refused = config_changes(checkpoint.config, config.to_dict())
     if refused:
         raise ConfigError(
-            f"cannot resume {restored.checkpoint.path} with other model settings: "
+            f"cannot resume {checkpoint.path} with other model settings: "
             f"{'; '.join(refused)}. These define the trained model (docs/TRAINING.md, "
             f"Resuming); keep the checkpoint's values or pick a new --out"
         )
-    return restored, allowed
+    return allowed
 
 
 def check_restored_model(restored: Restored, model: nn.Module, class_names: list[str],

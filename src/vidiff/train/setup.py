@@ -14,9 +14,12 @@ from pathlib import Path
 
 import torch
 from torch import nn
+from torch.nn.parallel import DistributedDataParallel as DDP
 
 from vidiff.config_io import ConfigError
+from vidiff.data.latents import LatentCache
 from vidiff.kinds import is_imported
+from vidiff.models import is_temporal_parameter, load_diffusers_vae
 from vidiff.text import build_text_encoder
 from vidiff.train import distributed
 from vidiff.train.build import (
@@ -88,8 +91,6 @@ def build_data(config: RunConfig, dist: distributed.DistInfo | None = None) -> R
 
 def load_autoencoder(path: str):
     """The `VideoAutoencoder` of ``data.autoencoder``; a `ConfigError` naming what is wrong."""
-    from vidiff.models import load_diffusers_vae
-
     try:
         return load_diffusers_vae(path)
     except (FileNotFoundError, ValueError, ImportError, OSError) as err:
@@ -116,8 +117,6 @@ def check_cache_root(config: RunConfig) -> None:
 
 
 def _latent_cache(config: RunConfig, videos, autoencoder, dist):
-    from vidiff.data.latents import LatentCache
-
     d = config.data
     root = _cache_root(config)
     key = {k: getattr(d, k) for k in ("source", "path", "frames", "size", "stride", "fps",
@@ -174,8 +173,6 @@ def build_network(config: RunConfig, data: RunData, dist: distributed.DistInfo, 
         freeze_all_but_temporal(raw)
     ddp: nn.Module = raw
     if dist.distributed:
-        from torch.nn.parallel import DistributedDataParallel as DDP
-
         ids = [dist.device.index] if dist.device.type == "cuda" else None
         ddp = DDP(raw, device_ids=ids)
     net = torch.compile(ddp) if t.compile else ddp
@@ -186,8 +183,6 @@ def build_network(config: RunConfig, data: RunData, dist: distributed.DistInfo, 
 def freeze_all_but_temporal(model: nn.Module) -> int:
     """Freeze every parameter outside the temporal blocks (``train.trainable = "temporal"``);
     the number of parameters left to train, a `ConfigError` when there are none."""
-    from vidiff.models import is_temporal_parameter
-
     trainable = 0
     for name, p in model.named_parameters():
         p.requires_grad_(is_temporal_parameter(name))

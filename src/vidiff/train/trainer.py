@@ -27,18 +27,20 @@ from typing import Any
 
 import torch
 from torch import nn
+from tqdm.auto import tqdm
 
 from vidiff.checkpoint import load_weights, save_checkpoint
 from vidiff.cond import Cond
 from vidiff.conditional import downsample_to
 from vidiff.config_io import ConfigError
+from vidiff.io import OutputPathError, check_output_dir, write_video
 from vidiff.kinds import is_imported
 from vidiff.pipeline import Pipeline
 from vidiff.process import build_process
 from vidiff.samplers import sample
 from vidiff.threads import ThreadCount, auto_threads
 from vidiff.train import distributed
-from vidiff.train.build import model_spec, resolve_backbone_config
+from vidiff.train.build import build_prior, model_spec, resolve_backbone_config
 from vidiff.train.conditions import batch_conditions
 from vidiff.train.config import RunConfig, inert_settings, validate
 from vidiff.train.data import (
@@ -46,6 +48,8 @@ from vidiff.train.data import (
     make_loader,
 )
 from vidiff.train.init import with_init_schedule, with_pipeline_parts
+from vidiff.train.interrupt import StopRequested
+from vidiff.train.loop import run
 from vidiff.train.result import NonFiniteLossError, TrainResult
 from vidiff.train.resume import (
     Restored,
@@ -99,8 +103,6 @@ class Trainer:
     def _take_run_folder(self) -> None:
         """Rank 0 checks that --out can be written, locks it against a second trainer and
         removes leftovers of killed saves; every rank learns whether that worked."""
-        from vidiff.io import OutputPathError, check_output_dir
-
         self.out = Path(self.config.train.out)
         error = None
         if self.dist.is_main:
@@ -117,8 +119,6 @@ class Trainer:
         """Data, the restore point, network, optimization (`vidiff.train.setup`), in that
         order: the data decides the classes and channels the network is built for, the
         restore point whether ``model.init_from`` is read."""
-        from vidiff.train.build import build_prior
-
         t = self.config.train
         # torch's CPU threads: train.threads, or the idle cores re-checked (loop.py polls)
         self.threads = ThreadCount(t.threads, self.dist.local_world)
@@ -225,8 +225,6 @@ class Trainer:
     def say(self, message: str) -> None:
         """Print a `[vidiff train]` line (rank 0, unless the trainer was built with echo=False)."""
         if self.echo and self.dist.is_main:
-            from tqdm.auto import tqdm
-
             tqdm.write(f"[vidiff train] {message}")
 
     # -- one step ---------------------------------------------------------------------------------
@@ -315,8 +313,6 @@ class Trainer:
         """Sample and write ``samples/step_XXXXXXXX.{mp4,gif,png}`` (rank 0). Run inside
         `cutting()` (`StopSignals.cutting`), a stop request abandons the grid at once: the
         files written so far are returned (each file is whole or absent)."""
-        from vidiff.io import write_video
-        from vidiff.train.interrupt import StopRequested
 
         distributed.barrier(self.dist)
         paths: list[Path] = []
@@ -352,8 +348,6 @@ class Trainer:
         interruption would); checkpoints, samples and logs along the way. SIGINT or SIGTERM
         ends the current step, writes a checkpoint and returns (`TrainResult.interrupted`);
         a second one stops at once. See `vidiff.train.loop`."""
-        from vidiff.train.loop import run
-
         return run(self, until)
 
     def close(self) -> None:

@@ -11,10 +11,16 @@ from typing import TYPE_CHECKING
 
 from vidiff.checkpoint import list_checkpoints
 from vidiff.config_io import ConfigError
+from vidiff.diffusion import Diffusion
+from vidiff.flow import FlowMatching
 from vidiff.kinds import MODEL_KINDS
 from vidiff.losses import WEIGHTINGS
 from vidiff.predictions import PREDICTIONS
+from vidiff.priors import PRIORS, noise_prior
+from vidiff.process import PROCESSES, build_process
 from vidiff.samplers import SamplingError
+from vidiff.text import is_clip_root, resolve_text_encoder
+from vidiff.train.budget import CLOCKS
 
 if TYPE_CHECKING:
     from vidiff.train.config import RunConfig
@@ -39,9 +45,6 @@ def _positive(key: str, value, minimum=1) -> None:
 
 def validate(config: RunConfig) -> RunConfig:
     """Check values that a type alone cannot (choices, ranges); returns `config`."""
-    from vidiff.priors import PRIORS, noise_prior
-    from vidiff.train.budget import CLOCKS
-
     d, t = config.data, config.train
     _choice("data.source", d.source, DATA_SOURCES)
     if d.source == "folder" and not d.path:
@@ -110,9 +113,6 @@ def _check_lowres(config: RunConfig) -> None:
 
 def _validate_process(config: RunConfig) -> None:
     """diffusion.process and, for rectified flow, what it does not combine with."""
-    from vidiff.diffusion import Diffusion
-    from vidiff.flow import FlowMatching
-    from vidiff.process import PROCESSES, build_process
 
     _choice("diffusion.process", config.diffusion.process, PROCESSES)
     flow_samplers = FlowMatching.samplers
@@ -169,21 +169,20 @@ def _refuse_unread(config: RunConfig) -> None:
 
 def _check_trainable(config: RunConfig) -> None:
     """train.trainable = "temporal" freezes all but the temporal layers: the model must have
-    them, and the frozen rest must come from somewhere (model.init_from)."""
+    them, and the frozen rest must come from somewhere (model.init_from, or the checkpoint a
+    resumed run continues)."""
     if config.train.trainable != "temporal":
         return
     if config.model.overrides.get("temporal") is False:
         raise ConfigError('train.trainable = "temporal": the model has no temporal layers '
                           "(model.overrides.temporal = false makes an image model)")
-    if config.model.init_from is None:
+    if config.model.init_from is None and not _resumes(config):  # resumed: trained layers
         raise ConfigError('train.trainable = "temporal" freezes every layer but the temporal '
                           "ones, and without model.init_from those keep their random init: "
                           'set model.init_from (an image model) or train.trainable = "all"')
 
 
 def _check_text_encoder(name: str) -> None:
-    from vidiff.text import is_clip_root, resolve_text_encoder
-
     if is_clip_root(Path(name).expanduser()):
         return  # a Stable Diffusion pipeline root's CLIP text encoder
     try:
