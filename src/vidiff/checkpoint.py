@@ -29,6 +29,7 @@ import pickle
 import re
 import secrets
 import shutil
+import zipfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -168,8 +169,6 @@ def checkpoint_intact(path: str | os.PathLike) -> bool:
     """Whether the checkpoint folder `path` is whole: its state file a complete archive and
     every safetensors file as long as its header says, its config JSON (a truncated or
     half-copied checkpoint is not; reading headers only, no tensors)."""
-    import zipfile
-
     path = Path(path)
     try:
         with zipfile.ZipFile(path / STATE_FILE) as archive:

@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from dataclasses import replace
 
 from vidiff.checkpoint import CheckpointError, list_checkpoints, load_checkpoint
 from vidiff.cli import CommandError
@@ -116,8 +117,6 @@ def resolve_config(args):
 def _run_of(checkpoint):
     """A checkpoint's run config as the base of a new one: its ``train.resume`` (where that
     run came from) back at the default, so the new run resumes as its own flags say."""
-    from dataclasses import replace
-
     from vidiff.train.config import RunConfig, TrainConfig
 
     config = RunConfig.from_dict(checkpoint.config)

@@ -4,9 +4,11 @@ Shared by the U-Net importers and the transformer importer; nothing here needs d
 
 from __future__ import annotations
 
+import pickle
 from pathlib import Path
 
 import torch
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file
 from torch import Tensor
 
@@ -87,8 +89,6 @@ def check_weights(folder: Path, variant: str | None = None) -> Path:
 def check_safetensors(f: Path) -> None:
     """Read the header of the safetensors file `f` (its tensors' names, shapes and offsets,
     which must fit the file's length): a truncated or corrupt file is a ValueError naming it."""
-    from safetensors import SafetensorError, safe_open
-
     try:
         with safe_open(str(f), "pt"):
             pass
@@ -98,9 +98,6 @@ def check_safetensors(f: Path) -> None:
 
 def _read_weight_file(f: Path) -> dict[str, Tensor]:
     """The tensors of one weight file; a ValueError naming it when it cannot be read."""
-    import pickle
-
-    from safetensors import SafetensorError
 
     if not f.is_file():
         raise FileNotFoundError(f"missing weight file {f}")

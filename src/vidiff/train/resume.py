@@ -32,8 +32,11 @@ from vidiff.checkpoint import (
 )
 from vidiff.config_io import ConfigError
 from vidiff.kinds import architecture_mismatch, kind_of
+from vidiff.models.videofusion import VideoFusion
 from vidiff.spec import spec_from_checkpoint
+from vidiff.train.build import optimizer_groups
 from vidiff.train.config import RunConfig
+from vidiff.train.setup import freeze_all_but_temporal
 
 __all__ = ["FIXED", "IGNORED", "Restored", "check_restored_model", "check_same_model",
            "config_changes", "load_optimizer_state", "optimizer_param_names", "remove_leftovers",
@@ -227,11 +230,6 @@ def optimizer_param_names(optimizer: torch.optim.Optimizer, model: nn.Module
 def trained_names(model: nn.Module, config: dict) -> list[list[str]] | None:
     """The optimizer groups' parameter names a run of `config` (a checkpoint's run config)
     had on `model`: for checkpoints that did not record them. None when unknown."""
-    from vidiff.models.videofusion import VideoFusion
-    from vidiff.train.build import optimizer_groups
-    from vidiff.train.config import RunConfig
-    from vidiff.train.setup import freeze_all_but_temporal
-
     try:
         old = RunConfig.from_dict(config)
     except ValueError:

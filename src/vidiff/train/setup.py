@@ -18,6 +18,7 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 
 from vidiff.config_io import ConfigError
 from vidiff.data.latents import LatentCache
+from vidiff.io import OutputPathError, check_apart
 from vidiff.kinds import is_imported
 from vidiff.models import is_temporal_parameter, load_diffusers_vae
 from vidiff.text import build_text_encoder
@@ -105,8 +106,6 @@ def _cache_root(config: RunConfig) -> Path:
 def check_cache_root(config: RunConfig) -> None:
     """The latent cache (whose stale folders a rebuild deletes) is apart from the videos
     and the autoencoder it reads: a `ConfigError` naming ``data.latent_cache`` otherwise."""
-    from vidiff.io import OutputPathError, check_apart
-
     d = config.data
     sources = {"data.path": d.path if d.source == "folder" else None,
                "data.autoencoder": d.autoencoder}
