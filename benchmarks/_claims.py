@@ -127,7 +127,7 @@ def train_run(args, out: Path, overrides: list[str], seed: int = 0, tag: str = "
 
 def saved_config(path):
     """The `RunConfig` a run (or checkpoint) was trained with."""
-    from vidiff.checkpoint import load_checkpoint
+    from vidiff.modelio.checkpoint import load_checkpoint
     from vidiff.train.config import RunConfig
 
     return RunConfig.from_dict(load_checkpoint(path).config)
@@ -142,7 +142,7 @@ def sample_run(args, path, count: int, *, sampler: str | None = None,
     and ``steps`` (None: the run's own, ``sample.sampler`` / ``sample.steps``);
     class-conditional models get ``labels`` (None: the classes in turn) and the guidance
     scale ``guidance`` (None: the run's ``sample.guidance_scale``)."""
-    from vidiff.pipeline import Pipeline
+    from vidiff.modelio.pipeline import Pipeline
 
     pipe = Pipeline.from_pretrained(path, device=args.device)
     chosen = pipe.sampling(sampler, steps, guidance_scale=guidance)

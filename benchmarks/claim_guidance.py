@@ -137,7 +137,7 @@ def main(argv=None) -> int:
     run = out / "model"
     facts = C.train_run(args, run, [f"train.steps={args.train_steps}", "data.use_labels=true"],
                         tag="guidance")
-    from vidiff.pipeline import read_spec
+    from vidiff.modelio.pipeline import read_spec
 
     config = C.saved_config(run)
     k = len(read_spec(run).conditioning.class_names)

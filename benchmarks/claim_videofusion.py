@@ -48,7 +48,8 @@ def count_params(args, overrides: list[str]) -> int:
     from vidiff.train.build import build_model, resolve_backbone_config
 
     config = C.run_config(args, Path("/nonexistent"), overrides)
-    return sum(p.numel() for p in build_model(config, resolve_backbone_config(config))[0].parameters())
+    model = build_model(config, resolve_backbone_config(config))[0]
+    return sum(p.numel() for p in model.parameters())
 
 
 def arm_overrides(args, budget: list[str]) -> tuple[dict[str, list[str]], dict[str, int]]:

@@ -44,7 +44,7 @@ def main(argv=None) -> int:
     import torch
 
     from vidiff.io import write_video
-    from vidiff.pipeline import read_spec
+    from vidiff.modelio.pipeline import read_spec
 
     if args.threads:
         torch.set_num_threads(args.threads)

@@ -30,11 +30,11 @@ from pathlib import Path
 
 import torch
 
-from vidiff.conditional import ConditionalSampler, window_starts
 from vidiff.data import make_synthetic
 from vidiff.metrics import ball_tracking_score, video_distance
-from vidiff.pipeline import Pipeline
-from vidiff.samplers import sample
+from vidiff.modelio.pipeline import Pipeline
+from vidiff.sampling.conditional import ConditionalSampler, window_starts
+from vidiff.sampling.samplers import sample
 from vidiff.train import load_run_config, train
 
 

@@ -104,7 +104,7 @@ def diffusion_run(args, out: Path, extra: list[str]) -> dict:
 
 def main(argv=None) -> int:
     from vidiff.metrics import reference_stats, video_distance
-    from vidiff.pipeline import Pipeline
+    from vidiff.modelio.pipeline import Pipeline
 
     args = _args(argv)
     out = Path(args.out)

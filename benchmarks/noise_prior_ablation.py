@@ -162,7 +162,7 @@ class Evaluator:
     def val_loss(self, model, diffusion, prior, device) -> float:
         """eps-MSE under `prior` on the held-out clips, the same (t, noise) seeds for every
         prior: draw r of clip i comes from generator seed (VAL_SEED, r, i)."""
-        from vidiff.losses import diffusion_loss
+        from vidiff.diffusion.losses import diffusion_loss
 
         x0, ts, noises = [], [], []
         for r in range(VAL_DRAWS):

@@ -235,8 +235,8 @@ def _peer_model(spec: dict):
 def _worker_vdp(spec: dict) -> dict:
     import copy
 
-    from vidiff.diffusion import Diffusion, DiffusionConfig
-    from vidiff.samplers import sample
+    from vidiff.diffusion.ddpm import Diffusion, DiffusionConfig
+    from vidiff.sampling.samplers import sample
     from vidiff.train.budget import TimeBudget
     from vidiff.train.data import JointVideoDataset, ShardedOrder, build_dataset, make_loader
 

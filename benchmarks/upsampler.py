@@ -29,8 +29,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from _train_helpers import tiny_config  # noqa: E402
 
-from vidiff.conditional import ConditionalSampler, downsample, upsample_nearest  # noqa: E402
-from vidiff.pipeline import Pipeline  # noqa: E402
+from vidiff.modelio.pipeline import Pipeline  # noqa: E402
+from vidiff.sampling.conditional import ConditionalSampler, downsample, upsample_nearest  # noqa: E402
 from vidiff.train.data import build_dataset  # noqa: E402
 from vidiff.train.trainer import train  # noqa: E402
 

@@ -91,7 +91,7 @@ def test_sample_out_that_is_a_file_under_a_file(run_dir, tmp_path, capsys):
 def test_truncated_state_file_given_to_resume(run_dir, tmp_path, capsys):
     import shutil
 
-    from vidiff.checkpoint import list_checkpoints
+    from vidiff.modelio.checkpoint import list_checkpoints
 
     copy = tmp_path / "ckpt"
     shutil.copytree(list_checkpoints(run_dir)[-1], copy)
@@ -106,7 +106,7 @@ def test_pickled_state_file_is_refused_without_advice_to_unpickle(run_dir, tmp_p
     import argparse
     import shutil
 
-    from vidiff.checkpoint import list_checkpoints
+    from vidiff.modelio.checkpoint import list_checkpoints
 
     copy = tmp_path / "ckpt"
     shutil.copytree(list_checkpoints(run_dir)[-1], copy)

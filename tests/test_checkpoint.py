@@ -10,7 +10,7 @@ import torch
 from safetensors.torch import load_file
 from torch import nn
 
-from vidiff.checkpoint import (
+from vidiff.modelio.checkpoint import (
     CheckpointError,
     find_checkpoint,
     list_checkpoints,
@@ -139,7 +139,7 @@ def _truncate(path, keep=0.5):
 def test_rotation_counts_only_whole_checkpoints(tmp_path):
     """A corrupt newer checkpoint never pushes out the older good one a resume fell back to;
     it goes once `keep` good ones newer than it exist."""
-    from vidiff.checkpoint import checkpoint_intact
+    from vidiff.modelio.checkpoint import checkpoint_intact
 
     model = nn.Linear(3, 2)
     good = _save(tmp_path, 1, model)

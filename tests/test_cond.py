@@ -6,8 +6,8 @@ from _tolerance import NETWORK, assert_close_to
 
 import vidiff
 from vidiff import Cond
-from vidiff.guidance import ClassifierFreeGuidance
 from vidiff.models import build_unet, build_videofusion
+from vidiff.sampling.guidance import ClassifierFreeGuidance
 
 
 @pytest.fixture(scope="module")

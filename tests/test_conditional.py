@@ -4,7 +4,7 @@ import pytest
 import torch
 
 import vidiff
-from vidiff.conditional import (
+from vidiff.sampling.conditional import (
     ConditionalSampler,
     downsample,
     interpolation_mask,

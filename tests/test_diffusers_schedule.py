@@ -5,7 +5,7 @@ import json
 import pytest
 import torch
 
-from vidiff.diffusion import Diffusion
+from vidiff.diffusion.ddpm import Diffusion
 from vidiff.models.diffusers_schedule import (
     diffusion_config_from_scheduler,
     find_scheduler_config,

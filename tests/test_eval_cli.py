@@ -156,8 +156,8 @@ def run_dir(tmp_path_factory):
 
 def test_checkpoint_samples_and_nll(run_dir, tmp_path):
     from vidiff import Pipeline
+    from vidiff.diffusion.likelihood import nll_bits_per_dim
     from vidiff.evaluate import dataset_clips, quantize_256
-    from vidiff.likelihood import nll_bits_per_dim
 
     out = tmp_path / "r.json"
     assert main(["eval", "-c", str(run_dir), "-n", "3", "--nll", "--nll-num", "3", "--out",

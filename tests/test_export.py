@@ -10,12 +10,12 @@ import torch
 from _train_helpers import cli_error, tiny_config
 
 from vidiff import Pipeline
-from vidiff.checkpoint import CheckpointError
 from vidiff.cli import main
-from vidiff.diffusion import DiffusionConfig
-from vidiff.export import ExportError, export_model, model_card
-from vidiff.pipeline import read_spec
-from vidiff.spec import TextEncoderSpec
+from vidiff.diffusion.ddpm import DiffusionConfig
+from vidiff.modelio.checkpoint import CheckpointError
+from vidiff.modelio.export import ExportError, export_model, model_card
+from vidiff.modelio.pipeline import read_spec
+from vidiff.modelio.spec import TextEncoderSpec
 from vidiff.train import train
 
 

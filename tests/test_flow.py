@@ -29,8 +29,8 @@ from _tolerance import ONE_OP, assert_close_to
 from oracle_utils import moving_pattern_covariance
 
 import vidiff
-from vidiff.flow import FlowMatching, resolution_shift
-from vidiff.oracle import noise_covariance
+from vidiff.diffusion.flow import FlowMatching, resolution_shift
+from vidiff.diffusion.oracle import noise_covariance
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -129,7 +129,7 @@ def test_heun_converges_at_second_order_and_euler_at_first():
 
 
 def test_the_loss_regresses_the_velocity_and_the_network_sees_1000_t():
-    from vidiff.losses import diffusion_loss
+    from vidiff.diffusion.losses import diffusion_loss
 
     seen = {}
 
@@ -144,7 +144,7 @@ def test_the_loss_regresses_the_velocity_and_the_network_sees_1000_t():
     loss = diffusion_loss(net, flow, x0, t, eps)
     torch.testing.assert_close(seen["t"], t * 1000)
     torch.testing.assert_close(loss, (eps - x0).square().flatten(1).mean(1))
-    from vidiff.losses import LossConfig
+    from vidiff.diffusion.losses import LossConfig
 
     with pytest.raises(ValueError, match="SNR weighting of DDPM's"):
         diffusion_loss(net, flow, x0, t, eps, LossConfig(weighting="min_snr"))

@@ -6,7 +6,7 @@ import pytest
 import torch
 from _train_helpers import tiny_config
 
-from vidiff.checkpoint import load_checkpoint
+from vidiff.modelio.checkpoint import load_checkpoint
 from vidiff.models import build_unet
 from vidiff.train import Trainer, train
 

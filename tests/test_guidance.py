@@ -7,7 +7,7 @@ from _tolerance import ONE_OP, assert_close_to
 from oracle_utils import moving_pattern_covariance
 
 import vidiff
-from vidiff.guidance import (
+from vidiff.sampling.guidance import (
     ClassifierFreeGuidance,
     ReconstructionGuidance,
     conditional_frame_maps,

@@ -9,11 +9,11 @@ from _train_helpers import TINY
 from torch import nn
 
 from vidiff.cli import main
-from vidiff.config_io import ConfigError
 from vidiff.kinds import MODEL_KINDS, ModelKind, kind_of
-from vidiff.pipeline import Pipeline
-from vidiff.registry import Registry
+from vidiff.modelio.pipeline import Pipeline
 from vidiff.train.config import load_run_config
+from vidiff.utils.config_io import ConfigError
+from vidiff.utils.registry import Registry
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -13,7 +13,7 @@ import warnings
 import pytest
 from _train_helpers import TINY, tiny_config
 
-from vidiff.checkpoint import checkpoint_intact, list_checkpoints, load_checkpoint
+from vidiff.modelio.checkpoint import checkpoint_intact, list_checkpoints, load_checkpoint
 from vidiff.train import train
 
 # a grid of 4 videos by 1000 DDPM steps: tens of seconds on a CPU, what a stop must not wait for
@@ -192,8 +192,8 @@ def test_resume_from_a_checkpoint_into_a_new_folder_continues_its_run(tmp_path, 
 
 @pytest.mark.parametrize("where", ["data", "inside", "parent", "vae"])
 def test_a_latent_cache_overlapping_what_it_reads_is_refused(tmp_path, where):
-    from vidiff.config_io import ConfigError
     from vidiff.train.setup import build_data
+    from vidiff.utils.config_io import ConfigError
 
     videos, vae = tmp_path / "videos", tmp_path / "vae"
     videos.mkdir()

@@ -7,13 +7,13 @@ import torch
 from oracle_utils import moving_pattern_covariance
 
 import vidiff
-from vidiff.likelihood import (
+from vidiff.diffusion.likelihood import (
     decoder_nll,
     discretized_gaussian_log_likelihood,
     gaussian_kl,
     prior_kl,
 )
-from vidiff.oracle import gaussian_nll_bits_per_dim, noise_covariance
+from vidiff.diffusion.oracle import gaussian_nll_bits_per_dim, noise_covariance
 
 PRIORS = ["independent", "mixed", "progressive", "decomposed"]
 
@@ -44,7 +44,7 @@ def test_gaussian_kl_matches_full_covariance_kl():
     q = torch.distributions.MultivariateNormal(mu_q.flatten(), var_q * s)
     p = torch.distributions.MultivariateNormal(mu_p.flatten(), var_p * s)
     chol = prior.frame_cholesky(3)
-    diff = vidiff.priors.apply_frames(torch.linalg.inv(chol), mu_q - mu_p)
+    diff = vidiff.diffusion.priors.apply_frames(torch.linalg.inv(chol), mu_q - mu_p)
     ours = gaussian_kl(diff.square().sum().view(1), var_q, var_p, 6)
     assert ours.item() == pytest.approx(torch.distributions.kl_divergence(q, p).item(), rel=1e-10)
 
@@ -94,7 +94,7 @@ def test_bound_with_oracle_is_close_to_true_nll(prior_name):
     """The bound with the exact (continuous-data) denoiser vs the data's true NLL.
 
     Data: N(0, C), C drifting-pattern (std 0.3, eigenvalues >= 0.027) on the 256-level grid;
-    true NLL = differential entropy - log(bin width), per dim (vidiff.oracle, exact to
+    true NLL = differential entropy - log(bin width), per dim (vidiff.diffusion.oracle, exact to
     O(bin^2 / var) and P(|x| > 1) < 1e-3). Measured here at T = 1000, 500 samples (standard
     error about 0.02-0.03 bits/dim): the bound exceeds the truth by 0.04-0.13 bits/dim with the
     reverse variance beta_t and by 0.66-0.71 with btilde_t. Why not 0: the oracle is optimal

@@ -29,14 +29,14 @@ import torch
 from _train_helpers import TINY, cli_error
 
 from vidiff import Pipeline
-from vidiff.checkpoint import list_checkpoints, load_checkpoint
 from vidiff.cli import main
-from vidiff.diffusion import Diffusion
-from vidiff.flow import FlowMatching
+from vidiff.diffusion.ddpm import Diffusion
+from vidiff.diffusion.flow import FlowMatching
+from vidiff.diffusion.priors import PRIORS
+from vidiff.diffusion.process import PROCESSES
 from vidiff.kinds import MODEL_KINDS
-from vidiff.pipeline import read_spec
-from vidiff.priors import PRIORS
-from vidiff.process import PROCESSES
+from vidiff.modelio.checkpoint import list_checkpoints, load_checkpoint
+from vidiff.modelio.pipeline import read_spec
 
 # -- what the matrix trains: read from the kinds' declarations ------------------------------
 _PROCESS_SAMPLERS = {"ddpm": Diffusion.samplers, "flow": FlowMatching.samplers}

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 import vidiff
-from vidiff.samplers import ddim_step, ddpm_step
+from vidiff.sampling.samplers import ddim_step, ddpm_step
 
 diffusers = pytest.importorskip("diffusers")
 

@@ -13,10 +13,10 @@ from _train_helpers import tiny_config
 
 from vidiff import ModelSpec, Pipeline
 from vidiff.cli import main
-from vidiff.config_io import ConfigError
 from vidiff.io import to_uint8
-from vidiff.spec import TextEncoderSpec
+from vidiff.modelio.spec import TextEncoderSpec
 from vidiff.train import train
+from vidiff.utils.config_io import ConfigError
 
 
 @pytest.fixture(scope="module")
@@ -150,7 +150,7 @@ def test_export_refuses_a_non_empty_folder(runs, tmp_path, capsys):
 def test_vidiff_sample_never_imports_the_trainer(runs, tmp_path):
     code = (
         "import sys\n"
-        "import vidiff.pipeline, vidiff.export\n"
+        "import vidiff.modelio.pipeline, vidiff.modelio.export\n"
         "assert not [m for m in sys.modules if m.startswith('vidiff.train')], 'import'\n"
         "from vidiff.cli import main\n"
         f"assert main(['sample', {str(runs['vf'])!r}, '-n', '1', '--steps', '2', '--out', "

@@ -6,13 +6,13 @@ import pytest
 import torch
 
 import vidiff
-from vidiff.priors import PRIORS
+from vidiff.diffusion.priors import PRIORS
 
 F = 6
 
 
 def closed_form(name, params, frames):
-    """docs/MATH.md section 2, written independently of vidiff.priors."""
+    """docs/MATH.md section 2, written independently of vidiff.diffusion.priors."""
     i = torch.arange(frames, dtype=torch.float64)
     if name == "independent":
         return torch.eye(frames, dtype=torch.float64)

@@ -9,10 +9,10 @@ import torch
 from _tolerance import assert_close_to
 from _train_helpers import TINY, cli_error
 
-from vidiff.checkpoint import list_checkpoints, load_checkpoint, save_checkpoint
 from vidiff.cli import main
+from vidiff.modelio.checkpoint import list_checkpoints, load_checkpoint, save_checkpoint
+from vidiff.modelio.pipeline import read_spec
 from vidiff.models import UNet, is_temporal_parameter
-from vidiff.pipeline import read_spec
 from vidiff.train import Trainer
 from vidiff.train.config import load_run_config
 from vidiff.train.trainer import resolve_backbone_config

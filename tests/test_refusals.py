@@ -8,9 +8,9 @@ from _sd_helpers import write_tiny_sd
 from _train_helpers import TINY
 
 from vidiff.cli import main
-from vidiff.config_io import ConfigError
 from vidiff.text.encoders import text_encoder_named
 from vidiff.train.config import load_run_config
+from vidiff.utils.config_io import ConfigError
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

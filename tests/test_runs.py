@@ -13,13 +13,13 @@ import pytest
 import torch
 from _train_helpers import TINY, tiny_config
 
-from vidiff.checkpoint import list_checkpoints, load_checkpoint
-from vidiff.config_io import ConfigError
-from vidiff.pipeline import read_spec
+from vidiff.modelio.checkpoint import list_checkpoints, load_checkpoint
+from vidiff.modelio.pipeline import read_spec
 from vidiff.train import Trainer, WarmupSchedule, train
 from vidiff.train.config import load_run_config, merge_run_config, warmup_steps
 from vidiff.train.resume import config_changes
 from vidiff.train.runlock import RunLock, RunLockedError
+from vidiff.utils.config_io import ConfigError
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -1,7 +1,7 @@
 """Every sampler, under every noise prior, driven by the exact denoiser of Gaussian data.
 
-For x0 ~ N(0, C) the oracle E[eps | x_t] is closed-form (vidiff.oracle), and with it every
-sampler is a linear map of its Gaussian inputs, so the covariance Sigma it produces can be
+For x0 ~ N(0, C) the oracle E[eps | x_t] is closed-form (vidiff.diffusion.oracle), and with it
+every sampler is a linear map of its Gaussian inputs, so the covariance Sigma it produces can be
 computed exactly (no sampling). The tests check two things separately:
 
 1. discretization bias: Sigma, whitened by C, is within BIAS[sampler] of the identity. This is
@@ -24,8 +24,8 @@ import torch
 from oracle_utils import moving_pattern_covariance
 
 import vidiff
-from vidiff.oracle import noise_covariance
-from vidiff.samplers import ddpm_step
+from vidiff.diffusion.oracle import noise_covariance
+from vidiff.sampling.samplers import ddpm_step
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

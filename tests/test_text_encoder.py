@@ -10,7 +10,7 @@ from _train_helpers import TINY
 from safetensors.torch import save_file
 
 from vidiff.cli import main
-from vidiff.pipeline import Pipeline
+from vidiff.modelio.pipeline import Pipeline
 from vidiff.text import BertConfig, BertEncoder, BertTextEncoder, WordPieceTokenizer, load_bert
 from vidiff.text.bert import hf_key
 

@@ -5,8 +5,8 @@ import os
 
 import pytest
 
-from vidiff import threads
-from vidiff.threads import CpuCounters, ThreadCount, others_busy, threads_for
+from vidiff.utils import threads
+from vidiff.utils.threads import CpuCounters, ThreadCount, others_busy, threads_for
 
 
 def test_auto_threads_are_the_free_cores(monkeypatch):

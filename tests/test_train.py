@@ -10,7 +10,7 @@ from _tolerance import BACKWARD, assert_close_to
 from _train_helpers import tiny_config
 from torch import nn
 
-from vidiff.checkpoint import list_checkpoints, load_checkpoint
+from vidiff.modelio.checkpoint import list_checkpoints, load_checkpoint
 from vidiff.models import build_unet
 from vidiff.train import (
     EMA,

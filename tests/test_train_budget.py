@@ -6,9 +6,9 @@ import math
 import pytest
 from _train_helpers import tiny_config
 
-from vidiff.config_io import ConfigError
 from vidiff.train import Trainer
 from vidiff.train.budget import TimeBudget
+from vidiff.utils.config_io import ConfigError
 
 
 class FakeClock:

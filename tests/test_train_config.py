@@ -5,8 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from vidiff.config_io import ConfigError, apply_overrides
 from vidiff.train.config import RunConfig, load_run_config
+from vidiff.utils.config_io import ConfigError, apply_overrides
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 

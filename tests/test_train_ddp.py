@@ -12,7 +12,7 @@ import pytest
 import torch
 from _train_helpers import TINY, tiny_config
 
-from vidiff.checkpoint import list_checkpoints, load_checkpoint
+from vidiff.modelio.checkpoint import list_checkpoints, load_checkpoint
 from vidiff.train import train
 
 EXTRA = ["data.num_images=1", "data.use_labels=true", "prior.name=progressive",

@@ -9,13 +9,13 @@ from _train_helpers import TINY, cli_error, tiny_config
 
 import vidiff
 from vidiff.cli import main
-from vidiff.conditional import ConditionalSampler, downsample, upsample_nearest
-from vidiff.config_io import ConfigError
 from vidiff.io import to_uint8
+from vidiff.modelio.pipeline import Pipeline
 from vidiff.models import build_unet
-from vidiff.pipeline import Pipeline
+from vidiff.sampling.conditional import ConditionalSampler, downsample, upsample_nearest
 from vidiff.train.config import load_run_config
 from vidiff.train.trainer import Trainer
+from vidiff.utils.config_io import ConfigError
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

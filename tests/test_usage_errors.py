@@ -12,8 +12,8 @@ from _train_helpers import TINY, cli_error
 
 from vidiff import Pipeline
 from vidiff.cli import main
-from vidiff.config_io import ConfigError
-from vidiff.spec import ModelSpec
+from vidiff.modelio.spec import ModelSpec
+from vidiff.utils.config_io import ConfigError
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

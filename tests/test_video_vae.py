@@ -243,7 +243,7 @@ def test_a_run_on_wan_latents_trains_and_samples_whole_clips(folders, tmp_path, 
     from _train_helpers import TINY as RUN
 
     from vidiff.cli import main
-    from vidiff.pipeline import Pipeline
+    from vidiff.modelio.pipeline import Pipeline
 
     out = tmp_path / "run"
     assert main(["train", "--out", str(out), "--steps", "2", "--set", *RUN, "data.frames=9",

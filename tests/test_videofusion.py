@@ -12,6 +12,7 @@ from _tolerance import ONE_OP, assert_close_to
 from torch import nn
 
 import vidiff
+from vidiff.diffusion.priors import DecomposedPrior
 from vidiff.kinds.videofusion import videofusion_groups
 from vidiff.models import (
     FrameConditionedUNet,
@@ -21,7 +22,6 @@ from vidiff.models import (
     is_temporal_parameter,
     load_diffusers_unet2d,
 )
-from vidiff.priors import DecomposedPrior
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -9,17 +9,17 @@
 >>> videos = pipe(num_videos=8, generator=torch.Generator().manual_seed(0))
 """
 
-from .cond import Cond
-from .diffusion import Diffusion, DiffusionConfig
-from .flow import FlowMatching
-from .likelihood import nll_bits_per_dim, vlb_terms
-from .losses import LossConfig, diffusion_loss
-from .oracle import GaussianOracle
-from .pipeline import Pipeline
-from .priors import NoisePrior, noise_prior
-from .samplers import SamplingConfig, sample
-from .schedules import make_betas, respace
-from .spec import ModelSpec
+from vidiff.cond import Cond
+from vidiff.diffusion.ddpm import Diffusion, DiffusionConfig
+from vidiff.diffusion.flow import FlowMatching
+from vidiff.diffusion.likelihood import nll_bits_per_dim, vlb_terms
+from vidiff.diffusion.losses import LossConfig, diffusion_loss
+from vidiff.diffusion.oracle import GaussianOracle
+from vidiff.diffusion.priors import NoisePrior, noise_prior
+from vidiff.diffusion.schedules import make_betas, respace
+from vidiff.modelio.pipeline import Pipeline
+from vidiff.modelio.spec import ModelSpec
+from vidiff.sampling.samplers import SamplingConfig, sample
 
 __version__ = "0.1.0"
 

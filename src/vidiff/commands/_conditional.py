@@ -11,11 +11,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from vidiff.checkpoint import CheckpointError
 from vidiff.cli import CommandError
-from vidiff.conditional import ConditionalSampler
 from vidiff.data.resize import FitFrames, resize_crop_frames
-from vidiff.guidance import RECONSTRUCTION_WEIGHT
 from vidiff.io import (
     WRITE_SUFFIXES,
     OutputPathError,
@@ -27,15 +24,18 @@ from vidiff.io import (
     video_info,
     write_video,
 )
-from vidiff.pipeline import Pipeline
-from vidiff.samplers import SamplingConfig, SamplingError
-from vidiff.spec import DEFAULT_FPS
-from vidiff.threads import ThreadCount
+from vidiff.modelio.checkpoint import CheckpointError
+from vidiff.modelio.pipeline import Pipeline
+from vidiff.modelio.spec import DEFAULT_FPS
+from vidiff.sampling.conditional import ConditionalSampler
+from vidiff.sampling.guidance import RECONSTRUCTION_WEIGHT
+from vidiff.sampling.samplers import SamplingConfig, SamplingError
+from vidiff.utils.threads import ThreadCount
 
 
 def add_common_arguments(parser: argparse.ArgumentParser, weight: float | None = None) -> None:
     """The checkpoint, input, output, conditioning method and sampler options; `weight`:
-    the default w_r (None: `vidiff.guidance.RECONSTRUCTION_WEIGHT`)."""
+    the default w_r (None: `vidiff.sampling.guidance.RECONSTRUCTION_WEIGHT`)."""
     parser.add_argument("checkpoint", help="run folder, checkpoint folder, .safetensors file or "
                                            "exported model folder (vidiff export)")
     parser.add_argument("-i", "--input", default=None,
@@ -143,7 +143,7 @@ def load_pipeline(args: argparse.Namespace):
     """The `vidiff.Pipeline` of args.checkpoint (a run, checkpoint or exported folder) with
     --weights on --device, after setting --threads; a `CommandError` for a bad checkpoint.
     Shared with `vidiff sample`. Prints the device and the CPU threads; with --threads 0 the
-    count is re-checked as the model runs (`vidiff.threads.ThreadCount`)."""
+    count is re-checked as the model runs (`vidiff.utils.threads.ThreadCount`)."""
 
     threads = ThreadCount(args.threads)
     try:

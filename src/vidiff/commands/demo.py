@@ -18,9 +18,9 @@ import torch
 
 import vidiff
 from vidiff.cli import CommandError
+from vidiff.diffusion.likelihood import quantize_256
+from vidiff.diffusion.oracle import gaussian_data, gaussian_nll_bits_per_dim
 from vidiff.io import OutputPathError, check_output_dir, write_video
-from vidiff.likelihood import quantize_256
-from vidiff.oracle import gaussian_data, gaussian_nll_bits_per_dim
 
 NAME = "demo"
 HELP = "sample Gaussian videos with the exact denoiser under every prior and sampler"

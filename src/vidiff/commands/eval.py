@@ -29,7 +29,6 @@ from pathlib import Path
 
 import torch
 
-from vidiff.checkpoint import CheckpointError
 from vidiff.cli import CommandError
 from vidiff.commands._conditional import pick_device
 from vidiff.data import SYNTHETIC
@@ -48,8 +47,9 @@ from vidiff.evaluate.sources import ARRAY_SUFFIXES
 from vidiff.io import OutputPathError, check_output_file
 from vidiff.metrics import FIDConfig, FVDConfig, load_fid_inception, load_i3d
 from vidiff.metrics.weights import is_torchscript_file
-from vidiff.pipeline import Pipeline, read_spec
-from vidiff.threads import auto_threads
+from vidiff.modelio.checkpoint import CheckpointError
+from vidiff.modelio.pipeline import Pipeline, read_spec
+from vidiff.utils.threads import auto_threads
 
 NAME = "eval"
 HELP = "FVD, FID, IS, NLL and weight-free metrics of generated videos, as a JSON report"
@@ -179,7 +179,7 @@ def _generated(args, device, pipe):
 
 
 def _provenance(args):
-    """--checkpoint's `vidiff.spec.Provenance` (its training data; None without a
+    """--checkpoint's `vidiff.modelio.spec.Provenance` (its training data; None without a
     checkpoint): no weights read."""
     return _read_provenance(str(args.checkpoint)) if args.checkpoint else None
 

@@ -25,9 +25,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from vidiff.checkpoint import CheckpointError
 from vidiff.cli import CommandError
-from vidiff.export import ExportError, export_model
+from vidiff.modelio.checkpoint import CheckpointError
+from vidiff.modelio.export import ExportError, export_model
 
 NAME = "export"
 HELP = "export a run's model to a shareable folder (config.json, model.safetensors, card)"

@@ -15,10 +15,10 @@ from pathlib import Path
 
 from safetensors import safe_open
 
-from vidiff.checkpoint import CheckpointError, list_checkpoints, load_checkpoint
 from vidiff.cli import CommandError
 from vidiff.kinds import MODEL_KINDS
-from vidiff.pipeline import EXPORT_CONFIG, EXPORT_WEIGHTS, is_exported, read_spec
+from vidiff.modelio.checkpoint import CheckpointError, list_checkpoints, load_checkpoint
+from vidiff.modelio.pipeline import EXPORT_CONFIG, EXPORT_WEIGHTS, is_exported, read_spec
 from vidiff.text import is_clip_root
 
 NAME = "info"

@@ -31,7 +31,7 @@ from vidiff.io import (
     check_output_file,
     write_video,
 )
-from vidiff.samplers import SamplingError
+from vidiff.sampling.samplers import SamplingError
 
 NAME = "sample"
 HELP = "sample videos from a checkpoint to mp4, gif, png or npy"

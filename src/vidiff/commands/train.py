@@ -25,9 +25,9 @@ import json
 import sys
 from dataclasses import replace
 
-from vidiff.checkpoint import CheckpointError, list_checkpoints, load_checkpoint
 from vidiff.cli import CommandError
-from vidiff.config_io import ConfigError
+from vidiff.modelio.checkpoint import CheckpointError, list_checkpoints, load_checkpoint
+from vidiff.utils.config_io import ConfigError
 
 NAME = "train"
 HELP = "train a model on videos (built-in bouncing balls by default)"

@@ -25,8 +25,8 @@ import argparse
 
 from vidiff.cli import CommandError
 from vidiff.commands import _conditional as common
-from vidiff.conditional import downsample
-from vidiff.guidance import RECONSTRUCTION_WEIGHT
+from vidiff.sampling.conditional import downsample
+from vidiff.sampling.guidance import RECONSTRUCTION_WEIGHT
 
 NAME = "upsample"
 HELP = "spatial super-resolution: a model conditioned on the low-res video, or guidance"

@@ -22,7 +22,7 @@ from torch.utils.data import Dataset
 
 from vidiff.data.scan import Entry, check_root
 from vidiff.io import IMAGE_SUFFIXES, VideoReadError
-from vidiff.seeding import seeded_generator
+from vidiff.utils.seeding import seeded_generator
 
 __all__ = ["PaddedVideoWarning", "SkippedVideoWarning", "epoch_generator"]
 

@@ -26,8 +26,8 @@ from typing import Any, ClassVar
 import torch
 from torch.utils.data import Dataset
 
-from vidiff.registry import Registry
-from vidiff.seeding import seeded_generator
+from vidiff.utils.registry import Registry
+from vidiff.utils.seeding import seeded_generator
 
 __all__ = ["SYNTHETIC", "SyntheticVideoDataset", "item_generator", "make_synthetic"]
 

@@ -15,9 +15,9 @@ from torch import nn
 from tqdm import tqdm
 
 from vidiff import __version__
+from vidiff.diffusion.likelihood import quantize_256, vlb_terms
 from vidiff.evaluate.sources import ClipSource
 from vidiff.evaluate.suite import EvalConfig, SetStats
-from vidiff.likelihood import quantize_256, vlb_terms
 
 __all__ = ["accumulate", "nll_bits_per_dim_on", "file_sha256", "versions", "quantize_256"]
 

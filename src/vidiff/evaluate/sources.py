@@ -28,7 +28,7 @@ from vidiff.data import SYNTHETIC, make_dataset
 from vidiff.data.folder import VIDEO_SUFFIXES
 from vidiff.io import from_uint8, grid_of, read_video
 from vidiff.io.read import natural_key
-from vidiff.pipeline import Pipeline
+from vidiff.modelio.pipeline import Pipeline
 
 __all__ = ["ClipSource", "open_videos", "dataset_clips", "checkpoint_clips", "ARRAY_SUFFIXES"]
 

@@ -5,7 +5,7 @@ generators) and ``"dit"`` (the factorized space-time diffusion transformer). A n
 one module with a `ModelKind` subclass and one registration here (docs/DESIGN.md).
 """
 
-from .base import (
+from vidiff.kinds.base import (
     MODEL_KINDS,
     ModelKind,
     architecture_mismatch,
@@ -13,9 +13,9 @@ from .base import (
     is_imported,
     kind_of,
 )
-from .dit import DiTKind
-from .unet import UNetKind
-from .videofusion import VideoFusionKind
+from vidiff.kinds.dit import DiTKind
+from vidiff.kinds.unet import UNetKind
+from vidiff.kinds.videofusion import VideoFusionKind
 
 for _kind in (UNetKind, VideoFusionKind, DiTKind):
     MODEL_KINDS.register(_kind.name)(_kind)

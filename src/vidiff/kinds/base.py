@@ -30,8 +30,8 @@ from typing import Any, ClassVar
 
 from torch import nn
 
-from vidiff.config_io import ConfigError
-from vidiff.registry import Registry
+from vidiff.utils.config_io import ConfigError
+from vidiff.utils.registry import Registry
 
 __all__ = ["EXECUTION_FIELDS", "MODEL_KINDS", "ModelKind", "architecture_mismatch", "check_fields",
            "config_from_dict", "config_to_dict", "imported_target", "is_diffusers_dir",

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from torch import nn
 
+from vidiff.kinds.base import ModelKind, is_diffusers_dir
 from vidiff.models.diffusers_dit import load_diffusers_transformer
 from vidiff.models.dit import DiT, inflate_dit
 from vidiff.models.dit_config import (
@@ -19,8 +20,6 @@ from vidiff.models.dit_config import (
     DiTConfig,
     dit_config,
 )
-
-from .base import ModelKind, is_diffusers_dir
 
 __all__ = ["DiTKind"]
 

@@ -13,14 +13,13 @@ from pathlib import Path
 
 from torch import nn
 
+from vidiff.kinds.base import ModelKind, is_diffusers_dir
 from vidiff.models.config import UNetConfig
 from vidiff.models.diffusers_io import load_diffusers_unet
 from vidiff.models.inflate import inflate
 from vidiff.models.presets import UNET_PRESETS, unet_config
 from vidiff.models.sd_folder import empty_prompt, is_latent_unet
 from vidiff.models.unet import UNet
-
-from .base import ModelKind, is_diffusers_dir
 
 __all__ = ["UNetKind", "describe_unet"]
 

@@ -16,16 +16,15 @@ from typing import Any
 
 from torch import nn
 
-from vidiff.config_io import ConfigError
+from vidiff.diffusion.priors import noise_prior
+from vidiff.kinds.base import ModelKind, _flat, check_fields, is_diffusers_dir, split_decay
+from vidiff.kinds.unet import UNetKind, describe_unet
 from vidiff.models.config import UNetConfig, unet_config_from_dict
 from vidiff.models.frame_index import FrameConditionedUNet
 from vidiff.models.presets import UNET_PRESETS, unet_config
 from vidiff.models.unet import UNet
 from vidiff.models.videofusion import VideoFusion
-from vidiff.priors import noise_prior
-
-from .base import ModelKind, _flat, check_fields, is_diffusers_dir, split_decay
-from .unet import UNetKind, describe_unet
+from vidiff.utils.config_io import ConfigError
 
 __all__ = ["VideoFusionKind", "videofusion_groups"]
 

@@ -8,27 +8,27 @@ AutoencoderKL), and VideoFusion's decomposed model.
 >>> eps = model(x, t)                                # x (B, C, F, H, W), t int64 (B,)
 """
 
-from .attention import SpatialAttention, TemporalAttention, relative_position_buckets
-from .autoencoder import FrameAutoencoder, VideoAutoencoder, load_diffusers_vae
-from .blocks import Downsample, ResBlock, TemporalConv, Upsample
-from .config import UNetConfig
-from .context import Context
-from .diffusers_dit import load_diffusers_transformer
-from .diffusers_io import (
+from vidiff.models.attention import SpatialAttention, TemporalAttention, relative_position_buckets
+from vidiff.models.autoencoder import FrameAutoencoder, VideoAutoencoder, load_diffusers_vae
+from vidiff.models.blocks import Downsample, ResBlock, TemporalConv, Upsample
+from vidiff.models.config import UNetConfig
+from vidiff.models.context import Context
+from vidiff.models.diffusers_dit import load_diffusers_transformer
+from vidiff.models.diffusers_io import (
     convert_diffusers_state_dict,
     diffusers_config_to_unet_config,
     load_diffusers_unet,
     load_diffusers_unet2d,
 )
-from .diffusers_schedule import diffusion_config_from_scheduler
-from .dit import DiT, inflate_dit
-from .dit_config import DIT_PRESETS, DiTConfig, dit_config
-from .embeddings import TextConditioner, TimestepMLP, timestep_embedding
-from .inflate import inflate, is_temporal_parameter
-from .presets import UNET_PRESETS, build_unet, count_parameters, unet_config
-from .transformer import SpatialTransformer
-from .unet import Stage, UNet
-from .videofusion import FrameConditionedUNet, VideoFusion, build_videofusion
+from vidiff.models.diffusers_schedule import diffusion_config_from_scheduler
+from vidiff.models.dit import DiT, inflate_dit
+from vidiff.models.dit_config import DIT_PRESETS, DiTConfig, dit_config
+from vidiff.models.embeddings import TextConditioner, TimestepMLP, timestep_embedding
+from vidiff.models.inflate import inflate, is_temporal_parameter
+from vidiff.models.presets import UNET_PRESETS, build_unet, count_parameters, unet_config
+from vidiff.models.transformer import SpatialTransformer
+from vidiff.models.unet import Stage, UNet
+from vidiff.models.videofusion import FrameConditionedUNet, VideoFusion, build_videofusion
 
 __all__ = [
     "DIT_PRESETS",

@@ -30,10 +30,9 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from vidiff.config_io import read_json
-from vidiff.quiet import quiet_loading
-
-from .diffusers_files import check_weights
+from vidiff.models.diffusers_files import check_weights
+from vidiff.utils.config_io import read_json
+from vidiff.utils.quiet import quiet_loading
 
 __all__ = ["FrameAutoencoder", "VideoAutoencoder", "load_diffusers_vae", "vae_folder"]
 
@@ -153,7 +152,7 @@ def load_diffusers_vae(path: str | os.PathLike, *, batch_size: int = DEFAULT_FRA
     downloaded), by its config's ``_class_name``: an `AutoencoderKL` as a `FrameAutoencoder`,
     a video VAE (Wan, LTX-Video, CogVideoX) as a `vidiff.models.video_vae`
     `DiffusersVideoAutoencoder` with diffusers' ``tiling`` / ``slicing`` (video VAEs only)."""
-    from .video_vae import FAMILIES, DiffusersVideoAutoencoder
+    from vidiff.models.video_vae import FAMILIES, DiffusersVideoAutoencoder
 
     folder = vae_folder(Path(path))
     kind = _class_name(folder / "config.json") or "AutoencoderKL"

@@ -10,8 +10,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .context import Context
-from .norm import GroupNorm32, zero_
+from vidiff.models.context import Context
+from vidiff.models.norm import GroupNorm32, zero_
 
 
 def _per_frame(e: Tensor, rows: int) -> Tensor:

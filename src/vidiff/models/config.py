@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields
 
-from .attention import relative_position_table_size
+from vidiff.models.attention import relative_position_table_size
 
 _PADDINGS = ("same", "symmetric")
 SPATIAL_BLOCKS = ("attention", "transformer")

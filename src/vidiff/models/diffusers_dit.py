@@ -22,9 +22,9 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from .diffusers_files import model_folder, read_config, read_weights
-from .dit import DiT, inflate_dit
-from .dit_config import DiTConfig
+from vidiff.models.diffusers_files import model_folder, read_config, read_weights
+from vidiff.models.dit import DiT, inflate_dit
+from vidiff.models.dit_config import DiTConfig
 
 __all__ = ["diffusers_transformer_config", "load_diffusers_transformer"]
 

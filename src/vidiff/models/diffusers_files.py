@@ -12,7 +12,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file
 from torch import Tensor
 
-from vidiff.config_io import read_json
+from vidiff.utils.config_io import read_json
 
 __all__ = ["CONFIG_NAME", "WEIGHTS_NAMES", "check_safetensors", "check_weights",
            "model_folder", "read_config",

@@ -22,13 +22,13 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from .config import UNetConfig
-from .diffusers_fields import attention_levels, check_fields, check_widths
-from .diffusers_files import model_folder, read_config, read_weights
-from .diffusers_sd import CLASS_NAME as SD_CLASS
-from .diffusers_sd import convert_transformer, sd_config_to_unet_config
-from .inflate import inflate as _inflate
-from .unet import UNet
+from vidiff.models.config import UNetConfig
+from vidiff.models.diffusers_fields import attention_levels, check_fields, check_widths
+from vidiff.models.diffusers_files import model_folder, read_config, read_weights
+from vidiff.models.diffusers_sd import CLASS_NAME as SD_CLASS
+from vidiff.models.diffusers_sd import convert_transformer, sd_config_to_unet_config
+from vidiff.models.inflate import inflate as _inflate
+from vidiff.models.unet import UNet
 
 _DOWN_TYPES = {"DownBlock2D": False, "AttnDownBlock2D": True}
 _UP_TYPES = {"UpBlock2D": False, "AttnUpBlock2D": True}

@@ -18,8 +18,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from vidiff.config_io import read_json
-from vidiff.diffusion import DiffusionConfig
+from vidiff.diffusion.ddpm import DiffusionConfig
+from vidiff.utils.config_io import read_json
 
 __all__ = ["SCHEDULER_CONFIG", "diffusion_config_from_scheduler", "find_scheduler_config"]
 

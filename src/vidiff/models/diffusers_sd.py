@@ -16,8 +16,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from .config import UNetConfig
-from .diffusers_fields import attention_levels, check_fields, check_widths
+from vidiff.models.config import UNetConfig
+from vidiff.models.diffusers_fields import attention_levels, check_fields, check_widths
 
 CLASS_NAME = "UNet2DConditionModel"
 _SD1 = {

@@ -25,12 +25,11 @@ from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
 from vidiff.cond import call_conditions
-
-from .attention import relative_position_buckets
-from .dit_blocks import CaptionProjection, FinalLayer, SpatialBlock, TemporalBlock
-from .dit_config import DiTConfig
-from .embeddings import TextConditioner, TimestepMLP, timestep_embedding
-from .rows import class_embedding, condition_rows, joint_frame_mask
+from vidiff.models.attention import relative_position_buckets
+from vidiff.models.dit_blocks import CaptionProjection, FinalLayer, SpatialBlock, TemporalBlock
+from vidiff.models.dit_config import DiTConfig
+from vidiff.models.embeddings import TextConditioner, TimestepMLP, timestep_embedding
+from vidiff.models.rows import class_embedding, condition_rows, joint_frame_mask
 
 if TYPE_CHECKING:
     from vidiff.cond import Cond

@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .dit_config import DiTConfig
+from vidiff.models.dit_config import DiTConfig
 
 
 def modulate(x: Tensor, shift: Tensor, scale: Tensor) -> Tensor:

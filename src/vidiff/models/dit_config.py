@@ -10,9 +10,8 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields
 
-from vidiff.registry import Registry
-
-from .attention import relative_position_table_size
+from vidiff.models.attention import relative_position_table_size
+from vidiff.utils.registry import Registry
 
 ADALN = ("block", "single")
 _REL_POS = ("t5", "clip")

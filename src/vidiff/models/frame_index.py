@@ -12,8 +12,8 @@ from typing import TYPE_CHECKING
 import torch
 from torch import Tensor, nn
 
-from .config import UNetConfig
-from .unet import UNet
+from vidiff.models.config import UNetConfig
+from vidiff.models.unet import UNet
 
 if TYPE_CHECKING:
     from vidiff.cond import Cond

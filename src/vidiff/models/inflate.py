@@ -11,8 +11,8 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from .config import UNetConfig
-from .unet import UNet
+from vidiff.models.config import UNetConfig
+from vidiff.models.unet import UNet
 
 # config fields that may change on inflation: they shape only temporal blocks or execution
 _INFLATE_OPTIONS = frozenset(

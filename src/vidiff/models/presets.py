@@ -19,9 +19,9 @@ from dataclasses import fields, replace
 
 import torch
 
-from ..registry import Registry
-from .config import UNetConfig
-from .unet import UNet
+from vidiff.models.config import UNetConfig
+from vidiff.models.unet import UNet
+from vidiff.utils.registry import Registry
 
 UNET_PRESETS: Registry[UNetConfig] = Registry("unet preset")
 

@@ -20,8 +20,8 @@ from __future__ import annotations
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .context import Context
-from .norm import GroupNorm32, zero_
+from vidiff.models.context import Context
+from vidiff.models.norm import GroupNorm32, zero_
 
 
 def _attend(q: Tensor, k: Tensor, v: Tensor, heads: int, mask: Tensor | None,

@@ -24,15 +24,14 @@ from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
 from vidiff.cond import call_conditions
-
-from .attention import SpatialAttention, TemporalAttention, relative_position_buckets
-from .blocks import Downsample, ResBlock, TemporalConv, Upsample
-from .config import UNetConfig
-from .context import Context
-from .embeddings import TextConditioner, TimestepMLP, timestep_embedding
-from .norm import GroupNorm32, zero_
-from .rows import class_embedding, condition_rows, joint_frame_mask
-from .transformer import SpatialTransformer
+from vidiff.models.attention import SpatialAttention, TemporalAttention, relative_position_buckets
+from vidiff.models.blocks import Downsample, ResBlock, TemporalConv, Upsample
+from vidiff.models.config import UNetConfig
+from vidiff.models.context import Context
+from vidiff.models.embeddings import TextConditioner, TimestepMLP, timestep_embedding
+from vidiff.models.norm import GroupNorm32, zero_
+from vidiff.models.rows import class_embedding, condition_rows, joint_frame_mask
+from vidiff.models.transformer import SpatialTransformer
 
 if TYPE_CHECKING:
     from vidiff.cond import Cond

@@ -30,7 +30,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from .autoencoder import VideoAutoencoder
+from vidiff.models.autoencoder import VideoAutoencoder
 
 __all__ = ["FAMILIES", "DiffusersVideoAutoencoder", "VideoVAEFamily"]
 

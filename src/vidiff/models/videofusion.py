@@ -1,6 +1,6 @@
 """VideoFusion's decomposed denoiser (Luo et al., CVPR 2023): a base generator and a residual one.
 
-The decomposed noise prior (`vidiff.priors.DecomposedPrior`) makes the noise of frame i
+The decomposed noise prior (`vidiff.diffusion.priors.DecomposedPrior`) makes the noise of frame i
 e_i = sqrt(lambda_i) b_t + sqrt(1 - lambda_i) r^i_t (VideoFusion eq. 7), with a base noise b_t
 shared by all frames and the key frame k = floor(F/2) at lambda_k = 1, so that
 z^k_t = sqrt(abar_t) x^k + sqrt(1 - abar_t) b_t (eq. 11). The network matches the decomposition:
@@ -19,10 +19,10 @@ z^k_t = sqrt(abar_t) x^k + sqrt(1 - abar_t) b_t (eq. 11). The network matches th
 (`vidiff.sample`) and `vidiff.diffusion_loss` work with it unchanged; train and sample it with
 the same `DecomposedPrior` (same lambda and key frame) and the DDPM schedule it was built for.
 The network holds no diffusion and no prior: its architecture fields are the decomposition
-(`vidiff.priors.Decomposition`: lambda, key frame) and the schedule (`DiffusionConfig`), whose
-abar_t it keeps as a buffer for the noise scale s_t = sqrt(1 - abar_t) (not saved: rebuilt
-from the config). Rectified flow is refused: its network predicts the velocity, not the noise.
-
+(`vidiff.diffusion.priors.Decomposition`: lambda, key frame) and the schedule
+(`DiffusionConfig`), whose abar_t it keeps as a buffer for the noise scale s_t = sqrt(1 - abar_t)
+(not saved: rebuilt from the config). Rectified flow is refused: its network predicts the velocity,
+not the noise.
 Frame-index conditioning: the residual generator is a video U-Net (`temporal=True`) wrapped in
 `FrameConditionedUNet`, which adds a learned embedding of each frame's index i to that frame's
 conditioning embedding (timestep + class + text), through `UNet.forward(frame_emb=...)`. Every
@@ -54,13 +54,13 @@ from vidiff.cond import call_conditions
 if TYPE_CHECKING:
     from vidiff.cond import Cond
 
-from ..diffusion import Diffusion, DiffusionConfig
-from ..priors import Decomposition
-from .config import UNetConfig, unet_config_from_dict, unet_config_to_dict
-from .diffusers_io import load_diffusers_unet2d
-from .frame_index import DEFAULT_MAX_FRAMES, FrameConditionedUNet
-from .presets import UNET_PRESETS, unet_config
-from .unet import UNet
+from vidiff.diffusion.ddpm import Diffusion, DiffusionConfig
+from vidiff.diffusion.priors import Decomposition
+from vidiff.models.config import UNetConfig, unet_config_from_dict, unet_config_to_dict
+from vidiff.models.diffusers_io import load_diffusers_unet2d
+from vidiff.models.frame_index import DEFAULT_MAX_FRAMES, FrameConditionedUNet
+from vidiff.models.presets import UNET_PRESETS, unet_config
+from vidiff.models.unet import UNet
 
 FORMAT = "vidiff-videofusion-1"
 

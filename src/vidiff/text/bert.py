@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from safetensors.torch import load_file
 from torch import Tensor, nn
 
-from vidiff.config_io import read_json
+from vidiff.utils.config_io import read_json
 
 
 @dataclass(frozen=True)

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import torch
 
-from vidiff.quiet import quiet_loading
+from vidiff.utils.quiet import quiet_loading
 
 __all__ = ["ClipTextEncoder", "is_clip_root", "load_clip"]
 

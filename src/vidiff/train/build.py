@@ -14,10 +14,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from vidiff.config_io import ConfigError
+from vidiff.diffusion.priors import NoisePrior, PriorConfig, noise_prior
 from vidiff.kinds import MODEL_KINDS, ModelKind, kind_of
-from vidiff.priors import NoisePrior, PriorConfig, noise_prior
-from vidiff.spec import (
+from vidiff.modelio.spec import (
     AutoencoderSpec,
     ClipShape,
     Conditioning,
@@ -29,6 +28,7 @@ from vidiff.spec import (
 from vidiff.text import text_width
 from vidiff.train.config import RunConfig
 from vidiff.train.init import load_image_model
+from vidiff.utils.config_io import ConfigError
 
 __all__ = ["build_model", "build_prior", "check_data_fits", "model_spec", "optimizer_groups",
            "resolve_backbone_config", "run_kind"]

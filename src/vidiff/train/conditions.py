@@ -9,7 +9,7 @@ from typing import Any
 import torch
 
 from vidiff.cond import Cond
-from vidiff.conditional import downsample_to
+from vidiff.sampling.conditional import downsample_to
 from vidiff.train.config import RunConfig
 
 __all__ = ["batch_conditions", "frame_slots", "per_slot"]

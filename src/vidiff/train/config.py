@@ -2,15 +2,15 @@
 
 A run config has seven sections, each a dataclass with a comment per field:
 
-| section     | class            | what                                                         |
-|-------------|------------------|--------------------------------------------------------------|
-| data        | `DataConfig`     | the videos: source, clip shape, batch, joint image training  |
-| model       | `ModelConfig`    | the U-Net: a preset plus `UNetConfig` overrides              |
-| diffusion   | `DiffusionConfig`| schedule, T, prediction type (from `vidiff.diffusion`)       |
-| prior       | `PriorConfig`    | the noise prior: name and parameters                         |
-| loss        | `LossConfig`     | loss weighting (from `vidiff.losses`)                        |
-| train       | `TrainConfig`    | optimizer, schedule, EMA, precision, logging, checkpoints    |
-| sample      | `SamplingConfig` | sampler, steps, guidance scale (from `vidiff.samplers`)      |
+| section   | class             | what                                                       |
+|-----------|-------------------|------------------------------------------------------------|
+| data      | `DataConfig`      | the videos: source, clip shape, batch, joint image training |
+| model     | `ModelConfig`     | the network: a kind, a preset plus its config's overrides  |
+| diffusion | `DiffusionConfig` | the process: DDPM (schedule, T, prediction) or flow        |
+| prior     | `PriorConfig`     | the noise prior: name and parameters                       |
+| loss      | `LossConfig`      | loss weighting (`vidiff.diffusion.losses`)                 |
+| train     | `TrainConfig`     | optimizer, schedule, EMA, precision, logging, checkpoints  |
+| sample    | `SamplingConfig`  | sampler, steps, guidance scale (`vidiff.sampling.samplers`) |
 
 The defaults train a small model on the built-in bouncing balls on a CPU in minutes
 (`vidiff train --out runs/balls`). Load a file with `load_run_config(path, overrides)`.
@@ -22,19 +22,19 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from vidiff.config_io import (
+from vidiff.diffusion.ddpm import DiffusionConfig
+from vidiff.diffusion.losses import LossConfig
+from vidiff.diffusion.priors import PriorConfig
+from vidiff.modelio.config_upgrade import upgrade_config_dict, upgrade_override
+from vidiff.sampling.samplers import SamplingConfig
+from vidiff.train.validation import validate
+from vidiff.utils.config_io import (
     ConfigError,
     apply_overrides,
     config_from_dict,
     config_to_dict,
     load_config_file,
 )
-from vidiff.config_upgrade import upgrade_config_dict, upgrade_override
-from vidiff.diffusion import DiffusionConfig
-from vidiff.losses import LossConfig
-from vidiff.priors import PriorConfig
-from vidiff.samplers import SamplingConfig
-from vidiff.train.validation import validate
 
 __all__ = [
     "DataConfig",

@@ -22,12 +22,12 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from vidiff.config_io import ConfigError
 from vidiff.data import FramesAsImages, make_synthetic
 from vidiff.data.folder import VideoFolder
-from vidiff.seeding import seeded_generator
 from vidiff.train.config import DataConfig
 from vidiff.train.interrupt import ignore_stop_signals
+from vidiff.utils.config_io import ConfigError
+from vidiff.utils.seeding import seeded_generator
 
 __all__ = ["JointVideoDataset", "ShardedOrder", "build_dataset", "describe_dataset",
            "make_loader"]

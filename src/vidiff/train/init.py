@@ -26,9 +26,9 @@ from pathlib import Path
 
 from torch import nn
 
-from vidiff.checkpoint import CheckpointError, load_checkpoint, load_weights
-from vidiff.config_io import ConfigError
 from vidiff.kinds import MODEL_KINDS, ModelKind, is_imported
+from vidiff.modelio.checkpoint import CheckpointError, load_checkpoint, load_weights
+from vidiff.modelio.spec import spec_from_checkpoint
 from vidiff.models.diffusers_dit import CLASSES, diffusers_transformer_config
 from vidiff.models.diffusers_files import check_safetensors, check_weights, read_config
 from vidiff.models.diffusers_io import diffusers_config_to_unet_config
@@ -38,10 +38,10 @@ from vidiff.models.diffusers_schedule import (
 )
 from vidiff.models.diffusers_sd import sd_config_to_unet_config
 from vidiff.models.sd_folder import is_latent_unet, pipeline_root, unet_folder, unet_json
-from vidiff.spec import spec_from_checkpoint
 from vidiff.text import text_width
 from vidiff.text.clip import is_clip_root
 from vidiff.train.config import RunConfig
+from vidiff.utils.config_io import ConfigError
 
 __all__ = ["check_init_source", "load_image_model", "with_init_schedule", "with_pipeline_parts"]
 

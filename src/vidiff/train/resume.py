@@ -22,7 +22,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from vidiff.checkpoint import (
+from vidiff.kinds import architecture_mismatch, kind_of
+from vidiff.modelio.checkpoint import (
     CHECKPOINTS_DIR,
     Checkpoint,
     CheckpointError,
@@ -30,13 +31,12 @@ from vidiff.checkpoint import (
     list_checkpoints,
     load_checkpoint,
 )
-from vidiff.config_io import ConfigError
-from vidiff.kinds import architecture_mismatch, kind_of
+from vidiff.modelio.spec import spec_from_checkpoint
 from vidiff.models.videofusion import VideoFusion
-from vidiff.spec import spec_from_checkpoint
 from vidiff.train.build import optimizer_groups
 from vidiff.train.config import RunConfig
 from vidiff.train.setup import freeze_all_but_temporal
+from vidiff.utils.config_io import ConfigError
 
 __all__ = ["FIXED", "IGNORED", "Restored", "check_restored_model", "check_same_model",
            "config_changes", "load_optimizer_state", "optimizer_param_names", "remove_leftovers",

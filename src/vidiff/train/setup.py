@@ -16,7 +16,6 @@ import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel as DDP
 
-from vidiff.config_io import ConfigError
 from vidiff.data.latents import LatentCache
 from vidiff.io import OutputPathError, check_apart
 from vidiff.kinds import is_imported
@@ -33,6 +32,7 @@ from vidiff.train.config import RunConfig, warmup_steps
 from vidiff.train.data import JointVideoDataset, build_dataset, image_dataset
 from vidiff.train.ema import EMA
 from vidiff.train.schedule import WarmupSchedule
+from vidiff.utils.config_io import ConfigError
 
 __all__ = ["RunData", "RunNetwork", "RunOptimization", "build_data", "build_network",
            "build_optimization", "freeze_all_but_temporal"]

@@ -23,14 +23,14 @@ import torch
 from torch import nn
 
 from vidiff.cond import Cond
-from vidiff.losses import diffusion_loss
-from vidiff.priors import NoisePrior
-from vidiff.process import NoisingProcess
-from vidiff.seeding import mixed_seed
+from vidiff.diffusion.losses import diffusion_loss
+from vidiff.diffusion.priors import NoisePrior
+from vidiff.diffusion.process import NoisingProcess
 from vidiff.train import distributed
 from vidiff.train.config import RunConfig
 from vidiff.train.ema import EMA
 from vidiff.train.result import NonFiniteLossError
+from vidiff.utils.seeding import mixed_seed
 
 __all__ = ["Stepper", "sample_generator"]
 

@@ -1,9 +1,9 @@
 """The trainer: `Trainer(config).run()` (the loop itself: `vidiff.train.loop`).
 
 Per optimizer step: ``grad_accum`` micro-batches of ``data.batch_size`` videos per process,
-the loss of `vidiff.losses.diffusion_loss` (noise from the noise prior, t uniform), AdamW with
-linear warmup then constant or cosine LR, gradient clipping, an EMA of the weights, optional
-bf16/fp16 autocast (GradScaler for fp16), condition dropout for classifier-free guidance.
+the loss of `vidiff.diffusion.losses.diffusion_loss` (noise from the noise prior, t uniform),
+AdamW with linear warmup then constant or cosine LR, gradient clipping, an EMA of the weights,
+optional bf16/fp16 autocast (GradScaler for fp16), condition dropout for classifier-free guidance.
 
 Randomness: every training sample's t, noise and condition dropout come from a generator
 seeded by its global position in the stream of samples (`vidiff.train.step`), and the data
@@ -29,16 +29,14 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from vidiff.checkpoint import load_weights, save_checkpoint
 from vidiff.cond import Cond
-from vidiff.conditional import downsample_to
-from vidiff.config_io import ConfigError
+from vidiff.diffusion.process import build_process
 from vidiff.io import OutputPathError, check_output_dir, write_video
 from vidiff.kinds import is_imported
-from vidiff.pipeline import Pipeline
-from vidiff.process import build_process
-from vidiff.samplers import sample
-from vidiff.threads import ThreadCount, auto_threads
+from vidiff.modelio.checkpoint import load_weights, save_checkpoint
+from vidiff.modelio.pipeline import Pipeline
+from vidiff.sampling.conditional import downsample_to
+from vidiff.sampling.samplers import sample
 from vidiff.train import distributed
 from vidiff.train.build import build_prior, model_spec, resolve_backbone_config
 from vidiff.train.conditions import batch_conditions
@@ -63,6 +61,8 @@ from vidiff.train.resume import (
 from vidiff.train.runlock import RunLock
 from vidiff.train.setup import build_data, build_network, build_optimization
 from vidiff.train.step import Stepper, set_lr
+from vidiff.utils.config_io import ConfigError
+from vidiff.utils.threads import ThreadCount, auto_threads
 
 __all__ = [
     "NonFiniteLossError",
@@ -183,7 +183,7 @@ class Trainer:
         spec = model_spec(self.config, self.raw, class_names=self.class_names,
                           clip=self.clip, fps=self.fps, step=step)
         return {
-            # what a model is: read by vidiff.Pipeline and every command (vidiff.spec)
+            # what a model is: read by vidiff.Pipeline and every command (vidiff.modelio.spec)
             "model_spec": spec.to_dict() if spec is not None else None,
             # facts about the training, for vidiff info
             "num_parameters": self.num_params,

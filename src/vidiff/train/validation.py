@@ -9,18 +9,18 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from vidiff.checkpoint import list_checkpoints
-from vidiff.config_io import ConfigError
-from vidiff.diffusion import Diffusion
-from vidiff.flow import FlowMatching
+from vidiff.diffusion.ddpm import Diffusion
+from vidiff.diffusion.flow import FlowMatching
+from vidiff.diffusion.losses import WEIGHTINGS
+from vidiff.diffusion.predictions import PREDICTIONS
+from vidiff.diffusion.priors import PRIORS, noise_prior
+from vidiff.diffusion.process import PROCESSES, build_process
 from vidiff.kinds import MODEL_KINDS
-from vidiff.losses import WEIGHTINGS
-from vidiff.predictions import PREDICTIONS
-from vidiff.priors import PRIORS, noise_prior
-from vidiff.process import PROCESSES, build_process
-from vidiff.samplers import SamplingError
+from vidiff.modelio.checkpoint import list_checkpoints
+from vidiff.sampling.samplers import SamplingError
 from vidiff.text import is_clip_root, resolve_text_encoder
 from vidiff.train.budget import CLOCKS
+from vidiff.utils.config_io import ConfigError
 
 if TYPE_CHECKING:
     from vidiff.train.config import RunConfig

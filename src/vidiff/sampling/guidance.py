@@ -8,10 +8,10 @@
   alone, the baseline. An `operator` (e.g. a downsampling) takes the error through A(xhat), as
   for spatial super-resolution.
 
-Under a correlated noise prior (frame covariance S, `vidiff.priors`) both are made prior-aware.
-Whiten the frames with a Cholesky factor whose known frames come first, y = L^-1 x: y^a depends
-on x^a alone and the noise of y is independent, so the plain method applies to y exactly. Back
-in x this is (derivation in docs/CONDITIONAL.md):
+Under a correlated noise prior (frame covariance S, `vidiff.diffusion.priors`) both are made
+prior-aware. Whiten the frames with a Cholesky factor whose known frames come first,
+y = L^-1 x: y^a depends on x^a alone and the noise of y is independent, so the plain method
+applies to y exactly. Back in x this is (derivation in docs/CONDITIONAL.md):
   replacement  x0^b += S_ba S_aa^-1 (x^a - xhat^a)   (the unknown frames' noise follows the
                known frames' noise as the prior's conditional mean does),
   guidance     the gradient step is preconditioned by S_b|a = S_bb - S_ba S_aa^-1 S_ab.
@@ -24,10 +24,10 @@ from collections.abc import Callable
 
 import torch
 
-from .cond import Cond
-from .predictions import eps_from_x0
-from .priors import NoisePrior, apply_frames
-from .process import NoisingProcess
+from vidiff.cond import Cond
+from vidiff.diffusion.predictions import eps_from_x0
+from vidiff.diffusion.priors import NoisePrior, apply_frames
+from vidiff.diffusion.process import NoisingProcess
 
 Denoiser = Callable[..., torch.Tensor]
 # w_r of VDM eq. 7 unless told: the default of ReconstructionGuidance, ConditionalSampler and

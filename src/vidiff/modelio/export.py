@@ -22,11 +22,10 @@ from pathlib import Path
 
 from safetensors.torch import save_file
 
-from vidiff.checkpoint import CHECKPOINTS_DIR, find_checkpoint
 from vidiff.io.paths import check_apart, check_new_folder
 from vidiff.io.write import OutputPathError
-from vidiff.models.autoencoder import vae_folder
-from vidiff.pipeline import (
+from vidiff.modelio.checkpoint import CHECKPOINTS_DIR, find_checkpoint
+from vidiff.modelio.pipeline import (
     EXPORT_CONFIG,
     EXPORT_WEIGHTS,
     Pretrained,
@@ -34,7 +33,8 @@ from vidiff.pipeline import (
     read_pretrained,
     read_spec,
 )
-from vidiff.spec import SPEC_FORMAT, ModelSpec
+from vidiff.modelio.spec import SPEC_FORMAT, ModelSpec
+from vidiff.models.autoencoder import vae_folder
 from vidiff.text.clip import is_clip_root
 
 __all__ = ["ExportError", "export_model", "model_card"]
@@ -52,8 +52,8 @@ def export_model(source: str | os.PathLike, out: str | os.PathLike,
                  weights: str | None = None, *, force: bool = True) -> Path:
     """Write the model at `source` (a run, checkpoint, .safetensors file or exported folder)
     to the folder `out` with its "ema" or "model" `weights` (None: the EMA ones, or the only
-    set `source` holds; see `vidiff.pipeline.read_pretrained`); returns `out`. An `out` that
-    holds files is replaced with `force` (else refused), and only once the new folder is
+    set `source` holds; see `vidiff.modelio.pipeline.read_pretrained`); returns `out`. An
+    `out` that holds files is replaced with `force` (else refused), and only once the new folder is
     complete. Before anything is read or written, an `ExportError` refuses an `out` that
     cannot be written or that is, contains or lies inside what the export reads (the
     source, its run folder, a text encoder or autoencoder folder to bundle)."""

@@ -28,11 +28,11 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from .cond import Cond
-from .guidance import RECONSTRUCTION_WEIGHT, Denoiser, ReconstructionGuidance
-from .priors import NoisePrior
-from .process import NoisingProcess
-from .samplers import SamplingConfig, sample, sampler_steps
+from vidiff.cond import Cond
+from vidiff.diffusion.priors import NoisePrior
+from vidiff.diffusion.process import NoisingProcess
+from vidiff.sampling.guidance import RECONSTRUCTION_WEIGHT, Denoiser, ReconstructionGuidance
+from vidiff.sampling.samplers import SamplingConfig, sample, sampler_steps
 
 METHODS = ("reconstruction", "replacement")
 
@@ -82,10 +82,10 @@ class ConditionalSampler:
     method: "reconstruction" (VDM eq. 7 with weight w_r, plus replacement) or "replacement".
     cond:   the denoiser's conditions (`vidiff.Cond`: class labels, text, a low-res video,
             whose frames are cut to each window's).
-    Any `vidiff.process.NoisingProcess` works the same way (a rectified-flow model's denoiser
-    is its velocity function of float time, `process.denoiser_of(network)`): guidance needs
-    only the process's x0 estimate and a_t (VDM eq. 7's derivation holds for any x_t = a x0 +
-    s eps), and the sampler is one the process offers (`NoisingProcess.samplers`).
+    Any `vidiff.diffusion.process.NoisingProcess` works the same way (a rectified-flow
+    model's denoiser is its velocity function of float time, `process.denoiser_of(network)`):
+    guidance needs only the process's x0 estimate and a_t (VDM eq. 7's derivation holds for any x_t
+    = a x0 + s eps), and the sampler is one the process offers (`NoisingProcess.samplers`).
     """
 
     denoiser: Denoiser

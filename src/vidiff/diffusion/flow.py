@@ -11,7 +11,7 @@ draw of the run's noise prior, exactly as in DDPM: PYoCo's mixed / progressive a
 VideoFusion's decomposed noise carry over unchanged.
 
 Sampling integrates dx/dt = v from t = 1 (pure prior noise) to t = 0 with the samplers every
-`vidiff.process.NoisingProcess` shares (`vidiff.samplers`: ``euler``, ``heun``,
+`vidiff.diffusion.process.NoisingProcess` shares (`vidiff.sampling.samplers`: ``euler``, ``heun``,
 ``dpmpp_2m``). An Euler step is DDIM's step (eta 0) in this parameterisation:
 x_t + (t' - t) v = (1 - t') x0_hat + t' eps_hat. Networks see the time as 1000 t (SD3's
 convention, `network_time`), so the U-Net's and DiT's sinusoidal embeddings keep their
@@ -26,7 +26,7 @@ from typing import ClassVar
 
 import torch
 
-from .process import Grid, NoisingProcess
+from vidiff.diffusion.process import Grid, NoisingProcess
 
 __all__ = ["FLOW_TIME_SAMPLING", "FlowMatching", "resolution_shift"]
 
@@ -43,7 +43,7 @@ def resolution_shift(pixels: int, base_pixels: int = 256 * 256) -> float:
 @dataclass(frozen=True)
 class FlowMatching(NoisingProcess):
     """The flow x_t = (1 - t) x0 + t eps with the velocity v = eps - x0 as the target: the
-    `vidiff.process.NoisingProcess` with a = 1 - t, s = t.
+    `vidiff.diffusion.process.NoisingProcess` with a = 1 - t, s = t.
 
     `shift` bends the time toward the noise (training times and the sampling grid alike);
     `time_sampling` is how training draws t: "logit_normal" (with `logit_mean`, `logit_std`)
@@ -110,7 +110,7 @@ class FlowMatching(NoisingProcess):
         if self.time_sampling == "uniform":
             t = torch.rand(batch, generator=generator, device=device)
         else:  # SD3 eq. 19; u is a draw of the time, not of the noise (that is the prior's)
-            u = torch.randn(batch, generator=generator, device=device)
+            u = torch.randn(batch, generator=generator, device=device)  # not diffusion noise
             t = torch.sigmoid(self.logit_mean + self.logit_std * u)
         return self.shifted(t)
 

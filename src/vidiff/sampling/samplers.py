@@ -1,5 +1,5 @@
 """Samplers: DDPM ancestral, DDIM, Euler, Heun and DPM-Solver++(2M), each one short function,
-written once for every noising process (`vidiff.process.NoisingProcess`: DDPM's diffusion
+written once for every noising process (`vidiff.diffusion.process.NoisingProcess`: DDPM's diffusion
 and rectified flow alike, x_t = a x0 + s eps).
 
 Every sampler has the signature `sampler(denoise, x, grid, noise, callback=None, **options)`:
@@ -22,11 +22,11 @@ from dataclasses import dataclass
 import torch
 from tqdm.auto import tqdm
 
-from .cond import Cond
-from .predictions import eps_from_x0
-from .priors import NoisePrior, noise_prior
-from .process import Grid, NoisingProcess
-from .registry import Registry
+from vidiff.cond import Cond
+from vidiff.diffusion.predictions import eps_from_x0
+from vidiff.diffusion.priors import NoisePrior, noise_prior
+from vidiff.diffusion.process import Grid, NoisingProcess
+from vidiff.utils.registry import Registry
 
 Denoise = Callable[[torch.Tensor, int], "tuple[torch.Tensor, torch.Tensor]"]
 NoiseFn = Callable[[], torch.Tensor]

@@ -11,8 +11,8 @@ from dataclasses import dataclass
 
 import torch
 
-from .cond import Cond
-from .process import NoisingProcess
+from vidiff.cond import Cond
+from vidiff.diffusion.process import NoisingProcess
 
 WEIGHTINGS = ("none", "min_snr")
 

@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, ClassVar
 import torch
 
 if TYPE_CHECKING:
-    from .diffusion import DiffusionConfig
+    from vidiff.diffusion.ddpm import DiffusionConfig
 
 __all__ = ["PROCESSES", "Grid", "NoisingProcess", "build_process"]
 
@@ -63,7 +63,7 @@ class NoisingProcess(ABC):
     the samplers, guidance and the loss use nothing else."""
 
     prediction: str  # what the network predicts: eps | x0 | v (DDPM) or velocity (flow)
-    samplers: ClassVar[tuple[str, ...]]  # the `vidiff.samplers.SAMPLERS` names that apply
+    samplers: ClassVar[tuple[str, ...]]  # the `vidiff.sampling.samplers.SAMPLERS` names that apply
     loss_weightings: ClassVar[tuple[str, ...]]  # the `LossConfig.weighting` values that apply
     title: ClassVar[str]  # "a DDPM model": how messages name a model of this process
 
@@ -126,8 +126,8 @@ class NoisingProcess(ABC):
 def build_process(config: DiffusionConfig) -> NoisingProcess:
     """The process of `config`: a `Diffusion` (``process = "ddpm"``) or a `FlowMatching`
     (``"flow"``); a ValueError names a bad field."""
-    from .diffusion import Diffusion
-    from .flow import FlowMatching
+    from vidiff.diffusion.ddpm import Diffusion
+    from vidiff.diffusion.flow import FlowMatching
 
     if config.process == "flow":
         return FlowMatching(shift=config.flow_shift, time_sampling=config.flow_time)

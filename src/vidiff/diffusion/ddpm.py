@@ -16,15 +16,15 @@ from typing import ClassVar
 
 import torch
 
-from .predictions import (
+from vidiff.diffusion.predictions import (
     check_prediction,
     eps_from_x0,
     prediction_of,
     split_prediction,
     x0_from_eps,
 )
-from .process import Grid, NoisingProcess
-from .schedules import make_betas, respace
+from vidiff.diffusion.process import Grid, NoisingProcess
+from vidiff.diffusion.schedules import make_betas, respace
 
 
 @dataclass
@@ -35,11 +35,11 @@ class DiffusionConfig:
     timesteps: int = 1000  # T, the number of training steps (DDPM: 1000)
     prediction: str = "eps"  # what the network predicts: eps | x0 | v
     schedule_kwargs: dict = field(default_factory=dict)  # e.g. beta_start, beta_end, s
-    # ddpm: the Gaussian diffusion above; flow: rectified flow (vidiff.flow: x_t = (1 - t) x0
-    # + t eps, the network predicts the velocity eps - x0; schedule, timesteps and prediction
-    # are then unused)
+    # ddpm: the Gaussian diffusion above; flow: rectified flow (vidiff.diffusion.flow:
+    # x_t = (1 - t) x0 + t eps, the network predicts the velocity eps - x0; schedule,
+    # timesteps and prediction are then unused)
     process: str = "ddpm"
-    flow_shift: float = 1.0  # flow: SD3's time shift (vidiff.flow.resolution_shift)
+    flow_shift: float = 1.0  # flow: SD3's time shift (vidiff.diffusion.flow.resolution_shift)
     flow_time: str = "logit_normal"  # flow: training times, logit_normal | uniform
 
 
@@ -50,7 +50,7 @@ DEFAULT_SPACING = {"dpmpp_2m": "logsnr"}
 
 class Diffusion(NoisingProcess):
     """Schedule-derived quantities and the closed forms of the forward process: the
-    `vidiff.process.NoisingProcess` with a = sqrt(abar_t), s = sqrt(1 - abar_t).
+    `vidiff.diffusion.process.NoisingProcess` with a = sqrt(abar_t), s = sqrt(1 - abar_t).
 
     >>> diffusion = Diffusion(schedule="linear", timesteps=1000, prediction="eps")
     >>> xt = diffusion.q_sample(x0, t, noise=prior.sample(x0.shape, generator=g))

@@ -21,9 +21,9 @@ from collections.abc import Callable
 
 import torch
 
-from .cond import Cond
-from .diffusion import Diffusion
-from .priors import NoisePrior, apply_frames, noise_prior
+from vidiff.cond import Cond
+from vidiff.diffusion.ddpm import Diffusion
+from vidiff.diffusion.priors import NoisePrior, apply_frames, noise_prior
 
 BIN = 1 / 255  # half the width of one of the 256 data bins in [-1, 1]
 

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from .registry import Registry
+from vidiff.utils.registry import Registry
 
 PRIORS: Registry = Registry("noise prior")
 

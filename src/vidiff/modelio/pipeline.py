@@ -29,18 +29,23 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from vidiff.checkpoint import CheckpointError, load_checkpoint, load_weights, read_safetensors
 from vidiff.cond import Cond
-from vidiff.guidance import ClassifierFreeGuidance
-from vidiff.models import load_diffusers_vae
-from vidiff.samplers import SamplingConfig, SamplingError, sample
-from vidiff.spec import (
+from vidiff.modelio.checkpoint import (
+    CheckpointError,
+    load_checkpoint,
+    load_weights,
+    read_safetensors,
+)
+from vidiff.modelio.spec import (
     SPEC_FORMAT,
     ClipShape,
     ModelSpec,
     TextEncoderSpec,
     spec_from_checkpoint,
 )
+from vidiff.models import load_diffusers_vae
+from vidiff.sampling.guidance import ClassifierFreeGuidance
+from vidiff.sampling.samplers import SamplingConfig, SamplingError, sample
 from vidiff.text import text_encoder_named
 
 __all__ = ["EXPORT_CONFIG", "EXPORT_WEIGHTS", "Pipeline", "Pretrained", "is_exported",
@@ -261,7 +266,7 @@ class Pipeline:
                  ) -> SamplingConfig:
         """The spec's sampling settings with the given ones in place: the spec's steps and eta
         are kept only for the sampler they were set for (another sampler takes its own
-        defaults); a `vidiff.samplers.SamplingError` for a bad value."""
+        defaults); a `vidiff.sampling.samplers.SamplingError` for a bad value."""
         base = self.spec.sampling
         chosen = sampler or base.sampler
         same = chosen == base.sampler

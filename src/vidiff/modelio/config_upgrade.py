@@ -1,5 +1,5 @@
 """Run configs of earlier vidiff versions, upgraded to today's keys (plain dicts: read by the
-trainer's config loader and by `vidiff.spec` for checkpoints of the first format).
+trainer's config loader and by `vidiff.modelio.spec` for checkpoints of the first format).
 
 `upgrade_config_dict` moves the keys of `MOVED_KEYS` (config files, stored runs) and
 `upgrade_override` the same in ``--set KEY=VALUE`` overrides, so files and commands written

@@ -16,8 +16,8 @@ from collections.abc import Sequence
 
 import torch
 
-from .diffusion import Diffusion
-from .priors import NoisePrior
+from vidiff.diffusion.ddpm import Diffusion
+from vidiff.diffusion.priors import NoisePrior
 
 
 def noise_covariance(prior: NoisePrior, shape: Sequence[int], num_images: int = 0):
@@ -70,7 +70,7 @@ class GaussianOracle:
 
     def velocity(self, xt: torch.Tensor, t: torch.Tensor, **cond) -> torch.Tensor:
         """The exact flow-matching velocity E[eps - x0 | x_t] for x_t = (1 - t) x0 + t eps,
-        float t (B,) in [0, 1] (`vidiff.flow`): with a = 1 - t, s = t,
+        float t (B,) in [0, 1] (`vidiff.diffusion.flow`): with a = 1 - t, s = t,
         E[x0 | x_t] = a C K^-1 x_t and E[eps | x_t] = s S K^-1 x_t, K = a^2 C + s^2 S, so
         v = L U diag((s - a lam) / (a^2 lam + s^2)) U^T L^-1 x_t: linear in x_t, and finite
         at both ends (t = 1: v = x_t; t = 0: v = -x_t on the data's support)."""
@@ -104,6 +104,7 @@ def gaussian_data(cov_cholesky: torch.Tensor, n: int,
                   generator: torch.Generator | None = None) -> torch.Tensor:
     """`n` draws of *data* x0 ~ N(0, L L^T), float64 (n, D), from the Cholesky factor L
     (D, D): the Gaussian data the oracle is exact for. Not diffusion noise, which always comes
-    from a `vidiff.priors.NoisePrior`."""
-    z = torch.randn(n, cov_cholesky.shape[0], generator=generator, dtype=torch.float64)
+    from a `vidiff.diffusion.priors.NoisePrior`."""
+    shape = (n, cov_cholesky.shape[0])  # x0 = L z: Gaussian data
+    z = torch.randn(shape, generator=generator, dtype=torch.float64)  # not diffusion noise
     return z @ cov_cholesky.T  # (n, D)

@@ -12,7 +12,7 @@ import math
 import numpy as np
 import torch
 
-from .registry import Registry
+from vidiff.utils.registry import Registry
 
 SCHEDULES: Registry = Registry("noise schedule")
 MAX_BETA = 0.999  # the cap on beta of Nichol & Dhariwal 2021, section 3.2

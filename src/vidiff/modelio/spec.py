@@ -22,13 +22,13 @@ from dataclasses import dataclass, field
 
 from torch import nn
 
-from vidiff.config_io import ConfigError, config_from_dict, config_to_dict
-from vidiff.config_upgrade import upgrade_config_dict
-from vidiff.diffusion import Diffusion, DiffusionConfig
+from vidiff.diffusion.ddpm import Diffusion, DiffusionConfig
+from vidiff.diffusion.priors import NoisePrior, PriorConfig
+from vidiff.diffusion.process import build_process
 from vidiff.kinds import MODEL_KINDS, ModelKind
-from vidiff.priors import NoisePrior, PriorConfig
-from vidiff.process import build_process
-from vidiff.samplers import SamplingConfig
+from vidiff.modelio.config_upgrade import upgrade_config_dict
+from vidiff.sampling.samplers import SamplingConfig
+from vidiff.utils.config_io import ConfigError, config_from_dict, config_to_dict
 
 __all__ = [
     "SPEC_FORMAT",

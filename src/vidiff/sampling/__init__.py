@@ -1,0 +1,3 @@
+"""Sampling: the samplers, guidance (denoiser wrappers) and the windowed commands
+(extension, interpolation, super-resolution) on top of them.
+"""

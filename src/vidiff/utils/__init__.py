@@ -1,0 +1,2 @@
+"""Infrastructure: registries, config files, seeding, CPU threads, quiet loading.
+"""
