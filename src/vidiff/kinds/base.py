@@ -61,6 +61,9 @@ class ModelKind(ABC):
     summary: ClassVar[str]  # one phrase for a model card: "a factorized space-time U-Net"
     own_settings: ClassVar[tuple[str, ...]] = ()  # model.* fields only this kind reads
     upsampler: ClassVar[bool] = False  # can be a super-resolution model (data.lowres_size)
+    # its image model in diffusers: the pipeline root's subfolder and the config classes
+    diffusers_subfolder: ClassVar[str] = "unet"
+    diffusers_classes: ClassVar[tuple[str, ...]] = ()
 
     # -- the network of a spec ----------------------------------------------------------------
     @classmethod
@@ -159,6 +162,12 @@ class ModelKind(ABC):
         """The image network of a diffusers folder at `path` (a ValueError if this kind reads
         no such folder)."""
         raise ValueError(f"model.kind = {cls.name!r} imports no diffusers model")
+
+    @classmethod
+    def check_diffusers_config(cls, config: dict, source: str) -> None:
+        """A ValueError naming `source` unless the diffusers `config` (one of
+        `diffusers_classes`) converts to this kind's image network (no weights read)."""
+        raise ValueError(f"{source}: model.kind = {cls.name!r} imports no diffusers model")
 
     @classmethod
     def is_video(cls, network: dict) -> bool:

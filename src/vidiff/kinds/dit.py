@@ -13,7 +13,11 @@ from pathlib import Path
 from torch import nn
 
 from vidiff.kinds.base import ModelKind, is_diffusers_dir
-from vidiff.models.diffusers_dit import load_diffusers_transformer
+from vidiff.models.diffusers_dit import (
+    CLASSES,
+    diffusers_transformer_config,
+    load_diffusers_transformer,
+)
 from vidiff.models.dit import DiT, inflate_dit
 from vidiff.models.dit_config import (
     DIT_PRESETS,
@@ -34,6 +38,12 @@ class DiTKind(ModelKind):
     default_preset = "dit-mini"
     tiny_preset = "dit-tiny"
     image_kind = "dit"
+    diffusers_subfolder = "transformer"
+    diffusers_classes = CLASSES
+
+    @classmethod
+    def check_diffusers_config(cls, config: dict, source: str) -> None:
+        diffusers_transformer_config(config, source)
     summary = "a factorized space-time diffusion transformer (DiT blocks, temporal attention)"
 
     @classmethod

@@ -15,7 +15,7 @@ from torch import nn
 
 from vidiff.kinds.base import ModelKind, is_diffusers_dir
 from vidiff.models.config import UNetConfig
-from vidiff.models.diffusers_io import load_diffusers_unet
+from vidiff.models.diffusers_io import diffusers_config_to_unet_config, load_diffusers_unet
 from vidiff.models.inflate import inflate
 from vidiff.models.presets import UNET_PRESETS, unet_config
 from vidiff.models.sd_folder import empty_prompt, is_latent_unet
@@ -36,6 +36,12 @@ class UNetKind(ModelKind):
     image_kind = "unet"
     summary = "a factorized space-time U-Net (Video Diffusion Models)"
     upsampler = True
+    diffusers_subfolder = "unet"
+    diffusers_classes = ("UNet2DModel", "UNet2DConditionModel")
+
+    @classmethod
+    def check_diffusers_config(cls, config: dict, source: str) -> None:
+        diffusers_config_to_unet_config(config, source)
 
     @classmethod
     def describe(cls, network: dict) -> str:

@@ -29,9 +29,7 @@ from torch import nn
 from vidiff.kinds import MODEL_KINDS, ModelKind, is_imported
 from vidiff.modelio.checkpoint import CheckpointError, load_checkpoint, load_weights
 from vidiff.modelio.spec import spec_from_checkpoint
-from vidiff.models.diffusers_dit import CLASSES, diffusers_transformer_config
 from vidiff.models.diffusers_files import check_safetensors, check_weights, read_config
-from vidiff.models.diffusers_io import diffusers_config_to_unet_config
 from vidiff.models.diffusers_schedule import (
     diffusion_config_from_scheduler,
     find_scheduler_config,
@@ -69,20 +67,17 @@ def check_init_source(config: RunConfig) -> None:
 
 
 def _check_diffusers_source(kind: type[ModelKind], path: Path) -> None:
-    dit = kind.name == "dit"
-    order = ("transformer", "unet") if dit else ("unet", "transformer")
-    folder = next((f for f in (path, *(path / c for c in order))
+    subfolders = dict.fromkeys([kind.diffusers_subfolder, *(
+        MODEL_KINDS.get(name).diffusers_subfolder for name in MODEL_KINDS.names())])
+    folder = next((f for f in (path, *(path / s for s in subfolders))
                    if (f / "config.json").is_file()), path)
     file, raw = read_config(folder)
     cls = raw.get("_class_name", "UNet2DModel")
-    if dit != (cls in CLASSES):
-        wants = " or ".join(CLASSES) if dit else "UNet2DModel or UNet2DConditionModel"
+    if cls not in kind.diffusers_classes:
         raise ConfigError(f"{_KEY} {str(path)!r} holds a diffusers {cls} ({file}); model.kind "
-                          f"= {kind.name!r} starts from a {wants} folder")
-    if dit:
-        diffusers_transformer_config(raw, str(file))
-    else:
-        diffusers_config_to_unet_config(raw, str(file))
+                          f"= {kind.name!r} starts from a {' or '.join(kind.diffusers_classes)} "
+                          f"folder")
+    kind.check_diffusers_config(raw, str(file))
     check_weights(folder)
 
 
