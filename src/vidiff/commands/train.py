@@ -96,6 +96,7 @@ def resolve_config(args):
     # the trainer loads on use: `vidiff sample` never imports vidiff.train
     from vidiff.train.config import load_run_config, merge_run_config
     from vidiff.train.resume import check_same_model
+    from vidiff.train.validation import validate
 
     if config_file is not None:
         return load_run_config(config_file, overrides)
@@ -109,9 +110,9 @@ def resolve_config(args):
         checkpoint = load_checkpoint(found[-1])
     if checkpoint is None:
         return load_run_config(None, overrides)
-    base = _run_of(checkpoint)
-    check_same_model(checkpoint, merge_run_config(None, overrides, base=base))
-    return load_run_config(None, overrides, base=base)
+    merged = merge_run_config(None, overrides, base=_run_of(checkpoint))
+    check_same_model(checkpoint, merged)  # before validation: a new process is named as such
+    return validate(merged)
 
 
 def _run_of(checkpoint):

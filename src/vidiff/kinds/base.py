@@ -126,8 +126,9 @@ class ModelKind(ABC):
                               f"{' or '.join(cls.processes)}")
         if cls.priors is not None and config.prior.name not in cls.priors:
             wanted = " or ".join(f'"{name}"' for name in cls.priors)
-            raise ConfigError(f'model.kind = "{cls.name}" needs prior.name = {wanted} '
-                              f"{cls.prior_reason}, got {config.prior.name!r}".replace("  ", " "))
+            why = f" {cls.prior_reason}" if cls.prior_reason else ""
+            raise ConfigError(f'model.kind = "{cls.name}" needs prior.name = {wanted}{why}, '
+                              f"got {config.prior.name!r}")
 
     @classmethod
     def tiny_settings(cls, process: str) -> tuple[str, ...]:

@@ -303,7 +303,6 @@ class Pipeline:
             raise ValueError(f"batch_size must be >= 1 (None: up to {DEFAULT_BATCH}), got "
                              f"{batch_size}")
         s = self.sampling(sampler, steps, eta, guidance_scale)
-        self._check_conditions(class_labels, captions, lowres)
         if self.spec.conditioning.lowres_size is not None and lowres is None:
             raise ValueError("a super-resolution model needs `lowres`, its low-res videos")
         if generator is None:
