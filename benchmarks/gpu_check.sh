@@ -64,6 +64,12 @@ timeout 60 $PY benchmarks/dit_speed.py --device cuda --dtype bf16 --batch 8 --co
 echo "exit status $?" >> "$REPORT"
 grep '^|' "$OUT/dit_speed.log" >> "$REPORT" || tail -20 "$OUT/dit_speed.log" >> "$REPORT"
 
+echo -e "\n## 1d. Wan 1.3B LoRA training memory (81x480x832, batch 1): counted vs measured" >> "$REPORT"
+timeout 60 $PY benchmarks/video_model_memory.py --recipes wan-1.3b-lora-r32 \
+    --json "$OUT/video_model_memory.json" > "$OUT/video_model_memory.log" 2>&1
+echo "exit status $?" >> "$REPORT"
+grep '^|' "$OUT/video_model_memory.log" >> "$REPORT" || tail -20 "$OUT/video_model_memory.log" >> "$REPORT"
+
 echo -e "\n## 2. 300-step vidiff train, bf16 (small U-Net, 16x64x64 clips, batch 16)" >> "$REPORT"
 rm -rf /tmp/vidiff_gpu_train
 timeout 100 $PY -m vidiff train --out /tmp/vidiff_gpu_train --steps 300 --device cuda \

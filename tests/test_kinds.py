@@ -131,7 +131,7 @@ def test_an_unset_preset_is_the_kinds_default(toy_kind):
 
 def test_an_unknown_kind_lists_the_registered_ones():
     with pytest.raises(ConfigError, match="model.kind = 'toy' is not valid; choose one of "
-                                          "dit, unet, videofusion"):
+                                          "cogvideox, dit, ltx, unet, videofusion, wan"):
         load_run_config(None, ["model.kind=toy"])
 
 
@@ -157,6 +157,9 @@ def test_resume_refuses_another_kind_by_name(tmp_path, capsys):
     assert "model.kind" in capsys.readouterr().err
 
 
+SAMPLER = {"ddpm": "ddim", "flow": "euler"}  # a sampler of each process
+
+
 @pytest.mark.parametrize("name", MODEL_KINDS.names())
 def test_every_kind_declares_what_the_library_reads(name):
     kind = MODEL_KINDS.get(name)
@@ -165,8 +168,9 @@ def test_every_kind_declares_what_the_library_reads(name):
     assert set(kind.processes) <= {"ddpm", "flow"} and kind.summary
     assert set(kind.own_settings) <= set(asdict(load_run_config(None, []).model))
     network = kind.network_config(kind.build_for_run(
-        load_run_config(None, [f"model.kind={name}", f"model.preset={kind.tiny_preset}",
-                               *(VIDEOFUSION if name == "videofusion" else [])]),
+        load_run_config(None, [*kind.tiny_settings(kind.processes[0]),
+                               f"diffusion.process={kind.processes[0]}",
+                               f"sample.sampler={SAMPLER[kind.processes[0]]}"]),
         kind.resolve(kind.tiny_preset, {}), None))
     assert kind.architecture(network) == kind.architecture(kind.network_config(
         kind.build(network)))  # the spec's network config rebuilds the same architecture

@@ -15,6 +15,9 @@ videos of F frames (+ K joint-training images):
 | `cond_mask`    | bool (B,) or (B, F + K)     | False = the learned null condition (CFG)         |
 | `lowres`       | float (B, C, F, h, w)       | a super-resolution model's low-resolution video  |
 | `num_images`   | int                         | K: the last K frames are independent images      |
+| `null_emb`     | float (B, L, D)             | the text the null condition stands for (a        |
+|                |                             | negative prompt; None: the model's own null)     |
+| `null_mask`    | bool (B, L)                 | its token mask                                   |
 
 Samplers and guidance call a plain denoiser with ``**cond.kwargs()``, so any callable
 ``denoiser(xt, t, **keywords)`` keeps working; vidiff's models also take the `Cond` itself.
@@ -31,7 +34,8 @@ from torch import Tensor
 
 __all__ = ["Cond"]
 
-TENSOR_FIELDS = ("class_labels", "text_emb", "text_mask", "cond_mask", "lowres")
+TENSOR_FIELDS = ("class_labels", "text_emb", "text_mask", "cond_mask", "lowres", "null_emb",
+                 "null_mask")
 
 
 @dataclass(frozen=True)
@@ -44,6 +48,8 @@ class Cond:
     cond_mask: Tensor | None = None
     lowres: Tensor | None = None
     num_images: int = 0
+    null_emb: Tensor | None = None
+    null_mask: Tensor | None = None
 
     @classmethod
     def of(cls, value: Cond | Mapping[str, Any] | None) -> Cond:

@@ -8,7 +8,12 @@ gets
   no optimizer state, no pickle;
 - ``README.md``: a model card (what it is, its data, steps, prior, sampler, the metrics of
   the run's ``vidiff eval`` reports, the command to sample it);
-- ``text_encoder/``: a text-conditional model's BERT folder, when it was given by path.
+- ``text_encoder/``: a text-conditional model's BERT folder, when it was given by path (of
+  a pipeline root: its text_encoder/ and tokenizer/);
+- ``vae/``: a latent model's autoencoder;
+- ``pytorch_lora_weights.safetensors``: a LoRA run of a Wan / LTX-Video / CogVideoX model,
+  its adapters in diffusers' format (``WanPipeline.load_lora_weights(OUT)``); ``--merge``
+  folds them into the weights instead and writes the plain network.
 
 OUT is refused when it is, contains or lies inside RUN (``--force`` would delete the run).
 ``config.json`` records which weights OUT holds; `vidiff sample` and `vidiff info` say so.
@@ -40,6 +45,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--weights", choices=("ema", "model"), default=None,
                         help="which weights: the EMA (what sampling uses; the default) or the "
                              "raw ones")
+    parser.add_argument("--merge", action="store_true",
+                        help="a LoRA run: fold the adapters into the weights and write the plain "
+                             "network (default: the adapters, also in diffusers' LoRA format)")
     parser.add_argument("--force", action="store_true",
                         help="replace a non-empty OUT (not the run or a folder around it)")
 
@@ -48,7 +56,7 @@ def run(args: argparse.Namespace) -> int:
 
     try:
         written = export_model(args.checkpoint, Path(args.out), weights=args.weights,
-                               force=args.force)
+                               force=args.force, merge=args.merge)
     except (CheckpointError, ExportError, OSError) as err:
         raise CommandError(str(err)) from None
     total = sum(p.stat().st_size for p in written.rglob("*") if p.is_file())

@@ -19,6 +19,7 @@ from vidiff.cli import CommandError
 from vidiff.kinds import MODEL_KINDS
 from vidiff.modelio.checkpoint import CheckpointError, list_checkpoints, load_checkpoint
 from vidiff.modelio.pipeline import EXPORT_CONFIG, EXPORT_WEIGHTS, is_exported, read_spec
+from vidiff.modelio.spec import ClipShape
 from vidiff.text import is_clip_root
 
 NAME = "info"
@@ -100,6 +101,14 @@ def _network(spec) -> str:
     return spec.model_kind.describe(spec.network)
 
 
+def _clip(shape: dict) -> str:
+    """A spec's clip shape (its `ClipShape` as a dict) as "C x F frames x HxW": height and
+    width apart (`ClipShape.fhw`), so a bucketed run's non-square first bucket reads right."""
+    clip = ClipShape(**shape)
+    f, h, w = clip.fhw
+    return f"{clip.channels} x {f} frames x {h}x{w}"
+
+
 def _model_line(model: dict) -> str:
     """The "model" line: the run's ``[model]`` settings as its kind says them (an exported
     model has no run config: its kind only; the network is in the spec)."""
@@ -124,13 +133,11 @@ def run(args: argparse.Namespace) -> int:
     print(f"network      {facts['network']}")
     spec = facts["spec"]
     shape, num_images = spec["shape"], spec["provenance"]["num_images"]
-    print(f"clips        {shape['channels']} x {shape['frames']} frames x {shape['size']}x"
-          f"{shape['size']}" + (f" (+{num_images} images in training)" if num_images else ""))
+    print(f"clips        {_clip(shape)}"
+          + (f" (+{num_images} images in training)" if num_images else ""))
     vae = spec.get("autoencoder")
     if vae:
-        px = vae["pixel_shape"]
-        print(f"autoencoder  {vae['name']} (decodes to {px['channels']} x {px['frames']}"
-              f" frames x {px['size']}x{px['size']} pixels)")
+        print(f"autoencoder  {vae['name']} (decodes to {_clip(vae['pixel_shape'])} pixels)")
     diff = spec["diffusion"]
     if diff.get("process") == "flow":
         print(f"diffusion    rectified flow, {diff['flow_time'].replace('_', '-')} training "

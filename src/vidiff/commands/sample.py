@@ -130,7 +130,8 @@ def run(args: argparse.Namespace) -> int:
     steps = chosen.steps or "default"
     guided = f", guidance {chosen.guidance_scale:g}" if spec.conditional else ""
     shape = spec.shape if spec.autoencoder is None else spec.autoencoder.pixel_shape
-    print(f"wrote {out} ({args.num} videos of {shape.frames}x{shape.size}x{shape.size}, "
+    frames, height, width = shape.fhw  # a bucketed run's first bucket: H and W apart
+    print(f"wrote {out} ({args.num} videos of {frames}x{height}x{width}, "
           f"{chosen.sampler} {steps} steps{guided}, "
           f"step-{spec.provenance.step} {pipe.weights or 'unrecorded'} weights)")
     return 0

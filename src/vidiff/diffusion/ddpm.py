@@ -24,7 +24,13 @@ from vidiff.diffusion.predictions import (
     x0_from_eps,
 )
 from vidiff.diffusion.process import Grid, NoisingProcess
-from vidiff.diffusion.schedules import make_betas, respace
+from vidiff.diffusion.schedules import (
+    betas_from_alphas_cumprod,
+    make_betas,
+    rescale_zero_terminal_snr,
+    respace,
+    shift_snr,
+)
 
 
 @dataclass
@@ -41,6 +47,35 @@ class DiffusionConfig:
     process: str = "ddpm"
     flow_shift: float = 1.0  # flow: SD3's time shift (vidiff.diffusion.flow.resolution_shift)
     flow_time: str = "logit_normal"  # flow: training times, logit_normal | uniform
+    # ddpm: every SNR abar_t / (1 - abar_t) divided by this (CogVideoX's snr_shift_scale;
+    # 1: none), applied to abar before zero_terminal_snr
+    snr_shift: float = 1.0
+    # ddpm: abar rescaled to abar_T = 0 (Lin et al. 2023, algorithm 1; diffusers'
+    # rescale_betas_zero_snr); needs prediction v or x0 (x0 from eps is undefined at t = T)
+    zero_terminal_snr: bool = False
+    # flow: the sampling grid (vidiff.diffusion.flow.FLOW_GRIDS): uniform (evenly spaced, then
+    # shifted) | diffusers (FlowMatchEulerDiscreteScheduler.set_timesteps(N), as WanPipeline
+    # calls it) | ltx (LTXPipeline's sigmas linspace(1, 1/N, N)) | unipc (UniPCMultistep-
+    # Scheduler's flow sigmas)
+    flow_grid: str = "uniform"
+    # flow: diffusers' shift_terminal: the grid's last time before 0 stretched to this value
+    # (LTX-Video: 0.1; None: no stretch); the sampling grid only, not the training times
+    flow_shift_terminal: float | None = None
+    # flow: a shift that depends on the clip's latent token count f h w (diffusers'
+    # use_dynamic_shifting, LTX-Video's): the scheduler's base_image_seq_len,
+    # max_image_seq_len, base_shift, max_shift and time_shift_type; flow_shift is then the
+    # resolved value for the spec's clip (vidiff.models.diffusers_schedule.shift_for_tokens).
+    # Empty: flow_shift is fixed
+    flow_dynamic_shift: dict = field(default_factory=dict)
+
+
+# the DiffusionConfig fields a process does not read (each process's fields are the others')
+UNREAD_FIELDS = {
+    "flow": ("schedule", "timesteps", "prediction", "schedule_kwargs", "snr_shift",
+             "zero_terminal_snr"),
+    "ddpm": ("flow_shift", "flow_time", "flow_grid", "flow_shift_terminal",
+             "flow_dynamic_shift"),
+}
 
 
 # the respacing of a sampler's timesteps unless told (`schedules.respace`): DPM-Solver++ steps
@@ -52,23 +87,46 @@ class Diffusion(NoisingProcess):
     """Schedule-derived quantities and the closed forms of the forward process: the
     `vidiff.diffusion.process.NoisingProcess` with a = sqrt(abar_t), s = sqrt(1 - abar_t).
 
+    abar comes from the betas of `schedule`, then (as diffusers' CogVideoX schedulers build
+    it) `snr_shift` divides every SNR and `zero_terminal_snr` rescales it to abar_T = 0; the
+    betas are then re-derived from that abar (beta_T = 1 under zero terminal SNR).
+
     >>> diffusion = Diffusion(schedule="linear", timesteps=1000, prediction="eps")
     >>> xt = diffusion.q_sample(x0, t, noise=prior.sample(x0.shape, generator=g))
     """
 
     def __init__(self, schedule: str = DiffusionConfig.schedule,
                  timesteps: int = DiffusionConfig.timesteps,
-                 prediction: str = DiffusionConfig.prediction, **schedule_kwargs: float):
+                 prediction: str = DiffusionConfig.prediction, *,
+                 snr_shift: float = DiffusionConfig.snr_shift,
+                 zero_terminal_snr: bool = DiffusionConfig.zero_terminal_snr,
+                 **schedule_kwargs: float):
         check_prediction(prediction)
-        self.config = DiffusionConfig(schedule, timesteps, prediction, dict(schedule_kwargs))
+        if zero_terminal_snr and prediction == "eps":
+            raise ValueError("zero_terminal_snr needs prediction 'v' or 'x0': at abar_T = 0 "
+                             "x0 = (x_T - sqrt(1 - abar_T) eps) / sqrt(abar_T) is undefined, "
+                             "so an eps model cannot denoise pure noise (Lin et al. 2023, 3.2)")
+        self.config = DiffusionConfig(schedule, timesteps, prediction, dict(schedule_kwargs),
+                                      snr_shift=snr_shift, zero_terminal_snr=zero_terminal_snr)
         self.prediction = prediction
         self.timesteps = timesteps
         betas = make_betas(schedule, timesteps, **schedule_kwargs)  # (T,) float64
         if not (betas > 0).all() or not (betas < 1).all():
             raise ValueError(f"schedule {schedule!r} gives betas outside (0, 1)")
+        abar = torch.cumprod(1 - betas, 0)  # abar_t
+        if snr_shift != 1.0 or zero_terminal_snr:  # diffusers' order: the SNR shift, then ZTSNR
+            abar = shift_snr(abar, snr_shift)
+            abar = rescale_zero_terminal_snr(abar) if zero_terminal_snr else abar
+            betas = betas_from_alphas_cumprod(abar)  # float64
+            # in (0, 1), but for beta_T = 1 exactly under zero terminal SNR (abar_T = 0)
+            last = betas[-1] == 1 if zero_terminal_snr else 0 < betas[-1] < 1
+            if not ((betas[:-1] > 0).all() and (betas[:-1] < 1).all() and last):
+                raise ValueError(f"schedule {schedule!r} with snr_shift={snr_shift}, "
+                                 f"zero_terminal_snr={zero_terminal_snr} gives betas outside "
+                                 f"(0, 1)")
         self.betas = betas
         self.alphas = 1 - betas
-        self.alphas_cumprod = torch.cumprod(self.alphas, 0)  # abar_t
+        self.alphas_cumprod = abar  # abar_t (0 at t = T-1 under zero terminal SNR)
         self.alphas_cumprod_prev = torch.cat([torch.ones(1, dtype=torch.float64),
                                               self.alphas_cumprod[:-1]])  # abar_{t-1}, abar_0 = 1
         abar, abar_prev = self.alphas_cumprod, self.alphas_cumprod_prev
@@ -118,7 +176,9 @@ class Diffusion(NoisingProcess):
     @classmethod
     def from_config(cls, config: DiffusionConfig) -> Diffusion:
         """Build from a `DiffusionConfig`."""
-        return cls(config.schedule, config.timesteps, config.prediction, **config.schedule_kwargs)
+        return cls(config.schedule, config.timesteps, config.prediction,
+                   snr_shift=config.snr_shift, zero_terminal_snr=config.zero_terminal_snr,
+                   **config.schedule_kwargs)
 
     def to_dict(self) -> dict:
         """The config as a plain dict (for checkpoints)."""
@@ -190,7 +250,8 @@ class Diffusion(NoisingProcess):
         return split_prediction(self.prediction, out, xt, a, s)
 
     def predict_x0(self, xt: torch.Tensor, t: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
-        """x_0 = (x_t - sqrt(1 - abar_t) eps) / sqrt(abar_t) (DDPM eq. 15)."""
+        """x_0 = (x_t - sqrt(1 - abar_t) eps) / sqrt(abar_t) (DDPM eq. 15); undefined at
+        abar_t = 0 (zero terminal SNR, which is why an eps model is refused there)."""
         return x0_from_eps(xt, eps, *self.alpha_sigma(t, xt))
 
     def predict_eps(self, xt: torch.Tensor, t: torch.Tensor, x0: torch.Tensor) -> torch.Tensor:
@@ -207,5 +268,7 @@ class Diffusion(NoisingProcess):
 
     def __repr__(self) -> str:
         c = self.config
+        extra = (f", snr_shift={c.snr_shift:g}" if c.snr_shift != 1.0 else "") + (
+            ", zero_terminal_snr=True" if c.zero_terminal_snr else "")
         return (f"Diffusion(schedule={c.schedule!r}, timesteps={c.timesteps}, "
-                f"prediction={c.prediction!r})")
+                f"prediction={c.prediction!r}{extra})")

@@ -14,8 +14,20 @@ Sampling integrates dx/dt = v from t = 1 (pure prior noise) to t = 0 with the sa
 `vidiff.diffusion.process.NoisingProcess` shares (`vidiff.sampling.samplers`: ``euler``, ``heun``,
 ``dpmpp_2m``). An Euler step is DDIM's step (eta 0) in this parameterisation:
 x_t + (t' - t) v = (1 - t') x0_hat + t' eps_hat. Networks see the time as 1000 t (SD3's
-convention, `network_time`), so the U-Net's and DiT's sinusoidal embeddings keep their
+convention, `network_time`; diffusers' flow schedulers pass sigma * num_train_timesteps with
+num_train_timesteps = 1000), so the U-Net's and DiT's sinusoidal embeddings keep their
 range.
+
+The sampling grid (`FLOW_GRIDS`, `FlowMatching.times`) is vidiff's own or one of diffusers':
+with g the shift below and T = 1000,
+  "uniform":  g(linspace(1, 0, N + 1))                   (vidiff's)
+  "diffusers": g(linspace(g(1), g(1/T), N)), then 0      (FlowMatchEulerDiscreteScheduler
+                                                          .set_timesteps(N), as WanPipeline)
+  "ltx":      g(linspace(1, 1/N, N)), then 0             (LTXPipeline's sigmas)
+  "unipc":    g(linspace(1, 1/T, N + 1)[:N]), then 0     (UniPCMultistepScheduler's flow
+                                                          sigmas, final_sigmas_type "zero")
+and with a terminal value z (diffusers' ``shift_terminal``) the N times before 0 are then
+stretched so that the last is z: 1 - t -> (1 - t) (1 - z) / (1 - t_{N-1}).
 """
 
 from __future__ import annotations
@@ -24,14 +36,17 @@ import math
 from dataclasses import dataclass
 from typing import ClassVar
 
+import numpy as np
 import torch
 
 from vidiff.diffusion.process import Grid, NoisingProcess
 
-__all__ = ["FLOW_TIME_SAMPLING", "FlowMatching", "resolution_shift"]
+__all__ = ["FLOW_GRIDS", "FLOW_TIME_SAMPLING", "FlowMatching", "resolution_shift"]
 
 FLOW_TIME_SAMPLING = ("logit_normal", "uniform")
+FLOW_GRIDS = ("uniform", "diffusers", "ltx", "unipc")  # the sampling grids (module docstring)
 NETWORK_TIME_SCALE = 1000.0  # the network's time input is 1000 t
+TRAIN_STEPS = 1000  # diffusers' num_train_timesteps of a flow scheduler: T of the grids above
 
 
 def resolution_shift(pixels: int, base_pixels: int = 256 * 256) -> float:
@@ -47,13 +62,16 @@ class FlowMatching(NoisingProcess):
 
     `shift` bends the time toward the noise (training times and the sampling grid alike);
     `time_sampling` is how training draws t: "logit_normal" (with `logit_mean`, `logit_std`)
-    or "uniform".
+    or "uniform"; `time_grid` and `shift_terminal` shape the sampling grid only (module
+    docstring).
     """
 
     shift: float = 1.0  # SD3's time shift (1: none); see `resolution_shift`
     time_sampling: str = "logit_normal"  # logit_normal | uniform
     logit_mean: float = 0.0  # logit-normal m (SD3: 0)
     logit_std: float = 1.0  # logit-normal s (SD3: 1)
+    time_grid: str = "uniform"  # the sampling grid: uniform | diffusers | ltx | unipc
+    shift_terminal: float | None = None  # diffusers' shift_terminal (None: no stretch)
     prediction: ClassVar[str] = "velocity"  # what the network predicts (the only choice)
     # euler is DDIM's step in this flow; DDPM's ancestral sampler needs DDPM's posterior
     samplers: ClassVar[tuple[str, ...]] = ("euler", "heun", "dpmpp_2m")
@@ -68,6 +86,11 @@ class FlowMatching(NoisingProcess):
                              f"{', '.join(FLOW_TIME_SAMPLING)}")
         if not self.logit_std > 0:
             raise ValueError(f"flow logit_std={self.logit_std} must be > 0")
+        if self.time_grid not in FLOW_GRIDS:
+            raise ValueError(f"flow grid={self.time_grid!r}: choose one of "
+                             f"{', '.join(FLOW_GRIDS)}")
+        if self.shift_terminal is not None and not 0 < self.shift_terminal < 1:
+            raise ValueError(f"flow shift_terminal={self.shift_terminal} must be in (0, 1)")
 
     # -- the path ---------------------------------------------------------------------------
     @staticmethod
@@ -115,12 +138,41 @@ class FlowMatching(NoisingProcess):
         return self.shifted(t)
 
     def times(self, steps: int) -> list[float]:
-        """The sampling grid t_0 = 1 > t_1 > ... > t_steps = 0 (uniform in the unshifted
-        time, then shifted), python floats."""
+        """The sampling grid t_0 > t_1 > ... > t_steps = 0 of `time_grid` (module docstring),
+        python floats: diffusers' ``sigmas`` after ``set_timesteps`` for its grids."""
         if steps < 1:
             raise ValueError(f"steps={steps} must be >= 1")
-        grid = torch.linspace(1.0, 0.0, steps + 1, dtype=torch.float64)
-        return self.shifted(grid).tolist()
+        problem = self.steps_problem(steps)
+        if problem is not None:
+            raise ValueError(f"steps {problem}")
+        if self.time_grid == "uniform" and self.shift_terminal is None:  # vidiff's, as before
+            return self.shifted(torch.linspace(1.0, 0.0, steps + 1, dtype=torch.float64)).tolist()
+        t = self.shifted(torch.from_numpy(self._unshifted(steps)))  # (N,) float64
+        if self.shift_terminal is not None:  # diffusers' stretch_shift_to_terminal
+            one_minus = 1 - t
+            t = 1 - one_minus * ((1 - self.shift_terminal) / one_minus[-1])
+        return t.tolist() + [0.0]
+
+    def _unshifted(self, steps: int) -> np.ndarray:
+        """The grid's N times before the shift, float64 (numpy's linspace, as diffusers')."""
+        if self.time_grid == "uniform":
+            return np.linspace(1.0, 0.0, steps + 1)[:-1]
+        if self.time_grid == "ltx":  # pipeline_ltx.py: sigmas = linspace(1, 1 / N, N)
+            return np.linspace(1.0, 1 / steps, steps)
+        if self.time_grid == "unipc":  # scheduling_unipc_multistep.py, use_flow_sigmas
+            return np.linspace(1.0, 1 / TRAIN_STEPS, steps + 1)[:-1]
+        # FlowMatchEulerDiscreteScheduler: __init__ shifts its sigmas (float32) and keeps the
+        # ends; set_timesteps spaces linspace(sigma_max T, sigma_min T, N) / T between them
+        ends = self.shifted(torch.tensor([TRAIN_STEPS, 1.0]) / TRAIN_STEPS).tolist()
+        return np.linspace(ends[0] * TRAIN_STEPS, ends[1] * TRAIN_STEPS, steps) / TRAIN_STEPS
+
+    def steps_problem(self, steps: int | None) -> str | None:
+        """None when a grid of `steps` exists: any positive count, but 1 with a
+        `shift_terminal` (the only time is 1, which cannot be stretched)."""
+        if steps == 1 and self.shift_terminal is not None:
+            return (f"= 1 leaves shift_terminal = {self.shift_terminal:g} nothing to stretch "
+                    f"(the one time is t = 1); take 2 or more")
+        return None
 
     def grid(self, steps: int | None, spacing: str | None = None,
              sampler: str | None = None) -> Grid:
@@ -128,7 +180,7 @@ class FlowMatching(NoisingProcess):
         called with), a = 1 - t, s = t of those float32 values, ending at t = 0."""
         if spacing is not None:
             raise ValueError(f"spacing={spacing!r} respaces DDPM's timesteps; a flow's grid is "
-                             f"uniform in t, then shifted (FlowMatching.shift)")
+                             f"its time_grid {self.time_grid!r}, shifted (FlowMatching.shift)")
         if steps is None:
             raise ValueError("a flow-matching grid needs a number of steps")
         t = torch.tensor(self.times(steps), dtype=torch.float32)  # (N + 1,), t_N = 0

@@ -61,11 +61,20 @@ class GaussianOracle:
 
     def eps(self, xt: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         """E[eps | x_t] for xt (B, C, F, H, W) and t int64 (B,)."""
+        return self._posterior_mean(xt, t, noise=True)
+
+    def x0(self, xt: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """E[x0 | x_t] = a C K^-1 x_t = L U diag(a lam / (a^2 lam + s^2)) U^T L^-1 x_t: no
+        division by a, so finite at abar_t = 0 (zero terminal SNR, where it is 0)."""
+        return self._posterior_mean(xt, t, noise=False)
+
+    def _posterior_mean(self, xt: torch.Tensor, t: torch.Tensor, noise: bool) -> torch.Tensor:
         left, right, lam = self._mats(xt.device, xt.dtype)
         abar = self.diffusion.gather("alphas_cumprod", t, xt).view(-1, 1)  # (B, 1)
         a2, s = abar, (1 - abar).sqrt()
         y = xt.reshape(xt.shape[0], -1) @ right  # (B, D): U^T L^-1 x
-        y = y * (s / (a2 * lam + 1 - abar))  # diag(s / (a^2 lam + s^2))
+        scale = s if noise else abar.sqrt() * lam  # eps: s S K^-1 x; x0: a C K^-1 x
+        y = y * (scale / (a2 * lam + 1 - abar))  # diag(. / (a^2 lam + s^2))
         return (y @ left.T).view(xt.shape)  # L U y
 
     def velocity(self, xt: torch.Tensor, t: torch.Tensor, **cond) -> torch.Tensor:
@@ -85,7 +94,7 @@ class GaussianOracle:
 
     def __call__(self, xt: torch.Tensor, t: torch.Tensor, **cond) -> torch.Tensor:
         eps = self.eps(xt, t)
-        return self.diffusion.target(self.diffusion.predict_x0(xt, t, eps), eps, t)
+        return self.diffusion.target(self.x0(xt, t), eps, t)
 
 
 def gaussian_nll_bits_per_dim(data_cov: torch.Tensor, bin_width: float = 2 / 255) -> float:

@@ -130,7 +130,9 @@ def build_process(config: DiffusionConfig) -> NoisingProcess:
     from vidiff.diffusion.flow import FlowMatching
 
     if config.process == "flow":
-        return FlowMatching(shift=config.flow_shift, time_sampling=config.flow_time)
+        return FlowMatching(shift=config.flow_shift, time_sampling=config.flow_time,
+                            time_grid=config.flow_grid,
+                            shift_terminal=config.flow_shift_terminal)
     if config.process != "ddpm":
         raise ValueError(f"diffusion.process={config.process!r}: choose one of "
                          f"{', '.join(PROCESSES)}")

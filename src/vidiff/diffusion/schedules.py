@@ -76,6 +76,31 @@ def make_betas(name: str, timesteps: int, **kwargs: float) -> torch.Tensor:
     return SCHEDULES.get(name)(timesteps, **kwargs)
 
 
+# -- adjustments of abar (the cumulative product of the alphas) -------------------------------
+def shift_snr(alphas_cumprod: torch.Tensor, scale: float) -> torch.Tensor:
+    """abar / (scale + (1 - scale) abar): every SNR abar / (1 - abar) divided by `scale`
+    (CogVideoX's ``snr_shift_scale``, diffusers' `CogVideoXDDIMScheduler.__init__`)."""
+    if not scale > 0:
+        raise ValueError(f"snr_shift = {scale} must be > 0")
+    return alphas_cumprod / (scale + (1 - scale) * alphas_cumprod)
+
+
+def rescale_zero_terminal_snr(alphas_cumprod: torch.Tensor) -> torch.Tensor:
+    """Lin et al. 2023, algorithm 1 (diffusers' `rescale_zero_terminal_snr`): sqrt(abar)
+    shifted so that its last value is 0 (abar_T = 0, zero terminal SNR) and scaled so that its
+    first keeps its value."""
+    root = alphas_cumprod.sqrt()
+    first, last = root[0].clone(), root[-1].clone()
+    root = (root - last) * (first / (first - last))
+    return root.square()
+
+
+def betas_from_alphas_cumprod(alphas_cumprod: torch.Tensor) -> torch.Tensor:
+    """beta_t = 1 - abar_t / abar_{t-1} with abar_{-1} = 1 (T,): the betas of a given abar."""
+    prev = torch.cat([alphas_cumprod.new_ones(1), alphas_cumprod[:-1]])
+    return 1 - alphas_cumprod / prev
+
+
 SPACINGS = ("linspace", "leading", "trailing", "logsnr")
 
 
@@ -112,9 +137,12 @@ def respace(timesteps: int, steps: int, spacing: str = "leading",
 
 
 def _logsnr_steps(alphas_cumprod: torch.Tensor, steps: int) -> torch.Tensor:
-    """Increasing timesteps whose log-SNR is as evenly spaced as integer steps allow."""
+    """Increasing timesteps whose log-SNR is as evenly spaced as integer steps allow. Under
+    zero terminal SNR (abar_T = 0, log-SNR -inf) the targets end at the last finite log-SNR;
+    the grid still starts at t = T-1."""
     logsnr = (alphas_cumprod / (1 - alphas_cumprod)).log()  # decreasing in t
-    targets = torch.linspace(logsnr[0].item(), logsnr[-1].item(), steps, dtype=torch.float64)
+    lowest = logsnr[torch.isfinite(logsnr)][-1].item()
+    targets = torch.linspace(logsnr[0].item(), lowest, steps, dtype=torch.float64)
     ts = torch.searchsorted(-logsnr, -targets).clamp(max=len(logsnr) - 1)  # nearest from above
     ts[0], ts[-1] = 0, len(logsnr) - 1
     for i in range(1, steps):  # keep them strictly increasing when steps crowd at the ends

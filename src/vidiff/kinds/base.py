@@ -61,11 +61,19 @@ class ModelKind(ABC):
     summary: ClassVar[str]  # one phrase for a model card: "a factorized space-time U-Net"
     own_settings: ClassVar[tuple[str, ...]] = ()  # model.* fields only this kind reads
     upsampler: ClassVar[bool] = False  # can be a super-resolution model (data.lowres_size)
+    negative_prompts: ClassVar[bool] = False  # its null condition is a text (a negative prompt)
+    # the layers LoRA adapts unless train.lora.targets says (module-name suffixes): attention
+    lora_targets: ClassVar[tuple[str, ...]] = ("qkv", "proj")
     # its image model in diffusers: the pipeline root's subfolder and the config classes
     diffusers_subfolder: ClassVar[str] = "unet"
     diffusers_classes: ClassVar[tuple[str, ...]] = ()
 
     # -- the network of a spec ----------------------------------------------------------------
+    @classmethod
+    def owns(cls, model: nn.Module) -> bool:
+        """Whether `model` is a network of this kind (`kind_of`): its exact type, by default."""
+        return type(model) is cls.network_class
+
     @classmethod
     def build(cls, network: dict) -> nn.Module:
         """A freshly initialized network of the config `network` (load its weights next)."""
@@ -157,6 +165,19 @@ class ModelKind(ABC):
         return [{"params": decay, "weight_decay": config.train.weight_decay},
                 {"params": no_decay, "weight_decay": 0.0}]
 
+    @classmethod
+    def init_null_text(cls, model: nn.Module, text_encoder, config) -> None:
+        """Set what a new run's null condition stands for from its text encoder (None for a
+        run without captions); by default nothing: the null condition is learned."""
+        return None
+
+    @classmethod
+    def write_diffusers_lora(cls, model: nn.Module, lora, folder: Path) -> None:
+        """Write `model`'s LoRA adapters (a `vidiff.models.lora.LoraSpec` `lora`) into
+        `folder` in diffusers' format, for a kind with a diffusers pipeline; by default
+        nothing (vidiff's own networks have none)."""
+        return None
+
     # -- image models -------------------------------------------------------------------------
     @classmethod
     def import_image(cls, path: Path) -> nn.Module:
@@ -210,7 +231,7 @@ MODEL_KINDS: Registry[type[ModelKind]] = Registry("model kind")
 def kind_of(model: nn.Module) -> type[ModelKind]:
     """The registered kind whose network class `model` is (a TypeError for none)."""
     for name in MODEL_KINDS.names():
-        if type(model) is MODEL_KINDS.get(name).network_class:
+        if MODEL_KINDS.get(name).owns(model):
             return MODEL_KINDS.get(name)
     raise TypeError(f"no model kind for {type(model).__name__}; kinds: "
                     f"{', '.join(MODEL_KINDS.names())}")

@@ -21,10 +21,11 @@ from dataclasses import replace
 from pathlib import Path
 
 from safetensors.torch import save_file
+from torch import nn
 
 from vidiff.io.paths import check_apart, check_new_folder
 from vidiff.io.write import OutputPathError
-from vidiff.modelio.checkpoint import CHECKPOINTS_DIR, find_checkpoint
+from vidiff.modelio.checkpoint import CHECKPOINTS_DIR, find_checkpoint, load_weights
 from vidiff.modelio.pipeline import (
     EXPORT_CONFIG,
     EXPORT_WEIGHTS,
@@ -35,7 +36,9 @@ from vidiff.modelio.pipeline import (
 )
 from vidiff.modelio.spec import SPEC_FORMAT, ModelSpec
 from vidiff.models.autoencoder import vae_folder
+from vidiff.models.lora import merge_lora
 from vidiff.text.clip import is_clip_root
+from vidiff.text.t5 import is_t5_root
 
 __all__ = ["ExportError", "export_model", "model_card"]
 
@@ -49,14 +52,20 @@ class ExportError(ValueError):
 
 
 def export_model(source: str | os.PathLike, out: str | os.PathLike,
-                 weights: str | None = None, *, force: bool = True) -> Path:
+                 weights: str | None = None, *, force: bool = True,
+                 merge: bool = False) -> Path:
     """Write the model at `source` (a run, checkpoint, .safetensors file or exported folder)
     to the folder `out` with its "ema" or "model" `weights` (None: the EMA ones, or the only
     set `source` holds; see `vidiff.modelio.pipeline.read_pretrained`); returns `out`. An
     `out` that holds files is replaced with `force` (else refused), and only once the new folder is
     complete. Before anything is read or written, an `ExportError` refuses an `out` that
     cannot be written or that is, contains or lies inside what the export reads (the
-    source, its run folder, a text encoder or autoencoder folder to bundle)."""
+    source, its run folder, a text encoder or autoencoder folder to bundle).
+
+    A LoRA model (its spec's ``lora``) is written with its adapters, and for a kind with a
+    diffusers pipeline also as diffusers' LoRA file (`LORA_WEIGHTS`, what that pipeline's
+    ``load_lora_weights(out)`` reads); with `merge` the adapters are folded into the weights
+    and the export is the plain network."""
     out = Path(out)
     sources = _sources(Path(source), read_spec(source))
     try:
@@ -67,9 +76,16 @@ def export_model(source: str | os.PathLike, out: str | os.PathLike,
     if out.is_dir() and any(out.iterdir()) and not force:
         raise ExportError(f"OUT {str(out)!r} is not empty; pick a new folder or pass --force")
     found = read_pretrained(source, weights)
+    if merge and found.spec.lora is None:
+        raise ExportError("--merge: the model holds no LoRA adapters (train.lora)")
     spec, text_dir = _portable(found.spec)
+    network = _network(found) if found.spec.lora is not None else None
+    if merge:
+        merge_lora(network)
+        spec = replace(spec, lora=None)
+        found = replace(found, weights=network.state_dict(), spec=replace(found.spec, lora=None))
     try:
-        _write(found, spec, text_dir, out)
+        _write(found, spec, text_dir, out, None if merge else network)
     except OSError as err:
         where = f" ({err.filename})" if err.filename else ""
         raise ExportError(f"cannot write the export OUT {str(out)!r}: "
@@ -93,9 +109,18 @@ def _sources(source: Path, spec: ModelSpec) -> dict[str, Path | None]:
     return found
 
 
-def _write(found: Pretrained, spec: ModelSpec, text_dir: Path | None, out: Path) -> None:
+def _network(found: Pretrained) -> nn.Module:
+    """The network of `found` with its weights (a LoRA model: its adapters included)."""
+    network = found.spec.build_network()
+    load_weights(network, found.weights, str(found.source))
+    return network
+
+
+def _write(found: Pretrained, spec: ModelSpec, text_dir: Path | None, out: Path,
+           lora: nn.Module | None = None) -> None:
     """The export's files in a temporary folder next to `out`, then moved onto `out` (an
-    old `out` is moved aside first and deleted last)."""
+    old `out` is moved aside first and deleted last); `lora`: a LoRA network, whose
+    adapters its kind also writes in diffusers' format."""
 
     tmp = out.parent / f".{out.name}.tmp-{secrets.token_hex(4)}"
     old = out.parent / f".{out.name}.old-{secrets.token_hex(4)}"
@@ -104,6 +129,8 @@ def _write(found: Pretrained, spec: ModelSpec, text_dir: Path | None, out: Path)
         tensors = {k: v.contiguous() for k, v in found.weights.items()}
         save_file(tensors, str(tmp / EXPORT_WEIGHTS), metadata={"format": SPEC_FORMAT})
         (tmp / EXPORT_CONFIG).write_text(spec.to_json())
+        if lora is not None:
+            spec.model_kind.write_diffusers_lora(lora, spec.lora, tmp)
         if text_dir is not None:
             _copy_text_encoder(text_dir, tmp / BUNDLED_TEXT)
         if found.spec.autoencoder is not None:  # the VAE folder (of a root: its vae/)
@@ -137,8 +164,12 @@ def _portable(spec: ModelSpec) -> tuple[ModelSpec, Path | None]:
 
 
 def _copy_text_encoder(folder: Path, target: Path) -> None:
-    """A BERT folder as it is; of a Stable Diffusion root only text_encoder/ and tokenizer/."""
-    if not is_clip_root(folder):
+    """A BERT folder as it is; of a Stable Diffusion or video pipeline root only
+    text_encoder/ and tokenizer/ (and a video root's model_index.json, its family)."""
+    if is_t5_root(folder):  # a video pipeline root: its T5, tokenizer and model_index.json
+        target.mkdir()
+        shutil.copy2(folder / "model_index.json", target / "model_index.json")
+    elif not is_clip_root(folder):
         shutil.copytree(folder, target)
         return
     for part in ("text_encoder", "tokenizer"):
@@ -195,11 +226,15 @@ def _metrics_section(reports: list[dict]) -> list[str]:
 
 
 def _shape(spec: ModelSpec) -> str:
+    """The card's clip line: C x F frames x HxW (a bucketed run's first bucket: height and
+    width as the spec's `ClipShape.fhw` gives them), a latent model's latents too."""
     s = spec.shape if spec.autoencoder is None else spec.autoencoder.pixel_shape
-    text = f"{s.channels} x {s.frames} frames x {s.size}x{s.size}"
+    f, h, w = s.fhw
+    text = f"{s.channels} x {f} frames x {h}x{w}"
     if spec.autoencoder is not None:
         z = spec.shape
-        text += f" (latents {z.channels} x {z.frames} x {z.size}x{z.size})"
+        zf, zh, zw = z.fhw
+        text += f" (latents {z.channels} x {zf} x {zh}x{zw})"
     return text
 
 

@@ -19,31 +19,32 @@ drawn ``batch_size`` at a time, every batch's noise from the one ``generator`` i
 
 from __future__ import annotations
 
-import json
 import os
-import warnings
 from collections.abc import Callable
-from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
 from torch import nn
 
 from vidiff.cond import Cond
-from vidiff.modelio.checkpoint import (
-    CheckpointError,
-    load_checkpoint,
-    load_weights,
-    read_safetensors,
+from vidiff.diffusion.process import build_process
+from vidiff.modelio.checkpoint import CheckpointError, load_weights
+from vidiff.modelio.pretrained import (
+    EXPORT_CONFIG,
+    EXPORT_WEIGHTS,
+    Pretrained,
+    is_exported,
+    read_pretrained,
+    read_spec,
 )
 from vidiff.modelio.spec import (
-    SPEC_FORMAT,
     ClipShape,
     ModelSpec,
     TextEncoderSpec,
-    spec_from_checkpoint,
 )
+from vidiff.modelio.video_pipeline import is_video_pipeline, read_video_pipeline
 from vidiff.models import load_diffusers_vae
+from vidiff.models.diffusers_schedule import shift_for_tokens
 from vidiff.sampling.guidance import ClassifierFreeGuidance
 from vidiff.sampling.samplers import SamplingConfig, SamplingError, sample
 from vidiff.text import text_encoder_named
@@ -51,94 +52,8 @@ from vidiff.text import text_encoder_named
 __all__ = ["EXPORT_CONFIG", "EXPORT_WEIGHTS", "Pipeline", "Pretrained", "is_exported",
            "read_pretrained", "read_spec"]
 
-EXPORT_CONFIG = "config.json"  # an exported folder's spec
-EXPORT_WEIGHTS = "model.safetensors"  # an exported folder's weights
 DEFAULT_BATCH = 16  # videos per sampling batch unless told otherwise
-
-
-@dataclass
-class Pretrained:
-    """What `read_pretrained` found: the spec, the weights and where they came from."""
-
-    spec: ModelSpec
-    weights: dict[str, torch.Tensor]
-    source: Path  # the checkpoint folder or file, or the exported folder
-    root: Path | None = None  # an exported folder (its bundled files), else None
-    kind: str | None = None  # which weights: "ema" | "model" (None: not recorded or not read)
-
-
-WEIGHT_SETS = ("ema", "model")  # the weights a checkpoint holds, the default first
-
-
-def is_exported(path: Path) -> bool:
-    """True for a folder written by `vidiff export`."""
-    config = path / EXPORT_CONFIG
-    if not (path.is_dir() and config.is_file() and (path / EXPORT_WEIGHTS).is_file()):
-        return False
-    try:
-        return json.loads(config.read_text()).get("format") == SPEC_FORMAT
-    except (OSError, ValueError, AttributeError):
-        return False
-
-
-def read_spec(path: str | os.PathLike) -> ModelSpec:
-    """The `ModelSpec` at `path` (see `read_pretrained`) without reading any weights."""
-    return _read(Path(path), None, load=False).spec
-
-
-def read_pretrained(path: str | os.PathLike, weights: str | None = None) -> Pretrained:
-    """The spec and weights at `path` (see the module docstring): `weights` "ema" or "model"
-    of a checkpoint; None (default): the EMA weights, or the only set a file or an exported
-    folder holds. Asking for weights that `path` does not hold is a `CheckpointError` naming
-    the ones it holds; so is anything else wrong with it."""
-    if weights is not None and weights not in WEIGHT_SETS:
-        raise CheckpointError(f"weights={weights!r}: choose one of {', '.join(WEIGHT_SETS)}")
-    return _read(Path(path), weights, load=True)
-
-
-def _read(path: Path, weights: str | None, load: bool) -> Pretrained:
-    if is_exported(path):
-        try:
-            spec = ModelSpec.from_json((path / EXPORT_CONFIG).read_text())
-        except ValueError as err:
-            raise CheckpointError(f"{str(path / EXPORT_CONFIG)!r}: {err}") from None
-        kind = _export_weights(path, spec, weights)
-        tensors = read_safetensors(path / EXPORT_WEIGHTS)[0] if load else {}
-        return Pretrained(spec, tensors, path, root=path, kind=kind)
-    ckpt = load_checkpoint(path)
-    try:
-        spec = spec_from_checkpoint(ckpt.config, ckpt.meta)
-    except ValueError as err:
-        raise CheckpointError(f"checkpoint {str(ckpt.path)!r}: {err}") from None
-    kind = _checkpoint_weights(ckpt, weights) if load else None
-    spec = replace(spec, provenance=replace(spec.provenance, step=ckpt.step, weights=kind))
-    return Pretrained(spec, ckpt.weights(kind) if load else {}, ckpt.path, kind=kind)
-
-
-def _export_weights(path: Path, spec: ModelSpec, asked: str | None) -> str | None:
-    """The weights an exported folder holds (its spec's ``provenance.weights``), refusing a
-    request for the other set."""
-    held = spec.provenance.weights
-    if asked is not None and held is not None and asked != held:
-        raise CheckpointError(f"{str(path)!r} is an export of the {held} weights only; ask for "
-                              f"{held!r} (--weights {held}) or export the run again with "
-                              f"--weights {asked}")
-    if asked is not None and held is None:
-        warnings.warn(f"{str(path)!r} does not record which weights it holds (exported by an "
-                      f"earlier vidiff); weights={asked!r} cannot be checked", stacklevel=3)
-    return held
-
-
-def _checkpoint_weights(ckpt, asked: str | None) -> str:
-    """Which weights of `ckpt` to read: `asked`, or the first of `WEIGHT_SETS` it holds."""
-    held = [w for w in WEIGHT_SETS if w in ckpt.files]
-    if not held:
-        raise CheckpointError(f"checkpoint {str(ckpt.path)!r} has no weights")
-    if asked is not None and asked not in held:
-        raise CheckpointError(f"{str(ckpt.path)!r} holds only the {' and '.join(held)} "
-                              f"weights, not the {asked} ones; ask for {held[0]!r} "
-                              f"(--weights {held[0]})")
-    return asked or held[0]
+OUTPUT_TYPES = ("video", "latent")  # what a call returns: decoded videos | a latent model's
 
 
 def build_text_encoder(text: TextEncoderSpec | None, root: Path | None = None):
@@ -183,9 +98,20 @@ class Pipeline:
     def from_pretrained(cls, path: str | os.PathLike, *, weights: str | None = None,
                         device: torch.device | str = "cpu",
                         dtype: torch.dtype = torch.float32) -> Pipeline:
-        """The model at `path` (run, checkpoint, .safetensors or exported folder) with its
+        """The model at `path` (run, checkpoint, .safetensors, exported folder, or a diffusers
+        Wan / LTX-Video / CogVideoX pipeline root, `vidiff.modelio.video_pipeline`) with its
         "ema" or "model" weights (None: the EMA ones, or the one set an export holds; see
         `read_pretrained`), on `device` in `dtype`. `pipe.weights` says which it loaded."""
+        if is_video_pipeline(path):  # a diffusers Wan / LTX / CogVideoX root, untrained
+            if weights is not None:
+                raise CheckpointError(f"{str(path)!r} is a diffusers pipeline: it holds one set "
+                                      f"of weights (weights={weights!r} does not apply)")
+            try:
+                spec, model, vae = read_video_pipeline(path)
+            except (ValueError, OSError, ImportError) as err:
+                raise CheckpointError(f"{str(path)!r}: {err}") from None
+            text = build_text_encoder(spec.conditioning.text_encoder)
+            return cls(model, spec, text, Path(path), vae).to(device, dtype)
         found = read_pretrained(path, weights)
         try:
             model = found.spec.build_network()
@@ -217,8 +143,8 @@ class Pipeline:
 
     # -- conditions and denoiser -----------------------------------------------------------
     def conditions(self, count: int, *, class_labels: list[int] | torch.Tensor | None = None,
-                   captions: list[str] | None = None,
-                   lowres: torch.Tensor | None = None) -> Cond:
+                   captions: list[str] | None = None, lowres: torch.Tensor | None = None,
+                   negative_prompt: list[str] | None = None) -> Cond:
         """The model's conditions for `count` videos: class labels (default 0, 1, ... cycled),
         caption embeddings (default: the class names, cycled) and a super-resolution model's
         low-res clips `lowres` (count, C, F, h, w)."""
@@ -238,6 +164,14 @@ class Pipeline:
             cond["text_emb"], cond["text_mask"] = self.text_encoder(chosen, device)
         if lowres is not None:
             cond["lowres"] = lowres.to(device)
+        if negative_prompt:
+            if not self.spec.model_kind.negative_prompts:
+                raise ValueError(f"negative_prompt: a {self.spec.kind} model's null condition "
+                                 f"is learned, not a text (the video transformer kinds take one)")
+            if self.text_encoder is None:
+                raise ValueError("negative_prompt: this model is not text-conditional")
+            chosen = [negative_prompt[i % len(negative_prompt)] for i in range(count)]
+            cond["null_emb"], cond["null_mask"] = self.text_encoder(chosen, device)
         return Cond(**cond)
 
     def _check_conditions(self, class_labels, captions, lowres) -> None:
@@ -273,7 +207,8 @@ class Pipeline:
         config = SamplingConfig(
             chosen, (base.steps if same else None) if steps is None else steps,
             (base.eta if same else None) if eta is None else eta,
-            base.guidance_scale if guidance_scale is None else guidance_scale).check()
+            base.guidance_scale if guidance_scale is None else guidance_scale,
+            base.spacing if same else None).check()
         problem = self.diffusion.sampler_problem(config.sampler)
         if problem is not None:
             raise SamplingError("sampler", f"{config.sampler!r}: {problem}")
@@ -284,21 +219,33 @@ class Pipeline:
 
     # -- sampling --------------------------------------------------------------------------
     @torch.no_grad()
-    def __call__(self, num_videos: int = 1, *, sampler: str | None = None,
+    def __call__(self, num_videos: int | None = None, *, sampler: str | None = None,
                  steps: int | None = None, eta: float | None = None,
                  guidance_scale: float | None = None,
                  class_labels: list[int] | torch.Tensor | None = None,
-                 captions: list[str] | None = None, lowres: torch.Tensor | None = None,
-                 generator: torch.Generator | None = None, batch_size: int | None = None,
-                 progress: bool = False, decode: bool = True) -> torch.Tensor:
+                 captions: list[str] | None = None, negative_prompt: str | list[str] | None = None,
+                 lowres: torch.Tensor | None = None, num_frames: int | None = None,
+                 height: int | None = None, width: int | None = None,
+                 latents: torch.Tensor | None = None, generator: torch.Generator | None = None,
+                 batch_size: int | None = None, progress: bool = False, decode: bool = True,
+                 output_type: str = "video") -> torch.Tensor:
         """`num_videos` videos (N, C, F, H, W), float32 in [-1, 1] on the pipeline's device.
 
         sampler / steps / eta / guidance_scale: None takes the spec's ``sampling``. Labels
-        and captions are cycled over the videos; `lowres` (N, C, F, h, w) conditions a
-        super-resolution model. `generator` (default: seed 0) draws all the noise. A latent
-        model's samples are decoded unless ``decode=False`` (then: its latents)."""
-        if num_videos < 1:
-            raise ValueError(f"num_videos must be >= 1, got {num_videos}")
+        and captions are cycled over the videos; `negative_prompt` is the text of guidance's
+        null condition (the video transformer kinds; default: their empty prompt); `lowres`
+        (N, C, F, h, w) conditions a super-resolution model. `num_frames`, `height`, `width`:
+        the videos' size (default the spec's; a latent model's latents follow from its
+        autoencoder, whose frame rule is checked). `generator` (default: seed 0) draws all the
+        noise; `latents` (N, *clip_shape) is the initial noise x_T instead. A latent model's
+        samples are decoded unless ``output_type="latent"`` (or ``decode=False``). The names
+        follow diffusers' pipelines: ``pipe(captions=[...], num_frames=9, height=32,
+        width=32, latents=x_T, output_type="latent")``."""
+        if output_type not in OUTPUT_TYPES:
+            raise ValueError(f"output_type={output_type!r}: choose one of "
+                             f"{', '.join(OUTPUT_TYPES)}")
+        clip = self.clip_for(num_frames, height, width)
+        num_videos = _count(num_videos, latents, clip)
         if batch_size is not None and batch_size < 1:
             raise ValueError(f"batch_size must be >= 1 (None: up to {DEFAULT_BATCH}), got "
                              f"{batch_size}")
@@ -309,19 +256,52 @@ class Pipeline:
             generator = torch.Generator(device=self.device).manual_seed(0)
         batch = batch_size or min(num_videos, DEFAULT_BATCH)
         denoiser = self.denoiser(s.guidance_scale)
+        decode = decode and output_type == "video" and self.autoencoder is not None
         out = []
         for start in range(0, num_videos, batch):
             n = min(batch, num_videos - start)
             labels = _cycled(class_labels, start, n)
             cond = self.conditions(n, class_labels=labels, captions=_cycled(captions, start, n),
-                                   lowres=None if lowres is None else lowres[start:start + n])
-            z = sample(denoiser, (n, *self.clip_shape), diffusion=self.diffusion,
+                                   lowres=None if lowres is None else lowres[start:start + n],
+                                   negative_prompt=_cycled(_listed(negative_prompt), start, n))
+            z = sample(denoiser, (n, *clip), diffusion=self.process_for(clip),
                        prior=self.prior, sampler=s.sampler, steps=s.steps, eta=s.eta,
+                       spacing=s.spacing,
                        generator=generator, cond=cond, device=self.device,
                        clip_x0=self.autoencoder is None,  # latents are not in [-1, 1]
+                       x_T=None if latents is None else latents[start:start + n],
                        progress=progress)
-            out.append(z if self.autoencoder is None or not decode else self.decode(z))
+            out.append(self.decode(z) if decode else z)
         return torch.cat(out)
+
+    def process_for(self, clip: tuple[int, int, int, int]):
+        """The noising process that samples clips of shape `clip` (C, F, H, W): the spec's,
+        with a dynamic flow shift (LTX-Video's) resolved for the clip's f h w tokens."""
+        config = self.spec.diffusion
+        if not config.flow_dynamic_shift:
+            return self.diffusion
+        return build_process(shift_for_tokens(config, clip[1] * clip[2] * clip[3]))
+
+    def clip_for(self, num_frames: int | None = None, height: int | None = None,
+                 width: int | None = None) -> tuple[int, int, int, int]:
+        """(C, F, H, W) of the model's clips for videos of `num_frames` x `height` x `width`
+        (None: the spec's); a ValueError naming a size the model or autoencoder does not
+        take."""
+        if num_frames is None and height is None and width is None:
+            return self.clip_shape
+        video = self.video_shape
+        f0, h0, w0 = video.fhw
+        f, h, w = num_frames or f0, height or h0, width or w0
+        if self.autoencoder is None:
+            clip = (video.channels, f, h, w)
+        else:
+            clip = tuple(self.autoencoder.latent_shape((video.channels, f, h, w)))
+        div = self.spec.backbone_config.size_multiple
+        if clip[-2] % div or clip[-1] % div:
+            raise ValueError(f"height x width {h}x{w} do not fit the model: its clips' height "
+                             f"and width must be multiples of {div} (in latents: "
+                             f"{clip[-2]}x{clip[-1]})")
+        return clip
 
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
         """A latent model's latents (N, c, f, h, w) as videos (N, C, F, H, W) in [-1, 1]."""
@@ -340,8 +320,29 @@ class Pipeline:
     @property
     def clip_shape(self) -> tuple[int, int, int, int]:
         """(C, F, H, W) of one of the model's clips (a latent model's: its latents)."""
-        shape = self.spec.shape
-        return shape.channels, shape.frames, shape.size, shape.size
+        return (self.spec.shape.channels, *self.spec.shape.fhw)
+
+
+def _count(num_videos: int | None, latents: torch.Tensor | None,
+           clip: tuple[int, int, int, int]) -> int:
+    """How many videos a call makes: `num_videos` (default 1), or the initial `latents`'
+    count, which must then agree and have the clips' shape."""
+    if latents is not None:
+        if tuple(latents.shape[1:]) != tuple(clip) or latents.ndim != 5:
+            want = ", ".join(map(str, clip))
+            raise ValueError(f"latents {tuple(latents.shape)} must be (N, {want}) (the "
+                             f"initial noise of the clips asked for)")
+        if num_videos not in (None, latents.shape[0]):
+            raise ValueError(f"num_videos={num_videos} but latents hold {latents.shape[0]}")
+        num_videos = latents.shape[0]
+    num_videos = 1 if num_videos is None else num_videos
+    if num_videos < 1:
+        raise ValueError(f"num_videos must be >= 1, got {num_videos}")
+    return num_videos
+
+
+def _listed(value: str | list[str] | None) -> list[str] | None:
+    return [value] if isinstance(value, str) else value
 
 
 def _cycled(values, start: int, count: int):

@@ -27,6 +27,7 @@ from vidiff.diffusion.priors import NoisePrior, PriorConfig
 from vidiff.diffusion.process import build_process
 from vidiff.kinds import MODEL_KINDS, ModelKind
 from vidiff.modelio.config_upgrade import upgrade_config_dict
+from vidiff.models.lora import LoraSpec, add_lora
 from vidiff.sampling.samplers import SamplingConfig
 from vidiff.utils.config_io import ConfigError, config_from_dict, config_to_dict
 
@@ -52,7 +53,24 @@ class ClipShape:
 
     channels: int = 3  # C
     frames: int = 8  # F
-    size: int = 24  # H = W, in pixels
+    size: int = 24  # H = W, in pixels (a clip of other height and width: its height)
+    height: int | None = None  # H in pixels, set when it differs from W (None: size)
+    width: int | None = None  # W in pixels, set when it differs from H (None: size)
+
+    @classmethod
+    def of(cls, channels: int, frames: int, height: int, width: int) -> ClipShape:
+        """The shape of (C, F, H, W) clips: a square one as ``size`` alone (as before height
+        and width), another with its height and width too."""
+        if height == width:
+            return cls(int(channels), int(frames), int(height))
+        return cls(int(channels), int(frames), int(height), int(height), int(width))
+
+    @property
+    def fhw(self) -> tuple[int, int, int]:
+        """(F, H, W) of one clip: height and width where set, else size."""
+        h = self.size if self.height is None else self.height
+        w = self.size if self.width is None else self.width
+        return self.frames, h, w
 
 
 @dataclass
@@ -136,6 +154,7 @@ class ModelSpec:
     sampling: SamplingConfig = field(default_factory=SamplingConfig)
     provenance: Provenance = field(default_factory=Provenance)
     autoencoder: AutoencoderSpec | None = None  # set: a latent model (`shape` is the latents')
+    lora: LoraSpec | None = None  # set: the network carries these LoRA adapters
     format: str = SPEC_FORMAT
 
     # -- (de)serialization -----------------------------------------------------------------
@@ -196,7 +215,8 @@ class ModelSpec:
     def build_network(self) -> nn.Module:
         """A freshly initialized network of this architecture (load the weights next)."""
         try:
-            return self.model_kind.build(self.network)
+            network = self.model_kind.build(self.network)
+            return network if self.lora is None else add_lora(network, self.lora)
         except (KeyError, TypeError, ValueError) as err:
             raise ConfigError(f"model spec: bad {self.kind} network config ({err})") from None
 

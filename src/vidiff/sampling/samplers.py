@@ -26,6 +26,7 @@ from vidiff.cond import Cond
 from vidiff.diffusion.predictions import eps_from_x0
 from vidiff.diffusion.priors import NoisePrior, noise_prior
 from vidiff.diffusion.process import Grid, NoisingProcess
+from vidiff.diffusion.schedules import SPACINGS
 from vidiff.utils.registry import Registry
 
 Denoise = Callable[[torch.Tensor, int], "tuple[torch.Tensor, torch.Tensor]"]
@@ -313,6 +314,9 @@ class SamplingConfig:
     # unconditional model ignores it). 1.5 kept the most balls steady in the default run
     # (0.69-0.71 of frame pairs, against 0.61 at 2 and 0.47 at 3: docs/RESULTS.md)
     guidance_scale: float = 1.5
+    # DDPM's timestep respacing (vidiff.diffusion.schedules.SPACINGS: linspace | leading |
+    # trailing | logsnr; None: the sampler's default). CogVideoX samples "trailing"
+    spacing: str | None = None
 
     def check(self) -> SamplingConfig:
         """`self`, or a `SamplingError` naming the first bad field (the one place these
@@ -327,6 +331,9 @@ class SamplingConfig:
             raise SamplingError("eta", f"applies to the ddim sampler only, not {self.sampler!r}")
         if self.eta is not None and self.eta < 0:
             raise SamplingError("eta", f"= {self.eta} must be >= 0")
+        if self.spacing is not None and self.spacing not in SPACINGS:
+            raise SamplingError("spacing", f"{self.spacing!r} is unknown; choose one of "
+                                           f"{', '.join(SPACINGS)}")
         if not self.guidance_scale >= 0:
             raise SamplingError("guidance_scale",
                                 f"= {self.guidance_scale} must be >= 0 (1: none)")

@@ -17,6 +17,7 @@ import torch
 from vidiff.text.bert import BertConfig, load_bert
 from vidiff.text.clip import is_clip_root, load_clip
 from vidiff.text.hash import HashTextEncoder
+from vidiff.text.t5 import is_t5_root, load_t5
 from vidiff.text.wordpiece import WordPieceTokenizer
 from vidiff.utils.config_io import read_json
 
@@ -84,6 +85,9 @@ def text_width(data) -> int:
     """The token width D of the text encoder of a `DataConfig` (the U-Net's text_dim)."""
     if data.text_encoder == "hash":
         return data.text_dim
+    if is_t5_root(Path(data.text_encoder).expanduser()):
+        config = Path(data.text_encoder).expanduser() / "text_encoder" / "config.json"
+        return int(read_json(config, required=("d_model",))["d_model"])
     if is_clip_root(Path(data.text_encoder).expanduser()):
         config = Path(data.text_encoder).expanduser() / "text_encoder" / "config.json"
         return int(read_json(config, required=("hidden_size",))["hidden_size"])
@@ -99,9 +103,13 @@ def build_text_encoder(data):
 def text_encoder_named(name: str, dim: int = 64, max_tokens: int = 16):
     """The frozen text encoder `name` stands for: "hash" (`HashTextEncoder` of width `dim`),
     a folder with a Stable Diffusion pipeline's CLIP text encoder and tokenizer
-    (`vidiff.text.clip.ClipTextEncoder`: its own 77 tokens), or "minilm" / a BERT folder."""
+    (`vidiff.text.clip.ClipTextEncoder`: its own 77 tokens), a Wan / LTX-Video / CogVideoX
+    pipeline root (`vidiff.text.t5.T5TextEncoder`: its family's own length), or "minilm" / a
+    BERT folder."""
     if name == "hash":
         return HashTextEncoder(dim, max_tokens)
+    if is_t5_root(Path(name).expanduser()):
+        return load_t5(name)
     if is_clip_root(Path(name).expanduser()):
         return load_clip(name)
     return BertTextEncoder(resolve_text_encoder(name), max_tokens)

@@ -11,6 +11,8 @@ from.
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import torch
 from torch import nn
 
@@ -25,6 +27,7 @@ from vidiff.modelio.spec import (
     Provenance,
     TextEncoderSpec,
 )
+from vidiff.models.lora import LoraSpec, add_lora
 from vidiff.text import text_width
 from vidiff.train.config import RunConfig
 from vidiff.train.init import load_image_model
@@ -51,7 +54,22 @@ def build_model(config: RunConfig, backbone) -> tuple[nn.Module, object]:
         image = None if source is None else load_image_model(source, MODEL_KINDS.get(
             kind.image_kind))
         model = kind.build_for_run(config, backbone, image)
+    lora = run_lora(config)
+    if lora is not None:
+        try:
+            add_lora(model, lora)
+        except ValueError as err:
+            raise ConfigError(f"train.lora: {err}") from None
     return model, kind.backbone_config(kind.network_config(model))
+
+
+def run_lora(config: RunConfig) -> LoraSpec | None:
+    """The run's LoRA (``train.lora`` with its kind's targets when it names none); None
+    without (rank 0)."""
+    lora = config.train.lora
+    if lora.rank == 0:
+        return None
+    return replace(lora, targets=list(lora.targets or run_kind(config).lora_targets))
 
 
 def model_spec(config: RunConfig, model: nn.Module, *, class_names: list[str],
@@ -71,13 +89,15 @@ def model_spec(config: RunConfig, model: nn.Module, *, class_names: list[str],
     return ModelSpec(
         kind=kind.name, network=network, diffusion=config.diffusion,
         prior=PriorConfig.of(build_prior(config)),
-        shape=ClipShape(clip[0], clip[1], clip[-1]),
+        shape=ClipShape.of(*clip),  # a bucketed run's: its first bucket's
         preprocess=Preprocess(crop="center", fps=fps),
         conditioning=Conditioning(list(class_names), text, d.lowres_size),
         sampling=config.sample,
         provenance=Provenance(step, d.source, d.path, dict(d.options), d.seed, d.num_images),
         autoencoder=None if d.autoencoder is None else AutoencoderSpec(
-            d.autoencoder, ClipShape(3, d.frames, d.size)),
+            d.autoencoder, ClipShape.of(3, *d.buckets[0]) if d.buckets
+            else ClipShape(3, d.frames, d.size)),
+        lora=run_lora(config),
     )
 
 
@@ -144,6 +164,13 @@ def check_data_fits(cfg, first: torch.Tensor, config: RunConfig,
         raise ConfigError(f"model out_channels={cfg.out_channels} must equal in_channels="
                           f"{cfg.in_channels} (the prediction has the shape of x)")
     div = cfg.size_multiple
+    for i, (_, bh, bw) in enumerate(config.data.buckets):  # each batch has one's shape
+        if bh % div or bw % div:
+            raise ConfigError(f"data.buckets[{i}]: frames of {bh}x{bw} pixels do not fit the "
+                              f"{config.model.preset} {config.model.kind}: height and width "
+                              f"must be multiples of {div}")
+    if config.data.buckets:
+        return  # each bucket's frames are its own
     h, w = first.shape[-2:]
     if h % div or w % div:
         raise ConfigError(f"frames of {h}x{w} pixels do not fit the {config.model.preset}"

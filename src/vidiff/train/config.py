@@ -26,6 +26,7 @@ from vidiff.diffusion.ddpm import DiffusionConfig
 from vidiff.diffusion.losses import LossConfig
 from vidiff.diffusion.priors import PriorConfig
 from vidiff.modelio.config_upgrade import upgrade_config_dict, upgrade_override
+from vidiff.models.lora import LoraSpec
 from vidiff.sampling.samplers import SamplingConfig
 from vidiff.train.validation import validate
 from vidiff.utils.config_io import (
@@ -64,6 +65,11 @@ class DataConfig:
     lowres_size: int | None = None
     stride: int = 1  # folder: take every stride-th frame (exclusive with fps)
     fps: float | None = None  # folder: resample clips to this frame rate instead of a stride
+    # folder: clip shapes [frames, height, width] (e.g. [[17, 480, 832], [17, 832, 480]]):
+    # each video goes to the bucket nearest its aspect ratio that its length holds, and each
+    # batch comes from one bucket (vidiff.data.buckets; docs/TRAINING.md, Buckets). Empty:
+    # one shape, data.frames x data.size x data.size
+    buckets: list[list[int]] = field(default_factory=list)
     num_videos: int = 10_000  # synthetic: dataset length (item i depends on (seed, i) only)
     seed: int = 0  # dataset seed (synthetic clips; folder crops and clip offsets)
     num_images: int = 0  # K: independent images (frames of other videos) per video (VDM)
@@ -141,6 +147,9 @@ class TrainConfig:
     # all | temporal: train only the temporal attention and conv layers, the rest frozen
     # (AnimateDiff's recipe on an inflated image model, e.g. model.init_from)
     trainable: str = "all"
+    # LoRA (vidiff.models.lora): { rank, alpha, targets, dropout }; rank > 0 trains only the
+    # adapters of the targets (empty: the kind's attention projections), the network frozen
+    lora: LoraSpec = field(default_factory=LoraSpec)
     grad_accum: int = 1  # micro-steps whose gradients add up to one optimizer step
     ema_decay: float = 0.995  # EMA decay of the weights (samples use the EMA weights)
     ema_start: int = 0  # EMA copies the weights until this step, then averages
@@ -225,6 +234,9 @@ def inert_settings(config: RunConfig) -> list[str]:
                   f"(folders only)" for k in ("path", "stride", "fps") if changed(d, k)]
     elif changed(d, "num_videos"):
         notes.append("data.num_videos has no effect on a folder (it sizes synthetic data)")
+    if d.buckets:
+        notes += [f"data.{k} = {getattr(d, k)!r} has no effect: data.buckets gives the clip "
+                  f"shapes" for k in ("frames", "size") if changed(d, k)]
     if d.autoencoder is None and changed(d, "latent_cache"):
         notes.append("data.latent_cache has no effect without data.autoencoder")
     if m.init_from is None and changed(m, "init_schedule"):

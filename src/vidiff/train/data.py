@@ -12,25 +12,32 @@ With ``num_images = K`` each video gets ``K`` single frames appended along the f
 drawn from an independent stream over all frames of all videos (`FramesAsImages`), so they
 come from other videos (VDM's joint image-video training); the model and the prior get
 ``num_images = K``.
+
+With ``data.buckets`` (a `vidiff.data.buckets.BucketedFolder`; a latent run's latents of it,
+`vidiff.data.latents.BucketedLatents`) every batch comes from one bucket: `BucketOrder` keeps
+the same two properties, with global micro-step ``s`` the ``s``-th global batch of a seeded
+sequence of whole batches (see its docstring).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import math
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import torch
 from torch.utils.data import DataLoader, Dataset
 
 from vidiff.data import FramesAsImages, make_synthetic
+from vidiff.data.buckets import BucketedFolder
 from vidiff.data.folder import VideoFolder
 from vidiff.train.config import DataConfig
 from vidiff.train.interrupt import ignore_stop_signals
 from vidiff.utils.config_io import ConfigError
 from vidiff.utils.seeding import seeded_generator
 
-__all__ = ["JointVideoDataset", "ShardedOrder", "build_dataset", "describe_dataset",
-           "make_loader"]
+__all__ = ["BucketOrder", "JointVideoDataset", "ShardedOrder", "build_dataset",
+           "describe_dataset", "make_loader"]
 
 
 def build_dataset(config: DataConfig) -> Dataset:
@@ -48,7 +55,11 @@ def build_dataset(config: DataConfig) -> Dataset:
         # run starts with the true count and never trains on a folder of broken files
         kwargs = {"frames": config.frames, "size": config.size, "stride": config.stride,
                   "fps": config.fps, "seed": config.seed, "probe": True, **opts}
+        if config.buckets:  # every header read too, each video assigned to a bucket
+            kwargs = {"stride": config.stride, "fps": config.fps, "seed": config.seed, **opts}
         try:
+            if config.buckets:
+                return BucketedFolder(config.path, config.buckets, **kwargs)
             return VideoFolder(config.path, **kwargs)
         except FileNotFoundError:
             raise ConfigError(f"data.path {config.path!r} does not exist") from None
@@ -111,6 +122,73 @@ class ShardedOrder:
             images = tuple(self._at(1, pos * self.k + j, self.m)[1] for j in range(self.k))
             items.append((epoch, video, images))
         return items
+
+    def __iter__(self) -> Iterator[list]:
+        step = self.start
+        while True:
+            yield self.micro_batch(step)
+            step += 1
+
+
+class BucketOrder:
+    """`ShardedOrder` for bucketed data: every micro-batch from one bucket, deterministic,
+    resumable and sharded the same way.
+
+    Epoch ``e``: each bucket's clips in a permutation seeded by ``(seed, e, bucket)``, cut
+    into global batches of ``G = batch * world`` (a bucket's last batch wraps round to its
+    permutation's start, so no clip is left out and a bucket smaller than G still trains);
+    then all buckets' global batches in an order seeded by ``(seed, e)``. Global micro-step
+    s is batch ``s - E * e`` of epoch ``e = s // E`` (E: the batches of an epoch, the same
+    every epoch), and rank r loads the slice ``[r * batch, (r + 1) * batch)`` of it. So the
+    union over ranks is the single-process batch of size G, and a resumed run needs nothing
+    but its position: ``offset`` (videos consumed) puts micro-step 0 at global batch
+    ``offset // G``; iterating yields micro-steps ``start, start + 1, ...``.
+
+    `sizes`: the clips of each bucket (`BucketedFolder.bucket_sizes`, or a latent run's
+    `vidiff.data.latents.BucketedLatents.bucket_sizes`; items numbered bucket after bucket).
+    Yields lists of ``(epoch, item, ())`` tuples, the `JointVideoDataset` index form without
+    images.
+    """
+
+    def __init__(self, sizes: Sequence[int], batch: int, *, rank: int = 0, world: int = 1,
+                 seed: int = 0, start: int = 0, offset: int = 0):
+        self.sizes = [int(n) for n in sizes]
+        if sum(self.sizes) < 1:
+            raise ConfigError("the dataset is empty")
+        self.batch, self.rank, self.world, self.seed = batch, rank, world, seed
+        self.global_batch = batch * world
+        self.first = [sum(self.sizes[:b]) for b in range(len(self.sizes))]  # item numbers
+        self.per_epoch = [math.ceil(n / self.global_batch) for n in self.sizes]
+        self.epoch_batches = sum(self.per_epoch)  # E
+        self.start = start  # the first micro-step iteration yields
+        self.base = offset // self.global_batch  # micro-step 0's global batch
+        self._epoch: tuple[int, list[tuple[int, int]], list[torch.Tensor]] | None = None
+
+    def _plan(self, epoch: int) -> tuple[list[tuple[int, int]], list[torch.Tensor]]:
+        """Epoch `epoch`'s (bucket, batch number) sequence and each bucket's permutation."""
+        if self._epoch is None or self._epoch[0] != epoch:
+            perms = [torch.randperm(n, generator=seeded_generator(self.seed, 2, epoch, b))
+                     for b, n in enumerate(self.sizes)]
+            batches = [(b, k) for b, n in enumerate(self.per_epoch) for k in range(n)]
+            mix = torch.randperm(len(batches), generator=seeded_generator(self.seed, 3, epoch))
+            self._epoch = (epoch, [batches[int(j)] for j in mix], perms)
+        return self._epoch[1], self._epoch[2]
+
+    def global_items(self, step: int) -> tuple[int, int, list[int]]:
+        """(epoch, bucket, the G items) of micro-step `step` (after `offset`'s), over all
+        ranks."""
+        epoch, j = divmod(self.base + step, self.epoch_batches)
+        plan, perms = self._plan(epoch)
+        b, k = plan[j]
+        n, perm = self.sizes[b], perms[b]
+        picks = [int(perm[(k * self.global_batch + i) % n]) for i in range(self.global_batch)]
+        return epoch, b, [self.first[b] + p for p in picks]
+
+    def micro_batch(self, step: int) -> list[tuple[int, int, tuple[int, ...]]]:
+        """This rank's items of micro-step `step`: its slice of the global batch."""
+        epoch, _, items = self.global_items(step)
+        mine = items[self.rank * self.batch:(self.rank + 1) * self.batch]
+        return [(epoch, item, ()) for item in mine]
 
     def __iter__(self) -> Iterator[list]:
         step = self.start

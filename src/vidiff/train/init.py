@@ -26,9 +26,13 @@ from pathlib import Path
 
 from torch import nn
 
+from vidiff.diffusion.ddpm import UNREAD_FIELDS, DiffusionConfig
+from vidiff.diffusion.schedules import SPACINGS
 from vidiff.kinds import MODEL_KINDS, ModelKind, is_imported
 from vidiff.modelio.checkpoint import CheckpointError, load_checkpoint, load_weights
 from vidiff.modelio.spec import spec_from_checkpoint
+from vidiff.modelio.video_pipeline import is_video_pipeline
+from vidiff.models.autoencoder import vae_folder
 from vidiff.models.diffusers_files import check_safetensors, check_weights, read_config
 from vidiff.models.diffusers_schedule import (
     diffusion_config_from_scheduler,
@@ -38,8 +42,9 @@ from vidiff.models.diffusers_sd import sd_config_to_unet_config
 from vidiff.models.sd_folder import is_latent_unet, pipeline_root, unet_folder, unet_json
 from vidiff.text import text_width
 from vidiff.text.clip import is_clip_root
+from vidiff.text.t5 import is_t5_root
 from vidiff.train.config import RunConfig
-from vidiff.utils.config_io import ConfigError
+from vidiff.utils.config_io import ConfigError, read_json
 
 __all__ = ["check_init_source", "load_image_model", "with_init_schedule", "with_pipeline_parts"]
 
@@ -151,8 +156,6 @@ def with_init_schedule(config: RunConfig) -> tuple[RunConfig, str | None]:
     m = config.model
     if m.init_from is None or not m.init_schedule or not is_imported(m.init_from):
         return config, None
-    if config.diffusion.process == "flow":  # a DDPM scheduler's betas do not apply
-        return config, "model.init_schedule: kept the flow-matching [diffusion] section"
     file = find_scheduler_config(m.init_from)
     if file is None:
         return config, None
@@ -161,11 +164,35 @@ def with_init_schedule(config: RunConfig) -> tuple[RunConfig, str | None]:
     except ValueError as err:
         raise ConfigError(f"{_KEY} {m.init_from!r}: {err} (model.init_schedule = false keeps "
                           f"the [diffusion] section)") from None
-    if diffusion == config.diffusion:
+    if diffusion.process != config.diffusion.process:  # e.g. a DDPM scheduler's betas
+        return config, (f"model.init_schedule: kept the [diffusion] section ({file} is a "
+                        f"{diffusion.process} schedule, this run diffusion.process = "
+                        f"{config.diffusion.process!r})")
+    # the fields this process does not read stay the run's (the check of unread settings)
+    diffusion = replace(diffusion, **{k: getattr(config.diffusion, k)
+                                      for k in UNREAD_FIELDS[diffusion.process]})
+    spacing = read_json(file).get("timestep_spacing") if diffusion.process == "ddpm" else None
+    sample = config.sample
+    if spacing in SPACINGS and sample.spacing is None:  # CogVideoX samples "trailing"
+        sample = replace(sample, spacing=spacing)
+    if diffusion == config.diffusion and sample == config.sample:
         return config, None
-    note = (f"diffusion from {file}: {diffusion.schedule} schedule, T={diffusion.timesteps}, "
-            f"predicts {diffusion.prediction} (model.init_schedule)")
-    return replace(config, diffusion=diffusion), note
+    return replace(config, diffusion=diffusion, sample=sample), \
+        f"diffusion from {file}: {describe_schedule(diffusion, spacing)} (model.init_schedule)"
+
+
+def describe_schedule(d: DiffusionConfig, spacing: str | None = None) -> str:
+    """One phrase for a [diffusion] section taken from a scheduler (the log's note)."""
+    if d.process == "flow":
+        shift = ("shift by the clip's latent tokens (dynamic)" if d.flow_dynamic_shift
+                 else f"shift {d.flow_shift:g}")
+        end = f", terminal {d.flow_shift_terminal:g}" if d.flow_shift_terminal else ""
+        return f"flow matching, {shift}, {d.flow_grid} grid{end}"
+    extra = [f"SNR shift {d.snr_shift:g}"] if d.snr_shift != 1 else []
+    extra += ["zero terminal SNR"] if d.zero_terminal_snr else []
+    extra += [f"{spacing} spacing"] if spacing else []
+    return (f"{d.schedule} schedule, T={d.timesteps}, predicts {d.prediction}"
+            + "".join(f", {e}" for e in extra))
 
 
 
@@ -177,6 +204,8 @@ def with_pipeline_parts(config: RunConfig) -> tuple[RunConfig, list[str]]:
     with a sentence per change. A latent U-Net without an autoencoder is a
     `ConfigError`."""
     m, d = config.model, config.data
+    if m.init_from is not None and is_video_pipeline(Path(m.init_from)):
+        return _video_parts(config)
     if m.init_from is None or not is_latent_unet(Path(m.init_from)):
         return config, []
     root, notes, changes = pipeline_root(Path(m.init_from)), [], {}
@@ -196,6 +225,50 @@ def with_pipeline_parts(config: RunConfig) -> tuple[RunConfig, list[str]]:
     config = replace(config, data=replace(d, **changes))
     _check_conditions(config)
     return config, notes
+
+
+def _video_parts(config: RunConfig) -> tuple[RunConfig, list[str]]:
+    """A Wan / LTX-Video / CogVideoX root's parts where the run leaves them unset: its VAE,
+    its T5 text encoder (captioned runs) and no class labels."""
+    d, root = config.data, str(config.model.init_from)
+    changes, notes = {}, []
+    if d.use_labels is None:
+        changes["use_labels"] = False
+        notes.append(f"data.use_labels = false: {_KEY} takes text, no class labels")
+    if d.autoencoder is None:
+        if not (Path(root) / "vae").is_dir():
+            raise ConfigError(f"{_KEY} {root!r} has no vae/: set data.autoencoder to its VAE")
+        changes["autoencoder"] = root
+        notes.append(f"data.autoencoder = {root!r}: the VAE of {_KEY}")
+    if d.use_captions and d.text_encoder == "hash":
+        if not is_t5_root(root):
+            raise ConfigError(f"{_KEY} {root!r} has no text_encoder/ and tokenizer/: set "
+                              f"data.text_encoder to the pipeline root that has them")
+        changes["text_encoder"] = root
+        notes.append(f"data.text_encoder = {root!r}: the T5 text encoder of {_KEY}")
+    config = replace(config, data=replace(d, **changes))
+    _check_video_parts(config)
+    return config, notes
+
+
+def _check_video_parts(config: RunConfig) -> None:
+    """The text width and the VAE's latent channels fit the root's transformer: checked from
+    the config files, before any clip is encoded."""
+    d, root = config.data, Path(config.model.init_from)
+    _, net = read_config(root / "transformer")
+    kind = MODEL_KINDS.get(config.model.kind)
+    want = kind.backbone_config({"family": kind.family, "diffusers": {
+        k: v for k, v in net.items() if not k.startswith("_")}})
+    if d.use_captions and text_width(d) != want.text_dim:
+        raise ConfigError(f"data.text_encoder {d.text_encoder!r} gives {text_width(d)}-wide "
+                          f"text; {_KEY} {str(root)!r} takes {want.text_dim}-wide text")
+    if d.autoencoder is not None:
+        folder = vae_folder(Path(d.autoencoder))
+        _, vae = read_config(folder)
+        channels = vae.get("z_dim", vae.get("latent_channels"))
+        if channels is not None and channels != want.in_channels:
+            raise ConfigError(f"data.autoencoder {d.autoencoder!r} makes {channels}-channel "
+                              f"latents; {_KEY} {str(root)!r} takes {want.in_channels}")
 
 
 def _check_conditions(config: RunConfig) -> None:

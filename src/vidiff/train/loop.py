@@ -82,12 +82,17 @@ def run(trainer: LoopRun, until: int | None = None) -> TrainResult:
     result = TrainResult(trainer.step, None, trainer.out, trainer.last_checkpoint)
     if trainer.dist.is_main:
         (trainer.out / "config.json").write_text(json.dumps(trainer.config.to_dict(), indent=2))
+    report = getattr(trainer.dataset, "report", None)  # data.buckets: clips per bucket
+    if report is not None and trainer.dist.is_main:
+        report.write(trainer.out / "buckets.json")
     if trainer.step >= end:
         trainer.say(f"already at step {trainer.step} of {t.steps}: nothing to train "
                     f"(raise --steps to go on)")
         result.seconds = time.perf_counter() - start_time
         return result
     trainer.say(_banner(trainer))
+    for line in report.lines() if report is not None else ():
+        trainer.say(line)
     logger = RunLogger(trainer.out, t.tensorboard, trainer.step) if trainer.dist.is_main else None
     stop = StopSignals("finishing this step, then writing a checkpoint (again: stop now)",
                        "cutting the sample grid, then writing a checkpoint (again: stop now)")
@@ -108,6 +113,8 @@ def _banner(trainer: LoopRun) -> str:
     """The line a run starts with: the data found, the model, the batch, the warmup."""
     d = trainer.config.data
     shape = f"{d.frames}{f'+{d.num_images}' if d.num_images else ''}x{d.size}x{d.size}"
+    if d.buckets:
+        shape = f"one of {len(d.buckets)} bucket shapes (below)"
     trained = trainer.num_trained
     share = "" if trained == trainer.num_params else f" ({trained / 1e6:.2f}M trained)"
     return (f"data: {describe_dataset(trainer.dataset, trainer.class_names)}; "

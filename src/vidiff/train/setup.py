@@ -16,17 +16,20 @@ import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel as DDP
 
-from vidiff.data.latents import LatentCache
+from vidiff.data.latents import BucketedLatents, LatentCache
+from vidiff.data.scan import read_caption
 from vidiff.io import OutputPathError, check_apart
 from vidiff.kinds import is_imported
 from vidiff.models import is_temporal_parameter, load_diffusers_vae
 from vidiff.text import build_text_encoder
+from vidiff.text.cache import TextCache
 from vidiff.train import distributed
 from vidiff.train.build import (
     build_model,
     check_data_fits,
     optimizer_groups,
     resolve_backbone_config,
+    run_kind,
 )
 from vidiff.train.config import RunConfig, warmup_steps
 from vidiff.train.data import JointVideoDataset, build_dataset, image_dataset
@@ -56,6 +59,17 @@ class RunData:
         return int(self.first.shape[0])
 
     @property
+    def clip(self) -> tuple[int, int, int, int]:
+        """(C, F, H, W) of the model's clips: item 0's, or a bucketed run's first bucket's
+        (the shape its spec records; a latent run's: the bucket's latents)."""
+        buckets = self.config.data.buckets
+        if not buckets:
+            return tuple(self.first.shape)
+        if self.autoencoder is not None:
+            return tuple(self.dataset.shapes[0])  # a BucketedLatents
+        return (self.channels, *buckets[0])
+
+    @property
     def fps(self) -> float:
         """The frame rate of the training clips (folders: as resampled; synthetic: 8)."""
         videos = self.pixels if self.pixels is not None else self.dataset
@@ -65,10 +79,15 @@ class RunData:
 def build_data(config: RunConfig, dist: distributed.DistInfo | None = None) -> RunData:
     """The data of `config`: a `ConfigError` for an empty or unreadable dataset. With
     ``data.autoencoder`` the clips are encoded once into a `vidiff.data.LatentCache` (built
-    by rank 0 while the other ranks wait) and the run's items are their latents."""
+    by rank 0 while the other ranks wait) and the run's items are their latents; with
+    ``data.buckets`` too, one cache per bucket (`vidiff.data.latents.BucketedLatents`), every
+    bucket checked against the autoencoder before any header is read or clip encoded."""
     d = config.data
+    autoencoder = None
     if d.autoencoder is not None:
         check_cache_root(config)
+        autoencoder = load_autoencoder(d.autoencoder)
+        latent_buckets(config, autoencoder)
     dataset = build_dataset(d)
     if len(dataset) == 0:
         raise ConfigError(f"the {d.source} dataset is empty")
@@ -76,18 +95,45 @@ def build_data(config: RunConfig, dist: distributed.DistInfo | None = None) -> R
     if d.use_labels is None:  # class-conditional when the data has classes
         d = replace(d, use_labels=bool(class_names))
         config = replace(config, data=d)
-    pixels, autoencoder = None, None
-    if d.autoencoder is not None:
-        pixels, autoencoder = dataset, load_autoencoder(d.autoencoder)
-        dataset = _latent_cache(config, dataset, autoencoder, dist)
+    pixels = None
+    if autoencoder is not None:
+        pixels, dataset = dataset, _latent_cache(config, dataset, autoencoder, dist)
     try:
         first = dataset[0]["video"]
     except (ValueError, OSError) as err:  # e.g. every video of a folder unreadable
         raise ConfigError(f"data: {err}") from None
     images = image_dataset(dataset, d.frames) if d.num_images else None
     text = build_text_encoder(d) if d.use_captions else None
+    if text is not None and hasattr(text, "free"):  # a T5: encode the captions once, free it
+        text = _cached_text(config, text, dataset, class_names, dist)
     return RunData(config, dataset, JointVideoDataset(dataset, images), class_names, first,
                    text, autoencoder, pixels)
+
+
+def _captions(dataset, class_names: list[str]) -> list[str]:
+    """Every caption the run's items can carry: a latent cache's, a folder's sidecar texts,
+    synthetic data's class names (its captions)."""
+    found = getattr(dataset, "captions", None)
+    if isinstance(found, list):
+        return [*found, *class_names]
+    entries = getattr(dataset, "entries", None)
+    if entries is not None:
+        return [read_caption(e) for e in entries] + list(class_names)
+    return list(class_names)
+
+
+def _cached_text(config: RunConfig, encoder, dataset, class_names, dist) -> TextCache:
+    """The captions' embeddings in a `vidiff.text.cache.TextCache` under the run folder
+    (rank 0 builds it while the others wait), the T5 encoder freed."""
+    folder = Path(config.train.out) / "text_cache"
+    shared = dist is not None and dist.distributed
+    if shared and not dist.is_main:
+        distributed.barrier(dist)
+    cache = TextCache.build(encoder, _captions(dataset, class_names), folder)
+    if shared and dist.is_main:
+        distributed.barrier(dist)
+    encoder.free()  # 5-11 GB that training does not need
+    return cache
 
 
 def load_autoencoder(path: str):
@@ -96,6 +142,34 @@ def load_autoencoder(path: str):
         return load_diffusers_vae(path)
     except (FileNotFoundError, ValueError, ImportError, OSError) as err:
         raise ConfigError(f"data.autoencoder {path!r}: {err}") from None
+
+
+def latent_buckets(config: RunConfig, autoencoder) -> list[tuple[int, int, int, int]]:
+    """The latent (c, f, h, w) of each of ``data.buckets`` (the autoencoder's
+    ``latent_shape``); a `ConfigError` naming ``data.buckets[i]`` for one it does not take
+    (a video VAE's frame rule, 1 + 4k frames for Wan; a height or width its spatial factor
+    does not divide)."""
+    shapes = []
+    for i, (f, h, w) in enumerate(config.data.buckets):
+        try:  # a folder's clips are RGB
+            shapes.append(tuple(autoencoder.latent_shape((3, f, h, w))))
+        except ValueError as err:
+            raise ConfigError(f"data.buckets[{i}] = {[f, h, w]}: {err}") from None
+    return shapes
+
+
+def check_latent_buckets_fit(cfg, config: RunConfig,
+                             shapes: list[tuple[int, int, int, int]]) -> None:
+    """Each bucket's latents (`shapes`) fit the backbone config `cfg`: their height and width
+    multiples of its ``size_multiple``; a `ConfigError` naming ``data.buckets[i]``."""
+    div = cfg.size_multiple
+    for i, ((f, h, w), (_, _, lh, lw)) in enumerate(zip(config.data.buckets, shapes,
+                                                        strict=True)):
+        if lh % div or lw % div:
+            raise ConfigError(f"data.buckets[{i}] = {[f, h, w]} encodes to latents of {lh}x{lw}"
+                              f", which do not fit the {config.model.preset} "
+                              f"{config.model.kind}: their height and width must be multiples "
+                              f"of {div} (frames of multiples of {div * h // lh} pixels)")
 
 
 def _cache_root(config: RunConfig) -> Path:
@@ -120,12 +194,17 @@ def _latent_cache(config: RunConfig, videos, autoencoder, dist):
     root = _cache_root(config)
     key = {k: getattr(d, k) for k in ("source", "path", "frames", "size", "stride", "fps",
                                       "num_videos", "seed", "options")}
+    progress = config.train.progress and (dist is None or dist.is_main)
     shared = dist is not None and dist.distributed
     if shared and not dist.is_main:
         distributed.barrier(dist)  # rank 0 builds the cache first
     try:
-        cache = LatentCache(videos, autoencoder, root, key=key,
-                            progress=config.train.progress and (dist is None or dist.is_main))
+        if d.buckets:  # a cache per bucket; data.frames and data.size do not apply
+            for k in ("frames", "size", "num_videos"):
+                key.pop(k)
+            cache = BucketedLatents(videos, autoencoder, root, key=key, progress=progress)
+        else:
+            cache = LatentCache(videos, autoencoder, root, key=key, progress=progress)
     except ValueError as err:
         raise ConfigError(f"data.autoencoder: {err}") from None
     if shared and dist.is_main:
@@ -165,6 +244,10 @@ def build_network(config: RunConfig, data: RunData, dist: distributed.DistInfo, 
         build_config = replace(config, model=replace(config.model, init_from=None)) \
             if resumed and not architecture else config
         model, backbone = build_model(build_config, wanted)
+        if not resumed:  # a resumed run's null text is in its checkpoint
+            run_kind(config).init_null_text(model, data.text_encoder, config)
+        if data.autoencoder is not None and config.data.buckets:
+            check_latent_buckets_fit(backbone, config, data.dataset.shapes)
         pixels = None if data.pixels is None else int(data.pixels[0]["video"].shape[1])
         check_data_fits(backbone, data.first, config, clip_frames=pixels)
     raw = model.to(dist.device)

@@ -35,6 +35,7 @@ from vidiff.io import OutputPathError, check_output_dir, write_video
 from vidiff.kinds import is_imported
 from vidiff.modelio.checkpoint import load_weights, save_checkpoint
 from vidiff.modelio.pipeline import Pipeline
+from vidiff.models.diffusers_schedule import shift_for_tokens
 from vidiff.sampling.conditional import downsample_to
 from vidiff.sampling.samplers import sample
 from vidiff.train import distributed
@@ -42,6 +43,7 @@ from vidiff.train.build import build_prior, model_spec, resolve_backbone_config
 from vidiff.train.conditions import batch_conditions
 from vidiff.train.config import RunConfig, inert_settings, validate
 from vidiff.train.data import (
+    BucketOrder,
     ShardedOrder,
     make_loader,
 )
@@ -133,11 +135,15 @@ class Trainer:
         for note in ([schedule] if schedule else []) + parts:
             self.say(note)
         data = build_data(self.config, self.dist)
-        self.config = config = data.config  # data.use_labels resolved
+        # data.use_labels resolved; a dynamic flow shift (LTX-Video's) for the clips' tokens
+        config = data.config
+        tokens = data.clip[1] * data.clip[2] * data.clip[3]
+        self.config = config = replace(config, diffusion=shift_for_tokens(config.diffusion,
+                                                                          tokens))
         self.dataset, self.train_data = data.dataset, data.train_data
         self.class_names, self.fps = data.class_names, data.fps
         self.text_encoder, self.autoencoder = data.text_encoder, data.autoencoder
-        self.clip = tuple(data.first.shape)  # (C, F, H, W) of the model's clips
+        self.clip = data.clip  # (C, F, H, W) of the model's clips (the first bucket's)
         restored = self._restore_point()
         network = build_network(config, data, self.dist, resumed=restored is not None,
                                 model=model)
@@ -336,6 +342,11 @@ class Trainer:
         """This rank's training batches from the current step on, in the run's fixed order
         (what `run` feeds to `train_step`; for loops of your own)."""
         d = self.config.data
+        if d.buckets:  # each batch from one bucket
+            return make_loader(self.train_data, BucketOrder(
+                self.dataset.bucket_sizes, d.batch_size, rank=self.dist.rank,
+                world=self.dist.world, seed=d.seed, offset=self.position), d.workers,
+                pin_memory=self.device.type == "cuda")
         order = ShardedOrder(len(self.dataset), d.batch_size, rank=self.dist.rank,
                              world=self.dist.world, seed=d.seed, num_images=d.num_images,
                              num_frames=d.frames, offset=self.position,

@@ -9,7 +9,8 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from vidiff.diffusion.ddpm import Diffusion
+from vidiff.data.buckets import check_buckets
+from vidiff.diffusion.ddpm import UNREAD_FIELDS, Diffusion
 from vidiff.diffusion.flow import FlowMatching
 from vidiff.diffusion.losses import WEIGHTINGS
 from vidiff.diffusion.predictions import PREDICTIONS
@@ -19,6 +20,7 @@ from vidiff.kinds import MODEL_KINDS
 from vidiff.modelio.checkpoint import list_checkpoints
 from vidiff.sampling.samplers import SamplingError
 from vidiff.text import is_clip_root, resolve_text_encoder
+from vidiff.text.t5 import is_t5_root
 from vidiff.train.budget import CLOCKS
 from vidiff.utils.config_io import ConfigError
 
@@ -55,6 +57,7 @@ def validate(config: RunConfig) -> RunConfig:
         _positive(f"data.{key}", getattr(d, key), 0)
     if d.fps is not None and d.fps <= 0:
         raise ConfigError(f"data.fps = {d.fps} must be > 0 (or none)")
+    _check_buckets(config)
     if d.use_captions and d.text_encoder != "hash":
         _check_text_encoder(d.text_encoder)
     config = _validate_model(config)
@@ -98,6 +101,32 @@ def validate(config: RunConfig) -> RunConfig:
     return config
 
 
+def _check_buckets(config: RunConfig) -> None:
+    """data.buckets: [frames, height, width] lists (`vidiff.data.buckets.check_buckets`), on a
+    folder, without what assumes one clip shape. With data.autoencoder each bucket gets its own
+    latent cache; its frames and size are checked against the autoencoder when it is loaded
+    (`vidiff.train.setup.latent_buckets`, before any clip is encoded)."""
+    d = config.data
+    if not d.buckets:
+        return
+    if d.source != "folder":
+        raise ConfigError(f'data.buckets needs data.source = "folder" (videos of mixed sizes '
+                          f'and lengths); data.source = {d.source!r} makes clips of one shape: '
+                          f"data.frames x data.size x data.size")
+    check_buckets(d.buckets, "data.buckets")
+    for key, bad, why in (
+            ("data.num_images", d.num_images, "its images are cut to one size"),
+            ("data.lowres_size", d.lowres_size is not None, "the low-res size divides one "
+             "size")):
+        if bad:
+            raise ConfigError(f"data.buckets does not combine with {key} ({why}): remove one")
+    for key in ("frames", "size", "probe"):
+        if key in d.options:
+            raise ConfigError(f"data.options.{key} does not combine with data.buckets (the "
+                              f"buckets give each clip's frames and size; every header is "
+                              f"read): remove it")
+
+
 def _check_lowres(config: RunConfig) -> None:
     d, m = config.data, config.model
     if d.lowres_size is None:
@@ -139,11 +168,11 @@ def _validate_process(config: RunConfig) -> None:
 
 # the [diffusion] keys that one process does not read, and why
 _UNREAD = {
-    "flow": (("schedule", "timesteps", "prediction", "schedule_kwargs"),
+    "flow": (UNREAD_FIELDS["flow"],
              'rectified flow (diffusion.process = "flow") has no beta schedule and always '
              "predicts the velocity"),
-    "ddpm": (("flow_shift", "flow_time"), 'it applies to rectified flow (diffusion.process = '
-                                          '"flow") and this run is DDPM\'s'),
+    "ddpm": (UNREAD_FIELDS["ddpm"], 'it applies to rectified flow (diffusion.process = '
+                                    '"flow") and this run is DDPM\'s'),
 }
 
 
@@ -171,6 +200,14 @@ def _check_trainable(config: RunConfig) -> None:
     """train.trainable = "temporal" freezes all but the temporal layers: the model must have
     them, and the frozen rest must come from somewhere (model.init_from, or the checkpoint a
     resumed run continues)."""
+    lora = config.train.lora
+    try:
+        lora.check()
+    except ValueError as err:
+        raise ConfigError(f"train.lora: {err}") from None
+    if lora.rank and config.train.trainable != "all":
+        raise ConfigError(f"train.lora.rank = {lora.rank} trains the adapters only; it does not "
+                          f'combine with train.trainable = "{config.train.trainable}"')
     if config.train.trainable != "temporal":
         return
     if config.model.overrides.get("temporal") is False:
@@ -183,8 +220,8 @@ def _check_trainable(config: RunConfig) -> None:
 
 
 def _check_text_encoder(name: str) -> None:
-    if is_clip_root(Path(name).expanduser()):
-        return  # a Stable Diffusion pipeline root's CLIP text encoder
+    if is_clip_root(Path(name).expanduser()) or is_t5_root(Path(name).expanduser()):
+        return  # a Stable Diffusion root's CLIP, a Wan / LTX / CogVideoX root's T5
     try:
         resolve_text_encoder(name)
     except ValueError as err:
