@@ -1,0 +1,87 @@
+"""Wan 2.1, LTX-Video and CogVideoX: tiny pipelines in diffusers' folder format
+(tests/_video_pipelines.py) sampled by vidiff equal diffusers' own pipelines for the same
+initial latents and prompt (fp32), with and without guidance; a LoRA run exports adapters
+that diffusers' ``load_lora_weights`` reads back to the same samples, and ``--merge`` too."""
+
+import shutil
+
+import pytest
+import torch
+
+pytest.importorskip("diffusers")
+pytest.importorskip("peft")
+import _video_pipelines as vp  # noqa: E402
+
+from vidiff import Pipeline  # noqa: E402
+from vidiff.cli import main  # noqa: E402
+from vidiff.modelio.export import export_model  # noqa: E402
+
+SAMPLER = {"wan": "euler", "ltx": "euler", "cogvideox": "ddim"}
+PROMPT = ["a red ball bounces"]
+SIZE = dict(num_frames=9, height=32, width=32)
+BOUND = 1e-5  # fp32: a few ulps of O(1) latents over 4 steps of 2-block transformers
+
+
+@pytest.fixture(scope="module")
+def roots(tmp_path_factory):
+    base = tmp_path_factory.mktemp("video_pipelines")
+    return {f: vp.write_pipeline(base / f, f) for f in vp.PIPELINES}
+
+
+def _theirs(ref, family, x_T, clip, guidance):
+    lat = {"ltx": lambda x: ref._pack_latents(x, 1, 1),
+           "cogvideox": lambda x: x.transpose(1, 2)}.get(family, lambda x: x)(x_T)
+    out = ref(prompt=PROMPT, num_inference_steps=4, guidance_scale=guidance, latents=lat,
+              output_type="latent", **SIZE).frames
+    if family == "ltx":
+        return ref._unpack_latents(out, *clip[1:], 1, 1)
+    return out.transpose(1, 2) if family == "cogvideox" else out
+
+
+@pytest.mark.parametrize("family", list(vp.PIPELINES))
+@pytest.mark.parametrize("guidance", [1.0, 3.0])
+def test_sampling_equals_the_diffusers_pipeline(roots, family, guidance):
+    pipe = Pipeline.from_pretrained(roots[family])
+    ref = vp.reference(roots[family], family)
+    clip = pipe.clip_for(**SIZE)
+    x_T = torch.randn(1, *clip, generator=torch.Generator().manual_seed(1))
+    ours = pipe(captions=PROMPT, sampler=SAMPLER[family], steps=4, guidance_scale=guidance,
+                latents=x_T, output_type="latent", **SIZE)
+    theirs = _theirs(ref, family, x_T, clip, guidance)
+    assert (ours - theirs).abs().max() < BOUND * theirs.abs().max()
+
+
+def test_a_frame_count_off_the_rule_is_named(roots):
+    pipe = Pipeline.from_pretrained(roots["wan"])
+    with pytest.raises(ValueError, match=r"1 \+ 4k frames \(nearest: 5 or 9\)"):
+        pipe.clip_for(8, 32, 32)
+
+
+def test_a_lora_run_round_trips_through_diffusers_loader(roots, tmp_path):
+    run = tmp_path / "run"
+    code = main(["train", "--out", str(run), "--set", "model.kind=wan",
+                 f"model.init_from={roots['wan']}", "diffusion.process=flow",
+                 "sample.sampler=euler", "data.use_captions=true", "data.frames=9",
+                 "data.size=32", "data.batch_size=2", "data.num_videos=8", "train.steps=3",
+                 "train.lr=0.01", "train.lora.rank=4", "prior.name=progressive",
+                 "train.sample_every=0", "sample.steps=2", "train.progress=false",
+                 "train.ema_decay=0"])
+    assert code == 0 and (run / "text_cache" / "index.json").is_file()
+    out, merged = tmp_path / "export", tmp_path / "merged"
+    export_model(run, out)
+    export_model(run, merged, merge=True)
+    assert (out / "pytorch_lora_weights.safetensors").is_file()
+    assert not (merged / "pytorch_lora_weights.safetensors").exists()
+    clip = Pipeline.from_pretrained(out).clip_for(**SIZE)
+    x_T = torch.randn(1, *clip, generator=torch.Generator().manual_seed(2))
+    call = dict(captions=PROMPT, sampler="euler", steps=4, guidance_scale=1.0, latents=x_T,
+                output_type="latent", **SIZE)
+    ours = Pipeline.from_pretrained(out)(**call)
+    base = Pipeline.from_pretrained(roots["wan"])(**call)
+    ref = vp.reference(roots["wan"], "wan")
+    ref.load_lora_weights(out)
+    theirs = _theirs(ref, "wan", x_T, clip, 1.0)
+    assert (ours - base).abs().max() > 100 * BOUND  # the adapters changed the model
+    assert (ours - theirs).abs().max() < BOUND * theirs.abs().max()
+    assert (Pipeline.from_pretrained(merged)(**call) - ours).abs().max() < BOUND * 4
+    shutil.rmtree(run / "text_cache")
