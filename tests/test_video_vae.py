@@ -10,33 +10,14 @@ import pytest
 import torch
 
 diffusers = pytest.importorskip("diffusers")
+from _video_pipelines import TINY_VAES  # noqa: E402
 
 from vidiff.data import make_synthetic  # noqa: E402
 from vidiff.data.latents import LatentCache, autoencoder_fingerprint  # noqa: E402
 from vidiff.models import load_diffusers_vae  # noqa: E402
 from vidiff.models.video_vae import DiffusersVideoAutoencoder  # noqa: E402
 
-# the smallest configs diffusers accepts with the released temporal factors (Wan, CogVideoX:
-# 4; LTX-Video: 8) at a spatial factor of 4 (Wan, CogVideoX) or 8 (LTX-Video)
-TINY = {
-    "wan": ("AutoencoderKLWan", dict(
-        base_dim=8, z_dim=4, dim_mult=[1, 1, 1], num_res_blocks=1,
-        temperal_downsample=[True, True], latents_mean=[0.1, -0.2, 0.3, 0.0],
-        latents_std=[1.5, 0.5, 2.0, 0.8], scale_factor_temporal=4, scale_factor_spatial=4)),
-    "ltx": ("AutoencoderKLLTXVideo", dict(
-        latent_channels=4, block_out_channels=(8, 8, 8),
-        down_block_types=("LTXVideoDownBlock3D",) * 3, decoder_block_out_channels=(8, 8, 8),
-        layers_per_block=(1, 1, 1, 1), decoder_layers_per_block=(1, 1, 1, 1),
-        spatio_temporal_scaling=(True,) * 3, decoder_spatio_temporal_scaling=(True,) * 3,
-        decoder_inject_noise=(False,) * 4, downsample_type=("conv",) * 3,
-        upsample_residual=(False,) * 3, upsample_factor=(1,) * 3, patch_size=1,
-        patch_size_t=1, scaling_factor=0.9, timestep_conditioning=True)),
-    "cogvideox": ("AutoencoderKLCogVideoX", dict(
-        block_out_channels=(8, 8, 8), latent_channels=4, layers_per_block=1, norm_num_groups=4,
-        down_block_types=("CogVideoXDownBlock3D",) * 3,
-        up_block_types=("CogVideoXUpBlock3D",) * 3, temporal_compression_ratio=4,
-        sample_height=16, sample_width=16, scaling_factor=0.7)),
-}
+TINY = TINY_VAES  # tests/_video_pipelines.py: the smallest configs diffusers accepts
 LATENT_FRAMES_OF_9 = {"wan": 3, "ltx": 2, "cogvideox": 3}
 SPATIAL = {"wan": 4, "ltx": 8, "cogvideox": 4}
 
