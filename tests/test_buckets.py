@@ -26,12 +26,7 @@ from vidiff.utils.config_io import ConfigError
 BUCKETS = [(5, 16, 24), (3, 16, 24), (3, 24, 16)]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py
 
 
 def ramp(frames, h, w, step=12):

@@ -17,13 +17,7 @@ from vidiff.data import (
 )
 from vidiff.io import write_video
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py
 
 
 def ramp_video(frames, h=24, w=32, step=12):

@@ -19,14 +19,8 @@ from vidiff.data import (
 NAMES = ["bouncing_balls", "moving_shapes"]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Render on one thread, as DataLoader workers do: on a busy shared machine, intra-op
-    threads waiting for each other make these small tensor ops many times slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+# render on one thread, as DataLoader workers do (conftest.py one_thread)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def brightness(video):

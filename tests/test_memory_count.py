@@ -35,15 +35,21 @@ def _mode(fake: bool):
     return FakeTensorMode() if fake else contextlib.nullcontext()
 
 
-@pytest.mark.parametrize("fake", [True, False], ids=["fake", "real"])
-def test_mlp_activations_match_hand_derivation(fake):
+def _count_mlp(fake: bool, run):
+    """(counter, mlp, out) of `run(mlp, x)` counted, the MLP's weights tracked as such."""
     with _mode(fake):
         mlp, x = _mlp(), torch.empty(B, D)
         counter = M.StorageCounter()
         for p in mlp.parameters():
             counter.track(p, "weights")
         with counter:
-            out = mlp(x)
+            out = run(mlp, x)
+    return counter, mlp, out
+
+
+@pytest.mark.parametrize("fake", [True, False], ids=["fake", "real"])
+def test_mlp_activations_match_hand_derivation(fake):
+    counter, mlp, out = _count_mlp(fake, lambda mlp, x: mlp(x))
     # saved for the backward: GELU's input y1 (B, H), the second Linear's input y2 (B, H);
     # and the output (B, D) we hold. x existed before and is not counted.
     expected = M.tensor_bytes((B, H), F32) * 2 + M.tensor_bytes((B, D), F32)
@@ -55,13 +61,8 @@ def test_mlp_activations_match_hand_derivation(fake):
 
 @pytest.mark.parametrize("fake", [True, False], ids=["fake", "real"])
 def test_checkpointing_keeps_only_the_output(fake):
-    with _mode(fake):
-        mlp, x = _mlp(), torch.empty(B, D)
-        counter = M.StorageCounter()
-        for p in mlp.parameters():
-            counter.track(p, "weights")
-        with counter:
-            out = checkpoint(mlp, x, use_reentrant=False)
+    counter, mlp, out = _count_mlp(fake, lambda mlp, x: checkpoint(mlp, x,
+                                                                    use_reentrant=False))
     assert counter.live["activations"] == M.tensor_bytes((B, D), F32)  # nothing saved inside
     # inside, y1 and y2 are both live when y2 is made; then y2 and the output (H > D)
     assert counter.at_peak["activations"] == 2 * M.tensor_bytes((B, H), F32)

@@ -71,8 +71,8 @@ _TINY = {
                       max_text_seq_length=8, use_rotary_positional_embeddings=True),
 }
 
-# data-derived settings (`vidiff.train.build.resolve_backbone_config`) -> the diffusers key
-_DATA_KEYS = {"in_channels": "in_channels", "out_channels": "out_channels"}
+# data-derived settings (`vidiff.train.build.resolve_backbone_config`), diffusers' keys too
+_DATA_KEYS = ("in_channels", "out_channels")
 
 
 def _presets(family: str, published: dict[str, dict]) -> Registry:
@@ -124,9 +124,9 @@ class VideoModelKind(ModelKind):
         diffusers = {**cls.presets.get(preset), **overrides.pop("diffusers", {})}
         if "text_dim" in overrides:  # the run's text encoder's width (from scratch)
             diffusers[FAMILIES[cls.family].text_key] = overrides.pop("text_dim")
-        for key, target in _DATA_KEYS.items():
+        for key in _DATA_KEYS:
             if key in overrides:
-                diffusers[target] = overrides.pop(key)
+                diffusers[key] = overrides.pop(key)
         return VideoTransformerConfig(cls.family, diffusers, **overrides)
 
     @classmethod
@@ -156,7 +156,7 @@ class VideoModelKind(ModelKind):
             raise ConfigError(f"model.overrides {sorted(extra)}: model.init_from "
                               f"{str(config.model.init_from)!r} fixes the architecture (only "
                               f"gradient_checkpointing and frame_rate may be set)")
-        settings = {k: config.model.overrides[k] for k in config.model.overrides}
+        settings = dict(config.model.overrides)
         if config.data.fps is not None and "frame_rate" not in settings:
             settings["frame_rate"] = float(config.data.fps)
         if not settings:

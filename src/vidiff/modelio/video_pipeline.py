@@ -31,11 +31,11 @@ from vidiff.modelio.spec import (
 from vidiff.models.autoencoder import VideoAutoencoder, load_diffusers_vae
 from vidiff.models.diffusers_schedule import (
     diffusion_config_from_scheduler,
-    find_scheduler_config,
+    scheduler_spacing,
 )
 from vidiff.sampling.samplers import SamplingConfig
 from vidiff.text.t5 import is_t5_root, load_t5
-from vidiff.utils.config_io import read_json
+from vidiff.utils.config_io import model_index_class
 
 __all__ = ["DEFAULT_CLIPS", "is_video_pipeline", "read_video_pipeline", "video_pipeline_kind"]
 
@@ -49,13 +49,7 @@ DEFAULT_CLIPS = {
 
 def video_pipeline_kind(root: str | os.PathLike) -> type[VideoModelKind] | None:
     """The video kind whose diffusers pipeline class `root`'s model_index.json names."""
-    index = Path(root) / "model_index.json"
-    if not index.is_file():
-        return None
-    try:
-        name = read_json(index).get("_class_name")
-    except ValueError:
-        return None
+    name = model_index_class(root)
     for kind_name in MODEL_KINDS.names():
         kind = MODEL_KINDS.get(kind_name)
         if issubclass(kind, VideoModelKind) and kind.pipeline_class() == name:
@@ -66,16 +60,6 @@ def video_pipeline_kind(root: str | os.PathLike) -> type[VideoModelKind] | None:
 def is_video_pipeline(path: str | os.PathLike) -> bool:
     """True for a Wan / LTX-Video / CogVideoX diffusers pipeline root with a transformer."""
     return video_pipeline_kind(path) is not None and (Path(path) / "transformer").is_dir()
-
-
-def _spacing(root: Path) -> str | None:
-    """The DDPM respacing of the root's scheduler (CogVideoX's "trailing"); None for a flow."""
-    file = find_scheduler_config(root)
-    if file is None:
-        return None
-    raw = read_json(file)
-    return raw.get("timestep_spacing") if "beta_schedule" in raw or "beta_start" in raw \
-        else None
 
 
 def read_video_pipeline(root: str | os.PathLike
@@ -97,11 +81,12 @@ def read_video_pipeline(root: str | os.PathLike
         text = TextEncoderSpec(str(root), encoder.dim, encoder.max_tokens)
         emb, mask = encoder([""])  # guidance's null condition: the empty prompt, as diffusers
         network.set_null_text(emb[0], mask[0])
+    diffusion = diffusion_config_from_scheduler(root, seq_len=f * h * w)
     spec = ModelSpec(
-        kind=kind.name, network=kind.network_config(network),
-        diffusion=diffusion_config_from_scheduler(root, seq_len=f * h * w),
+        kind=kind.name, network=kind.network_config(network), diffusion=diffusion,
         prior=PriorConfig("independent"), shape=ClipShape.of(c, f, h, w),
         preprocess=Preprocess(fps=fps), conditioning=Conditioning([], text),
-        sampling=SamplingConfig(sampler, steps, None, guidance, _spacing(root)),
+        sampling=SamplingConfig(sampler, steps, None, guidance,
+                                scheduler_spacing(root, diffusion)),
         autoencoder=AutoencoderSpec(str(root), ClipShape.of(3, frames, height, width)))
     return spec.check(), network, vae

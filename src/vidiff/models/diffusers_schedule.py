@@ -42,10 +42,11 @@ from pathlib import Path
 from vidiff.diffusion.ddpm import DiffusionConfig
 from vidiff.diffusion.flow import TRAIN_STEPS
 from vidiff.diffusion.process import build_process
+from vidiff.diffusion.schedules import SPACINGS
 from vidiff.utils.config_io import read_json
 
 __all__ = ["SCHEDULER_CONFIG", "diffusion_config_from_scheduler", "dynamic_flow_shift",
-           "find_scheduler_config", "shift_for_tokens"]
+           "find_scheduler_config", "scheduler_spacing", "shift_for_tokens"]
 
 SCHEDULER_CONFIG = "scheduler_config.json"
 SCHEDULES = {"linear": "linear", "scaled_linear": "quadratic", "squaredcos_cap_v2": "cosine"}
@@ -96,6 +97,17 @@ def diffusion_config_from_scheduler(path: str | os.PathLike, *,
     except ValueError as err:
         raise ValueError(f"{file}: {err}") from None
     return config
+
+
+def scheduler_spacing(path: str | os.PathLike, diffusion: DiffusionConfig) -> str | None:
+    """How the scheduler at `path` respaces DDPM's steps for sampling (its
+    ``timestep_spacing``: CogVideoX's "trailing"), for `diffusion`, the config mapped from
+    it; None for a flow or without one vidiff has."""
+    file = find_scheduler_config(path)
+    if file is None or diffusion.process != "ddpm":
+        return None
+    spacing = read_json(file).get("timestep_spacing")
+    return spacing if spacing in SPACINGS else None
 
 
 def shift_for_tokens(config: DiffusionConfig, seq_len: int) -> DiffusionConfig:

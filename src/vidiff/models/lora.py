@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-__all__ = ["LoraSpec", "add_lora", "has_lora", "lora_weights", "merge_lora"]
+__all__ = ["LoraSpec", "add_lora", "lora_weights", "merge_lora"]
 
 ADAPTER = "default"  # peft's adapter name (the one adapter vidiff trains)
 
@@ -93,11 +93,6 @@ def add_lora(model: nn.Module, spec: LoraSpec) -> nn.Module:
     for name, p in model.named_parameters():
         p.requires_grad_(".lora_" in name)
     return model
-
-
-def has_lora(model: nn.Module) -> bool:
-    """Whether `model` holds LoRA adapters."""
-    return any(".lora_A." in name for name, _ in model.named_parameters())
 
 
 def lora_weights(model: nn.Module, prefix: str = "") -> dict[str, torch.Tensor]:

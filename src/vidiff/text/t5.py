@@ -31,7 +31,7 @@ from pathlib import Path
 
 import torch
 
-from vidiff.utils.config_io import read_json
+from vidiff.utils.config_io import model_index_class, read_json
 from vidiff.utils.quiet import quiet_loading
 
 __all__ = ["T5_STYLES", "T5Style", "T5TextEncoder", "is_t5_root", "load_t5", "t5_style_of"]
@@ -59,14 +59,7 @@ T5_STYLES = {
 
 def t5_style_of(root: str | os.PathLike) -> T5Style | None:
     """The `T5Style` of a pipeline root (by model_index.json), None for any other folder."""
-    index = Path(root) / "model_index.json"
-    if not index.is_file():
-        return None
-    try:
-        name = read_json(index).get("_class_name")
-    except ValueError:
-        return None
-    return T5_STYLES.get(name)
+    return T5_STYLES.get(model_index_class(root))
 
 
 def is_t5_root(path: str | os.PathLike) -> bool:

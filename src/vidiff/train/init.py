@@ -27,7 +27,6 @@ from pathlib import Path
 from torch import nn
 
 from vidiff.diffusion.ddpm import UNREAD_FIELDS, DiffusionConfig
-from vidiff.diffusion.schedules import SPACINGS
 from vidiff.kinds import MODEL_KINDS, ModelKind, is_imported
 from vidiff.modelio.checkpoint import CheckpointError, load_checkpoint, load_weights
 from vidiff.modelio.spec import spec_from_checkpoint
@@ -37,6 +36,7 @@ from vidiff.models.diffusers_files import check_safetensors, check_weights, read
 from vidiff.models.diffusers_schedule import (
     diffusion_config_from_scheduler,
     find_scheduler_config,
+    scheduler_spacing,
 )
 from vidiff.models.diffusers_sd import sd_config_to_unet_config
 from vidiff.models.sd_folder import is_latent_unet, pipeline_root, unet_folder, unet_json
@@ -44,7 +44,7 @@ from vidiff.text import text_width
 from vidiff.text.clip import is_clip_root
 from vidiff.text.t5 import is_t5_root
 from vidiff.train.config import RunConfig
-from vidiff.utils.config_io import ConfigError, read_json
+from vidiff.utils.config_io import ConfigError
 
 __all__ = ["check_init_source", "load_image_model", "with_init_schedule", "with_pipeline_parts"]
 
@@ -171,9 +171,9 @@ def with_init_schedule(config: RunConfig) -> tuple[RunConfig, str | None]:
     # the fields this process does not read stay the run's (the check of unread settings)
     diffusion = replace(diffusion, **{k: getattr(config.diffusion, k)
                                       for k in UNREAD_FIELDS[diffusion.process]})
-    spacing = read_json(file).get("timestep_spacing") if diffusion.process == "ddpm" else None
+    spacing = scheduler_spacing(file, diffusion)
     sample = config.sample
-    if spacing in SPACINGS and sample.spacing is None:  # CogVideoX samples "trailing"
+    if spacing is not None and sample.spacing is None:  # CogVideoX samples "trailing"
         sample = replace(sample, spacing=spacing)
     if diffusion == config.diffusion and sample == config.sample:
         return config, None

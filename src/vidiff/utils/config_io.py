@@ -45,6 +45,7 @@ __all__ = [
     "config_from_dict",
     "config_to_dict",
     "load_config_file",
+    "model_index_class",
     "parse_value",
     "read_json",
     "valid_keys",
@@ -375,3 +376,15 @@ def read_json(path: str | os.PathLike, required: Iterable[str] = ()) -> dict[str
     if missing:
         raise ConfigError(f"{str(path)!r} lacks {', '.join(map(repr, missing))}")
     return data
+
+
+def model_index_class(root: str | os.PathLike) -> str | None:
+    """The pipeline class a diffusers root's model_index.json names (``_class_name``); None
+    without a readable one."""
+    index = Path(root) / "model_index.json"
+    if not index.is_file():
+        return None
+    try:
+        return read_json(index).get("_class_name")
+    except ValueError:
+        return None
