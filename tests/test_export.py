@@ -38,8 +38,9 @@ def test_out_overlapping_the_run_is_refused_even_with_force(run, capsys, where):
     out = {"run": run, "parent": run.parent, "inside": run / "exported",
            "checkpoints": run / "checkpoints"}[where]
     err = cli_error(capsys, ["export", str(run), str(out), "--force"]).strip().splitlines()
-    assert len(err) == 2 and err[0].startswith("usage:")  # usage, then one line
-    err = err[1]
+    usage = err[:-1]  # argparse's usage (wrapped), then one line
+    assert usage[0].startswith("usage:") and all(line.startswith(" ") for line in usage[1:])
+    err = err[-1]
     assert f"OUT {str(out)!r}" in err
     how = {"run": " is ", "parent": " contains ", "inside": " lies inside ",
            "checkpoints": " lies inside "}[where]

@@ -5,6 +5,7 @@ rhat^i. Stub generators check the algebra exactly; tiny U-Nets check the rest.""
 
 import json
 import math
+from dataclasses import asdict
 
 import pytest
 import torch
@@ -12,6 +13,7 @@ from _tolerance import ONE_OP, assert_close_to
 from torch import nn
 
 import vidiff
+from vidiff.diffusion.ddpm import DiffusionConfig
 from vidiff.diffusion.priors import DecomposedPrior
 from vidiff.kinds.videofusion import videofusion_groups
 from vidiff.models import (
@@ -374,7 +376,9 @@ def test_a_checkpoint_of_the_earlier_videofusion_loads_and_predicts_the_same():
     config = json.loads((folder / "config.json").read_text())
     model = MODEL_KINDS.get("videofusion").build(config)
     model.load_state_dict(load_file(folder / "model.safetensors"))  # strict: the same keys
-    assert model.config_dict() == config
+    # the record read back, the [diffusion] fields added since at their defaults
+    filled = {**asdict(DiffusionConfig()), **config["diffusion"]}
+    assert model.config_dict() == {**config, "diffusion": filled}
     assert model.decomposition.key_index(4) == 1 and model.schedule.timesteps == 200
     want = load_file(folder / "expected.safetensors")
     with torch.no_grad():
@@ -424,3 +428,17 @@ def test_trainer_checkpoint_loads_back_for_sampling(tmp_path):
     x, t = inputs((1, 3, 4, 16, 16))
     with torch.no_grad():
         torch.testing.assert_close(model(x, t), trainer.ema.model.eval()(x, t), atol=0, rtol=0)
+
+
+def test_the_schedule_keeps_its_snr_shift():
+    """VideoFusion's noise scales come from the whole DDPM schedule: an SNR shift (CogVideoX's
+    snr_shift_scale) is not dropped on the way into the model."""
+    from vidiff.models.videofusion import build_videofusion
+
+    shifted = DiffusionConfig("cosine", 50, "eps", snr_shift=3.0)
+    model = build_videofusion("tiny", "tiny", schedule=shifted)
+    want = vidiff.Diffusion("cosine", 50, "eps", snr_shift=3.0).alphas_cumprod.float()
+    assert model.schedule.snr_shift == 3.0
+    assert torch.equal(model.alphas_cumprod, want)
+    plain = vidiff.Diffusion("cosine", 50, "eps").alphas_cumprod.float()
+    assert not torch.allclose(model.alphas_cumprod, plain)

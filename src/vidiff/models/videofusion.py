@@ -42,7 +42,7 @@ rate) are the trainer's (`vidiff.train.build.optimizer_groups`).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -54,7 +54,7 @@ from vidiff.cond import call_conditions
 if TYPE_CHECKING:
     from vidiff.cond import Cond
 
-from vidiff.diffusion.ddpm import Diffusion, DiffusionConfig
+from vidiff.diffusion.ddpm import UNREAD_FIELDS, Diffusion, DiffusionConfig
 from vidiff.diffusion.priors import Decomposition
 from vidiff.models.config import UNetConfig, unet_config_from_dict, unet_config_to_dict
 from vidiff.models.diffusers_io import load_diffusers_unet2d
@@ -122,9 +122,10 @@ class VideoFusion(nn.Module):
             residual = FrameConditionedUNet(residual)
         self.decomposition = Decomposition(lam, key_frame)
         s = schedule if schedule is not None else DiffusionConfig()
-        # what defines the noise scales (the flow's fields of a DDPM config are unused)
-        self.schedule = DiffusionConfig(s.schedule, s.timesteps, s.prediction,
-                                        dict(s.schedule_kwargs), s.process)
+        # what defines the noise scales (abar_t, SNR shift and zero terminal SNR included);
+        # the flow's fields of a DDPM config are unused, so they stay at their defaults
+        unused = {k: getattr(DiffusionConfig(), k) for k in UNREAD_FIELDS["ddpm"]}
+        self.schedule = replace(s, schedule_kwargs=dict(s.schedule_kwargs), **unused)
         # abar_t on the network's time grid (int64 steps), for s_t: float32 (what the float64
         # table gives a float32 x, and MPS has no float64); rebuilt from the schedule, not saved
         self.register_buffer("alphas_cumprod", schedule_table(self.schedule).float(),
