@@ -202,6 +202,9 @@ def _wait_for_a_step(run, proc, timeout=120) -> None:
 
 
 def test_sigterm_mid_run_then_resume(cell):
+    if cell.prior != _priors(cell.kind)[0]:
+        pytest.skip("the stop path does not depend on the prior: run on the kind's first "
+                    "(the prior's resume is test_resume_with_more_steps_and_a_new_lr)")
     run = cell.tmp / "stopped"
     cmd = [sys.executable, "-m", "vidiff", "train", "--out", str(run), "--steps", "100000",
            "--set", *cell.settings, "train.sample_every=0"]

@@ -272,15 +272,17 @@ def test_second_ctrl_c_stops_at_once(tmp_path):
     import signal
 
     out = tmp_path / "r"
-    # slow steps (many micro-batches) keep the run busy after the first signal (a sample
-    # grid would not: the first signal cuts it)
-    proc = _start(out, "train.grad_accum=400")
+    # slow steps (many micro-batches, seconds each) keep the run busy in step 2 after the
+    # first signal (a sample grid would not: the first signal cuts it)
+    proc = _start(out, "train.grad_accum=100")
     _wait_for_steps(out, 1, proc)
     proc.send_signal(signal.SIGINT)
     time.sleep(0.3)
     proc.send_signal(signal.SIGINT)
     _, stderr = proc.communicate(timeout=60)
     assert proc.returncode == 130 and "interrupted" in stderr
+    # the first signal alone would have finished step 2 and saved it: the second cut it
+    assert all(load_checkpoint(c).step < 2 for c in list_checkpoints(out)), stderr
     RunLock(out).acquire().release()  # the lock went with the process
 
 

@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from vidiff.models.context import Context
+from vidiff.models.lora import is_adapted
 from vidiff.models.norm import GroupNorm32, zero_
 
 
@@ -123,7 +124,9 @@ class TemporalAttention(nn.Module):
         b, heads, length = ctx.batch, self.heads, hh * ww
         frames, d = n // b, c // heads
         h = self.norm(x).permute(0, 2, 3, 1).reshape(b, frames, length, c)  # (B, F, HW, C)
-        if frames == 1:
+        if frames == 1 and is_adapted(self.qkv):  # LoRA's B A adds to the whole q, k, v
+            o = self.qkv(h)[..., 2 * c :]  # (B, 1, HW, C): the value
+        elif frames == 1:
             # one frame attends to itself alone: the softmax is 1 and the output is its value
             o = F.linear(h, self.qkv.weight[2 * c :], self.qkv.bias[2 * c :])  # (B, 1, HW, C)
         else:

@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from vidiff.models.context import Context
+from vidiff.models.lora import is_adapted
 from vidiff.models.norm import GroupNorm32, zero_
 
 
@@ -168,6 +169,12 @@ class TemporalConv(nn.Module):
         h = h.view(b, frames, c, hh, ww).transpose(1, 2)
         if ctx.num_images == 0:
             o = self.conv(h)
+        elif is_adapted(self.conv):  # LoRA on the conv: each image a clip of one frame
+            k = ctx.num_images
+            # (B, C, K, H, W) -> (B*K, C, 1, H, W): the zero padding leaves the centre tap
+            images = h[:, :, video:].transpose(1, 2).reshape(b * k, c, 1, hh, ww)
+            images = self.conv(images).view(b, k, c, hh, ww).transpose(1, 2)
+            o = torch.cat([self.conv(h[:, :, :video]), images], dim=2) if video > 0 else images
         else:
             k = self.conv.kernel_size[0] // 2
             centre = self.conv.weight[:, :, k : k + 1]  # (C, C, 1, 1, 1)

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-__all__ = ["LoraSpec", "add_lora", "lora_weights", "merge_lora"]
+__all__ = ["LoraSpec", "add_lora", "is_adapted", "lora_weights", "merge_lora"]
 
 ADAPTER = "default"  # peft's adapter name (the one adapter vidiff trains)
 
@@ -55,7 +55,7 @@ def _peft():
     try:
         import peft  # optional dependency
     except ImportError:
-        raise ImportError("LoRA needs peft: pip install 'vidiff[lora]' (after torch, under "
+        raise ImportError("LoRA needs peft: pip install 'vidiff[video]' (after torch, under "
                           "the torch constraint)") from None
     return peft
 
@@ -74,6 +74,12 @@ def _targets(model: nn.Module, targets: list[str]) -> list[str]:
                              f"network; its layers end with: {', '.join(ends)}")
         chosen += found
     return sorted(set(chosen))
+
+
+def is_adapted(layer: nn.Module) -> bool:
+    """Whether `layer` carries LoRA adapters (peft's layer around the original): code that
+    reads its ``weight`` directly would skip them and must call the layer instead."""
+    return hasattr(layer, "base_layer")
 
 
 def add_lora(model: nn.Module, spec: LoraSpec) -> nn.Module:

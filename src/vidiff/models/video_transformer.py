@@ -173,7 +173,7 @@ def diffusers_transformer_class(family: str) -> type[nn.Module]:
     try:
         import diffusers
     except ImportError:
-        raise ImportError("video transformers need diffusers: pip install 'vidiff[latent]' "
+        raise ImportError("video transformers need diffusers: pip install 'vidiff[video]' "
                           "(after torch, under the torch constraint)") from None
     return getattr(diffusers, FAMILIES[family].class_name)
 

@@ -90,7 +90,7 @@ class T5TextEncoder:
             import transformers  # optional dependency
         except ImportError:
             raise ImportError("a T5 text encoder needs transformers: pip install "
-                              "'vidiff[latent]' (after torch, under the torch "
+                              "'vidiff[video]' (after torch, under the torch "
                               "constraint)") from None
         self.directory = Path(root)
         style = t5_style_of(self.directory)

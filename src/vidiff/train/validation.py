@@ -208,6 +208,11 @@ def _check_trainable(config: RunConfig) -> None:
     if lora.rank and config.train.trainable != "all":
         raise ConfigError(f"train.lora.rank = {lora.rank} trains the adapters only; it does not "
                           f'combine with train.trainable = "{config.train.trainable}"')
+    if lora.rank and config.model.init_from is None and not _resumes(config):
+        raise ConfigError(f"train.lora.rank = {lora.rank} freezes the network under the "
+                          f"adapters, and without model.init_from it keeps its random init: "
+                          f"set model.init_from (--init-from, a pretrained model) or "
+                          f"train.lora.rank = 0")
     if config.train.trainable != "temporal":
         return
     if config.model.overrides.get("temporal") is False:
