@@ -53,7 +53,8 @@ def test_a_layer_computes_eq_3():
     base = copy.deepcopy(layer[0])
     add_lora(layer, LoraSpec(rank=2, alpha=6.0, targets=["0"]))
     _perturb(layer)
-    a, b = layer[0].lora_A["default"].weight, layer[0].lora_B["default"].weight  # (r, in), (out, r)
+    a = layer[0].lora_A["default"].weight  # (r, in)
+    b = layer[0].lora_B["default"].weight  # (out, r)
     x = torch.randn(4, 6)
     want = base(x) + (6.0 / 2) * x @ a.T @ b.T  # W x + (alpha / r) B A x
     torch.testing.assert_close(layer(x), want, rtol=1e-6, atol=1e-6)
