@@ -1,5 +1,6 @@
 """Run configs: files, --set overrides, and the errors for unknown keys and bad values."""
 
+import importlib.util
 import json
 from pathlib import Path
 
@@ -19,14 +20,17 @@ def test_defaults_and_dict_roundtrip():
     assert again == config
 
 
-# the example configs that start from an image model (model.init_from): its kind
+# the example configs that start from a pretrained model (model.init_from): its kind
 NEEDS_SOURCE = {"finetune_sd_video.toml": "sd", "finetune_video.toml": "image",
-                "finetune_videofusion.toml": "image"}
+                "finetune_videofusion.toml": "image", "finetune_wan_lora.toml": "wan",
+                "finetune_cogvideox_lora.toml": "cogvideox"}
+# the example configs of a folder of videos (data.path given on the command line)
+NEEDS_FOLDER = {"finetune_wan_lora.toml", "finetune_cogvideox_lora.toml"}
 
 
 @pytest.fixture(scope="module")
-def image_sources(tmp_path_factory):
-    """A one-step vidiff image run and a tiny Stable Diffusion root, by kind."""
+def sources(tmp_path_factory):
+    """A one-step vidiff image run, tiny Stable Diffusion, Wan and CogVideoX roots, by kind."""
     from _sd_helpers import write_tiny_sd
     from _train_helpers import TINY
 
@@ -35,18 +39,27 @@ def image_sources(tmp_path_factory):
     root = tmp_path_factory.mktemp("sources")
     assert main(["train", "--out", str(root / "image"), "--steps", "1", "--set", *TINY,
                  "model.overrides.temporal=false", "data.frames=1"]) == 0
-    return {"image": root / "image", "sd": write_tiny_sd(root / "sd")}
+    found = {"image": root / "image", "sd": write_tiny_sd(root / "sd")}
+    if importlib.util.find_spec("peft") is not None:
+        import _video_pipelines as vp
+
+        found |= {f: vp.write_pipeline(root / f, f) for f in ("wan", "cogvideox")}
+    return found
 
 
 @pytest.mark.parametrize("name", sorted(p.name for p in CONFIGS.glob("*.toml")))
-def test_example_configs_load(name, request):
+def test_example_configs_load(name, request, tmp_path):
+    folder = [f"data.path={tmp_path}"] if name in NEEDS_FOLDER else []
     if name not in NEEDS_SOURCE:
-        assert isinstance(load_run_config(CONFIGS / name), RunConfig)
+        assert isinstance(load_run_config(CONFIGS / name, folder), RunConfig)
         return
     with pytest.raises(ConfigError, match="model.init_from|train.trainable"):
-        load_run_config(CONFIGS / name)  # its image model is read at load: here, none
-    source = request.getfixturevalue("image_sources")[NEEDS_SOURCE[name]]
-    config = load_run_config(CONFIGS / name, [f"model.init_from={source}"])
+        load_run_config(CONFIGS / name, folder)  # its model is read at load: here, none
+    found = request.getfixturevalue("sources")
+    if NEEDS_SOURCE[name] not in found:
+        pytest.skip("the video recipes need peft (pip install 'vidiff[video]')")
+    source = found[NEEDS_SOURCE[name]]
+    config = load_run_config(CONFIGS / name, [*folder, f"model.init_from={source}"])
     assert config.model.init_from == str(source)
 
 

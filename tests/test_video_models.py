@@ -85,3 +85,37 @@ def test_a_lora_run_round_trips_through_diffusers_loader(roots, tmp_path):
     assert (ours - theirs).abs().max() < BOUND * theirs.abs().max()
     assert (Pipeline.from_pretrained(merged)(**call) - ours).abs().max() < BOUND * 4
     shutil.rmtree(run / "text_cache")
+
+
+def test_the_wan_lora_recipe_trains_under_its_prior_and_buckets(roots, tmp_path, capsys):
+    """configs/finetune_wan_lora.toml at test size: buckets of a folder of captioned videos,
+    the root's VAE and UMT5, LoRA on the attention projections, the progressive prior."""
+    import json
+    from pathlib import Path
+
+    import numpy as np
+
+    from vidiff.io import write_video
+
+    data = tmp_path / "videos"
+    rng = np.random.default_rng(0)
+    for i, (h, w) in enumerate([(40, 56), (56, 40), (36, 60)]):  # two landscape, one portrait
+        clip = torch.from_numpy(rng.uniform(-1, 1, (3, 12, h, w))).float()
+        write_video(data / f"v{i}.mp4", clip, fps=8)
+        (data / f"v{i}.txt").write_text(f"clip number {i}")
+    config = Path(__file__).resolve().parents[1] / "configs" / "finetune_wan_lora.toml"
+    run = tmp_path / "run"
+    assert main(["train", "-c", str(config), "--init-from", str(roots["wan"]), "--data",
+                 str(data), "--out", str(run), "--steps", "2", "--set",
+                 "data.buckets=[[9,32,48],[9,48,32]]", "data.fps=null", "train.precision=fp32",
+                 "train.lora.rank=4", "train.sample_every=0", "train.ckpt_every=0",
+                 "train.progress=false", "train.threads=1", "train.warmup=1"]) == 0
+    buckets = json.loads((run / "buckets.json").read_text())["buckets"]
+    assert [(b["height"], b["width"], b["videos"]) for b in buckets] == [(32, 48, 2),
+                                                                         (48, 32, 1)]
+    spec = Pipeline.from_pretrained(run).spec
+    assert spec.lora.rank == 4 and spec.lora.targets == ["to_q", "to_k", "to_v", "to_out.0"]
+    assert spec.prior.name == "progressive" and spec.prior.params == {"alpha": 2.0}
+    assert spec.conditioning.text_encoder.name == str(roots["wan"])
+    banner = [line for line in capsys.readouterr().out.splitlines() if "data:" in line][0]
+    assert "trained: LoRA rank 4 on 16 layers)" in banner, banner  # 2 blocks x 2 attn x 4

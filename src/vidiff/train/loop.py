@@ -15,6 +15,7 @@ from typing import Any, Protocol
 import torch
 from tqdm.auto import tqdm
 
+from vidiff.models.lora import is_adapted
 from vidiff.train import distributed
 from vidiff.train.budget import TimeBudget
 from vidiff.train.data import describe_dataset
@@ -116,13 +117,21 @@ def _banner(trainer: LoopRun) -> str:
     if d.buckets:
         shape = f"one of {len(d.buckets)} bucket shapes (below)"
     trained = trainer.num_trained
-    share = "" if trained == trainer.num_params else f" ({trained / 1e6:.2f}M trained)"
+    share = "" if trained == trainer.num_params else f" ({_count(trained)} trained)"
+    if trainer.config.train.lora.rank:
+        layers = sum(is_adapted(m) for m in trainer.raw.modules())
+        share = (f" ({_count(trained)} trained: LoRA rank {trainer.config.train.lora.rank} on "
+                 f"{layers} layers)")
     return (f"data: {describe_dataset(trainer.dataset, trainer.class_names)}; "
             f"{trainer.num_params / 1e6:.2f}M parameters{share}, {trainer.dist.world} "
             f"process(es) on "
             f"{trainer.device} with {trainer.threads.describe()}, {trainer.global_batch} "
             f"videos per step of {shape}, warmup "
             f"{trainer.schedule.warmup} steps, out: {trainer.out}")
+
+
+def _count(n: int) -> str:
+    return f"{n / 1e6:.2f}M" if n >= 10_000 else f"{n:,}"
 
 
 def _samples(trainer: LoopRun, result: TrainResult, stop: StopSignals) -> bool:
