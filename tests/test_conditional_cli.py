@@ -90,3 +90,25 @@ def test_upsample_names_bad_input(tiny_run, capsys):
     run = str(tiny_run)
     assert "--factor 3" in cli_error(capsys, ["upsample", run, "--factor", "3"])
     assert "reconstruction" in cli_error(capsys, ["upsample", run, "--method", "replacement"])
+
+
+def test_extend_takes_the_models_conditions(tiny_run, clip, tmp_path, capsys):
+    """--class conditions the extension (with guidance at the run's scale); without it the
+    model samples unconditionally; a condition the model does not take is refused."""
+    run = tmp_path / "labels"
+    assert main(["train", "--out", str(run), "--steps", "2", "--set", *TINY,
+                 "data.use_labels=true", "train.cond_drop_prob=0.2"]) == 0
+    outs = []
+    for extra in (["--class", "0"], ["--class", "1"], []):
+        out = tmp_path / f"c{len(outs)}.npy"
+        assert main(["extend", str(run), "--input", str(clip), "--frames", "6", *extra,
+                     "--out", str(out), *FAST]) == 0
+        outs.append(np.load(out))
+    assert (outs[0][:, :3] == outs[1][:, :3]).all()  # the given frames, kept
+    assert not (outs[0] == outs[1]).all() and not (outs[0] == outs[2]).all()
+    err = cli_error(capsys, ["extend", str(tiny_run), "--input", str(clip), "--class", "0"])
+    assert "--class: this model is not class-conditional" in err
+    err = cli_error(capsys, ["extend", str(tiny_run), "--input", str(clip), "--caption", "x"])
+    assert "--caption: this model is not text-conditional" in err
+    err = cli_error(capsys, ["extend", str(run), "--input", str(clip), "--negative-prompt", "x"])
+    assert "--negative-prompt: a unet model's null condition is learned" in err

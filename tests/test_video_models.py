@@ -3,8 +3,6 @@
 initial latents and prompt (fp32), with and without guidance; a LoRA run exports adapters
 that diffusers' ``load_lora_weights`` reads back to the same samples, and ``--merge`` too."""
 
-import shutil
-
 import pytest
 import torch
 
@@ -57,8 +55,10 @@ def test_a_frame_count_off_the_rule_is_named(roots):
         pipe.clip_for(8, 32, 32)
 
 
-def test_a_lora_run_round_trips_through_diffusers_loader(roots, tmp_path):
-    run = tmp_path / "run"
+@pytest.fixture(scope="module")
+def wan_run(roots, tmp_path_factory):
+    """A LoRA run of the tiny Wan on 9 x 32 x 32 clips (3 steps)."""
+    run = tmp_path_factory.mktemp("wan_run") / "run"
     code = main(["train", "--out", str(run), "--set", "model.kind=wan",
                  f"model.init_from={roots['wan']}", "diffusion.process=flow",
                  "sample.sampler=euler", "data.use_captions=true", "data.frames=9",
@@ -67,6 +67,11 @@ def test_a_lora_run_round_trips_through_diffusers_loader(roots, tmp_path):
                  "train.sample_every=0", "sample.steps=2", "train.progress=false",
                  "train.ema_decay=0"])
     assert code == 0 and (run / "text_cache" / "index.json").is_file()
+    return run
+
+
+def test_a_lora_run_round_trips_through_diffusers_loader(roots, wan_run, tmp_path):
+    run = wan_run
     out, merged = tmp_path / "export", tmp_path / "merged"
     export_model(run, out)
     export_model(run, merged, merge=True)
@@ -84,7 +89,6 @@ def test_a_lora_run_round_trips_through_diffusers_loader(roots, tmp_path):
     assert (ours - base).abs().max() > 100 * BOUND  # the adapters changed the model
     assert (ours - theirs).abs().max() < BOUND * theirs.abs().max()
     assert (Pipeline.from_pretrained(merged)(**call) - ours).abs().max() < BOUND * 4
-    shutil.rmtree(run / "text_cache")
 
 
 def test_the_wan_lora_recipe_trains_under_its_prior_and_buckets(roots, tmp_path, capsys):
@@ -119,3 +123,44 @@ def test_the_wan_lora_recipe_trains_under_its_prior_and_buckets(roots, tmp_path,
     assert spec.conditioning.text_encoder.name == str(roots["wan"])
     banner = [line for line in capsys.readouterr().out.splitlines() if "data:" in line][0]
     assert "trained: LoRA rank 4 on 16 layers)" in banner, banner  # 2 blocks x 2 attn x 4
+
+
+def test_image_to_video_starts_with_the_image_and_follows_the_caption(wan_run, tmp_path, capsys):
+    """`vidiff extend ROOT --input first_frame.png --caption ...`: the causal VAE encodes the
+    image alone, the sampled clip keeps that latent frame exactly, so its decoded first frame is
+    the image's VAE reconstruction; the caption steers the rest; frame counts are video
+    frames, checked against the VAE's rule."""
+    import numpy as np
+    from _train_helpers import cli_error
+
+    from vidiff.io import read_video, write_video
+
+    image = torch.rand(3, 1, 32, 32, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    png = tmp_path / "first.png"
+    write_video(png, image, fps=8)
+    outs = {}
+    for caption in ("a red ball bounces", "a blue cube spins"):
+        outs[caption] = out = tmp_path / f"{caption[2:5]}.npy"
+        assert main(["extend", str(wan_run), "--input", str(png), "--caption", caption,
+                     "--frames", "9", "--steps", "2", "--guidance-scale", "3", "--out",
+                     str(out), "--threads", "1"]) == 0
+    a, b = (torch.from_numpy(np.load(p))[0] for p in outs.values())  # (F, H, W, C) uint8
+    assert a.shape == (9, 32, 32, 3)
+    pipe = Pipeline.from_pretrained(wan_run)
+    pixels = read_video(png).permute(3, 0, 1, 2)[None].float() / 127.5 - 1  # (1, C, 1, H, W)
+    again = pipe.decode(pipe.encode(pixels))[0, :, 0]  # (C, H, W): the VAE's reconstruction
+    want = ((again.clamp(-1, 1) + 1) * 127.5).round().permute(1, 2, 0)
+    assert (a[0].float() - want).abs().max() <= 1 and (b[0].float() - want).abs().max() <= 1
+    # same seed, same image: only the caption differs (a tiny model's text effect is small)
+    assert not torch.equal(a[1:], b[1:])
+    sampled = tmp_path / "s.npy"
+    assert main(["sample", str(wan_run), "--caption", "a red ball bounces", "--negative-prompt",
+                 "blurry", "-n", "1", "--steps", "2", "--out", str(sampled)]) == 0
+    assert np.load(sampled).shape == (1, 9, 32, 32, 3)
+    err = cli_error(capsys, ["extend", str(wan_run), "--input", str(png), "--frames", "8"])
+    assert "--frames 8: 8 frames do not fit the Wan VAE" in err and "nearest: 5 or 9" in err
+    err = cli_error(capsys, ["extend", str(wan_run), "--input", str(png),
+                             "--guidance-scale", "3"])
+    assert "--guidance-scale 3 needs --class or --caption" in err
+    err = cli_error(capsys, ["interpolate", str(wan_run), "--input", str(png)])
+    assert "each latent frame of this model's video VAE holds 4 frames" in err

@@ -1,17 +1,19 @@
-"""What `vidiff extend`, `interpolate` and `upsample` share: arguments, loading the model,
-reading the input video, writing the output."""
+"""What `vidiff extend`, `interpolate` and `upsample` share: arguments, loading the model and
+its conditions (`vidiff.commands._conditions`), reading the input video, writing the output."""
 
 from __future__ import annotations
 
 import argparse
 import functools
 import math
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from vidiff.cli import CommandError
+from vidiff.commands._conditions import Conditions, add_condition_arguments, read_conditions
 from vidiff.data.resize import FitFrames, resize_crop_frames
 from vidiff.io import (
     WRITE_SUFFIXES,
@@ -54,6 +56,7 @@ def add_common_arguments(parser: argparse.ArgumentParser, weight: float | None =
                         help="ddpm, ddim or dpmpp_2m (None: the run's sample.sampler)")
     parser.add_argument("--steps", type=int, default=None,
                         help="sampler steps per window (None: the run's sample.steps)")
+    add_condition_arguments(parser)  # none given: the unconditional model
     add_run_arguments(parser)
 
 
@@ -178,17 +181,24 @@ def load(args: argparse.Namespace):
     if pipe.spec.shape.frames < 2 and args.command in ("extend", "interpolate"):
         raise CommandError(f"{args.checkpoint!r} is an image model (1 frame a sample): "
                            f"vidiff {args.command} needs a video model")
+    conditions = read_conditions(args, pipe)
+    if args.guidance_scale not in (None, 1.0) and not conditions.given:
+        raise CommandError(f"--guidance-scale {args.guidance_scale:g} needs --class or --caption "
+                           f"(without them vidiff {args.command} samples the unconditional "
+                           f"model)")
     try:  # the model's own sampler unless told (what `vidiff sample` and the run's samples use)
-        chosen = pipe.sampling(args.sampler, args.steps, guidance_scale=1.0)
+        chosen = pipe.sampling(args.sampler, args.steps, guidance_scale=args.guidance_scale)
     except SamplingError as err:
-        raise CommandError(err.named(f"--{err.field}")) from None
+        raise CommandError(err.named(f"--{err.field.replace('_', '-')}")) from None
     args.sampler, args.steps = chosen.sampler, chosen.steps
-    # the network as its sampler calls it (a flow model's: the velocity of float time)
-    sampler = ConditionalSampler(pipe.denoiser(1.0), pipe.diffusion, pipe.prior,
+    # the network as its sampler calls it (a flow model's: the velocity of float time), with
+    # classifier-free guidance when a condition was given
+    scale = chosen.guidance_scale if conditions.given else 1.0
+    sampler = ConditionalSampler(pipe.denoiser(scale), pipe.diffusion, pipe.prior,
                                  method=args.method,
                                  weight=args.guidance_weight, sampler=args.sampler,
                                  steps=args.steps, progress=True, clip_x0=not latent)
-    return pipe, sampler
+    return pipe, sampler, conditions
 
 
 def _read_frames(path: Path, size: int | None):
@@ -228,22 +238,47 @@ def read_input(args: argparse.Namespace, channels: int, size: int | None, device
     return from_uint8(frames).to(device)  # (N, C, F, h, w)
 
 
-def first_clip(args: argparse.Namespace, pipe):
+def first_clip(args: argparse.Namespace, pipe, conditions: Conditions):
     """--num videos of the model's own length, sampled with its own sampling settings
-    (classes cycled, its guidance scale) when there is no --input; a latent model's stay
-    latents."""
-    return pipe(args.num, sampler=args.sampler, steps=args.steps,
-                generator=generator(args, pipe.device), decode=False)
+    (the given conditions, else its classes in turn; its guidance scale) when there is no
+    --input; a latent model's stay latents."""
+    return pipe(args.num, sampler=args.sampler, steps=args.steps, **conditions.call(),
+                guidance_scale=args.guidance_scale, generator=generator(args, pipe.device),
+                decode=False)
 
 
-def model_input(args: argparse.Namespace, pipe):
+def conditioned(sampler: ConditionalSampler, pipe, conditions: Conditions,
+                count: int) -> ConditionalSampler:
+    """`sampler` with the conditions of `count` videos (none given: the unconditional
+    model's empty `vidiff.Cond`)."""
+    return replace(sampler, cond=conditions.cond(pipe, count))
+
+
+def model_input(args: argparse.Namespace, pipe, conditions: Conditions):
     """The given videos in the model's space: --input read at the model's video size (and a
     latent model's encoded), or `first_clip`."""
     if args.input is None:
-        return first_clip(args, pipe)
+        return first_clip(args, pipe, conditions)
     shape = pipe.video_shape
     video = read_input(args, shape.channels, shape.size, pipe.device)
     return video if pipe.autoencoder is None else pipe.encode(video)
+
+
+def temporal_factor(pipe) -> int:
+    """Frames per latent frame after the first (1: pixels, or a VAE of single frames)."""
+    return 1 if pipe.autoencoder is None else getattr(pipe.autoencoder, "temporal", 1)
+
+
+def latent_frames(pipe, frames: int, option: str) -> int:
+    """The model's frames of a clip of `frames` video frames (`option` gives them): a video
+    VAE's 1 + (frames - 1) / t latent frames; a `CommandError` off its frame rule."""
+    if temporal_factor(pipe) == 1:
+        return frames
+    shape = pipe.video_shape
+    try:
+        return pipe.autoencoder.latent_shape((shape.channels, frames, *shape.fhw[1:]))[1]
+    except ValueError as err:
+        raise CommandError(f"{option} {frames}: {err}") from None
 
 
 def as_video(pipe, out):

@@ -5,8 +5,15 @@ frames before the end of what exists so far, keeps those frames as known data an
 rest, conditioned by reconstruction guidance (VDM eq. 7, default) or by the replacement method.
 Without --input, --num clips are sampled first and extended.
 
+Image-to-video: --input first_frame.png with --caption (or --class) samples a clip that starts
+with the image; a video VAE encodes the first frame alone (causally), so its first latent
+frame is exactly the image's. --frames, --context count video frames: with a video VAE of
+temporal factor t, a clip has 1 + t k frames and --context / new frames are multiples of t.
+
 Examples:
   vidiff extend runs/balls --input clip.mp4 --frames 64 --out long.mp4
+  vidiff extend runs/wan_lora --input first_frame.png --caption "a red ball bounces" \
+      --frames 81 --out ball.mp4
   vidiff extend runs/balls --num 4 --frames 48 --overlap 4 --method replacement --out r.gif
   vidiff extend runs/balls --input long.mp4 --context 16 --frames 8 --out longer.mp4
 """
@@ -36,27 +43,50 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    pipe, sampler = common.load(args)
+    pipe, sampler, conditions = common.load(args)
     shape = pipe.spec.shape
     device = pipe.device
-    video = common.model_input(args, pipe)  # (N, C, F, H, W), a latent model's latents
     overlap = common.window_overlap(args, shape.frames)
+    if args.context is None:  # the frame counts in the model's frames, before any compute
+        frames = common.latent_frames(pipe, args.frames, "--frames")
+    else:
+        context, new = (_group(pipe, n, option) for n, option in
+                        ((args.context, "--context"), (args.frames, "--frames")))
+    video = common.model_input(args, pipe, conditions)  # (N, C, F, H, W), or latents
+    sampler = common.conditioned(sampler, pipe, conditions, video.shape[0])
     given, gen = video.shape[2], common.generator(args, device)
     if args.context is None:
-        if args.frames < given:
+        if frames < given:
             raise CommandError(f"--frames {args.frames} is shorter than the given video "
                                f"({given} frames); to add frames to a long video, use "
                                f"--context N --frames NEW")
-        out = sampler.extend(video, args.frames, shape.frames, overlap, gen)
-        what = f"extended from {given} frames, overlap {overlap}"
+        out = sampler.extend(video, frames, shape.frames, overlap, gen)
+        what = f"extended from {_pixel(pipe, given)} frames, overlap {overlap}"
     else:
-        if not 1 <= args.context <= given or args.frames < 1:
-            raise CommandError(f"--context {args.context} must be in [1, {given}] (the input's "
-                               f"frames) and --frames (new frames) >= 1, got {args.frames}")
+        if not 1 <= context <= given or new < 1:
+            raise CommandError(f"--context {args.context} must be in [1, "
+                               f"{_pixel(pipe, given)}] (the input's frames) and --frames "
+                               f"(new frames) >= 1, got {args.frames}")
         # (B, C, given, H, W): the last N frames condition; the rest is put back in front
-        tail = sampler.extend(video[:, :, given - args.context:], args.context + args.frames,
-                              shape.frames, overlap, gen)
-        out = torch.cat([video[:, :, :given - args.context], tail], dim=2)
-        what = f"{args.frames} frames added after {given}, from the last {args.context}"
+        tail = sampler.extend(video[:, :, given - context:], context + new, shape.frames,
+                              overlap, gen)
+        out = torch.cat([video[:, :, :given - context], tail], dim=2)
+        what = (f"{args.frames} frames added after {_pixel(pipe, given)}, from the last "
+                f"{args.context}")
     common.write_output(args, common.as_video(pipe, out), what, pipe)
     return 0
+
+
+def _pixel(pipe, frames: int) -> int:
+    """The video frames of `frames` model frames (a video VAE's: 1 + t (frames - 1))."""
+    return 1 + common.temporal_factor(pipe) * (frames - 1)
+
+
+def _group(pipe, frames: int, option: str) -> int:
+    """The latent frames of `frames` video frames taken after the first: a video VAE's later
+    latent frames hold t frames each, so `frames` must be a multiple of t."""
+    t = common.temporal_factor(pipe)
+    if frames % t:
+        raise CommandError(f"{option} {frames}: each latent frame after the first holds {t} "
+                           f"frames of this model's VAE; give a multiple of {t}")
+    return frames // t

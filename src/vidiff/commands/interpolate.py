@@ -32,10 +32,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     if args.factor < 2:
         raise CommandError(f"--factor must be >= 2, got {args.factor}")
-    pipe, sampler = common.load(args)
+    pipe, sampler, conditions = common.load(args)
     shape = pipe.spec.shape
     device = pipe.device
-    video = common.model_input(args, pipe)  # (N, C, F, H, W), a latent model's latents
+    if (t := common.temporal_factor(pipe)) > 1:
+        raise CommandError(f"interpolation keeps every {args.factor}th frame as it is, and each "
+                           f"latent frame of this model's video VAE holds {t} frames: use a "
+                           f"model in pixels or with a per-frame VAE, or vidiff extend")
+    video = common.model_input(args, pipe, conditions)  # (N, C, F, H, W), or latents
+    sampler = common.conditioned(sampler, pipe, conditions, video.shape[0])
     if video.shape[2] < 2:
         raise CommandError("interpolation needs a video of at least 2 frames")
     overlap = common.window_overlap(args, shape.frames, lowest=0)

@@ -24,6 +24,7 @@ import torch
 
 from vidiff.cli import CommandError
 from vidiff.commands._conditional import add_run_arguments, load_pipeline, output_fps
+from vidiff.commands._conditions import add_condition_arguments, read_conditions
 from vidiff.io import (
     WRITE_SUFFIXES,
     OutputPathError,
@@ -52,33 +53,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="sampler steps (None: the run's sample.steps)")
     parser.add_argument("--eta", type=float, default=None,
                         help="DDIM eta (stochasticity; None: the run's sample.eta, else 0)")
-    parser.add_argument("--class", dest="class_", metavar="LABEL", default=None,
-                        help="class-conditional models: a class index or name, or a comma "
-                             "list cycled over the videos (None: all classes in turn)")
-    parser.add_argument("--caption", default=None,
-                        help="text-conditional models: the caption (None: the class names)")
-    parser.add_argument("--guidance-scale", type=float, default=None,
-                        help="classifier-free guidance scale for conditional models (1: none; "
-                             "None: the run's sample.guidance_scale)")
+    add_condition_arguments(parser)  # --class, --caption, --negative-prompt, --guidance-scale
     add_run_arguments(parser)  # --seed, --weights, --device, --fps, --threads
-
-
-def _labels(text: str, names: list[str], num_classes: int) -> list[int]:
-    labels = []
-    for part in [p.strip() for p in text.split(",") if p.strip()]:
-        if part.lstrip("-").isdigit():
-            label = int(part)
-        elif part in names:
-            label = names.index(part)
-        else:
-            known = ", ".join(repr(n) for n in names[:12])
-            raise CommandError(f"--class {part!r} is neither a class index in [0, "
-                               f"{num_classes}) nor a class name; names: {known}")
-        if not 0 <= label < num_classes:
-            raise CommandError(f"--class {label} is out of range: the model has "
-                               f"{num_classes} classes (0..{num_classes - 1})")
-        labels.append(label)
-    return labels
 
 
 def run(args: argparse.Namespace) -> int:
@@ -101,25 +77,14 @@ def run(args: argparse.Namespace) -> int:
         raise CommandError(f"{args.checkpoint!r} is a super-resolution model (from "
                            f"{spec.conditioning.lowres_size}x{spec.conditioning.lowres_size})"
                            f": use vidiff upsample")
-    labels = None
-    if args.class_ is not None:
-        if spec.num_classes is None:
-            raise CommandError("--class: this model is not class-conditional (it was trained "
-                               "without data.use_labels)")
-        labels = _labels(args.class_, spec.conditioning.class_names, spec.num_classes)
-    if args.caption is not None and pipe.text_encoder is None:
-        raise CommandError("--caption: this model is not text-conditional (it was trained "
-                           "without data.use_captions)")
-    if args.guidance_scale not in (None, 1.0) and not spec.conditional:
-        raise CommandError("--guidance-scale needs a conditional model (class or caption)")
+    conditions = read_conditions(args, pipe)  # checked before any sampling
     try:
         chosen = pipe.sampling(args.sampler, args.steps, args.eta, args.guidance_scale)
     except SamplingError as err:
         raise CommandError(err.named(f"--{err.field.replace('_', '-')}")) from None
     generator = torch.Generator(device=pipe.device).manual_seed(args.seed)
     videos = pipe(args.num, sampler=chosen.sampler, steps=chosen.steps, eta=chosen.eta,
-                  guidance_scale=chosen.guidance_scale, class_labels=labels,
-                  captions=[args.caption] if args.caption is not None else None,
+                  guidance_scale=chosen.guidance_scale, **conditions.call(),
                   generator=generator, progress=True)
     fps = output_fps(args, pipe)
     if per_video:

@@ -45,10 +45,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     if args.factor is not None and args.factor < 2:
         raise CommandError(f"--factor must be >= 2, got {args.factor}")
-    pipe, sampler = common.load(args)
+    pipe, sampler, conditions = common.load(args)
     shape = pipe.spec.shape
     if pipe.spec.conditioning.lowres_size is not None:
-        return _conditioned(args, pipe, sampler)
+        return _conditioned(args, pipe, sampler, conditions)
     factor = args.factor or 2
     if args.method != "reconstruction" or args.guidance_weight <= 0:
         raise CommandError("upsample with a model that is not a super-resolution model needs "
@@ -59,13 +59,14 @@ def run(args: argparse.Namespace) -> int:
     device = pipe.device
     low_size = shape.size // factor
     low = (common.read_input(args, shape.channels, low_size, device) if args.input
-           else downsample(common.first_clip(args, pipe), factor))
+           else downsample(common.first_clip(args, pipe, conditions), factor))
+    sampler = common.conditioned(sampler, pipe, conditions, low.shape[0])
     out = sampler.upsample_guided(low, factor, common.generator(args, device))
     common.write_output(args, out, f"upsampled x{factor} from {low_size}x{low_size}", pipe)
     return 0
 
 
-def _conditioned(args: argparse.Namespace, pipe, sampler) -> int:
+def _conditioned(args: argparse.Namespace, pipe, sampler, conditions) -> int:
     """A super-resolution model: the --input at its low resolution is its condition."""
     shape = pipe.spec.shape
     low_size, size = pipe.spec.conditioning.lowres_size, shape.size
@@ -80,6 +81,7 @@ def _conditioned(args: argparse.Namespace, pipe, sampler) -> int:
     low = common.read_input(args, shape.channels, None, device)  # (N, C, F, h, w)
     if tuple(low.shape[-2:]) != (low_size, low_size):
         raise CommandError(f"--input {args.input!r} is {low.shape[-2]}x{low.shape[-1]}; {what}")
+    sampler = common.conditioned(sampler, pipe, conditions, low.shape[0])
     # the overlap counts only for clips longer than the model's window
     overlap = common.window_overlap(args, shape.frames) if low.shape[2] > shape.frames else 0
     out = sampler.upsample_conditioned(low, factor, shape.frames, overlap,

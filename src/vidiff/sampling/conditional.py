@@ -141,7 +141,8 @@ class ConditionalSampler:
         n = video.shape[2]
         if len(known) != n:
             raise ValueError(f"known has {len(known)} entries for a video of {n} frames")
-        window = min(window, n)
+        if n <= window:  # one window holds the whole video: no overlap to choose
+            window, overlap = n, 0
         if not 0 <= overlap < window:
             raise ValueError(f"overlap must be in [0, {window - 1}] for windows of {window} "
                              f"frames, got {overlap}")
