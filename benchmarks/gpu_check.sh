@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The GPU check: one prepared script, under 10 minutes (550 s of timeouts) on one H100/H200, one markdown report.
+# The GPU check: one prepared script, under 10 minutes (590 s of timeouts) on one H100/H200, one markdown report.
 #
 #   bash benchmarks/gpu_check.sh            # report in $OUT/gpu_report.md (runs/gpu_check/ without $OUT)
 #
@@ -46,7 +46,7 @@ PY
 } > "$REPORT"
 
 echo "## 1. U-Net speed (bf16 autocast, torch.compile)" >> "$REPORT"
-timeout 200 $PY benchmarks/unet_speed.py --device cuda --dtype bf16 --compile \
+timeout 180 $PY benchmarks/unet_speed.py --device cuda --dtype bf16 --compile \
     --models vidiff --configs 16x64x64 --batch 32 --repeats 5 --peak-tflops "$PEAK" \
     --json "$OUT/unet_speed.json" > "$OUT/unet_speed.log" 2>&1
 echo "exit status $?" >> "$REPORT"
