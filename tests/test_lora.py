@@ -106,3 +106,28 @@ def test_a_target_that_names_no_layer_lists_the_layers():
 def test_the_run_config_refuses_a_lora_that_cannot_train(tmp_path, setting, message):
     with pytest.raises(ConfigError, match=message):
         tiny_config(tmp_path / "r", *setting)
+
+
+def test_a_unet_lora_run_from_an_image_model_resumes_and_exports(tmp_path):
+    """PYoCo's recipe with adapters: an image run inflated into a video U-Net, LoRA on its
+    attention (spatial and temporal), trained, resumed, exported and sampled back."""
+    from _train_helpers import TINY
+
+    from vidiff import Pipeline
+    from vidiff.cli import main
+    from vidiff.modelio.export import export_model
+
+    image, run = tmp_path / "image", tmp_path / "run"
+    assert main(["train", "--out", str(image), "--steps", "1", "--set", *TINY,
+                 "model.overrides.temporal=false", "data.frames=1"]) == 0
+    assert main(["train", "--out", str(run), "--steps", "2", "--set", *TINY,
+                 f"model.init_from={image}", "train.lora.rank=4", "prior.name=mixed"]) == 0
+    assert main(["train", "--out", str(run), "--steps", "3"]) == 0  # resumes at 2
+    pipe = Pipeline.from_pretrained(run)
+    assert pipe.spec.provenance.step == 3 and pipe.spec.lora.targets == ["qkv", "proj"]
+    assert any(is_adapted(m) for m in pipe.model.modules())
+    export_model(run, tmp_path / "out")
+    exported = Pipeline.from_pretrained(tmp_path / "out")
+    g = [torch.Generator().manual_seed(0) for _ in range(2)]
+    torch.testing.assert_close(exported(1, steps=2, generator=g[0]),
+                               pipe(1, steps=2, generator=g[1]), rtol=0, atol=1e-6)

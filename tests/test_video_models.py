@@ -164,3 +164,33 @@ def test_image_to_video_starts_with_the_image_and_follows_the_caption(wan_run, t
     assert "--guidance-scale 3 needs --class or --caption" in err
     err = cli_error(capsys, ["interpolate", str(wan_run), "--input", str(png)])
     assert "each latent frame of this model's video VAE holds 4 frames" in err
+
+
+def test_temporal_only_training_is_refused_for_a_full_attention_kind(roots):
+    from vidiff.train.config import load_run_config
+    from vidiff.utils.config_io import ConfigError
+
+    with pytest.raises(ConfigError, match="has no temporal layers apart; train adapters"):
+        load_run_config(None, ["model.kind=wan", f"model.init_from={roots['wan']}",
+                               "diffusion.process=flow", "sample.sampler=euler",
+                               "data.use_captions=true", "data.frames=9", "data.size=32",
+                               "train.trainable=temporal"])
+
+
+def test_a_lora_run_resumes_with_its_adapters(roots, wan_run):
+    """Two more steps on the LoRA run: only the adapters move, the frozen base stays the
+    root's transformer."""
+    from safetensors.torch import load_file
+
+    from vidiff.modelio.checkpoint import list_checkpoints
+
+    before = load_file(list_checkpoints(wan_run)[-1] / "model.safetensors")
+    assert main(["train", "--out", str(wan_run), "--steps", "5"]) == 0
+    after = load_file(list_checkpoints(wan_run)[-1] / "model.safetensors")
+    moved = {k for k in after if not torch.equal(after[k], before[k])}
+    assert moved and all(".lora_" in k for k in moved)
+    base = Pipeline.from_pretrained(roots["wan"]).model.state_dict()
+    for key, value in after.items():
+        if ".lora_" not in key:
+            name = key.replace(".base_layer.", ".")
+            assert torch.equal(value, base[name].to(value.dtype)), key

@@ -113,6 +113,14 @@ class VideoModelKind(ModelKind):
                 f"{cfg.text_dim}")
 
     @classmethod
+    def architecture(cls, network: dict) -> dict:
+        """The base's, without the null text's length: the empty prompt's embedding is set
+        after the network is built, and its weights bring it (a resumed run's, a checkpoint's)."""
+        arch = super().architecture(network)
+        arch.pop("null_tokens", None)
+        return arch
+
+    @classmethod
     def resolve(cls, preset: str, overrides: dict) -> VideoTransformerConfig:
         overrides = dict(overrides)
         for key in ("num_classes", "cond_channels"):
@@ -139,6 +147,10 @@ class VideoModelKind(ModelKind):
             if bad:
                 raise ConfigError(f"{key}: a {cls.name} model is a text-to-video transformer "
                                   f"(no super-resolution, class labels or joint images)")
+        if config.train.trainable == "temporal":
+            raise ConfigError(f'train.trainable = "temporal": a {cls.name} model attends over '
+                              f"space and time at once, it has no temporal layers apart; "
+                              f'train adapters (train.lora.rank) or train.trainable = "all"')
 
     @classmethod
     def build_for_run(cls, config, backbone, image: nn.Module | None) -> nn.Module:

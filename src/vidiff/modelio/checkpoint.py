@@ -359,6 +359,10 @@ def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
 def load_weights(model: nn.Module, tensors: Mapping[str, torch.Tensor], source: str = "") -> None:
     """Load `tensors` into `model` exactly; any missing, unexpected or reshaped entry is a
     `CheckpointError` that names them (not a state_dict traceback)."""
+    for name, module in model.named_modules():  # lengths the weights decide: a video
+        fit = getattr(module, "fit_null_text", None)  # transformer's null text
+        if fit is not None:
+            fit(tensors, f"{name}." if name else "")
     own = model.state_dict()
     missing = [k for k in own if k not in tensors]
     unexpected = sorted(k for k in tensors if k not in own)

@@ -25,7 +25,7 @@ is done here, once per family (`FAMILIES`):
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 import torch
@@ -206,6 +206,13 @@ class VideoTransformer(nn.Module):
         self.config.null_tokens = int(emb.shape[0])
         self.null_emb = emb.detach().to(self.null_emb)
         self.null_mask = mask.detach().bool().to(self.null_mask.device)
+
+    def fit_null_text(self, tensors: Mapping[str, Tensor], prefix: str = "") -> None:
+        """Take the null text's length from weights about to load (`tensors`, this module's
+        names after `prefix`): a resumed run builds its network before any null text is set."""
+        emb, mask = tensors.get(prefix + "null_emb"), tensors.get(prefix + "null_mask")
+        if emb is not None and mask is not None and emb.shape != self.null_emb.shape:
+            self.set_null_text(emb, mask)
 
     def forward(self, x: Tensor, t: Tensor, cond: Cond | None = None, **keywords) -> Tensor:
         """The prediction (velocity or v) for latents x (B, C, f, h, w) at the process's
