@@ -194,3 +194,15 @@ def test_a_lora_run_resumes_with_its_adapters(roots, wan_run):
         if ".lora_" not in key:
             name = key.replace(".base_layer.", ".")
             assert torch.equal(value, base[name].to(value.dtype)), key
+
+
+def test_info_describes_a_lora_run_and_names_a_root(roots, wan_run, capsys):
+    from _train_helpers import cli_error
+
+    assert main(["info", str(wan_run)]) == 0
+    out = capsys.readouterr().out
+    assert f"model        wan, from {roots['wan']}" in out
+    assert "lora         rank 4, alpha 4, on to_q, to_k, to_v, to_out.0" in out
+    assert f"text         {roots['wan']} (the pipeline's T5, width 16" in out
+    err = cli_error(capsys, ["info", str(roots["wan"])])
+    assert "is a diffusers WanPipeline root, not a vidiff model: `vidiff sample" in err

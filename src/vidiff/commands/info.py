@@ -20,7 +20,10 @@ from vidiff.kinds import MODEL_KINDS
 from vidiff.modelio.checkpoint import CheckpointError, list_checkpoints, load_checkpoint
 from vidiff.modelio.pipeline import EXPORT_CONFIG, EXPORT_WEIGHTS, is_exported, read_spec
 from vidiff.modelio.spec import ClipShape
+from vidiff.modelio.video_pipeline import is_video_pipeline
 from vidiff.text import is_clip_root
+from vidiff.text.t5 import is_t5_root
+from vidiff.utils.config_io import model_index_class
 
 NAME = "info"
 HELP = "show a checkpoint's step, model, parameter count, files and config"
@@ -44,6 +47,10 @@ def _size(n: int) -> str:
 
 def describe(path: str) -> dict:
     """The facts `vidiff info` prints, as a dict (no weights are read)."""
+    if is_video_pipeline(path):
+        raise CheckpointError(f"{path!r} is a diffusers {model_index_class(path)} root, not a "
+                              f"vidiff model: `vidiff sample {path}` samples it, `vidiff train "
+                              f"--init-from {path}` fine-tunes it")
     spec = read_spec(path)
     ckpt_meta: dict = {}
     if is_exported(Path(path)):
@@ -90,7 +97,9 @@ def _text_encoder(spec) -> str | None:
     text = spec.conditioning.text_encoder
     if text is None:
         return None
-    if is_clip_root(text.name) or spec.backbone_config.null_text_tokens > 1:
+    if is_t5_root(text.name):
+        return f"{text.name} (the pipeline's T5, width {text.dim}, {text.max_tokens} tokens)"
+    if is_clip_root(text.name) or getattr(spec.backbone_config, "null_text_tokens", 1) > 1:
         return f"{text.name} (CLIP, width {text.dim}, the tokenizer's padded length)"
     width = f", width {text.dim}" if text.name == "hash" else ""
     return f"{text.name}{width}, up to {text.max_tokens} words"
@@ -131,6 +140,12 @@ def run(args: argparse.Namespace) -> int:
     print(f"parameters   {facts['parameters']:,}" if facts["parameters"] else "parameters   ?")
     print(_model_line(facts["model"]))
     print(f"network      {facts['network']}")
+    lora = facts["spec"].get("lora")
+    if lora:
+        scale = lora["rank"] if lora["alpha"] is None else lora["alpha"]
+        print(f"lora         rank {lora['rank']}, alpha {scale:g}, on "
+              f"{', '.join(lora['targets'])} (the rest frozen; vidiff export writes the "
+              f"adapters, --merge the merged network)")
     spec = facts["spec"]
     shape, num_images = spec["shape"], spec["provenance"]["num_images"]
     print(f"clips        {_clip(shape)}"

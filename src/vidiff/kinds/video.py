@@ -113,6 +113,12 @@ class VideoModelKind(ModelKind):
                 f"{cfg.text_dim}")
 
     @classmethod
+    def describe_settings(cls, model: dict) -> str:
+        if model.get("init_from"):  # the root's architecture, not the preset's
+            return f"{cls.name}, from {model['init_from']}"
+        return super().describe_settings(model)
+
+    @classmethod
     def architecture(cls, network: dict) -> dict:
         """The base's, without the null text's length: the empty prompt's embedding is set
         after the network is built, and its weights bring it (a resumed run's, a checkpoint's)."""
