@@ -204,8 +204,9 @@ class VideoTransformer(nn.Module):
             raise ValueError(f"the null text must be (L0, {self.config.text_dim}) with a mask "
                              f"(L0,), got {tuple(emb.shape)} and {tuple(mask.shape)}")
         self.config.null_tokens = int(emb.shape[0])
-        self.null_emb = emb.detach().to(self.null_emb)
-        self.null_mask = mask.detach().bool().to(self.null_mask.device)
+        with torch.no_grad():  # in place: the buffers stay the same tensors (an EMA holds them)
+            self.null_emb.resize_(emb.shape).copy_(emb.detach())
+            self.null_mask.resize_(mask.shape).copy_(mask.detach().bool())
 
     def fit_null_text(self, tensors: Mapping[str, Tensor], prefix: str = "") -> None:
         """Take the null text's length from weights about to load (`tensors`, this module's

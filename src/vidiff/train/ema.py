@@ -29,6 +29,15 @@ class EMA:
                   if not p.requires_grad and p.dtype == torch.float32}
         self.model = copy.deepcopy(model, memo=dict(frozen)).float().eval()
         self.model.requires_grad_(False)
+        self._source = model
+        self._pairs = self._pairs_of(model)
+
+    def _pairs_of(self, model: nn.Module) -> tuple[list, list]:
+        """(EMA, model) parameter pairs, frozen (shared) ones left out, and buffer pairs:
+        listed once, not by walking the module tree at every step."""
+        params = [(e, p) for e, p in zip(self.model.parameters(), model.parameters(),
+                                         strict=True) if e is not p]
+        return params, list(zip(self.model.buffers(), model.buffers(), strict=True))
 
     def decay_at(self, step: int) -> float:
         """The decay used by the update after optimizer step `step` (1-based)."""
@@ -43,12 +52,13 @@ class EMA:
     def update(self, model: nn.Module, step: int) -> None:
         """Average in `model`'s current weights after optimizer step `step`."""
         d = self.decay_at(step)
-        for ema_p, p in zip(self.model.parameters(), model.parameters(), strict=True):
-            if ema_p is p:  # a frozen parameter, shared
-                continue
+        if model is not self._source:
+            self._source, self._pairs = model, self._pairs_of(model)
+        params, buffers = self._pairs
+        for ema_p, p in params:
             if d == 0.0:
                 ema_p.copy_(p.detach())
             else:
                 ema_p.lerp_(p.detach().float(), 1.0 - d)
-        for ema_b, b in zip(self.model.buffers(), model.buffers(), strict=True):
+        for ema_b, b in buffers:
             ema_b.copy_(b)

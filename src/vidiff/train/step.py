@@ -121,7 +121,8 @@ class Stepper:
             self.optimizer.zero_grad(set_to_none=True)
             raise NonFiniteLossError(step + 1, loss, last_checkpoint)
         self.scaler.unscale_(self.optimizer)
-        params = [p for p in self.raw.parameters() if p.grad is not None]
+        params = [p for group in self.optimizer.param_groups for p in group["params"]
+                  if p.grad is not None]  # the trained ones (no walk of the module tree)
         if t.grad_clip > 0:
             norm = torch.nn.utils.clip_grad_norm_(params, t.grad_clip)
         else:
