@@ -66,14 +66,19 @@ CAPTIONS = ["a red ball bounces", "two blue squares move left", "the cat walks s
 
 
 def tokenizer(folder: Path):
-    """A T5-style tokenizer (SentencePiece Unigram, </s> appended, <pad> = 0) trained on
-    CAPTIONS and saved to `folder` as transformers writes one."""
+    """A T5-style tokenizer (SentencePiece Unigram, </s> appended, <pad> = 0) over the words
+    and letters of CAPTIONS, saved to `folder` as transformers writes one. Its pieces and
+    scores are written out, not trained: Unigram training orders ties differently from run
+    to run, and the fixture must be the same every time."""
     from tokenizers import SentencePieceUnigramTokenizer
     from tokenizers.processors import TemplateProcessing
 
-    sp = SentencePieceUnigramTokenizer()
-    sp.train_from_iterator(CAPTIONS * 10, vocab_size=60, unk_token="<unk>",
-                           special_tokens=["<pad>", "</s>", "<unk>"], show_progress=False)
+    words = sorted({w for c in CAPTIONS for w in c.split()})
+    letters = sorted({ch for c in CAPTIONS for ch in c if ch != " "})
+    vocab = [("<pad>", 0.0), ("</s>", 0.0), ("<unk>", 0.0)]
+    vocab += [(f"\u2581{w}", -2.0) for w in words] + [("\u2581", -4.0)]
+    vocab += [(ch, -6.0) for ch in letters]  # any other word: letter by letter
+    sp = SentencePieceUnigramTokenizer(vocab=vocab)
     sp.post_processor = TemplateProcessing(single="$A </s>", pair="$A </s> $B </s>",
                                            special_tokens=[("</s>", 1)])
     tok = transformers.T5TokenizerFast(tokenizer_object=sp._tokenizer, eos_token="</s>",
