@@ -129,5 +129,5 @@ def test_a_unet_lora_run_from_an_image_model_resumes_and_exports(tmp_path):
     export_model(run, tmp_path / "out")
     exported = Pipeline.from_pretrained(tmp_path / "out")
     g = [torch.Generator().manual_seed(0) for _ in range(2)]
-    torch.testing.assert_close(exported(1, steps=2, generator=g[0]),
-                               pipe(1, steps=2, generator=g[1]), rtol=0, atol=1e-6)
+    torch.testing.assert_close(exported(1, steps=2, generator=g[0]),  # fp32 in [-1, 1]
+                               pipe(1, steps=2, generator=g[1]), rtol=1e-5, atol=1e-5)
