@@ -162,6 +162,14 @@ def test_image_to_video_starts_with_the_image_and_follows_the_caption(wan_run, t
     err = cli_error(capsys, ["extend", str(wan_run), "--input", str(png),
                              "--guidance-scale", "3"])
     assert "--guidance-scale 3 needs --class or --caption" in err
+    clip = tmp_path / "twelve.mp4"  # 12 frames: off the 1 + 4k rule, named before encoding
+    write_video(clip, torch.rand(3, 12, 32, 32, generator=torch.Generator().manual_seed(1)),
+                fps=8)
+    err = cli_error(capsys, ["extend", str(wan_run), "--input", str(clip), "--frames", "17"])
+    assert f"--input {str(clip)!r}: 12 frames do not fit the Wan VAE" in err
+    err = cli_error(capsys, ["extend", str(wan_run), "--input", str(png), "--context", "3",
+                             "--frames", "4"])
+    assert "--context 3: each latent frame after the first holds 4 frames" in err
     err = cli_error(capsys, ["interpolate", str(wan_run), "--input", str(png)])
     assert "each latent frame of this model's video VAE holds 4 frames" in err
 

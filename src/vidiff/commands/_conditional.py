@@ -261,7 +261,10 @@ def model_input(args: argparse.Namespace, pipe, conditions: Conditions):
         return first_clip(args, pipe, conditions)
     shape = pipe.video_shape
     video = read_input(args, shape.channels, shape.size, pipe.device)
-    return video if pipe.autoencoder is None else pipe.encode(video)
+    if pipe.autoencoder is None:
+        return video
+    latent_frames(pipe, video.shape[2], f"--input {args.input!r}")  # before encoding
+    return pipe.encode(video)
 
 
 def temporal_factor(pipe) -> int:
@@ -269,16 +272,35 @@ def temporal_factor(pipe) -> int:
     return 1 if pipe.autoencoder is None else getattr(pipe.autoencoder, "temporal", 1)
 
 
-def latent_frames(pipe, frames: int, option: str) -> int:
-    """The model's frames of a clip of `frames` video frames (`option` gives them): a video
-    VAE's 1 + (frames - 1) / t latent frames; a `CommandError` off its frame rule."""
+def latent_frames(pipe, frames: int, where: str) -> int:
+    """The model's frames of a clip of `frames` video frames: a video VAE's 1 + (frames - 1)
+    / t latent frames; off its frame rule a `CommandError` that starts with `where` (the
+    option that gave them)."""
     if temporal_factor(pipe) == 1:
         return frames
     shape = pipe.video_shape
     try:
         return pipe.autoencoder.latent_shape((shape.channels, frames, *shape.fhw[1:]))[1]
     except ValueError as err:
-        raise CommandError(f"{option} {frames}: {err}") from None
+        raise CommandError(f"{where}: {err}") from None
+
+
+def video_frames(pipe, frames: int) -> int:
+    """The video frames of a clip of `frames` model frames (a video VAE's 1 + t (f - 1))."""
+    return 1 + temporal_factor(pipe) * (frames - 1)
+
+
+def later_frames(pipe, frames: int, option: str, *, whole_clip: bool) -> int:
+    """The latent frames of `frames` video frames after a clip's first: a video VAE's later
+    latent frames hold t frames each, so `frames` is a multiple of t; frames added to a clip
+    (`whole_clip`) keep its frame count on the VAE's rule (CogVideoX: a multiple of 2t)."""
+    t, step = temporal_factor(pipe), 1
+    if t > 1:
+        step = getattr(pipe.autoencoder, "frame_step", t) if whole_clip else t
+    if frames % step:
+        raise CommandError(f"{option} {frames}: each latent frame after the first holds {t} "
+                           f"frames of this model's VAE; give a multiple of {step}")
+    return frames // t
 
 
 def as_video(pipe, out):

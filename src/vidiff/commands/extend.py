@@ -48,45 +48,33 @@ def run(args: argparse.Namespace) -> int:
     device = pipe.device
     overlap = common.window_overlap(args, shape.frames)
     if args.context is None:  # the frame counts in the model's frames, before any compute
-        frames = common.latent_frames(pipe, args.frames, "--frames")
+        frames = common.latent_frames(pipe, args.frames, f"--frames {args.frames}")
     else:
-        context, new = (_group(pipe, n, option) for n, option in
-                        ((args.context, "--context"), (args.frames, "--frames")))
+        context = common.later_frames(pipe, args.context, "--context", whole_clip=False)
+        new = common.later_frames(pipe, args.frames, "--frames", whole_clip=True)
     video = common.model_input(args, pipe, conditions)  # (N, C, F, H, W), or latents
     sampler = common.conditioned(sampler, pipe, conditions, video.shape[0])
     given, gen = video.shape[2], common.generator(args, device)
+    shown = common.video_frames(pipe, given)  # the input's video frames
     if args.context is None:
         if frames < given:
             raise CommandError(f"--frames {args.frames} is shorter than the given video "
-                               f"({given} frames); to add frames to a long video, use "
+                               f"({shown} frames); to add frames to a long video, use "
                                f"--context N --frames NEW")
         out = sampler.extend(video, frames, shape.frames, overlap, gen)
-        what = f"extended from {_pixel(pipe, given)} frames, overlap {overlap}"
+        what = f"extended from {shown} frames, overlap {overlap}"
     else:
-        if not 1 <= context <= given or new < 1:
-            raise CommandError(f"--context {args.context} must be in [1, "
-                               f"{_pixel(pipe, given)}] (the input's frames) and --frames "
-                               f"(new frames) >= 1, got {args.frames}")
+        t = common.temporal_factor(pipe)
+        most = given if t == 1 else given - 1  # a video VAE: the frames after the first
+        if not 1 <= context <= most or new < 1:
+            raise CommandError(f"--context {args.context} must be in [1, {t * most}] (the "
+                               f"input's frames) and --frames (new frames) >= 1, got "
+                               f"{args.frames}")
         # (B, C, given, H, W): the last N frames condition; the rest is put back in front
         tail = sampler.extend(video[:, :, given - context:], context + new, shape.frames,
                               overlap, gen)
         out = torch.cat([video[:, :, :given - context], tail], dim=2)
-        what = (f"{args.frames} frames added after {_pixel(pipe, given)}, from the last "
-                f"{args.context}")
+        what = f"{args.frames} frames added after {shown}, from the last {args.context}"
     common.write_output(args, common.as_video(pipe, out), what, pipe)
     return 0
 
-
-def _pixel(pipe, frames: int) -> int:
-    """The video frames of `frames` model frames (a video VAE's: 1 + t (frames - 1))."""
-    return 1 + common.temporal_factor(pipe) * (frames - 1)
-
-
-def _group(pipe, frames: int, option: str) -> int:
-    """The latent frames of `frames` video frames taken after the first: a video VAE's later
-    latent frames hold t frames each, so `frames` must be a multiple of t."""
-    t = common.temporal_factor(pipe)
-    if frames % t:
-        raise CommandError(f"{option} {frames}: each latent frame after the first holds {t} "
-                           f"frames of this model's VAE; give a multiple of {t}")
-    return frames // t
