@@ -112,3 +112,9 @@ def test_extend_takes_the_models_conditions(tiny_run, clip, tmp_path, capsys):
     assert "--caption: this model is not text-conditional" in err
     err = cli_error(capsys, ["extend", str(run), "--input", str(clip), "--negative-prompt", "x"])
     assert "--negative-prompt: a unet model's null condition is learned" in err
+    # the same check, the library's names: Pipeline.check_conditions is the one place
+    from vidiff import Pipeline
+    from vidiff.modelio.pipeline import ConditionError
+
+    with pytest.raises(ConditionError, match="^captions: this model is not text-conditional"):
+        Pipeline.from_pretrained(run).conditions(1, captions=["x"])

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 from vidiff.cli import CommandError
 from vidiff.cond import Cond
+from vidiff.modelio.pipeline import ConditionError
 
 
 def add_condition_arguments(parser: argparse.ArgumentParser) -> None:
@@ -84,21 +85,21 @@ def labels_of(text: str, names: list[str], num_classes: int) -> list[int]:
     return labels
 
 
+OPTIONS = {"class_labels": "--class", "captions": "--caption",
+           "negative_prompt": "--negative-prompt"}  # Pipeline.conditions keyword -> option
+
+
 def read_conditions(args: argparse.Namespace, pipe) -> Conditions:
-    """The conditions of `args`, each checked against the model (a `CommandError` naming the
-    option it does not take)."""
-    spec, labels = pipe.spec, None
-    if args.class_ is not None:
-        if spec.num_classes is None:
-            raise CommandError("--class: this model is not class-conditional (it was trained "
-                               "without data.use_labels)")
-        labels = labels_of(args.class_, spec.conditioning.class_names, spec.num_classes)
-    if args.caption is not None and pipe.text_encoder is None:
-        raise CommandError("--caption: this model is not text-conditional (it was trained "
-                           "without data.use_captions)")
-    if args.negative_prompt is not None and not spec.model_kind.negative_prompts:
-        raise CommandError(f"--negative-prompt: a {spec.kind} model's null condition is "
-                           f"learned, not a text (the video transformer kinds take one)")
+    """The conditions of `args`, each checked against the model (`Pipeline.check_conditions`:
+    a `CommandError` naming the option it does not take)."""
+    spec = pipe.spec
+    try:
+        pipe.check_conditions(class_labels=args.class_, captions=args.caption,
+                              negative_prompt=args.negative_prompt)
+    except ConditionError as err:
+        raise CommandError(err.named(OPTIONS[err.field])) from None
+    labels = None if args.class_ is None else labels_of(
+        args.class_, spec.conditioning.class_names, spec.num_classes)
     if args.guidance_scale not in (None, 1.0) and not spec.conditional:
         raise CommandError("--guidance-scale needs a conditional model (class or caption)")
     return Conditions(labels, args.caption, args.negative_prompt)

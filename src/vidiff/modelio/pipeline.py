@@ -49,8 +49,23 @@ from vidiff.sampling.guidance import ClassifierFreeGuidance
 from vidiff.sampling.samplers import SamplingConfig, SamplingError, sample
 from vidiff.text import text_encoder_named
 
-__all__ = ["EXPORT_CONFIG", "EXPORT_WEIGHTS", "Pipeline", "Pretrained", "is_exported",
-           "read_pretrained", "read_spec"]
+__all__ = ["EXPORT_CONFIG", "EXPORT_WEIGHTS", "ConditionError", "Pipeline", "Pretrained",
+           "is_exported", "read_pretrained", "read_spec"]
+
+
+
+class ConditionError(ValueError):
+    """A condition the model does not take: `field` (a `Pipeline.conditions` keyword) and
+    what is wrong."""
+
+    def __init__(self, field: str, problem: str):
+        super().__init__(f"{field}: {problem}")
+        self.field, self.problem = field, problem
+
+    def named(self, name: str) -> str:
+        """The message with the condition called `name` (``--class``, ...)."""
+        return f"{name}: {self.problem}"
+
 
 DEFAULT_BATCH = 16  # videos per sampling batch unless told otherwise
 OUTPUT_TYPES = ("video", "latent")  # what a call returns: decoded videos | a latent model's
@@ -150,7 +165,8 @@ class Pipeline:
         low-res clips `lowres` (count, C, F, h, w)."""
         cond: dict = {}  # Cond's fields
         num_classes, device = self.spec.num_classes, self.device
-        self._check_conditions(class_labels, captions, lowres)
+        self.check_conditions(class_labels=class_labels, captions=captions, lowres=lowres,
+                              negative_prompt=negative_prompt)
         if num_classes is not None:
             labels = list(range(num_classes)) if class_labels is None else list(
                 torch.as_tensor(class_labels).flatten().tolist())
@@ -165,25 +181,30 @@ class Pipeline:
         if lowres is not None:
             cond["lowres"] = lowres.to(device)
         if negative_prompt:
-            if not self.spec.model_kind.negative_prompts:
-                raise ValueError(f"negative_prompt: a {self.spec.kind} model's null condition "
-                                 f"is learned, not a text (the video transformer kinds take one)")
-            if self.text_encoder is None:
-                raise ValueError("negative_prompt: this model is not text-conditional")
             chosen = [negative_prompt[i % len(negative_prompt)] for i in range(count)]
             cond["null_emb"], cond["null_mask"] = self.text_encoder(chosen, device)
         return Cond(**cond)
 
-    def _check_conditions(self, class_labels, captions, lowres) -> None:
-        """A ValueError naming a condition this model does not take."""
-        if class_labels is not None and self.spec.num_classes is None:
-            raise ValueError("class_labels: this model is not class-conditional"
-                             + (" (it takes captions)" if self.text_encoder is not None else ""))
-        if captions is not None and self.text_encoder is None:
-            raise ValueError("captions: this model is not text-conditional"
-                             + (" (it takes class_labels)" if self.spec.num_classes else ""))
-        if lowres is not None and self.spec.conditioning.lowres_size is None:
-            raise ValueError("lowres: this model is not a super-resolution model")
+    def check_conditions(self, *, class_labels=None, captions=None, lowres=None,
+                         negative_prompt=None) -> None:
+        """A `ConditionError` naming a given (not None) condition this model does not take;
+        the commands name their option with its `named`."""
+        spec, text = self.spec, self.text_encoder is not None
+        if class_labels is not None and spec.num_classes is None:
+            raise ConditionError("class_labels", "this model is not class-conditional (it was "
+                                 "trained without data.use_labels" + ("; it takes captions)"
+                                                                      if text else ")"))
+        if captions is not None and not text:
+            raise ConditionError("captions", "this model is not text-conditional (it was "
+                                 "trained without data.use_captions" + (
+                                     "; it takes class labels)" if spec.num_classes else ")"))
+        if lowres is not None and spec.conditioning.lowres_size is None:
+            raise ConditionError("lowres", "this model is not a super-resolution model")
+        if negative_prompt is not None and not spec.model_kind.negative_prompts:
+            raise ConditionError("negative_prompt", f"a {spec.kind} model's null condition is "
+                                 f"learned, not a text (the video transformer kinds take one)")
+        if negative_prompt is not None and not text:
+            raise ConditionError("negative_prompt", "this model is not text-conditional")
 
     def denoiser(self, guidance_scale: float | None = None) -> Callable[..., torch.Tensor]:
         """The network as a float32 denoiser ``(xt, t, **cond)``, with classifier-free
