@@ -18,7 +18,7 @@ from safetensors import safe_open
 from vidiff.cli import CommandError
 from vidiff.kinds import MODEL_KINDS
 from vidiff.modelio.checkpoint import CheckpointError, list_checkpoints, load_checkpoint
-from vidiff.modelio.pipeline import EXPORT_CONFIG, EXPORT_WEIGHTS, is_exported, read_spec
+from vidiff.modelio.pretrained import EXPORT_CONFIG, EXPORT_WEIGHTS, is_exported, read_spec
 from vidiff.modelio.spec import ClipShape
 from vidiff.modelio.video_pipeline import is_video_pipeline
 from vidiff.text import is_clip_root

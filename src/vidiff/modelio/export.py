@@ -26,7 +26,7 @@ from torch import nn
 from vidiff.io.paths import check_apart, check_new_folder
 from vidiff.io.write import OutputPathError
 from vidiff.modelio.checkpoint import CHECKPOINTS_DIR, find_checkpoint, load_weights
-from vidiff.modelio.pipeline import (
+from vidiff.modelio.pretrained import (
     EXPORT_CONFIG,
     EXPORT_WEIGHTS,
     Pretrained,
