@@ -105,10 +105,7 @@ def write_folder(root: Path, size: str) -> None:
 
         torch.manual_seed(SEED)
         net = diffusers.WanTransformer3DModel(**cfg).eval()
-        g = torch.Generator().manual_seed(SEED)
-        for p in net.parameters():  # as write_pipeline: zero-initialised layers randomised
-            if p.ndim and not p.abs().sum():
-                p.data.normal_(0, 0.1, generator=g)
+        vp.fill_zero_layers(net, torch.Generator().manual_seed(SEED))  # as write_pipeline
         net.save_pretrained(root / "transformer")
 
 

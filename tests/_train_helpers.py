@@ -1,6 +1,7 @@
 """Small, fast run configs for the training, checkpoint and CLI tests."""
 
 import pytest
+import torch
 
 from vidiff.cli import main
 from vidiff.train.config import load_run_config
@@ -27,3 +28,13 @@ def cli_error(capsys, argv):
         main(argv)
     assert exc.value.code == 2
     return capsys.readouterr().err
+
+
+def fill_zero_layers(module: torch.nn.Module, generator: torch.Generator,
+                     std: float = 0.1) -> None:
+    """Draw N(0, std^2) into `module`'s all-zero weights (zero-initialised output layers), so
+    that every path of a freshly built network reaches its output."""
+    with torch.no_grad():
+        for p in module.parameters():
+            if p.ndim and not p.any():
+                p.normal_(0, std, generator=generator)  # weights: not diffusion noise

@@ -8,6 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
+from _train_helpers import fill_zero_layers  # noqa: F401 (the benchmarks' too)
 
 diffusers = __import__("diffusers")
 transformers = __import__("transformers")
@@ -113,10 +114,8 @@ def _write(root: Path, family: str, seed: int) -> Path:
                  vae=getattr(diffusers, vae_cls)(**vae_cfg).eval(),
                  scheduler=getattr(diffusers, sched_cls)(**sched_cfg))
     g = torch.Generator().manual_seed(seed)
-    for module in (parts["transformer"], parts["vae"]):  # zero-initialised layers: randomise
-        for p in module.parameters():
-            if p.ndim and not p.abs().sum():
-                p.data.normal_(0, 0.1, generator=g)  # not diffusion noise
+    for module in (parts["transformer"], parts["vae"]):
+        fill_zero_layers(module, g)
     getattr(diffusers, PIPELINES[family])(**parts).save_pretrained(root)
     return root
 

@@ -11,7 +11,7 @@ import torch
 
 pytest.importorskip("peft")
 
-from _train_helpers import tiny_config  # noqa: E402
+from _train_helpers import fill_zero_layers, tiny_config  # noqa: E402
 
 from vidiff.models import build_unet  # noqa: E402
 from vidiff.models.lora import LoraSpec, add_lora, is_adapted, lora_weights, merge_lora  # noqa: E402
@@ -26,11 +26,7 @@ def _unet():
     too: a network whose every path reaches the output."""
     torch.manual_seed(0)
     model = build_unet("tiny", num_classes=None, temporal_conv=True).eval()
-    g = torch.Generator().manual_seed(0)
-    with torch.no_grad():
-        for p in model.parameters():
-            if not p.any():
-                p.copy_(0.05 * torch.randn(p.shape, generator=g))
+    fill_zero_layers(model, torch.Generator().manual_seed(0), std=0.05)
     return model
 
 
