@@ -1,5 +1,8 @@
 """Small, fast run configs for the training, checkpoint and CLI tests."""
 
+import os
+import time
+
 import pytest
 import torch
 
@@ -38,3 +41,27 @@ def fill_zero_layers(module: torch.nn.Module, generator: torch.Generator,
         for p in module.parameters():
             if p.ndim and not p.any():
                 p.normal_(0, std, generator=generator)  # weights: not diffusion noise
+
+
+def rank_pids(parent: int, timeout: float = 60) -> dict[int, int]:
+    """{rank: pid} of the worker processes torchrun started (from their environment)."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        ranks = {}
+        for pid in os.listdir("/proc"):
+            if not pid.isdigit():
+                continue
+            try:
+                env = open(f"/proc/{pid}/environ", "rb").read().split(b"\0")
+                stat = open(f"/proc/{pid}/stat").read().split()
+            except OSError:
+                continue
+            if int(stat[3]) != parent:
+                continue
+            for item in env:
+                if item.startswith(b"RANK="):
+                    ranks[int(item[5:])] = int(pid)
+        if len(ranks) == 2:
+            return ranks
+        time.sleep(0.2)
+    raise AssertionError("torchrun's workers did not start")

@@ -10,7 +10,7 @@ import time
 
 import pytest
 import torch
-from _train_helpers import TINY, tiny_config
+from _train_helpers import TINY, rank_pids, tiny_config
 
 from vidiff.modelio.checkpoint import list_checkpoints, load_checkpoint
 from vidiff.train import train
@@ -50,30 +50,6 @@ def test_two_processes_match_one(tmp_path, backbone):
         f"step_{steps:08d}{s}" for s in (".gif", ".mp4", ".png")]
 
 
-def _rank_pids(parent: int, timeout: float = 60) -> dict[int, int]:
-    """{rank: pid} of the worker processes torchrun started (from their environment)."""
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        ranks = {}
-        for pid in os.listdir("/proc"):
-            if not pid.isdigit():
-                continue
-            try:
-                env = open(f"/proc/{pid}/environ", "rb").read().split(b"\0")
-                stat = open(f"/proc/{pid}/stat").read().split()
-            except OSError:
-                continue
-            if int(stat[3]) != parent:
-                continue
-            for item in env:
-                if item.startswith(b"RANK="):
-                    ranks[int(item[5:])] = int(pid)
-        if len(ranks) == 2:
-            return ranks
-        time.sleep(0.2)
-    raise AssertionError("torchrun's workers did not start")
-
-
 @pytest.mark.skipif(not os.path.isdir("/proc"), reason="finds the ranks through /proc")
 def test_sigterm_to_one_rank_stops_every_rank_after_the_same_step(tmp_path):
     """Only rank 1 is signalled: rank 0 learns of it through the per-step agreement, stops
@@ -86,7 +62,7 @@ def test_sigterm_to_one_rank_stops_every_rank_after_the_same_step(tmp_path):
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True)
     try:
-        ranks = _rank_pids(proc.pid)
+        ranks = rank_pids(proc.pid)
         log = out / "log.jsonl"
         deadline = time.time() + 120
         while not (log.exists() and len(log.read_text().splitlines()) >= 3):

@@ -19,6 +19,7 @@ from vidiff.cli import CommandError
 from vidiff.kinds import MODEL_KINDS
 from vidiff.modelio.checkpoint import CheckpointError, list_checkpoints, load_checkpoint
 from vidiff.modelio.pretrained import EXPORT_CONFIG, EXPORT_WEIGHTS, is_exported, read_spec
+from vidiff.modelio.sharded import count_parameters, shard_bytes
 from vidiff.modelio.spec import ClipShape
 from vidiff.modelio.video_pipeline import is_video_pipeline
 from vidiff.text import is_clip_root
@@ -63,7 +64,8 @@ def describe(path: str) -> dict:
         ckpt_meta = ckpt.meta
         run = ckpt.path.parent.parent if ckpt.path.is_dir() else None
         others = [p.name for p in list_checkpoints(run)] if run is not None else []
-    files = {k: {"path": str(p), "bytes": p.stat().st_size} for k, p in found.items()}
+    files = {k: {"path": str(p), "bytes": shard_bytes(p) if p.is_dir() else p.stat().st_size}
+             for k, p in found.items()}
     return {
         "path": str(where),
         "step": spec.provenance.step,
@@ -83,8 +85,11 @@ def describe(path: str) -> dict:
 
 
 def _count(files: dict) -> int | None:
-    """The parameter count of the model (or EMA) weights, from the safetensors header."""
+    """The parameter count of the model (or EMA) weights, from the safetensors header (or
+    the shards' metadata)."""
 
+    if "shards" in files:  # an FSDP run's checkpoint
+        return count_parameters(files["shards"])
     for kind in ("model", "ema", "weights"):
         if kind in files:
             with safe_open(str(files[kind]), "pt") as f:  # header only, no tensor data

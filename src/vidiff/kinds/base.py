@@ -29,13 +29,15 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from torch import nn
+from torch.distributed.fsdp import FSDPModule
 
 from vidiff.utils.config_io import ConfigError
 from vidiff.utils.registry import Registry
 
-__all__ = ["EXECUTION_FIELDS", "MODEL_KINDS", "ModelKind", "architecture_mismatch", "check_fields",
+__all__ = ["EXECUTION_FIELDS", "MODEL_KINDS", "ModelKind", "architecture_mismatch",
+           "block_modules", "check_fields",
            "config_from_dict", "config_to_dict", "imported_target", "is_diffusers_dir",
-           "is_imported", "kind_of", "split_decay"]
+           "is_imported", "kind_of", "network_type", "split_decay"]
 
 # `config` below is a run config (`vidiff.train.config.RunConfig`), read by attribute: nothing
 # outside train/ imports train/.
@@ -67,12 +69,15 @@ class ModelKind(ABC):
     # its image model in diffusers: the pipeline root's subfolder and the config classes
     diffusers_subfolder: ClassVar[str] = "unet"
     diffusers_classes: ClassVar[tuple[str, ...]] = ()
+    # why it cannot split a clip's tokens over ranks (train.sequence_parallel); "" when it can
+    no_sequence_parallel: ClassVar[str] = ("its convolutions need every pixel of a frame: "
+                                           "sequence parallelism is for transformers")
 
     # -- the network of a spec ----------------------------------------------------------------
     @classmethod
     def owns(cls, model: nn.Module) -> bool:
         """Whether `model` is a network of this kind (`kind_of`): its exact type, by default."""
-        return type(model) is cls.network_class
+        return network_type(model) is cls.network_class
 
     @classmethod
     def build(cls, network: dict) -> nn.Module:
@@ -166,6 +171,21 @@ class ModelKind(ABC):
                 {"params": no_decay, "weight_decay": 0.0}]
 
     @classmethod
+    def shard_units(cls, model: nn.Module) -> list[nn.Module]:
+        """The modules FSDP shards one by one before the root (``train.parallel = "fsdp"``),
+        innermost first: by default `block_modules`, the model's blocks."""
+        return block_modules(model)
+
+    @classmethod
+    def split_sequence(cls, model: nn.Module, group, degree: int) -> None:
+        """Split `model`'s tokens over the `degree` ranks of the process group `group`
+        (Ulysses attention; ``train.sequence_parallel``): each rank's gradients become its
+        tokens' share, summed over the group by the trainer. Only kinds with an empty
+        `no_sequence_parallel` implement it."""
+        raise ValueError(f"model.kind = {cls.name!r} cannot split its clips over ranks: "
+                         f"{cls.no_sequence_parallel}")
+
+    @classmethod
     def init_null_text(cls, model: nn.Module, text_encoder, config) -> None:
         """Set what a new run's null condition stands for from its text encoder (None for a
         run without captions); by default nothing: the null condition is learned."""
@@ -226,6 +246,36 @@ class ModelKind(ABC):
 
 
 MODEL_KINDS: Registry[type[ModelKind]] = Registry("model kind")
+
+
+def block_modules(model: nn.Module) -> list[nn.Module]:
+    """The outermost elements of `model`'s `nn.ModuleList`s that hold parameters: a U-Net's
+    levels and middle blocks, a DiT's blocks (and temporal blocks), a video transformer's
+    blocks. Lists nested inside one (an attention's ``to_out``) belong to it."""
+    units: list[nn.Module] = []
+    taken: set[int] = set()
+
+    def visit(module: nn.Module) -> None:
+        for child in module.children():
+            if id(child) in taken:
+                continue
+            if isinstance(module, nn.ModuleList) and any(True for _ in child.parameters()):
+                units.append(child)
+                taken.add(id(child))
+            else:
+                visit(child)
+
+    visit(model)
+    return units
+
+
+def network_type(model: nn.Module) -> type:
+    """The class `model` was built as: its type, or for a module sharded by FSDP2 (whose
+    class becomes ``FSDP<Name>``, a subclass of `FSDPModule` and the original) the original."""
+    cls = type(model)
+    if issubclass(cls, FSDPModule):
+        return next(c for c in cls.__bases__ if c is not FSDPModule)
+    return cls
 
 
 def kind_of(model: nn.Module) -> type[ModelKind]:

@@ -41,6 +41,12 @@ class DiTKind(ModelKind):
     diffusers_subfolder = "transformer"
     diffusers_classes = CLASSES
 
+    no_sequence_parallel = ""
+
+    @classmethod
+    def split_sequence(cls, model: nn.Module, group, degree: int) -> None:
+        model.enable_sequence_parallel(group)  # each frame's patches over the group
+
     @classmethod
     def check_diffusers_config(cls, config: dict, source: str) -> None:
         diffusers_transformer_config(config, source)

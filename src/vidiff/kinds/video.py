@@ -22,9 +22,10 @@ from pathlib import Path
 
 from torch import nn
 
-from vidiff.kinds.base import ModelKind, config_from_dict
+from vidiff.kinds.base import ModelKind, config_from_dict, network_type
 from vidiff.models.diffusers_files import read_config
 from vidiff.models.lora import lora_weights
+from vidiff.models.video_sequence_parallel import enable_video_sequence_parallel
 from vidiff.models.video_transformer import (
     FAMILIES,
     VideoTransformer,
@@ -94,6 +95,11 @@ class VideoModelKind(ModelKind):
     processes = ("flow",)
     negative_prompts = True
     lora_targets = ("to_q", "to_k", "to_v", "to_out.0")  # diffusers' attention projections
+    no_sequence_parallel = ""  # diffusers' context-parallel plan (Wan, LTX-Video)
+
+    @classmethod
+    def split_sequence(cls, model: nn.Module, group, degree: int) -> None:
+        enable_video_sequence_parallel(model.transformer, group, degree)
 
     @classmethod
     def pipeline_class(cls) -> str:
@@ -102,7 +108,7 @@ class VideoModelKind(ModelKind):
 
     @classmethod
     def owns(cls, model: nn.Module) -> bool:
-        return type(model) is VideoTransformer and model.config.family == cls.family
+        return network_type(model) is VideoTransformer and model.config.family == cls.family
 
     @classmethod
     def describe(cls, network: dict) -> str:
@@ -305,6 +311,8 @@ class CogVideoXKind(VideoModelKind):
     diffusers_classes = (FAMILIES["cogvideox"].class_name,)
     processes = ("ddpm",)
     summary = "CogVideoX's expert diffusion transformer (diffusers CogVideoXTransformer3DModel)"
+    no_sequence_parallel = ("diffusers' CogVideoXTransformer3DModel has no context-parallel "
+                            "plan (its text and video tokens share one attention)")
 
     @classmethod
     def tiny_settings(cls, process: str) -> tuple[str, ...]:

@@ -17,7 +17,14 @@ from typing import Any
 from torch import nn
 
 from vidiff.diffusion.priors import noise_prior
-from vidiff.kinds.base import ModelKind, _flat, check_fields, is_diffusers_dir, split_decay
+from vidiff.kinds.base import (
+    ModelKind,
+    _flat,
+    block_modules,
+    check_fields,
+    is_diffusers_dir,
+    split_decay,
+)
 from vidiff.kinds.unet import UNetKind, describe_unet
 from vidiff.models.config import UNetConfig, unet_config_from_dict
 from vidiff.models.frame_index import FrameConditionedUNet
@@ -53,6 +60,12 @@ class VideoFusionKind(ModelKind):
     @classmethod
     def network_config(cls, model: nn.Module) -> dict:
         return model.config_dict()
+
+    @classmethod
+    def shard_units(cls, model: nn.Module) -> list[nn.Module]:
+        """Each generator's blocks, then the base and the residual generator themselves."""
+        return [*block_modules(model.base), *block_modules(model.residual), model.base,
+                model.residual]
 
     @classmethod
     def backbone_config(cls, network: dict) -> UNetConfig:

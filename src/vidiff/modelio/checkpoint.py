@@ -8,6 +8,11 @@ A checkpoint is a folder ``<run>/checkpoints/step_00001500/`` holding
   Python values only, read back with ``torch.load(..., weights_only=True)``);
 - ``config.json``: the run config and facts about the model (step, U-Net config, classes).
 
+An FSDP run's checkpoint holds ``shards/`` instead of the two safetensors files: every rank's
+shards of the weights, the EMA and the optimizer state (`vidiff.modelio.sharded`), the
+optimizer left out of ``state.pt``; `Checkpoint.weights` gathers them into whole tensors, so
+every reader takes either form.
+
 Each safetensors file also carries the run config and facts in its metadata, so a single
 ``ema.safetensors`` is enough to sample. Loading never runs pickled code: weights come from
 safetensors, and the state file is refused if it holds anything but tensors and plain values.
@@ -41,6 +46,8 @@ from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 from torch import nn
 
+from vidiff.modelio.sharded import SHARDS_DIR, gather_weights, shards_intact
+
 __all__ = [
     "CHECKPOINTS_DIR",
     "Checkpoint",
@@ -53,6 +60,7 @@ __all__ = [
     "read_safetensors",
     "rotate_checkpoints",
     "save_checkpoint",
+    "stage_checkpoint",
 ]
 
 CHECKPOINTS_DIR = "checkpoints"
@@ -109,18 +117,19 @@ def save_checkpoint(
     config: dict,
     meta: dict | None = None,
     keep: int = 2,
+    staged: Path | None = None,
 ) -> Path:
     """Write the checkpoint of `step` under ``run_dir/checkpoints`` atomically; returns its
-    folder. Older checkpoints beyond the newest `keep` are removed afterwards."""
+    folder. `staged`: the `stage_checkpoint` folder the ranks wrote their ``shards/`` into
+    (then `model` and `ema` are None). Older checkpoints beyond the newest `keep` are removed
+    afterwards."""
     root = Path(run_dir) / CHECKPOINTS_DIR
-    root.mkdir(parents=True, exist_ok=True)
     meta = {**(meta or {}), "step": int(step)}
     final = root / step_dir_name(step)
-    tmp = root / f".tmp-{final.name}-{secrets.token_hex(4)}"
-    tmp.mkdir()
+    tmp = staged or stage_checkpoint(run_dir, step)
     try:
         for name, weights, kind in ((MODEL_FILE, model, "model"), (EMA_FILE, ema, "ema")):
-            if weights is None:
+            if weights is None:  # none, or in the staged shards
                 continue
             sd = weights.state_dict() if isinstance(weights, nn.Module) else weights
             _write_bytes(tmp / name, st_save(_tensors(sd), _metadata(config, meta, kind)))
@@ -144,6 +153,16 @@ def save_checkpoint(
     if keep > 0:
         rotate_checkpoints(run_dir, keep, keep_paths=(final,))
     return final
+
+
+def stage_checkpoint(run_dir: str | os.PathLike, step: int) -> Path:
+    """A new hidden folder next to where the checkpoint of `step` goes: `save_checkpoint`
+    fills it and moves it into place (a leftover is removed by the next run's start)."""
+    root = Path(run_dir) / CHECKPOINTS_DIR
+    root.mkdir(parents=True, exist_ok=True)
+    tmp = root / f".tmp-{step_dir_name(step)}-{secrets.token_hex(4)}"
+    tmp.mkdir()
+    return tmp
 
 
 def rotate_checkpoints(run_dir: str | os.PathLike, keep: int, *,
@@ -176,7 +195,10 @@ def checkpoint_intact(path: str | os.PathLike) -> bool:
             if any(i.header_offset + i.compress_size > size for i in archive.infolist()):
                 return False
         names = [n for n in (MODEL_FILE, EMA_FILE) if (path / n).exists()]
-        if not names or not all(_safetensors_whole(path / n) for n in names):
+        if (path / SHARDS_DIR).is_dir():
+            if names or not shards_intact(path / SHARDS_DIR):
+                return False
+        elif not names or not all(_safetensors_whole(path / n) for n in names):
             return False
         if (path / CONFIG_FILE).exists():
             json.loads((path / CONFIG_FILE).read_text())
@@ -221,12 +243,13 @@ def find_checkpoint(path: str | os.PathLike) -> Path:
                               f"file")
     if path.is_file():
         return path
-    if (path / MODEL_FILE).exists() or (path / EMA_FILE).exists():
+    if any((path / name).exists() for name in (MODEL_FILE, EMA_FILE, SHARDS_DIR)):
         return path
     found = list_checkpoints(path)
     if not found:
         raise CheckpointError(f"no checkpoint in {str(path)!r}: it holds neither "
-                              f"{MODEL_FILE} nor a {CHECKPOINTS_DIR}/step_* folder")
+                              f"{MODEL_FILE} nor {SHARDS_DIR}/ nor a {CHECKPOINTS_DIR}/step_* "
+                              f"folder")
     return found[-1]
 
 
@@ -289,19 +312,38 @@ class Checkpoint:
     path: Path  # the checkpoint folder, or the single .safetensors file
     config: dict  # the run config (`RunConfig.to_dict()`)
     meta: dict  # step, unet_config, class_names, num_parameters, ...
-    files: dict[str, Path] = field(default_factory=dict)  # "model", "ema", "state", "config"
+    # "model", "ema", "state", "config"; an FSDP run's: "shards" instead of "model" and "ema"
+    files: dict[str, Path] = field(default_factory=dict)
 
     @property
     def step(self) -> int:
         """The optimizer step the checkpoint was taken after."""
         return int(self.meta.get("step", 0))
 
+    @property
+    def sharded(self) -> bool:
+        """Whether the weights are an FSDP run's shards (`vidiff.modelio.sharded`)."""
+        return "shards" in self.files
+
+    def holds(self, which: str) -> bool:
+        """Whether the checkpoint has the "ema" or "model" weights (an FSDP run's shards
+        have both)."""
+        return which in self.files or self.sharded
+
     def weights(self, which: str = "ema") -> dict[str, torch.Tensor]:
-        """The "ema" or "model" weights (falls back to the other one when missing)."""
+        """The "ema" or "model" weights (falls back to the other one when missing); an FSDP
+        run's shards gathered into whole tensors."""
         order = [which] + [w for w in ("ema", "model") if w != which]
         for name in order:
             if name in self.files:
                 return read_safetensors(self.files[name])[0]
+            if self.sharded:
+                try:
+                    return gather_weights(self.files["shards"], name)
+                except (OSError, ValueError, RuntimeError) as err:
+                    if name == order[-1]:
+                        raise CheckpointError(f"cannot read the shards of {str(self.path)!r}: "
+                                              f"{_first_line(err)}") from None
         raise CheckpointError(f"checkpoint {str(self.path)!r} has no weights")
 
     def state(self) -> dict[str, Any]:
@@ -328,7 +370,7 @@ def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
         files = {
             key: path / name
             for key, name in (("model", MODEL_FILE), ("ema", EMA_FILE), ("state", STATE_FILE),
-                              ("config", CONFIG_FILE))
+                              ("config", CONFIG_FILE), ("shards", SHARDS_DIR))
             if (path / name).exists()
         }
         if "config" in files:

@@ -97,7 +97,7 @@ def _export_weights(path: Path, spec: ModelSpec, asked: str | None) -> str | Non
 
 def _checkpoint_weights(ckpt, asked: str | None) -> str:
     """Which weights of `ckpt` to read: `asked`, or the first of `WEIGHT_SETS` it holds."""
-    held = [w for w in WEIGHT_SETS if w in ckpt.files]
+    held = [w for w in WEIGHT_SETS if ckpt.holds(w)]
     if not held:
         raise CheckpointError(f"checkpoint {str(ckpt.path)!r} has no weights")
     if asked is not None and asked not in held:

@@ -12,6 +12,8 @@ conditions (`vidiff.Cond`, class labels with a null label, text with a learned n
 `cond_mask`, `num_images` for joint training with an image-only temporal mask, per-frame
 conditions); temporal blocks start as the identity, so `inflate_dit` turns an image DiT into a
 video DiT that denoises every frame exactly as the image model did.
+`DiT.enable_sequence_parallel` splits each frame's tokens over a process group (Ulysses,
+`vidiff.models.sequence_parallel`).
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from vidiff.models.dit_blocks import CaptionProjection, FinalLayer, SpatialBlock
 from vidiff.models.dit_config import DiTConfig
 from vidiff.models.embeddings import TextConditioner, TimestepMLP, timestep_embedding
 from vidiff.models.rows import class_embedding, condition_rows, joint_frame_mask
+from vidiff.models.sequence_parallel import SequenceGroup, gather_tokens, split_tokens
 
 if TYPE_CHECKING:
     from vidiff.cond import Cond
@@ -75,6 +78,8 @@ class DiT(nn.Module):
     Call it like the U-Net: `model(x, t, class_labels=..., text_emb=..., text_mask=...,
     cond_mask=..., num_images=K)` or `model(x, t, vidiff.Cond(...))`.
     """
+
+    sequence_group: SequenceGroup | None = None  # `enable_sequence_parallel`
 
     def __init__(self, config: DiTConfig):
         super().__init__()
@@ -132,6 +137,9 @@ class DiT(nn.Module):
         h = self.patch(frames_in.transpose(1, 2).reshape(b * frames, c, hh, ww))
         h = h.flatten(2).transpose(1, 2)
         h = h + self._pos(hh // p, ww // p, h.device, h.dtype)
+        sp = self.sequence_group
+        if sp is not None:  # (B*F, N, D) -> this rank's tokens (B*F, N/P, D)
+            h = split_tokens(h, sp)
         c_act, mods, t_emb, text, tmask = self._conditions(
             t, b, frames, class_labels, text_emb, text_mask, cond_mask, h.dtype)
         buckets, fmask = self._temporal_context(frames, num_images, x.device)
@@ -140,6 +148,8 @@ class DiT(nn.Module):
             if self.temporal is not None:
                 h = self._run(self.temporal[i], h, mods[i], buckets, fmask, frames)
         h = self.final(h, c_act, t_emb)  # (B*F, N, p*p*C_out)
+        if sp is not None:  # every rank's (B*F, N/P, p*p*C_out) -> (B*F, N, p*p*C_out)
+            h = gather_tokens(h, sp)
         out = self._unpatchify(h, b, frames, hh // p, ww // p)  # (B, C_out, F, H, W)
         return out[:, :, 0] if image else out
 
@@ -165,6 +175,11 @@ class DiT(nn.Module):
             raise ValueError(f"t must have shape (B,)=({b},), got {tuple(t.shape)}")
         if not 0 <= num_images <= frames:
             raise ValueError(f"num_images={num_images} must be in [0, F={frames}]")
+        sp, p = self.sequence_group, cfg.patch_size
+        if sp is not None and (hh // p) * (ww // p) % sp.size:
+            raise ValueError(f"sequence parallel over {sp.size} ranks needs the patch tokens "
+                             f"divisible by {sp.size}: the {hh // p}x{ww // p} grid has "
+                             f"{(hh // p) * (ww // p)}")
 
     def _conditions(self, t, b, frames, labels, text_emb, text_mask, cond_mask, dtype):
         """(SiLU(c), what each block modulates with, c itself, text tokens, mask)."""
@@ -211,6 +226,20 @@ class DiT(nn.Module):
     def set_gradient_checkpointing(self, enabled: bool = True) -> None:
         """Recompute each block in the backward pass (torch.utils.checkpoint)."""
         self.checkpointing = bool(enabled)
+
+    def enable_sequence_parallel(self, group) -> None:
+        """Split every frame's patch tokens over the ranks of the process group `group`,
+        which all hold the same batch and weights (Ulysses attention,
+        `vidiff.models.sequence_parallel`); None turns it off. The output is whole on every
+        rank; each rank's gradients are the part from its tokens, to be summed over `group`.
+        """
+        sp = None if group is None else SequenceGroup.of(group)
+        if sp is not None and self.config.heads % sp.size:
+            raise ValueError(f"sequence parallel over {sp.size} ranks needs the heads "
+                             f"divisible by {sp.size}, the model has {self.config.heads}")
+        self.sequence_group = sp
+        for block in self.blocks:
+            block.attn.sequence_group = sp
 
 
 def inflate_dit(image: DiT, **options) -> DiT:

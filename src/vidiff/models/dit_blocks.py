@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from vidiff.models.dit_config import DiTConfig
+from vidiff.models.sequence_parallel import SequenceGroup, heads_to_tokens, tokens_to_heads
 
 
 def modulate(x: Tensor, shift: Tensor, scale: Tensor) -> Tensor:
@@ -54,7 +55,11 @@ class CaptionProjection(nn.Module):
 
 
 class Attention(nn.Module):
-    """Multi-head self-attention of a token sequence (fused q/k/v), SDPA."""
+    """Multi-head self-attention of a token sequence (fused q/k/v), SDPA. With a
+    `sequence_group` (`DiT.enable_sequence_parallel`) x is this rank's slice of the tokens and
+    the heads are exchanged for the tokens around SDPA (`vidiff.models.sequence_parallel`)."""
+
+    sequence_group: SequenceGroup | None = None
 
     def __init__(self, dim: int, heads: int, bias: bool):
         super().__init__()
@@ -65,9 +70,17 @@ class Attention(nn.Module):
     def forward(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
         """(R, L, D) -> (R, L, D); mask broadcastable to (R, heads, L, L)."""
         r, length, dim = x.shape
-        # (R, L, 3D) -> 3 x (R, heads, L, d)
-        q, k, v = self.qkv(x).view(r, length, 3, self.heads, -1).permute(2, 0, 3, 1, 4)
+        sp = self.sequence_group
+        # (R, L, 3D) -> (3, R, heads, L, d)
+        qkv = self.qkv(x).view(r, length, 3, self.heads, -1).permute(2, 0, 3, 1, 4)
+        if sp is not None:  # Ulysses: (3, R, heads, N/P, d) -> (3, R, heads/P, N, d)
+            if mask is not None:
+                raise ValueError("sequence-parallel attention takes no mask")
+            qkv = heads_to_tokens(qkv, sp)
+        q, k, v = qkv
         o = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)  # (R, heads, L, d)
+        if sp is not None:  # (R, heads/P, N, d) -> (R, heads, N/P, d)
+            o = tokens_to_heads(o, sp)
         return self.proj(o.transpose(1, 2).reshape(r, length, dim))
 
 

@@ -160,6 +160,15 @@ class TrainConfig:
     device: str = "auto"  # auto (cuda if available) | cpu | cuda | cuda:N
     threads: int = 0  # torch CPU threads (0: the idle cores / processes, re-checked)
     compile: bool = False  # torch.compile the model
+    # how a torchrun launch spreads the network over its processes (`vidiff.train.sharding`):
+    # ddp (a whole copy per rank) | fsdp (FSDP2: weights, gradients and AdamW state sharded
+    # over every rank) | hsdp (sharded within groups of shard_size ranks, replicated across)
+    parallel: str = "ddp"
+    shard_size: int = 0  # hsdp: ranks per shard group (0: the ranks of one node)
+    offload: bool = False  # fsdp / hsdp: sharded weights, grads and AdamW state in CPU memory
+    # ranks that split each clip's tokens between attentions (DiT and video transformers:
+    # Ulysses all-to-all over heads); the data-parallel degree is processes / this
+    sequence_parallel: int = 1
     log_every: int = 25  # steps between log lines (log.jsonl, TensorBoard, progress bar)
     tensorboard: bool = True  # also log to TensorBoard when it is installed
     progress: bool = True  # show a tqdm progress bar (rank 0)

@@ -13,7 +13,8 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
-__all__ = ["DistInfo", "all_mean", "any_rank", "barrier", "setup", "teardown"]
+__all__ = ["DistInfo", "all_mean", "any_rank", "barrier", "broadcast_object",
+           "sequence_group", "setup", "teardown"]
 
 
 @dataclass
@@ -26,6 +27,17 @@ class DistInfo:
     local_world: int = 1  # processes on this node
     device: torch.device = torch.device("cpu")  # this rank's device
     initialized_here: bool = False  # whether `setup` created the process group
+    sequence: int = 1  # ranks that split each clip (train.sequence_parallel): one data shard
+
+    @property
+    def data_rank(self) -> int:
+        """This rank's data shard: the ranks of a sequence-parallel group share one."""
+        return self.rank // self.sequence
+
+    @property
+    def data_world(self) -> int:
+        """The number of data shards (processes / sequence-parallel degree)."""
+        return self.world // self.sequence
 
     @property
     def is_main(self) -> bool:
@@ -101,3 +113,27 @@ def any_rank(flag: bool, info: DistInfo) -> bool:
     value = torch.tensor([float(flag)], device=info.device)
     dist.all_reduce(value, op=dist.ReduceOp.MAX)
     return bool(value.item() > 0)
+
+
+def sequence_group(info: DistInfo):
+    """The process group of this rank's sequence-parallel group: ranks ``k * sequence`` to
+    ``(k + 1) * sequence - 1`` (neighbours, so one node's on a cluster). Every rank creates
+    every group (a collective); the whole world when it is one group."""
+    size = info.sequence
+    if size == info.world:
+        return dist.group.WORLD
+    mine = None
+    for start in range(0, info.world, size):
+        group = dist.new_group(list(range(start, start + size)))
+        if start <= info.rank < start + size:
+            mine = group
+    return mine
+
+
+def broadcast_object(value, info: DistInfo):
+    """Rank 0's `value` on every rank (a picklable object; itself in one process)."""
+    if not (info.distributed and dist.is_initialized()):
+        return value
+    box = [value]
+    dist.broadcast_object_list(box, src=0, device=info.device)
+    return box[0]

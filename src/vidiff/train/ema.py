@@ -6,8 +6,14 @@ import copy
 
 import torch
 from torch import nn
+from torch.distributed.tensor import DTensor
 
-__all__ = ["EMA"]
+__all__ = ["EMA", "local"]
+
+
+def local(tensor: torch.Tensor) -> torch.Tensor:
+    """This rank's part of a `DTensor` (FSDP's sharded parameters), else the tensor."""
+    return tensor.to_local() if isinstance(tensor, DTensor) else tensor
 
 
 class EMA:
@@ -21,13 +27,19 @@ class EMA:
     ``train.trainable = "temporal"``) never change, so their average is themselves: the copy
     shares them with `model` instead of holding a second copy (3.4 GB for Stable Diffusion
     1.5's U-Net) and the update skips them.
+
+    Under FSDP (``train.parallel = "fsdp"``) the caller passes `average`, the copy sharded
+    like `model` (`vidiff.train.setup`): each rank averages its own shards.
     """
 
-    def __init__(self, model: nn.Module, decay: float, start: int = 0, warmup: bool = True):
+    def __init__(self, model: nn.Module, decay: float, start: int = 0, warmup: bool = True,
+                 *, average: nn.Module | None = None):
         self.decay, self.start, self.warmup = decay, start, warmup
-        frozen = {id(p): p for p in model.parameters()
-                  if not p.requires_grad and p.dtype == torch.float32}
-        self.model = copy.deepcopy(model, memo=dict(frozen)).float().eval()
+        if average is None:
+            frozen = {id(p): p for p in model.parameters()
+                      if not p.requires_grad and p.dtype == torch.float32}
+            average = copy.deepcopy(model, memo=dict(frozen)).float()
+        self.model = average.eval()
         self.model.requires_grad_(False)
         self._source = model
         self._pairs = self._pairs_of(model)
@@ -55,10 +67,11 @@ class EMA:
         if model is not self._source:
             self._source, self._pairs = model, self._pairs_of(model)
         params, buffers = self._pairs
-        for ema_p, p in params:
+        for ema_p, p in params:  # DTensors (FSDP): this rank's shards
+            ema_p, p = local(ema_p), local(p.detach())
             if d == 0.0:
-                ema_p.copy_(p.detach())
+                ema_p.copy_(p)
             else:
-                ema_p.lerp_(p.detach().float(), 1.0 - d)
+                ema_p.lerp_(p.float(), 1.0 - d)
         for ema_b, b in buffers:
-            ema_b.copy_(b)
+            local(ema_b).copy_(local(b))

@@ -3,12 +3,14 @@ optimization. Each function takes what it needs and returns a typed object; the 
 them in order (data, the restore point, network, optimization) and keeps the results.
 
 >>> data = build_data(config)                        # the dataset, classes, clip shape
->>> net = build_network(data.config, data, dist, resumed=False)
+>>> net = build_network(data.config, data, dist, resumed=False)  # a resume: load weights
+>>> net = wrap_network(net, data.config, dist)        # DDP, or FSDP2 shards; compiled
 >>> opt = build_optimization(net.raw, data.config)
 """
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -23,7 +25,7 @@ from vidiff.kinds import is_imported
 from vidiff.models import is_temporal_parameter, load_diffusers_vae
 from vidiff.text import build_text_encoder
 from vidiff.text.cache import TextCache
-from vidiff.train import distributed
+from vidiff.train import distributed, sharding
 from vidiff.train.build import (
     build_model,
     check_data_fits,
@@ -38,7 +40,7 @@ from vidiff.train.schedule import WarmupSchedule
 from vidiff.utils.config_io import ConfigError
 
 __all__ = ["RunData", "RunNetwork", "RunOptimization", "build_data", "build_network",
-           "build_optimization", "freeze_all_but_temporal"]
+           "build_optimization", "freeze_all_but_temporal", "parallel_of", "wrap_network"]
 
 
 @dataclass
@@ -216,7 +218,7 @@ def _latent_cache(config: RunConfig, videos, autoencoder, dist):
 class RunNetwork:
     """The network and its wrappers."""
 
-    raw: nn.Module  # the model itself (what checkpoints hold)
+    raw: nn.Module  # the model itself (what checkpoints hold; under FSDP: sharded in place)
     ddp: nn.Module  # raw, or its DistributedDataParallel wrapper
     net: nn.Module  # what the loss calls: ddp, or ddp compiled (train.compile)
     ema: EMA  # the EMA of raw's weights
@@ -229,12 +231,19 @@ class RunNetwork:
         return cfg is not None and (cfg.num_classes is not None or bool(cfg.text_dim))
 
 
+def parallel_of(config: RunConfig, dist: distributed.DistInfo) -> str:
+    """How this launch spreads the network (`vidiff.train.sharding`): ``train.parallel``, or
+    ddp in a single process (nothing to shard or average)."""
+    return config.train.parallel if dist.distributed else "ddp"
+
+
 def build_network(config: RunConfig, data: RunData, dist: distributed.DistInfo, *,
                   resumed: bool, model: nn.Module | None = None) -> RunNetwork:
-    """The run's network on its device (`model`: one given by hand instead). A resumed run
-    gets its weights from the checkpoint, so a vidiff ``model.init_from`` is not read then; a
-    diffusers one still is, since its folder defines the architecture (the checkpoint's
-    weights replace its weights)."""
+    """The run's network on its device with its EMA, not yet wrapped (`wrap_network` does
+    that, after a resumed run's weights are loaded); `model`: one given by hand instead. A
+    resumed run gets its weights from the checkpoint, so a vidiff ``model.init_from`` is not
+    read then; a diffusers one still is, since its folder defines the architecture (the
+    checkpoint's weights replace its weights)."""
     t, backbone = config.train, None
     if model is None:  # model.kind: a U-Net (init_from: inflated) or VideoFusion
         latent = data.channels if data.autoencoder is not None else None
@@ -253,13 +262,39 @@ def build_network(config: RunConfig, data: RunData, dist: distributed.DistInfo, 
     raw = model.to(dist.device)
     if t.trainable == "temporal":
         freeze_all_but_temporal(raw)
+    # under FSDP the average is a copy of its own (sharded like raw), sharing nothing
+    average = copy.deepcopy(raw).float() if parallel_of(config, dist) != "ddp" else None
+    ema = EMA(raw, t.ema_decay, t.ema_start, t.ema_warmup, average=average)
+    return RunNetwork(raw, raw, raw, ema, backbone)
+
+
+def wrap_network(network: RunNetwork, config: RunConfig,
+                 dist: distributed.DistInfo) -> RunNetwork:
+    """`network` wrapped for the launch: DDP, or the model and its EMA sharded in place
+    with FSDP2 (``train.parallel``); then compiled with ``train.compile``."""
+    t, raw, ema = config.train, network.raw, network.ema
+    parallel = parallel_of(config, dist)
+    if dist.sequence > 1:  # the trained model alone: the EMA samples whole clips
+        try:
+            run_kind(config).split_sequence(raw, distributed.sequence_group(dist),
+                                            dist.sequence)
+        except ValueError as err:
+            raise ConfigError(f"train.sequence_parallel = {dist.sequence}: {err}") from None
     ddp: nn.Module = raw
-    if dist.distributed:
+    if parallel != "ddp":
+        try:
+            mesh = sharding.build_mesh(dist, parallel, t.shard_size)
+        except ValueError as err:
+            raise ConfigError(str(err)) from None
+        offload = t.offload and dist.device.type == "cuda"
+        sharding.shard(raw, mesh, precision=t.precision, offload=offload)
+        sharding.shard(ema.model, mesh, offload=offload, trained=False)
+        ema = EMA(raw, t.ema_decay, t.ema_start, t.ema_warmup, average=ema.model)
+    elif dist.distributed:
         ids = [dist.device.index] if dist.device.type == "cuda" else None
         ddp = DDP(raw, device_ids=ids)
     net = torch.compile(ddp) if t.compile else ddp
-    return RunNetwork(raw, ddp, net, EMA(raw, t.ema_decay, t.ema_start, t.ema_warmup),
-                      backbone)
+    return replace(network, ddp=ddp, net=net, ema=ema)
 
 
 def freeze_all_but_temporal(model: nn.Module) -> int:

@@ -21,6 +21,7 @@ from typing import Any
 
 import torch
 from torch import nn
+from torch.distributed.tensor import DTensor
 
 from vidiff.cond import Cond
 from vidiff.diffusion.losses import diffusion_loss
@@ -30,6 +31,7 @@ from vidiff.train import distributed
 from vidiff.train.config import RunConfig
 from vidiff.train.ema import EMA
 from vidiff.train.result import NonFiniteLossError
+from vidiff.train.sharding import sync_gradients
 from vidiff.utils.seeding import mixed_seed
 
 __all__ = ["Stepper", "sample_generator"]
@@ -48,7 +50,7 @@ class Stepper:
     config: RunConfig
     dist: distributed.DistInfo
     raw: nn.Module  # the model whose parameters the optimizer updates
-    ddp: nn.Module  # raw, or its DDP wrapper (its no_sync skips gradient syncs)
+    ddp: nn.Module  # raw (FSDP: sharded), or its DDP wrapper: what syncs the gradients
     net: nn.Module  # what the loss calls: ddp, or ddp compiled
     ema: EMA
     optimizer: torch.optim.Optimizer
@@ -68,7 +70,7 @@ class Stepper:
     @property
     def micro_batch(self) -> int:
         """Videos per micro-step over all processes."""
-        return self.config.data.batch_size * self.dist.world
+        return self.config.data.batch_size * self.dist.data_world
 
     @property
     def batch(self) -> int:
@@ -80,7 +82,7 @@ class Stepper:
         (the clip's, then each image's) of this rank's samples of the global micro-batch
         that starts at `position`, each sample from its own generator."""
         d, device = self.config.data, self.device
-        first = position + self.dist.rank * d.batch_size
+        first = position + self.dist.data_rank * d.batch_size  # a sequence group's shared
         ts, noises, drops = [], [], []
         for i in range(d.batch_size):
             g = sample_generator(self.config.train.seed, first + i, device)
@@ -95,15 +97,16 @@ class Stepper:
         x0 = batch["video"].to(self.device, non_blocking=True)  # (B, C, F + K, H, W)
         t, noise, drops = self.draws(position, tuple(x0.shape))
         cond = self.conditions(batch, drops)
-        no_sync = getattr(self.ddp, "no_sync", None)
-        ctx = no_sync() if (no_sync is not None and not sync) else nullcontext()
         dtype = self.autocast_dtype
         autocast = torch.autocast(self.device.type, dtype=dtype) if dtype else nullcontext()
-        with ctx:
+        with sync_gradients(self.ddp, sync):
             with autocast:
                 loss = diffusion_loss(self.net, self.diffusion, x0, t, noise,
                                       self.config.loss, cond).mean()
-            self.scaler.scale(loss / self.config.train.grad_accum).backward()
+            # x sequence_parallel: the ranks' gradients are averaged, a group's are its
+            # tokens' shares of one sample's gradient, whose sum is that gradient
+            scale = self.dist.sequence / self.config.train.grad_accum
+            self.scaler.scale(loss * scale).backward()
         return loss.detach()
 
     def __call__(self, batches: Iterator[dict[str, Any]], *, step: int, position: int,
@@ -123,10 +126,10 @@ class Stepper:
         self.scaler.unscale_(self.optimizer)
         params = [p for group in self.optimizer.param_groups for p in group["params"]
                   if p.grad is not None]  # the trained ones (no walk of the module tree)
-        if t.grad_clip > 0:
-            norm = torch.nn.utils.clip_grad_norm_(params, t.grad_clip)
-        else:
-            norm = torch.linalg.vector_norm(torch.stack([p.grad.norm() for p in params]))
+        # the global norm (FSDP: over every rank's shards); grad_clip = 0 measures only
+        norm = torch.nn.utils.clip_grad_norm_(params, t.grad_clip or math.inf)
+        if isinstance(norm, DTensor):  # a sharded norm: its value on every rank
+            norm = norm.full_tensor()
         set_lr(self.optimizer, lr_factor)
         self.scaler.step(self.optimizer)
         self.scaler.update()

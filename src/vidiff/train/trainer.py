@@ -33,7 +33,7 @@ from vidiff.cond import Cond
 from vidiff.diffusion.process import build_process
 from vidiff.io import OutputPathError, check_output_dir, write_video
 from vidiff.kinds import is_imported
-from vidiff.modelio.checkpoint import load_weights, save_checkpoint
+from vidiff.modelio.checkpoint import load_weights, save_checkpoint, stage_checkpoint
 from vidiff.modelio.pipeline import Pipeline
 from vidiff.models.diffusers_schedule import shift_for_tokens
 from vidiff.sampling.conditional import downsample_to
@@ -61,7 +61,9 @@ from vidiff.train.resume import (
     trained_names,
 )
 from vidiff.train.runlock import RunLock
-from vidiff.train.setup import build_data, build_network, build_optimization
+from vidiff.train.setup import build_data, build_network, build_optimization, wrap_network
+from vidiff.train.sharded_state import load_full_optimizer, load_optimizer_shards, write_shards
+from vidiff.train.sharding import is_sharded
 from vidiff.train.step import Stepper, set_lr
 from vidiff.utils.config_io import ConfigError
 from vidiff.utils.threads import ThreadCount, auto_threads
@@ -96,11 +98,20 @@ class Trainer:
         self.device = self.dist.device
         self.lock: RunLock | None = None
         try:
+            self.dist = replace(self.dist, sequence=self._sequence_degree())
             self._take_run_folder()
             self._build(model)
         except BaseException:
             self.close()
             raise
+
+    def _sequence_degree(self) -> int:
+        """``train.sequence_parallel``, which must divide this launch's processes."""
+        degree, world = self.config.train.sequence_parallel, self.dist.world
+        if world % degree:
+            raise ConfigError(f"train.sequence_parallel = {degree} must divide the {world} "
+                              f"process(es) of this launch (torchrun --nproc_per_node N)")
+        return degree
 
     def _take_run_folder(self) -> None:
         """Rank 0 checks that --out can be written, locks it against a second trainer and
@@ -147,6 +158,9 @@ class Trainer:
         restored = self._restore_point()
         network = build_network(config, data, self.dist, resumed=restored is not None,
                                 model=model)
+        if restored is not None:  # the weights first: FSDP shards them as they are
+            self._restore_weights(restored, network.raw, network.ema.model)
+        network = wrap_network(network, config, self.dist)
         self.raw, self.ddp, self.net, self.ema = (network.raw, network.ddp, network.net,
                                                   network.ema)
         self.backbone, self.conditional = network.backbone, network.conditional
@@ -200,20 +214,21 @@ class Trainer:
             "world_size": self.dist.world,
         }
 
-    def _resume(self, restored: Restored) -> None:
+    def _restore_weights(self, restored: Restored, raw: nn.Module, average: nn.Module) -> None:
+        """Load a checkpoint's weights and EMA into the network, before it is wrapped."""
         ckpt = restored.checkpoint
-        check_restored_model(restored, self.raw, self.class_names,
-                             self.config.data.use_labels)
+        check_restored_model(restored, raw, self.class_names, self.config.data.use_labels)
         # the EMA first: it shares the frozen parameters, which must get the trained weights
-        load_weights(self.ema.model, restored.ema, str(ckpt.path))
-        load_weights(self.raw, restored.model, str(ckpt.path))
+        load_weights(average, restored.ema, str(ckpt.path))
+        load_weights(raw, restored.model, str(ckpt.path))
+
+    def _resume(self, restored: Restored) -> None:
+        """The training state of a checkpoint whose weights are loaded: optimizer, scaler,
+        RNG, step and data position."""
+        ckpt = restored.checkpoint
         state = restored.state
         saved = state.get("optimizer_params") or trained_names(self.raw, ckpt.config)
-        remapped = load_optimizer_state(self.optimizer, state["optimizer"], ckpt.path,
-                                        names=optimizer_param_names(self.optimizer, self.raw),
-                                        saved=saved)
-        if remapped:
-            self.say(remapped)
+        self._resume_optimizer(ckpt, state, saved)
         if self.config.train.max_seconds and state.get("lr_horizon"):
             self.lr_horizon = int(state["lr_horizon"])  # a time-budget run's re-aimed end
         if state.get("scaler"):
@@ -227,6 +242,23 @@ class Trainer:
         self.position = int(state.get("data_position", self.step * self.global_batch))
         self.last_checkpoint = ckpt.path
         self.say(f"resumed from {ckpt.path} at step {self.step}")
+
+    def _resume_optimizer(self, ckpt, state: dict, saved: list[list[str]] | None) -> None:
+        """AdamW's moments: from an FSDP run's shards, into shards, or as they were."""
+        names = optimizer_param_names(self.optimizer, self.raw)
+        whole = "optimizer" in state
+        if (not whole or is_sharded(self.raw)) and saved is not None and names != saved:
+            self.say("the trained parameters changed: the optimizer moments start fresh "
+                     "(a sharded run's moments are matched only to the same parameters)")
+        elif not whole:
+            load_optimizer_shards(ckpt.path, self.raw, self.optimizer)
+        elif is_sharded(self.raw):
+            load_full_optimizer(self.raw, self.optimizer, state["optimizer"], saved or names)
+        else:
+            remapped = load_optimizer_state(self.optimizer, state["optimizer"], ckpt.path,
+                                            names=names, saved=saved)
+            if remapped:
+                self.say(remapped)
 
     def say(self, message: str) -> None:
         """Print a `[vidiff train]` line (rank 0, unless the trainer was built with echo=False)."""
@@ -258,13 +290,18 @@ class Trainer:
     def save(self) -> Path | None:
         """Checkpoint the current step (rank 0 writes; every rank waits)."""
         distributed.barrier(self.dist)
-        path = None
+        path, staged = None, None
+        if is_sharded(self.raw):  # every rank writes its shards into rank 0's staged folder
+            staged = Path(distributed.broadcast_object(
+                str(stage_checkpoint(self.out, self.step)) if self.dist.is_main else None,
+                self.dist))
+            write_shards(staged, self.raw, self.ema.model, self.optimizer)
+            distributed.barrier(self.dist)
         if self.dist.is_main:
             rng = {"torch_cpu": torch.get_rng_state()}
             if self.device.type == "cuda":
                 rng["torch_cuda"] = torch.cuda.get_rng_state(self.device)
             state = {
-                "optimizer": self.optimizer.state_dict(),
                 # each group's parameter names: a resume that trains another set maps by them
                 "optimizer_params": optimizer_param_names(self.optimizer, self.raw),
                 "lr_horizon": self.lr_horizon,  # where the LR decay ends (time budgets)
@@ -273,10 +310,14 @@ class Trainer:
                 "data_position": self.position,  # videos consumed, over all processes
                 "world_size": self.dist.world,
             }
+            if staged is None:  # an FSDP run's optimizer state is in its shards
+                state["optimizer"] = self.optimizer.state_dict()
+            whole = staged is None
             path = save_checkpoint(
-                self.out, self.step, model=self.raw, ema=self.ema.model, state=state,
+                self.out, self.step, model=self.raw if whole else None,
+                ema=self.ema.model if whole else None, state=state,
                 config=self.config.to_dict(), meta=self._meta(self.step),
-                keep=self.config.train.keep_checkpoints,
+                keep=self.config.train.keep_checkpoints, staged=staged,
             )
         distributed.barrier(self.dist)
         self.last_checkpoint = path or self.last_checkpoint
@@ -322,12 +363,17 @@ class Trainer:
 
         distributed.barrier(self.dist)
         paths: list[Path] = []
-        if self.dist.is_main:
+        # a sharded EMA samples on every rank (its forward gathers the weights); a grid then
+        # runs whole, as no rank may leave the others waiting in a gather
+        sharded = is_sharded(self.ema.model)
+        if sharded:
+            cutting = None
+        if self.dist.is_main or sharded:
             stem = self.out / "samples" / f"step_{self.step:08d}"
             try:
                 with (cutting or contextlib.nullcontext)():
                     videos = self.sample_videos()
-                    for suffix in (".mp4", ".gif", ".png"):
+                    for suffix in (".mp4", ".gif", ".png") if self.dist.is_main else ():
                         paths.append(write_video(stem.with_suffix(suffix), videos,
                                                  fps=self.fps))
                 self.say(f"samples: {stem}.mp4 / .gif / .png")
@@ -344,11 +390,11 @@ class Trainer:
         d = self.config.data
         if d.buckets:  # each batch from one bucket
             return make_loader(self.train_data, BucketOrder(
-                self.dataset.bucket_sizes, d.batch_size, rank=self.dist.rank,
-                world=self.dist.world, seed=d.seed, offset=self.position), d.workers,
+                self.dataset.bucket_sizes, d.batch_size, rank=self.dist.data_rank,
+                world=self.dist.data_world, seed=d.seed, offset=self.position), d.workers,
                 pin_memory=self.device.type == "cuda")
-        order = ShardedOrder(len(self.dataset), d.batch_size, rank=self.dist.rank,
-                             world=self.dist.world, seed=d.seed, num_images=d.num_images,
+        order = ShardedOrder(len(self.dataset), d.batch_size, rank=self.dist.data_rank,
+                             world=self.dist.data_world, seed=d.seed, num_images=d.num_images,
                              num_frames=d.frames, offset=self.position,
                              image_items=len(self.train_data.images or ()))
         return make_loader(self.train_data, order, d.workers,

@@ -22,6 +22,7 @@ from vidiff.sampling.samplers import SamplingError
 from vidiff.text import is_clip_root, resolve_text_encoder
 from vidiff.text.t5 import is_t5_root
 from vidiff.train.budget import CLOCKS
+from vidiff.train.sharding import PARALLEL
 from vidiff.utils.config_io import ConfigError
 
 if TYPE_CHECKING:
@@ -77,6 +78,18 @@ def validate(config: RunConfig) -> RunConfig:
     _choice("train.budget_clock", t.budget_clock, tuple(CLOCKS))
     _choice("train.trainable", t.trainable, TRAINABLE)
     _check_trainable(config)
+    _choice("train.parallel", t.parallel, PARALLEL)
+    _positive("train.sequence_parallel", t.sequence_parallel)
+    _positive("train.shard_size", t.shard_size, 0)
+    kind = MODEL_KINDS.get(config.model.kind)
+    if t.sequence_parallel > 1 and kind.no_sequence_parallel:
+        able = [n for n in MODEL_KINDS.names() if not MODEL_KINDS.get(n).no_sequence_parallel]
+        raise ConfigError(f"train.sequence_parallel = {t.sequence_parallel}: model.kind = "
+                          f"{kind.name!r} cannot split its clips ({kind.no_sequence_parallel}"
+                          f"); the kinds that can: {', '.join(able)}")
+    if t.offload and t.parallel == "ddp":
+        raise ConfigError('train.offload needs train.parallel = "fsdp" or "hsdp" (it moves '
+                          "the shards of the weights and AdamW state to CPU memory)")
     try:
         config.sample.check()
     except SamplingError as err:
