@@ -286,6 +286,23 @@ def test_second_ctrl_c_stops_at_once(tmp_path):
     RunLock(out).acquire().release()  # the lock went with the process
 
 
+def test_a_relayed_sigterm_does_not_cut_the_stop_short(tmp_path):
+    """Ctrl-C under torchrun (and a pre-emption under `srun torchrun`) reaches a rank twice:
+    the signal itself, then the launcher's SIGTERM. The step still ends in a checkpoint."""
+    import signal
+
+    out = tmp_path / "r"
+    proc = _start(out, "train.grad_accum=100")
+    _wait_for_steps(out, 1, proc)
+    proc.send_signal(signal.SIGINT)
+    time.sleep(0.3)
+    proc.send_signal(signal.SIGTERM)
+    proc.send_signal(signal.SIGTERM)
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 130, stderr
+    assert load_checkpoint(out).step >= 2 and _log(out)[-1]["step"] == load_checkpoint(out).step
+
+
 def test_banner_counts_videos_classes_and_skipped_files(tmp_path, capsys):
     import numpy as np
 

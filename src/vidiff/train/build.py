@@ -54,12 +54,12 @@ def build_model(config: RunConfig, backbone) -> tuple[nn.Module, object]:
         image = None if source is None else load_image_model(source, MODEL_KINDS.get(
             kind.image_kind))
         model = kind.build_for_run(config, backbone, image)
-    lora = run_lora(config)
-    if lora is not None:
-        try:
-            add_lora(model, lora)
-        except ValueError as err:
-            raise ConfigError(f"train.lora: {err}") from None
+        lora = run_lora(config)
+        if lora is not None:  # its A matrices drawn from the seed too
+            try:
+                add_lora(model, lora)
+            except ValueError as err:
+                raise ConfigError(f"train.lora: {err}") from None
     return model, kind.backbone_config(kind.network_config(model))
 
 

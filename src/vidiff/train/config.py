@@ -257,6 +257,8 @@ def inert_settings(config: RunConfig) -> list[str]:
                   if changed(sec, k)]
     if not t.max_seconds and changed(t, "budget_clock"):
         notes.append("train.budget_clock has no effect without train.max_seconds")
+    if t.parallel != "hsdp" and changed(t, "shard_size"):
+        notes.append("train.shard_size has no effect without train.parallel = hsdp")
     if t.lr_schedule == "constant" and changed(t, "min_lr_ratio"):
         notes.append("train.min_lr_ratio has no effect with train.lr_schedule = constant")
     return notes

@@ -13,7 +13,8 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
-__all__ = ["DistInfo", "all_mean", "any_rank", "barrier", "broadcast_object",
+__all__ = ["DistInfo", "all_mean", "any_rank", "barrier", "broadcast_module",
+           "broadcast_object",
            "sequence_group", "setup", "teardown"]
 
 
@@ -128,6 +129,16 @@ def sequence_group(info: DistInfo):
         if start <= info.rank < start + size:
             mine = group
     return mine
+
+
+def broadcast_module(module, info: DistInfo) -> None:
+    """Rank 0's parameters and buffers on every rank (what DDP does when it wraps a model;
+    FSDP shards each rank's own copy, so they must agree before)."""
+    if not (info.distributed and dist.is_initialized()):
+        return
+    with torch.no_grad():
+        for tensor in [*module.parameters(), *module.buffers()]:
+            dist.broadcast(tensor.data, src=0)
 
 
 def broadcast_object(value, info: DistInfo):

@@ -2,10 +2,13 @@
 
 SLURM, Kubernetes and torchrun send SIGTERM on preemption; Ctrl-C sends SIGINT. While a
 `StopSignals` is active the first of either only sets `requested`: the trainer finishes the
-step it is in, writes a checkpoint and returns. A second signal restores the previous handlers
-and raises `KeyboardInterrupt` at once (the run lock is still released; nothing since the last
-checkpoint is saved). Under DDP the trainer reduces `requested` over the ranks with the step's
-loss, so every rank stops after the same step.
+step it is in, writes a checkpoint and returns. A second Ctrl-C (SIGINT) restores the previous
+handlers and raises `KeyboardInterrupt` at once (the run lock is still released; nothing since
+the last checkpoint is saved). A SIGTERM never does: launchers relay one request more than
+once (`srun torchrun` signals each rank from Slurm and again from torchrun, and torchrun turns
+a Ctrl-C into a SIGTERM to its ranks), and a scheduler that will not wait sends SIGKILL.
+Under DDP and FSDP the trainer reduces `requested` over the ranks after every step, so every
+rank stops after the same step.
 
 Work that may be abandoned (a sample grid) runs inside `StopSignals.cutting()`: there the
 first signal, or one that came before, raises `StopRequested` at once, so a stop never waits
@@ -43,8 +46,10 @@ class StopSignals:
         self._cutting = False
 
     def _handle(self, signum: int, frame) -> None:
-        if self.requested is not None:  # the second one: stop now
-            self.restore()
+        if self.requested is not None:
+            if signum != signal.SIGINT:  # the same request relayed again: already stopping
+                return
+            self.restore()  # a second Ctrl-C: stop now
             raise KeyboardInterrupt
         self.requested = signum
         message = self.cut_message if self._cutting else self.message

@@ -22,6 +22,7 @@ from vidiff.train.data import describe_dataset
 from vidiff.train.interrupt import StopSignals
 from vidiff.train.logger import RunLogger, StepMeter
 from vidiff.train.result import TrainResult
+from vidiff.train.setup import describe_launch
 
 __all__ = ["LoopRun", "run"]
 
@@ -123,8 +124,8 @@ def _banner(trainer: LoopRun) -> str:
         share = (f" ({_count(trained)} trained: LoRA rank {trainer.config.train.lora.rank} on "
                  f"{layers} layers)")
     return (f"data: {describe_dataset(trainer.dataset, trainer.class_names)}; "
-            f"{trainer.num_params / 1e6:.2f}M parameters{share}, {trainer.dist.world} "
-            f"process(es) on "
+            f"{trainer.num_params / 1e6:.2f}M parameters{share}, "
+            f"{describe_launch(trainer.config, trainer.dist)} on "
             f"{trainer.device} with {trainer.threads.describe()}, {trainer.global_batch} "
             f"videos per step of {shape}, warmup "
             f"{trainer.schedule.warmup} steps, out: {trainer.out}")

@@ -40,7 +40,8 @@ from vidiff.train.schedule import WarmupSchedule
 from vidiff.utils.config_io import ConfigError
 
 __all__ = ["RunData", "RunNetwork", "RunOptimization", "build_data", "build_network",
-           "build_optimization", "freeze_all_but_temporal", "parallel_of", "wrap_network"]
+           "build_optimization", "describe_launch", "freeze_all_but_temporal", "launch_notes",
+           "parallel_of", "wrap_network"]
 
 
 @dataclass
@@ -237,6 +238,30 @@ def parallel_of(config: RunConfig, dist: distributed.DistInfo) -> str:
     return config.train.parallel if dist.distributed else "ddp"
 
 
+def launch_notes(config: RunConfig, dist: distributed.DistInfo) -> list[str]:
+    """The parallel settings this launch makes inert, each a sentence (printed as warnings)."""
+    t, notes = config.train, []
+    if t.parallel != "ddp" and not dist.distributed:
+        notes.append(f"train.parallel = {t.parallel!r} has no effect in a single process "
+                     f"(launch with torchrun --nproc_per_node N)")
+    elif t.offload and dist.device.type != "cuda":
+        notes.append("train.offload has no effect on the CPU (the shards are in CPU memory)")
+    return notes
+
+
+def describe_launch(config: RunConfig, dist: distributed.DistInfo) -> str:
+    """How the processes share the work, for the banner: "2 process(es) (fsdp, clips split
+    over 2)"."""
+    parts = [parallel_of(config, dist)] if dist.distributed else []
+    if config.train.parallel == "hsdp" and dist.distributed:
+        parts[0] += f" in groups of {config.train.shard_size or dist.local_world}"
+    if dist.sequence > 1:
+        parts.append(f"clips split over {dist.sequence}")
+    if config.train.offload and parallel_of(config, dist) != "ddp":
+        parts.append("offloaded to CPU")
+    return f"{dist.world} process(es)" + (f" ({', '.join(parts)})" if parts else "")
+
+
 def build_network(config: RunConfig, data: RunData, dist: distributed.DistInfo, *,
                   resumed: bool, model: nn.Module | None = None) -> RunNetwork:
     """The run's network on its device with its EMA, not yet wrapped (`wrap_network` does
@@ -287,6 +312,8 @@ def wrap_network(network: RunNetwork, config: RunConfig,
         except ValueError as err:
             raise ConfigError(str(err)) from None
         offload = t.offload and dist.device.type == "cuda"
+        distributed.broadcast_module(raw, dist)  # rank 0's weights everywhere, as DDP does
+        distributed.broadcast_module(ema.model, dist)
         sharding.shard(raw, mesh, precision=t.precision, offload=offload)
         sharding.shard(ema.model, mesh, offload=offload, trained=False)
         ema = EMA(raw, t.ema_decay, t.ema_start, t.ema_warmup, average=ema.model)

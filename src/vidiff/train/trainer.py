@@ -61,7 +61,13 @@ from vidiff.train.resume import (
     trained_names,
 )
 from vidiff.train.runlock import RunLock
-from vidiff.train.setup import build_data, build_network, build_optimization, wrap_network
+from vidiff.train.setup import (
+    build_data,
+    build_network,
+    build_optimization,
+    launch_notes,
+    wrap_network,
+)
 from vidiff.train.sharded_state import load_full_optimizer, load_optimizer_shards, write_shards
 from vidiff.train.sharding import is_sharded
 from vidiff.train.step import Stepper, set_lr
@@ -137,7 +143,7 @@ class Trainer:
         self.threads = ThreadCount(t.threads, self.dist.local_world)
         if t.precision == "fp16" and self.device.type != "cuda":
             raise ConfigError("train.precision = fp16 needs a CUDA device; use bf16 or fp32")
-        for note in inert_settings(self.config):
+        for note in inert_settings(self.config) + launch_notes(self.config, self.dist):
             self.say(f"warning: {note}")
         self.config, schedule = with_init_schedule(self.config)  # an imported model's schedule
         self.config, parts = with_pipeline_parts(self.config)  # and its VAE and text encoder
