@@ -111,3 +111,20 @@ def test_bad_per_frame_shapes_are_named(net):
         net(x, t, class_labels=torch.zeros(1, F + 1, dtype=torch.long))
     with pytest.raises(ValueError, match="cond_mask must be"):
         net(x, t, cond_mask=torch.ones(2, dtype=torch.bool))
+
+
+@pytest.mark.parametrize("kind", [["model.kind=dit", "model.preset=dit-tiny"],
+                                  ["model.kind=videofusion", "model.base_preset=tiny",
+                                   "diffusion.prediction=eps", "prior.name=decomposed"]],
+                         ids=["dit", "videofusion"])
+def test_every_kind_trains_joint_batches_with_per_frame_conditions(tmp_path, kind):
+    """Labels and captions per frame slot reach each kind's networks (VideoFusion's image
+    base generator sees its key frame's, a column of the per-frame conditions)."""
+    trainer = Trainer(tiny_config(tmp_path / "r", f"data.num_images={K}", *kind,
+                                  "data.use_labels=true", "data.use_captions=true",
+                                  "train.cond_drop_prob=0.3", steps=1), echo=False)
+    try:
+        loss, norm = trainer.train_step(trainer.batches())
+    finally:
+        trainer.close()
+    assert loss == loss and norm > 0

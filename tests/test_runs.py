@@ -292,7 +292,7 @@ def test_a_relayed_sigterm_does_not_cut_the_stop_short(tmp_path):
     import signal
 
     out = tmp_path / "r"
-    proc = _start(out, "train.grad_accum=100")
+    proc = _start(out, "train.grad_accum=30")  # steps of about a second
     _wait_for_steps(out, 1, proc)
     proc.send_signal(signal.SIGINT)
     time.sleep(0.3)

@@ -145,6 +145,18 @@ def test_hsdp_with_bf16_trains_like_one_process(tmp_path):
         torch.testing.assert_close(wb[key], wa[key], rtol=0, atol=2 * steps * lr * 2, msg=key)
 
 
+def test_videofusion_shards_each_generator_with_checkpointing(tmp_path):
+    """VideoFusion's shard units (each generator's blocks, then the generators), every block
+    recomputed in backward: the weights one process trains."""
+    vf = ["model.kind=videofusion", "model.base_preset=tiny", "diffusion.prediction=eps",
+          "prior.name=decomposed", "model.overrides.gradient_checkpointing=true",
+          "train.sample_every=0"]
+    train(tiny_config(tmp_path / "one", *EXTRA, *vf, "data.batch_size=4", steps=2),
+          echo=False)
+    torchrun(tmp_path / "fsdp", 2, *vf, "train.parallel=fsdp")
+    assert_same_weights(load_checkpoint(tmp_path / "one"), load_checkpoint(tmp_path / "fsdp"))
+
+
 @pytest.mark.skipif(not os.path.isdir("/proc"), reason="finds the ranks through /proc")
 def test_sigterm_to_one_rank_checkpoints_every_shard(tmp_path):
     out = tmp_path / "fsdp"

@@ -79,6 +79,17 @@ def schedule_table(schedule: DiffusionConfig) -> Tensor:
     return Diffusion.from_config(schedule).alphas_cumprod
 
 
+_PER_SAMPLE_NDIM = {"class_labels": 1, "cond_mask": 1, "text_emb": 3, "text_mask": 2}
+
+
+def _frame_of(cond: dict, k: int) -> dict:
+    """The conditions of frame `k` alone: a per-frame condition (joint training gives every
+    frame its own: class_labels / cond_mask (B, F), text_emb (B, F, L, D), text_mask
+    (B, F, L)) as its column k, for the image model that sees frame k."""
+    return {key: value[:, k] if value.ndim > _PER_SAMPLE_NDIM[key] else value
+            for key, value in cond.items()}
+
+
 class VideoFusion(nn.Module):
     """VideoFusion's decomposed denoiser: eps-prediction from a base and a residual generator.
 
@@ -213,7 +224,7 @@ class VideoFusion(nn.Module):
 
         # VideoFusion eq. 11: z^k_t = sqrt(abar_t) x^k + sqrt(1 - abar_t) b_t, so the base
         # generator estimates b_t from the key frame alone, once for all frames
-        bhat = self._base(x[:, :, k], t, base_cond)[:, :, None]  # (B, C, 1, H, W)
+        bhat = self._base(x[:, :, k], t, _frame_of(base_cond, k))[:, :, None]  # (B, C, 1, H, W)
         removed = bhat.detach() if self.detach_base else bhat
         # section 3.3, remove the base noise: z'^i_t = z^i_t - s_t sqrt(lambda_i) bhat_t
         z_prime = x - sigma * root_lam * removed  # (B, C, F, H, W)

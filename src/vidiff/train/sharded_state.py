@@ -29,8 +29,10 @@ from torch.distributed.checkpoint.state_dict import (
 
 from vidiff.modelio.checkpoint import CheckpointError
 from vidiff.modelio.sharded import SHARDS_DIR, load_shards, save_shards
+from vidiff.train.resume import load_optimizer_state, optimizer_param_names
+from vidiff.train.sharding import is_sharded
 
-__all__ = ["load_full_optimizer", "load_optimizer_shards", "write_shards"]
+__all__ = ["load_full_optimizer", "load_optimizer_shards", "restore_optimizer", "write_shards"]
 
 
 def write_shards(staged: Path, model: nn.Module, ema: nn.Module,
@@ -76,3 +78,23 @@ def load_full_optimizer(model: nn.Module, optimizer: torch.optim.Optimizer, save
     options = StateDictOptions(full_state_dict=True)
     _keep_hyperparameters(optimizer, lambda: set_optimizer_state_dict(
         model, optimizer, {"state": moments, "param_groups": groups}, options=options))
+
+
+def restore_optimizer(optimizer: torch.optim.Optimizer, model: nn.Module, checkpoint: Path,
+                      state: dict, saved: list[list[str]] | None) -> str | None:
+    """AdamW's moments from a checkpoint's `state` (its parameter names per group: `saved`):
+    from an FSDP run's shards, into this run's shards, or as they were (by name where the
+    trained set changed); a line to print when something did not carry over."""
+    names = optimizer_param_names(optimizer, model)
+    whole = "optimizer" in state  # a DDP or one-process checkpoint
+    if (not whole or is_sharded(model)) and saved is not None and names != saved:
+        return ("the trained parameters changed: the optimizer moments start fresh (a "
+                "sharded run's moments are matched only to the same parameters)")
+    if not whole:
+        load_optimizer_shards(checkpoint, model, optimizer)
+    elif is_sharded(model):
+        load_full_optimizer(model, optimizer, state["optimizer"], saved or names)
+    else:
+        return load_optimizer_state(optimizer, state["optimizer"], checkpoint, names=names,
+                                    saved=saved)
+    return None

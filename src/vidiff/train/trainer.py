@@ -54,7 +54,6 @@ from vidiff.train.result import NonFiniteLossError, TrainResult
 from vidiff.train.resume import (
     Restored,
     check_restored_model,
-    load_optimizer_state,
     optimizer_param_names,
     remove_leftovers,
     resume_point,
@@ -68,7 +67,7 @@ from vidiff.train.setup import (
     launch_notes,
     wrap_network,
 )
-from vidiff.train.sharded_state import load_full_optimizer, load_optimizer_shards, write_shards
+from vidiff.train.sharded_state import restore_optimizer, write_shards
 from vidiff.train.sharding import is_sharded
 from vidiff.train.step import Stepper, set_lr
 from vidiff.utils.config_io import ConfigError
@@ -234,7 +233,9 @@ class Trainer:
         ckpt = restored.checkpoint
         state = restored.state
         saved = state.get("optimizer_params") or trained_names(self.raw, ckpt.config)
-        self._resume_optimizer(ckpt, state, saved)
+        note = restore_optimizer(self.optimizer, self.raw, ckpt.path, state, saved)
+        if note:
+            self.say(note)
         if self.config.train.max_seconds and state.get("lr_horizon"):
             self.lr_horizon = int(state["lr_horizon"])  # a time-budget run's re-aimed end
         if state.get("scaler"):
@@ -248,23 +249,6 @@ class Trainer:
         self.position = int(state.get("data_position", self.step * self.global_batch))
         self.last_checkpoint = ckpt.path
         self.say(f"resumed from {ckpt.path} at step {self.step}")
-
-    def _resume_optimizer(self, ckpt, state: dict, saved: list[list[str]] | None) -> None:
-        """AdamW's moments: from an FSDP run's shards, into shards, or as they were."""
-        names = optimizer_param_names(self.optimizer, self.raw)
-        whole = "optimizer" in state
-        if (not whole or is_sharded(self.raw)) and saved is not None and names != saved:
-            self.say("the trained parameters changed: the optimizer moments start fresh "
-                     "(a sharded run's moments are matched only to the same parameters)")
-        elif not whole:
-            load_optimizer_shards(ckpt.path, self.raw, self.optimizer)
-        elif is_sharded(self.raw):
-            load_full_optimizer(self.raw, self.optimizer, state["optimizer"], saved or names)
-        else:
-            remapped = load_optimizer_state(self.optimizer, state["optimizer"], ckpt.path,
-                                            names=names, saved=saved)
-            if remapped:
-                self.say(remapped)
 
     def say(self, message: str) -> None:
         """Print a `[vidiff train]` line (rank 0, unless the trainer was built with echo=False)."""
