@@ -15,7 +15,8 @@ from vidiff import __version__
 
 # module names under vidiff.commands, in --help order
 COMMANDS = [
-    "train", "sample", "info", "export", "demo", "extend", "interpolate", "upsample", "eval",
+    "train", "distill", "sample", "info", "export", "demo", "extend", "interpolate", "upsample",
+    "eval",
 ]
 
 

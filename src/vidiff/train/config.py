@@ -185,6 +185,20 @@ class TrainConfig:
 
 
 @dataclass
+class DistillConfig:
+    """A few-step student (`vidiff distill`, docs/DISTILL.md): with a teacher this run learns
+    to take in one deterministic step what the teacher takes in two (progressive
+    distillation, Salimans & Ho 2022), starting from the teacher's weights."""
+
+    teacher: str | None = None  # a run folder or checkpoint (None: an ordinary run)
+    method: str = "progressive"  # progressive: two teacher DDIM / Euler steps into one
+    # the teacher's steps this round (DDPM: DDIM on "trailing" timesteps, which nest; a flow:
+    # Euler); the student samples with half as many
+    teacher_steps: int = 8
+    guidance_scale: float = 1.0  # the teacher's classifier-free guidance (1: as conditioned)
+
+
+@dataclass
 class RunConfig:
     """A whole training run: data, model, diffusion, prior, loss and training."""
 
@@ -200,6 +214,7 @@ class RunConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     # how the run's samples are drawn, and the default of `vidiff sample` and vidiff.Pipeline
     sample: SamplingConfig = field(default_factory=SamplingConfig)
+    distill: DistillConfig = field(default_factory=DistillConfig)  # a few-step student
 
     def to_dict(self) -> dict:
         """Plain nested dict (JSON-ready)."""

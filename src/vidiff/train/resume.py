@@ -50,7 +50,7 @@ FIXED = (
     "model.kind",
     "diffusion", "prior",
     "data.frames", "data.size", "data.lowres_size", "data.use_labels", "data.use_captions",
-    "data.autoencoder", "train.lora",
+    "data.autoencoder", "train.lora", "distill",
 )
 FIXED_WITH_CAPTIONS = ("data.text_encoder", "data.text_dim")  # the text the model learned
 IGNORED = ("model.init_from",)  # only read when a run starts at step 0

@@ -58,6 +58,9 @@ class Stepper:
     diffusion: NoisingProcess
     prior: NoisePrior
     conditions: Callable[[dict[str, Any], torch.Tensor], Cond]  # (batch, dropout uniforms)
+    # another loss than the diffusion loss (a distillation run's, `vidiff.train.distill`):
+    # objective(net, x0, t, noise, cond) -> (B,) with its own sample_t
+    objective: Callable[..., torch.Tensor] | None = None
 
     @property
     def device(self) -> torch.device:
@@ -86,7 +89,8 @@ class Stepper:
         ts, noises, drops = [], [], []
         for i in range(d.batch_size):
             g = sample_generator(self.config.train.seed, first + i, device)
-            ts.append(self.diffusion.sample_t(1, generator=g, device=device))
+            ts.append((self.objective or self.diffusion).sample_t(1, generator=g,
+                                                                  device=device))
             noises.append(self.prior.sample((1, *shape[1:]), generator=g,
                                             num_images=d.num_images, device=device))
             drops.append(torch.rand(1 + d.num_images, generator=g, device=device))
@@ -101,8 +105,11 @@ class Stepper:
         autocast = torch.autocast(self.device.type, dtype=dtype) if dtype else nullcontext()
         with sync_gradients(self.ddp, sync):
             with autocast:
-                loss = diffusion_loss(self.net, self.diffusion, x0, t, noise,
-                                      self.config.loss, cond).mean()
+                if self.objective is not None:
+                    loss = self.objective(self.net, x0, t, noise, cond).mean()
+                else:
+                    loss = diffusion_loss(self.net, self.diffusion, x0, t, noise,
+                                          self.config.loss, cond).mean()
             # x sequence_parallel: the ranks' gradients are averaged, a group's are its
             # tokens' shares of one sample's gradient, whose sum is that gradient
             scale = self.dist.sequence / self.config.train.grad_accum

@@ -47,6 +47,7 @@ from vidiff.train.data import (
     ShardedOrder,
     make_loader,
 )
+from vidiff.train.distill import ProgressiveObjective, init_from_teacher, student_sampling
 from vidiff.train.init import with_init_schedule, with_pipeline_parts
 from vidiff.train.interrupt import StopRequested
 from vidiff.train.loop import run
@@ -146,6 +147,8 @@ class Trainer:
             self.say(f"warning: {note}")
         self.config, schedule = with_init_schedule(self.config)  # an imported model's schedule
         self.config, parts = with_pipeline_parts(self.config)  # and its VAE and text encoder
+        if self.config.distill.teacher is not None:  # a student samples with its own steps
+            self.config = student_sampling(self.config)
         if schedule or parts:  # the replaced sections checked as if they had been written
             validate(replace(self.config, model=replace(self.config.model, init_schedule=False)))
         for note in ([schedule] if schedule else []) + parts:
@@ -165,6 +168,8 @@ class Trainer:
                                 model=model)
         if restored is not None:  # the weights first: FSDP shards them as they are
             self._restore_weights(restored, network.raw, network.ema.model)
+        elif config.distill.teacher is not None:  # a student starts as its teacher
+            self.say(init_from_teacher(config, network.raw, network.ema.model))
         network = wrap_network(network, config, self.dist)
         self.raw, self.ddp, self.net, self.ema = (network.raw, network.ddp, network.net,
                                                   network.ema)
@@ -178,9 +183,11 @@ class Trainer:
         opt = build_optimization(self.raw, config)
         self.optimizer, self.schedule, self.scaler = opt.optimizer, opt.schedule, opt.scaler
         self.lr_horizon = t.steps  # where the LR decay ends; a time budget re-aims it (loop)
+        objective = None if config.distill.teacher is None else ProgressiveObjective(
+            config, self.diffusion, self.device, clip_x0=False)
         self.stepper = Stepper(config, self.dist, self.raw, self.ddp, self.net, self.ema,
                                self.optimizer, self.scaler, self.diffusion, self.prior,
-                               self._cond)
+                               self._cond, objective)
         self.step = 0
         self.position = 0  # training videos consumed so far, over all processes
         self.last_checkpoint: Path | None = None

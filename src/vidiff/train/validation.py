@@ -34,6 +34,7 @@ DATA_SOURCES = ("bouncing_balls", "moving_shapes", "folder")
 PRECISIONS = ("fp32", "bf16", "fp16")
 LR_SCHEDULES = ("constant", "cosine")
 TRAINABLE = ("all", "temporal")
+DISTILL_METHODS = ("progressive",)  # distill.method's values (vidiff.train.distill)
 
 
 def _choice(key: str, value, valid) -> None:
@@ -78,6 +79,7 @@ def validate(config: RunConfig) -> RunConfig:
     _choice("train.budget_clock", t.budget_clock, tuple(CLOCKS))
     _choice("train.trainable", t.trainable, TRAINABLE)
     _check_trainable(config)
+    _check_distill(config)
     _choice("train.parallel", t.parallel, PARALLEL)
     _positive("train.sequence_parallel", t.sequence_parallel)
     _positive("train.shard_size", t.shard_size, 0)
@@ -112,6 +114,19 @@ def validate(config: RunConfig) -> RunConfig:
     if t.grad_clip < 0 or t.weight_decay < 0:
         raise ConfigError("train.grad_clip and train.weight_decay must be >= 0")
     return config
+
+
+def _check_distill(config: RunConfig) -> None:
+    """[distill]: a known method, an even number of teacher steps, a guidance scale >= 0."""
+    d = config.distill
+    if d.teacher is None:
+        return
+    _choice("distill.method", d.method, DISTILL_METHODS)
+    if d.teacher_steps < 2 or d.teacher_steps % 2:
+        raise ConfigError(f"distill.teacher_steps = {d.teacher_steps} must be even and >= 2 "
+                          f"(the student takes half as many)")
+    if not d.guidance_scale >= 0:
+        raise ConfigError(f"distill.guidance_scale = {d.guidance_scale} must be >= 0 (1: none)")
 
 
 def _check_buckets(config: RunConfig) -> None:
