@@ -86,10 +86,10 @@ def main(argv=None) -> int:
     rows = []
 
     def score(name: str, pipe, steps: int) -> None:
-        scores = [scorer.score(sample(pipe, args.num, seed, 16)) for seed in args.seeds]
-        rows.append({"name": name, "steps": steps, "calls": steps * guided,
-                     **C.aggregate(scores)})
-        C.log("distill", f"{name}: {C.summary(rows[-1])}")
+        agg = C.aggregate([scorer.score(sample(pipe, args.num, seed, 16))
+                           for seed in args.seeds])
+        rows.append({"name": name, "steps": steps, "calls": steps * guided, **agg})
+        C.log("distill", f"{name}: {C.summary(agg)}")
 
     base = Pipeline.from_pretrained(teacher)
     score("teacher DDPM 100", base, 100)
