@@ -60,13 +60,19 @@ def main(argv=None) -> int:
     p.add_argument("--num", type=int, default=64, help="sampled clips per row and seed")
     p.add_argument("--ref-num", type=int, default=256)
     p.add_argument("--seeds", type=int, nargs="+", default=[0])
+    p.add_argument("--replot", action="store_true", help="only redraw OUT/distill.png from "
+                                                        "OUT/distill.json")
     args = p.parse_args(argv)
+    out = Path(args.out)
+    if args.replot:
+        facts = json.loads((out / "distill.json").read_text())
+        print(plot(out, facts["rows"], facts["real"]))
+        return 0
     import torch
 
     from vidiff.modelio.pipeline import Pipeline
     from vidiff.train.rounds import round_folders, round_plan
 
-    out = Path(args.out)
     vidiff = [sys.executable, "-m", "vidiff"]
     teacher = Path(args.teacher or out / "teacher")
     facts: dict = {}
@@ -114,13 +120,19 @@ def main(argv=None) -> int:
           f"{C.fmt(real['track'])} |")
     print(f"\ndistillation: {facts['distill_cpu_s']:.0f} CPU s ({facts['distill_wall_s']:.0f} s "
           f"wall), {len(plan)} rounds of {args.round_steps} steps; {facts['machine']}")
+    print(plot(out, rows, real))
+    return 0
+
+
+def plot(out: Path, rows: list[dict], real: dict) -> str:
+    """``out/distill.png``: each metric against the steps, the teacher's DDIM and the
+    students, the real clips' band."""
     series = {prefix: ([r["steps"] for r in rows if r["name"].startswith(prefix)],
                        [r for r in rows if r["name"].startswith(prefix)])
               for prefix in ("teacher DDIM", "student")}
     panels = [{"key": key, "xlabel": "sampling steps", "series": series, "floor": real,
                "xlog": True} for key in C.METRICS]
-    print(C.plot(out / "distill.png", panels, "progressive distillation of the default run"))
-    return 0
+    return C.plot(out / "distill.png", panels, "progressive distillation of the default run")
 
 
 if __name__ == "__main__":

@@ -65,3 +65,30 @@ def rank_pids(parent: int, timeout: float = 60) -> dict[int, int]:
             return ranks
         time.sleep(0.2)
     raise AssertionError("torchrun's workers did not start")
+
+
+def sigterm_rank_one(out, *settings) -> str:
+    """Start an endless tiny `vidiff train` on 2 gloo processes (torchrun) in `out`, send
+    SIGTERM to rank 1 alone once 3 steps are logged, and wait; the run's stderr."""
+    import signal
+    import subprocess
+    import sys
+
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node",
+           "2", "-m", "vidiff", "train", "--out", str(out), "--steps", "100000",
+           "--set", *TINY, "train.sample_every=0", "train.device=cpu", *settings]
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    try:
+        ranks = rank_pids(proc.pid)
+        log = out / "log.jsonl"
+        deadline = time.time() + 120
+        while not (log.exists() and len(log.read_text().splitlines()) >= 3):
+            assert time.time() < deadline and proc.poll() is None, proc.communicate()
+            time.sleep(0.1)
+        os.kill(ranks[1], signal.SIGTERM)
+        return proc.communicate(timeout=120)[1]
+    finally:
+        if proc.poll() is None:
+            proc.kill()

@@ -3,14 +3,12 @@ process with the same global batch."""
 
 import json
 import os
-import signal
 import subprocess
 import sys
-import time
 
 import pytest
 import torch
-from _train_helpers import TINY, rank_pids, tiny_config
+from _train_helpers import TINY, sigterm_rank_one, tiny_config
 
 from vidiff.modelio.checkpoint import list_checkpoints, load_checkpoint
 from vidiff.train import train
@@ -55,24 +53,7 @@ def test_sigterm_to_one_rank_stops_every_rank_after_the_same_step(tmp_path):
     """Only rank 1 is signalled: rank 0 learns of it through the per-step agreement, stops
     after the same step and writes the checkpoint; the run resumes from it."""
     out = tmp_path / "ddp"
-    env = dict(os.environ, OMP_NUM_THREADS="1")
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node",
-           "2", "-m", "vidiff", "train", "--out", str(out), "--steps", "100000",
-           "--set", *TINY, "train.sample_every=0", "train.device=cpu"]
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True)
-    try:
-        ranks = rank_pids(proc.pid)
-        log = out / "log.jsonl"
-        deadline = time.time() + 120
-        while not (log.exists() and len(log.read_text().splitlines()) >= 3):
-            assert time.time() < deadline and proc.poll() is None, proc.communicate()
-            time.sleep(0.1)
-        os.kill(ranks[1], signal.SIGTERM)
-        _, stderr = proc.communicate(timeout=120)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
+    stderr = sigterm_rank_one(out)
     step = load_checkpoint(out).step
     assert step >= 3, stderr[-3000:]
     assert "stopped by a signal" in stderr

@@ -5,14 +5,12 @@ exactly on 2 processes and on 1, and read back whole in every command."""
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
-import time
 
 import pytest
 import torch
-from _train_helpers import TINY, rank_pids, tiny_config
+from _train_helpers import TINY, sigterm_rank_one, tiny_config
 
 from vidiff.io import write_video
 from vidiff.modelio.checkpoint import checkpoint_intact, list_checkpoints, load_checkpoint
@@ -154,24 +152,7 @@ def test_hsdp_with_bf16_trains_videofusion_like_one_process(tmp_path):
 @pytest.mark.skipif(not os.path.isdir("/proc"), reason="finds the ranks through /proc")
 def test_sigterm_to_one_rank_checkpoints_every_shard(tmp_path):
     out = tmp_path / "fsdp"
-    env = dict(os.environ, OMP_NUM_THREADS="1")
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node",
-           "2", "-m", "vidiff", "train", "--out", str(out), "--steps", "100000",
-           "--set", *TINY, "train.sample_every=0", "train.device=cpu", "train.parallel=fsdp"]
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True)
-    try:
-        ranks = rank_pids(proc.pid)
-        log = out / "log.jsonl"
-        deadline = time.time() + 120
-        while not (log.exists() and len(log.read_text().splitlines()) >= 3):
-            assert time.time() < deadline and proc.poll() is None, proc.communicate()
-            time.sleep(0.1)
-        os.kill(ranks[1], signal.SIGTERM)
-        _, stderr = proc.communicate(timeout=120)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
+    stderr = sigterm_rank_one(out, "train.parallel=fsdp")
     ckpt = load_checkpoint(out)
     assert ckpt.step >= 3 and ckpt.sharded and checkpoint_intact(ckpt.path)
     assert "stopped by a signal" in stderr

@@ -24,16 +24,6 @@ from vidiff.sampling.samplers import SamplingConfig, sample
 __version__ = "0.1.0"
 
 
-def distill(teacher, *, steps: int, out, **options):
-    """Distill the run `teacher` into a student of `steps` steps in the run folder `out`
-    (progressive distillation; options: teacher_steps, round_steps, guidance_scale, method,
-    overrides): `vidiff.train.rounds.distill`, loaded on use (sampling never imports the
-    trainer)."""
-    from vidiff.train.rounds import distill as run_rounds
-
-    return run_rounds(teacher, steps=steps, out=out, **options)
-
-
 __all__ = [
     "FlowMatching",
     "Cond",
@@ -46,7 +36,6 @@ __all__ = [
     "Pipeline",
     "SamplingConfig",
     "diffusion_loss",
-    "distill",
     "make_betas",
     "nll_bits_per_dim",
     "noise_prior",

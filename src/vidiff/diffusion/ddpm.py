@@ -144,6 +144,8 @@ class Diffusion(NoisingProcess):
     samplers: ClassVar[tuple[str, ...]] = ("ddpm", "ddim", "dpmpp_2m")
     loss_weightings: ClassVar[tuple[str, ...]] = ("none", "min_snr")
     title: ClassVar[str] = "a DDPM model"
+    deterministic_sampler: ClassVar[str] = "ddim"
+    nested_spacing: ClassVar[str | None] = "trailing"  # t = T - i T / N - 1 nests
 
     def sampler_problem(self, sampler: str) -> str | None:
         """None for a DDPM sampler, else why not."""

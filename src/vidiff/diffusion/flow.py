@@ -77,6 +77,8 @@ class FlowMatching(NoisingProcess):
     samplers: ClassVar[tuple[str, ...]] = ("euler", "heun", "dpmpp_2m")
     loss_weightings: ClassVar[tuple[str, ...]] = ("none",)  # min_snr is DDPM's
     title: ClassVar[str] = "a flow-matching model"
+    deterministic_sampler: ClassVar[str] = "euler"
+    nested_spacing: ClassVar[str | None] = None  # its grids nest as they are (no respacing)
 
     def __post_init__(self):
         if not self.shift > 0:

@@ -66,6 +66,10 @@ class NoisingProcess(ABC):
     samplers: ClassVar[tuple[str, ...]]  # the `vidiff.sampling.samplers.SAMPLERS` names that apply
     loss_weightings: ClassVar[tuple[str, ...]]  # the `LossConfig.weighting` values that apply
     title: ClassVar[str]  # "a DDPM model": how messages name a model of this process
+    # the deterministic sampler (x' = a' x0 + (s'/s)(x - a x0)) and the spacing whose grid of
+    # 2k steps holds the grid of k at its even points: what a distilled student samples with
+    deterministic_sampler: ClassVar[str]
+    nested_spacing: ClassVar[str | None]
 
     @abstractmethod
     def grid(self, steps: int | None, spacing: str | None = None,

@@ -29,9 +29,9 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from torch import nn
-from torch.distributed.fsdp import FSDPModule
 
 from vidiff.utils.config_io import ConfigError
+from vidiff.utils.loaded import is_fsdp_module
 from vidiff.utils.registry import Registry
 
 __all__ = ["EXECUTION_FIELDS", "MODEL_KINDS", "ModelKind", "architecture_mismatch",
@@ -273,8 +273,8 @@ def network_type(model: nn.Module) -> type:
     """The class `model` was built as: its type, or for a module sharded by FSDP2 (whose
     class becomes ``FSDP<Name>``, a subclass of `FSDPModule` and the original) the original."""
     cls = type(model)
-    if issubclass(cls, FSDPModule):
-        return next(c for c in cls.__bases__ if c is not FSDPModule)
+    if is_fsdp_module(model):
+        return next(c for c in cls.__bases__ if c.__name__ != "FSDPModule")
     return cls
 
 

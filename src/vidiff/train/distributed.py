@@ -83,9 +83,14 @@ def setup(device: str = "auto") -> DistInfo:
 
 
 def teardown(info: DistInfo) -> None:
-    """Leave the process group if `setup` joined it."""
+    """Leave the process group if `setup` joined it, once every rank has come here: a rank
+    that tore its connections down while another still used them made that one abort at
+    exit (gloo: "terminate called without an active exception")."""
     if info.initialized_here and dist.is_initialized():
-        dist.destroy_process_group()
+        try:
+            barrier(info)
+        finally:
+            dist.destroy_process_group()
 
 
 def barrier(info: DistInfo) -> None:

@@ -6,14 +6,10 @@ import copy
 
 import torch
 from torch import nn
-from torch.distributed.tensor import DTensor
 
-__all__ = ["EMA", "local"]
+from vidiff.utils.loaded import local
 
-
-def local(tensor: torch.Tensor) -> torch.Tensor:
-    """This rank's part of a `DTensor` (FSDP's sharded parameters), else the tensor."""
-    return tensor.to_local() if isinstance(tensor, DTensor) else tensor
+__all__ = ["EMA"]
 
 
 class EMA:

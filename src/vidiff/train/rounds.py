@@ -4,7 +4,7 @@ steps, each round's teacher the previous round's student.
 >>> from vidiff.train.rounds import distill
 >>> result = distill("runs/balls", steps=4, out="runs/balls-4")   # 32 -> 16 -> 8 -> 4 steps
 
-Round r is an ordinary run (`vidiff.train.distill`) in ``OUT/rounds/<M>to<M/2>``, the last
+Round r is an ordinary run (`vidiff.train.student`) in ``OUT/rounds/<M>to<M/2>``, the last
 one in OUT itself, so `vidiff sample OUT` samples the final student. Every round takes its
 settings from the first teacher's run config, then `overrides`; a round that already reached
 its steps is skipped (running the same call again resumes where it stopped).

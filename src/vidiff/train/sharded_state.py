@@ -20,12 +20,6 @@ from pathlib import Path
 
 import torch
 from torch import nn
-from torch.distributed.checkpoint.state_dict import (
-    StateDictOptions,
-    get_model_state_dict,
-    get_optimizer_state_dict,
-    set_optimizer_state_dict,
-)
 
 from vidiff.modelio.checkpoint import CheckpointError
 from vidiff.modelio.sharded import SHARDS_DIR, load_shards, save_shards
@@ -38,6 +32,11 @@ __all__ = ["load_full_optimizer", "load_optimizer_shards", "restore_optimizer", 
 def write_shards(staged: Path, model: nn.Module, ema: nn.Module,
                  optimizer: torch.optim.Optimizer) -> None:
     """Every rank writes its shards into ``staged/shards`` (a collective)."""
+    from torch.distributed.checkpoint.state_dict import (
+        get_model_state_dict,
+        get_optimizer_state_dict,
+    )
+
     state = {"model": get_model_state_dict(model), "ema": get_model_state_dict(ema),
              "optim": get_optimizer_state_dict(model, optimizer)}
     save_shards(staged / SHARDS_DIR, state)
@@ -54,6 +53,11 @@ def load_optimizer_shards(checkpoint: Path, model: nn.Module,
                           optimizer: torch.optim.Optimizer) -> None:
     """AdamW's state from the shards of `checkpoint` (a collective under a process group):
     a `CheckpointError` when they do not fit this run's trained parameters."""
+    from torch.distributed.checkpoint.state_dict import (
+        get_optimizer_state_dict,
+        set_optimizer_state_dict,
+    )
+
     def load() -> None:
         state = {"optim": get_optimizer_state_dict(model, optimizer)}
         try:
@@ -70,6 +74,8 @@ def load_full_optimizer(model: nn.Module, optimizer: torch.optim.Optimizer, save
                         names: list[list[str]]) -> None:
     """A single-file checkpoint's optimizer state (`saved`, ``optimizer.state_dict()`` of a
     run whose groups held the parameters `names`) into this run's sharded optimizer."""
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, set_optimizer_state_dict
+
     order = [n for group in names for n in group]
     moments = {order[i]: s for i, s in saved.get("state", {}).items()
                if isinstance(i, int) and i < len(order)}

@@ -28,11 +28,11 @@ from contextlib import contextmanager
 
 import torch
 from torch import nn
-from torch.distributed.fsdp import CPUOffloadPolicy, FSDPModule, MixedPrecisionPolicy, fully_shard
 
 from vidiff.kinds import kind_of
 from vidiff.kinds.base import block_modules
 from vidiff.train.distributed import DistInfo
+from vidiff.utils.loaded import is_fsdp_module
 
 __all__ = ["PARALLEL", "build_mesh", "is_sharded", "shard",
            "shard_units", "sync_gradients"]
@@ -71,6 +71,8 @@ def shard(model: nn.Module, mesh, *, precision: str = "fp32", offload: bool = Fa
     """`model` sharded in place with FSDP2 over `mesh` (see the module doc): each of
     `shard_units` first, then the root. `trained` False (the EMA's copy): no mixed
     precision, the parameters resharded after every forward."""
+    from torch.distributed.fsdp import CPUOffloadPolicy, MixedPrecisionPolicy, fully_shard
+
     options = {"mesh": mesh}
     if trained and precision == "bf16":  # bf16 compute, fp32 gradient reduction
         options["mp_policy"] = MixedPrecisionPolicy(param_dtype=torch.bfloat16,
@@ -85,7 +87,7 @@ def shard(model: nn.Module, mesh, *, precision: str = "fp32", offload: bool = Fa
 
 def is_sharded(model: nn.Module) -> bool:
     """Whether `model` is an FSDP2 module (its parameters `DTensor`s)."""
-    return isinstance(model, FSDPModule)
+    return is_fsdp_module(model)
 
 
 @contextmanager

@@ -21,7 +21,6 @@ from typing import Any
 
 import torch
 from torch import nn
-from torch.distributed.tensor import DTensor
 
 from vidiff.cond import Cond
 from vidiff.diffusion.losses import diffusion_loss
@@ -32,6 +31,7 @@ from vidiff.train.config import RunConfig
 from vidiff.train.ema import EMA
 from vidiff.train.result import NonFiniteLossError
 from vidiff.train.sharding import sync_gradients
+from vidiff.utils.loaded import is_dtensor
 from vidiff.utils.seeding import mixed_seed
 
 __all__ = ["Stepper", "sample_generator"]
@@ -58,7 +58,7 @@ class Stepper:
     diffusion: NoisingProcess
     prior: NoisePrior
     conditions: Callable[[dict[str, Any], torch.Tensor], Cond]  # (batch, dropout uniforms)
-    # another loss than the diffusion loss (a distillation run's, `vidiff.train.distill`):
+    # another loss than the diffusion loss (a distillation run's, `vidiff.train.student`):
     # objective(net, x0, t, noise, cond) -> (B,) with its own sample_t
     objective: Callable[..., torch.Tensor] | None = None
 
@@ -135,7 +135,7 @@ class Stepper:
                   if p.grad is not None]  # the trained ones (no walk of the module tree)
         # the global norm (FSDP: over every rank's shards); grad_clip = 0 measures only
         norm = torch.nn.utils.clip_grad_norm_(params, t.grad_clip or math.inf)
-        if isinstance(norm, DTensor):  # a sharded norm: its value on every rank
+        if is_dtensor(norm):  # a sharded norm: its value on every rank
             norm = norm.full_tensor()
         set_lr(self.optimizer, lr_factor)
         self.scaler.step(self.optimizer)

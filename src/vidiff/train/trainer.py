@@ -47,7 +47,6 @@ from vidiff.train.data import (
     ShardedOrder,
     make_loader,
 )
-from vidiff.train.distill import ProgressiveObjective, init_from_teacher, student_sampling
 from vidiff.train.init import with_init_schedule, with_pipeline_parts
 from vidiff.train.interrupt import StopRequested
 from vidiff.train.loop import run
@@ -71,6 +70,7 @@ from vidiff.train.setup import (
 from vidiff.train.sharded_state import restore_optimizer, write_shards
 from vidiff.train.sharding import is_sharded
 from vidiff.train.step import Stepper, set_lr
+from vidiff.train.student import ProgressiveObjective, init_from_teacher, student_sampling
 from vidiff.utils.config_io import ConfigError
 from vidiff.utils.threads import ThreadCount, auto_threads
 

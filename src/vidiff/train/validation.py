@@ -34,7 +34,7 @@ DATA_SOURCES = ("bouncing_balls", "moving_shapes", "folder")
 PRECISIONS = ("fp32", "bf16", "fp16")
 LR_SCHEDULES = ("constant", "cosine")
 TRAINABLE = ("all", "temporal")
-DISTILL_METHODS = ("progressive",)  # distill.method's values (vidiff.train.distill)
+DISTILL_METHODS = ("progressive",)  # distill.method's values (vidiff.train.student)
 
 
 def _choice(key: str, value, valid) -> None:

@@ -25,8 +25,7 @@ from torch import nn
 
 from vidiff.cond import Cond
 from vidiff.diffusion.distill import coefficients, halve, progressive_loss
-from vidiff.diffusion.flow import FlowMatching
-from vidiff.diffusion.process import Grid, NoisingProcess
+from vidiff.diffusion.process import Grid, NoisingProcess, build_process
 from vidiff.modelio.checkpoint import CheckpointError, load_checkpoint, load_weights
 from vidiff.modelio.pipeline import Pipeline
 from vidiff.sampling.guidance import ClassifierFreeGuidance
@@ -39,16 +38,15 @@ __all__ = ["ProgressiveObjective", "init_from_teacher", "student_sampling", "tea
 def teacher_grid(process: NoisingProcess, steps: int) -> Grid:
     """The teacher's grid of `steps` steps: DDPM's "trailing" timesteps (whose halves are the
     student's own trailing grid), a flow's grid."""
-    return process.grid(steps, None if isinstance(process, FlowMatching) else "trailing")
+    return process.grid(steps, process.nested_spacing)
 
 
 def student_sampling(config: RunConfig) -> RunConfig:
     """`config` with its [sample] section the student's: half the teacher's steps, DDIM on
     trailing timesteps (DDPM) or Euler (flow), the teacher's guidance scale."""
-    d = config.distill
-    flow = config.diffusion.process == "flow"
-    sample = replace(config.sample, sampler="euler" if flow else "ddim", eta=None,
-                     steps=d.teacher_steps // 2, spacing=None if flow else "trailing")
+    process = build_process(config.diffusion)
+    sample = replace(config.sample, sampler=process.deterministic_sampler, eta=None,
+                     steps=config.distill.teacher_steps // 2, spacing=process.nested_spacing)
     return replace(config, sample=sample)
 
 
