@@ -102,7 +102,7 @@ def run_config(args, out: Path, overrides: list[str], seed: int = 0):
     from vidiff.train.config import load_run_config
 
     common = [f"train.out={out}", f"train.threads={args.threads}", f"train.device={args.device}",
-              f"train.seed={seed}", "train.progress=false", "train.tensorboard=false",
+              f"train.seed={seed}", "train.progress=false", "train.report_to=[]",
               "train.ckpt_every=0", "train.sample_every=0", "train.sample_count=8",
               "train.resume=never", "data.use_labels=false"]  # claims: unconditional unless set
     return load_run_config(None, [*common, *args.overrides, *overrides])

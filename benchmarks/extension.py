@@ -65,7 +65,7 @@ def ensure_model(args):
             f"train.out={args.run}", f"data.frames={WINDOW}", f"data.size={args.size}",
             "model.preset=tiny", "train.steps=100000", f"train.max_seconds={args.train_seconds}",
             "train.budget_clock=cpu", "train.threads=1",  # CPU-time budget: fair when shared
-            "train.progress=false", "train.tensorboard=false",
+            "train.progress=false", "train.report_to=[]",
             "train.sample_count=4", "train.ckpt_every=0", "train.log_every=100",
         ])
         train(config)

@@ -94,7 +94,7 @@ def parse_run(spec: str) -> dict:
 def _common(args, out: Path, seed: int | None = None) -> list[str]:
     seed = args.seed if seed is None else seed
     return [f"train.out={out}", f"train.threads={args.threads}", f"train.device={args.device}",
-            f"train.seed={seed}", "train.progress=false", "train.tensorboard=false",
+            f"train.seed={seed}", "train.progress=false", "train.report_to=[]",
             "train.ckpt_every=0", f"data.size={args.size}",
             f"diffusion.prediction={args.prediction}"]
 

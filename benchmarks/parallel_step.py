@@ -47,7 +47,7 @@ def run_variant(kind: str, variant: str, args, out: Path) -> tuple[float, float]
            "data.use_labels=true", "train.progress=false", "train.sample_every=0",
            "train.sample_count=1", "sample.steps=1", f"train.threads={args.threads}",
            f"train.log_every={args.log_every}", "train.ckpt_every=0", "train.resume=never",
-           "train.tensorboard=false"]
+           "train.report_to=[]"]
     env = dict(os.environ, OMP_NUM_THREADS=str(args.threads))
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=3600)
     if proc.returncode != 0:

@@ -128,7 +128,7 @@ def _run_config(spec: dict):
             f"train.threads={spec['threads']}",
             "train.device=cpu",
             "train.progress=false",
-            "train.tensorboard=false",
+            "train.report_to=[]",
             "train.resume=never",
             "train.ckpt_every=0",
             "train.log_every=25",

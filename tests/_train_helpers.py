@@ -14,7 +14,7 @@ from vidiff.train.config import load_run_config
 TINY = [
     "model.preset=tiny", "sample.sampler=ddim", "data.use_labels=false",
     "data.frames=4", "data.size=16", "data.batch_size=2", "data.num_videos=64",
-    "train.threads=1", "train.progress=false", "train.tensorboard=false",
+    "train.threads=1", "train.progress=false", "train.report_to=[]",
     "train.sample_count=2", "sample.steps=2", "train.warmup=2", "train.log_every=1",
     "train.ckpt_every=0",
 ]

@@ -36,7 +36,7 @@ def test_the_default_run_trains_and_samples(tmp_path):
     balls at 8x24x24, DDPM sampling), shortened to 2 steps and a 3-step sampler."""
     out = tmp_path / "balls"
     assert main(["train", "--out", str(out), "--steps", "2", "--threads", "1", "--set",
-                 "train.progress=false", "train.tensorboard=false", "train.sample_count=2",
+                 "train.progress=false", "train.report_to=[]", "train.sample_count=2",
                  "sample.steps=3"]) == 0
     assert main(["sample", str(out), "--out", str(tmp_path / "balls.gif"), "-n", "2"]) == 0
     from vidiff import Pipeline

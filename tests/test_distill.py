@@ -14,7 +14,13 @@ from _train_helpers import cli_error, tiny_config
 from vidiff.cli import main
 from vidiff.modelio.pipeline import Pipeline
 from vidiff.train import train
-from vidiff.train.rounds import default_teacher_steps, round_folders, round_plan
+from vidiff.train.config import RunConfig
+from vidiff.train.rounds import (
+    _guidance_settings,
+    default_teacher_steps,
+    round_folders,
+    round_plan,
+)
 from vidiff.utils.config_io import ConfigError
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -24,6 +30,9 @@ PROCESS = {"ddpm": [], "flow": ["diffusion.process=flow", "sample.sampler=euler"
 # within 4e-4 of where its two do: nothing to distill; benchmarks/distill.py measures a real
 # one), so its test checks the run, and DDPM's also the distance
 ROUND_STEPS = {"ddpm": 60, "flow": 10}
+GUIDED_STEPS = {"ddpm": 40, "flow": 5}
+CONSISTENCY_STEPS = {"ddpm": 60, "flow": 10}
+FAST_EMA = ["train.ema_decay=0.9"]  # a short run's EMA (what the pipelines load) keeps up
 
 
 @pytest.fixture(scope="module", params=list(PROCESS))
@@ -51,7 +60,7 @@ def test_a_student_takes_in_one_step_what_its_teacher_takes_in_two(teacher, tmp_
     command = ["distill", str(run), "--steps", "1", "--teacher-steps", "2", "--round-steps",
                str(ROUND_STEPS[process]), "--out", str(out), "--set", "data.batch_size=8"]
     assert main(command) == 0
-    assert f"student: {out} (1 steps)" in capsys.readouterr().out
+    assert f"student: {out} (progressive, 1 steps)" in capsys.readouterr().out
     student = Pipeline.from_pretrained(out)
     sampling = student.spec.sampling
     assert sampling.steps == 1
@@ -101,3 +110,94 @@ def test_bad_teachers_and_settings_are_one_line_errors(teacher, tmp_path, capsys
     err = cli_error(capsys, ["train", "--out", str(tmp_path / "t"), "--set",
                              f"distill.teacher={run}", "distill.teacher_steps=3"])
     assert "distill.teacher_steps = 3 must be even" in err
+
+
+def rows_counted(pipe):
+    """The pipeline's network wrapped to count the batch rows it evaluates."""
+    seen = []
+    forward = pipe.model.forward
+
+    def counted(x, *args, **kwargs):
+        seen.append(x.shape[0])
+        return forward(x, *args, **kwargs)
+
+    pipe.model.forward = counted
+    return seen
+
+
+def test_a_guided_student_learns_guidance_in_one_call_then_fewer_steps(teacher, tmp_path,
+                                                                       capsys):
+    """--method guided: the scale an input, one call per step. With --steps 1 (on the flow
+    teacher) a progressive round of that student follows, each sample's scale passed to
+    teacher and student alike."""
+    process, run = teacher
+    out = tmp_path / "guided"
+    more = ["--steps", "1", "--teacher-steps", "2"] if process == "flow" else []
+    assert main(["distill", str(run), "--method", "guided", *more, "--round-steps",
+                 str(GUIDED_STEPS[process]), "--guidance-range", "1", "3", "--out", str(out),
+                 "--set", "data.batch_size=8", *FAST_EMA]) == 0
+    steps = "1 steps" if more else "the teacher's steps"
+    assert f"student: {out} (guided, {steps})" in capsys.readouterr().out
+    stage = Pipeline.from_pretrained(out / "rounds" / "guided" if more else out)
+    parent = Pipeline.from_pretrained(run)
+    assert stage.spec.takes_guidance and not parent.spec.takes_guidance
+    assert stage.spec.sampling == parent.spec.sampling  # stage one keeps the sampler
+    for pipe, per_step in ((stage, 4), (parent, 8)):  # 4 videos, 3 steps, guidance 2
+        seen = rows_counted(pipe)
+        pipe(4, steps=3, guidance_scale=2.0, batch_size=4)
+        assert seen == [per_step] * 3
+    if more:
+        final = Pipeline.from_pretrained(out)
+        assert final.spec.takes_guidance and final.spec.sampling.steps == 1
+        config = json.loads((out / "config.json").read_text())
+        assert config["distill"]["method"] == "progressive"
+        assert config["distill"]["teacher"] == str(out / "rounds" / "guided")
+        return
+    with torch.no_grad():  # what the scale input does against what guidance does
+        g = torch.Generator().manual_seed(4)
+        cond = parent.conditions(8, class_labels=list(range(8))).kwargs()
+        for t in (200, 600, 900):
+            x, t = torch.randn(8, *parent.clip_shape, generator=g), torch.full((8,), t)
+            want = parent.denoiser(3.0)(x, t, **cond) - parent.denoiser(1.0)(x, t, **cond)
+            got = stage.denoiser(3.0)(x, t, **cond) - stage.denoiser(1.0)(x, t, **cond)
+            # a tiny teacher's guidance is a small change, which 40 steps start to learn
+            # (measured cos 0.40-0.46, 1% of its size; benchmarks/distill.py, a real one)
+            cos = torch.nn.functional.cosine_similarity(want.flatten(), got.flatten(), 0)
+            assert cos > 0.25 and got.norm() > 0.003 * want.norm(), (float(cos), t[0])
+
+
+def test_a_consistency_student_samples_the_trajectory_end_in_one_call(teacher, tmp_path,
+                                                                       capsys):
+    process, run = teacher
+    out = tmp_path / "consistency"
+    assert main(["distill", str(run), "--method", "consistency", "--steps", "1",
+                 "--teacher-steps", "2", "--round-steps", str(CONSISTENCY_STEPS[process]),
+                 "--out", str(out), "--set", "data.batch_size=8", *FAST_EMA]) == 0
+    assert f"student: {out} (consistency, 1 steps)" in capsys.readouterr().out
+    student = Pipeline.from_pretrained(out)
+    assert (student.spec.sampling.sampler, student.spec.sampling.steps) == ("consistency", 1)
+    seen = rows_counted(student)
+    student(4, guidance_scale=1.0, batch_size=4)
+    assert seen == [4]
+    if process == "ddpm":
+        target = trajectory(Pipeline.from_pretrained(run), 2)
+        own = (trajectory(Pipeline.from_pretrained(run), 1) - target).square().mean()
+        learned = (student(8, guidance_scale=1.0, generator=torch.Generator().manual_seed(3),
+                           batch_size=8) - target).square().mean()
+        assert learned < 0.6 * own, (float(learned), float(own))
+
+
+def test_methods_refuse_what_they_cannot_do(teacher, tmp_path, capsys):
+    _, run = teacher
+    err = cli_error(capsys, ["distill", str(run), "--method", "consistency", "--out",
+                             str(tmp_path / "c")])
+    assert "--method consistency needs --steps" in err
+    err = cli_error(capsys, ["distill", str(run), "--method", "consistency", "--steps", "3",
+                             "--teacher-steps", "8", "--out", str(tmp_path / "c")])
+    assert "distill.student_steps = 3 must divide distill.teacher_steps = 8" in err
+    err = cli_error(capsys, ["distill", str(run), "--method", "guided", "--guidance-range",
+                             "3", "1", "--out", str(tmp_path / "g")])
+    assert "need 0 <= min <= max" in err
+    base = replace(RunConfig(), model=replace(RunConfig().model, kind="wan"))
+    with pytest.raises(ConfigError, match="a wan model has none in vidiff .kinds that can: "):
+        _guidance_settings(base)

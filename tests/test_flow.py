@@ -180,7 +180,8 @@ def test_a_flow_run_trains_samples_exports_and_refuses_what_it_cannot_do(tmp_pat
                     pipe(1, generator=g[1]))
     err = cli_error(capsys, ["sample", str(out), "--sampler", "ddim", "--out",
                              str(tmp_path / "x.npy")])
-    assert "--sampler 'ddim': a flow-matching model samples with euler, heun or dpmpp_2m" in err
+    assert ("--sampler 'ddim': a flow-matching model samples with euler, heun, dpmpp_2m or "
+            "consistency") in err
     for argv, frames in ((["extend", "--frames", "6"], 6), (["interpolate", "--factor", "2"], 7)):
         assert main([argv[0], str(out), "--input", str(npy), *argv[1:], "--steps", "3",
                      "--out", str(tmp_path / f"{argv[0]}.npy")]) == 0  # guidance in flow

@@ -175,3 +175,29 @@ def test_super_resolution_operator_fits_the_observation():
 def test_reconstruction_guidance_needs_mask_or_operator():
     with pytest.raises(ValueError, match="mask"):
         ReconstructionGuidance(lambda x, t: x, vidiff.Diffusion(), torch.zeros(1))
+
+
+def test_cfg_takes_one_scale_per_sample_and_guidance_input_passes_it():
+    """A guided distillation's teacher: each sample guided at its own scale, as if alone;
+    `GuidanceInput` gives a guidance-distilled model its scale (and keeps a given one)."""
+    from vidiff.sampling.guidance import GuidanceInput
+
+    x = torch.randn(3, 2, 4, 5, 5)
+    t = torch.tensor([10, 500, 999])
+    labels = torch.tensor([1, 2, 3])
+    scales = torch.tensor([0.0, 1.0, 3.5])
+    mixed = ClassifierFreeGuidance(toy_conditional, scales)(x, t, class_labels=labels)
+    for i, w in enumerate(scales.tolist()):
+        alone = ClassifierFreeGuidance(toy_conditional, w)(x[i:i + 1], t[i:i + 1],
+                                                          class_labels=labels[i:i + 1])
+        assert_close_to(mixed[i:i + 1], alone, ONE_OP)
+    seen = []
+
+    def takes_scale(x, t, guidance=None, **cond):
+        seen.append(guidance)
+        return x
+
+    GuidanceInput(takes_scale, 2.5)(x, t, class_labels=labels)
+    assert torch.equal(seen[-1], torch.full((3,), 2.5))
+    GuidanceInput(takes_scale, 2.5)(x, t, guidance=scales)
+    assert torch.equal(seen[-1], scales)

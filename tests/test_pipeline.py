@@ -86,7 +86,8 @@ def test_pipeline_batches_and_labels(runs):
     assert pipe.conditions(3).class_labels.tolist() == [0, 1, 2]  # the classes in turn
     with pytest.raises(ValueError, match=r"class_labels \[9\] must lie in \[0, 8\)"):
         pipe(1, class_labels=[9])
-    with pytest.raises(ValueError, match="sampler 'lms' is unknown; choose one of ddim, ddpm"):
+    with pytest.raises(ValueError,
+                       match="sampler 'lms' is unknown; choose one of consistency, ddim, ddpm"):
         pipe(1, sampler="lms")
     with pytest.raises(ValueError, match="sampler 'euler': euler and heun sample flow"):
         pipe(1, sampler="euler")  # a flow sampler, on a DDPM model

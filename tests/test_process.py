@@ -49,11 +49,11 @@ def test_build_process_gives_each_process_and_names_a_bad_one():
 
 
 def test_one_registry_and_each_process_names_the_samplers_that_apply():
-    assert set(SAMPLERS.names()) == {"ddpm", "ddim", "dpmpp_2m", "euler", "heun"}
+    assert set(SAMPLERS.names()) == {"ddpm", "ddim", "dpmpp_2m", "euler", "heun", "consistency"}
     ddpm, flow = PROCESSES
     shape = (1, 1, 2, 2, 2)
     with pytest.raises(ValueError, match=r"sampler 'ddpm': a flow-matching model samples with "
-                                         r"euler, heun or dpmpp_2m$"):
+                                         r"euler, heun, dpmpp_2m or consistency$"):
         vidiff.sample(lambda x, t: x, shape, diffusion=flow, sampler="ddpm")
     with pytest.raises(ValueError, match="sampler 'heun': euler and heun sample flow"):
         vidiff.sample(lambda x, t: x, shape, diffusion=ddpm, sampler="heun")

@@ -274,7 +274,7 @@ def test_second_ctrl_c_stops_at_once(tmp_path):
     out = tmp_path / "r"
     # slow steps (many micro-batches, seconds each) keep the run busy in step 2 after the
     # first signal (a sample grid would not: the first signal cuts it)
-    proc = _start(out, "train.grad_accum=100")
+    proc = _start(out, "train.grad_accum=40")
     _wait_for_steps(out, 1, proc)
     proc.send_signal(signal.SIGINT)
     time.sleep(0.3)

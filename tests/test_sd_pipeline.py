@@ -18,7 +18,7 @@ CONFIG = Path(__file__).resolve().parents[1] / "configs" / "finetune_sd_video.to
 # the recipe's config at test size: 4 frames of 16x16 pixels (8x8 latents), fp32 on the CPU
 SMALL = ["--data", "moving_shapes", "--set", "data.size=16", "data.frames=4", "data.fps=null",
          "data.num_videos=8", "train.sample_count=2", "sample.steps=2", "train.precision=fp32",
-         "train.progress=false", "train.tensorboard=false", "train.threads=1",
+         "train.progress=false", "train.report_to=[]", "train.threads=1",
          "train.warmup=2", "train.sample_every=0", "train.ckpt_every=0", "train.lr=1e-3"]
 
 

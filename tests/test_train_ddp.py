@@ -43,6 +43,13 @@ def test_two_processes_match_one(tmp_path, backbone):
     # rank 0 alone writes: one log line per step, one checkpoint, one set of samples
     lines = (ddp / "log.jsonl").read_text().splitlines()
     assert [json.loads(x)["step"] for x in lines] == list(range(1, steps + 1))
+    # the loss by level sums both ranks' samples: the single process's bins, as they are
+    ones = [json.loads(x) for x in (single / "log.jsonl").read_text().splitlines()]
+    for one, two in zip(ones, map(json.loads, lines), strict=True):
+        assert two["samples_by_level"] == one["samples_by_level"]
+        assert sum(two["samples_by_level"]) == 4
+        for x, y in zip(one["loss_by_level"], two["loss_by_level"], strict=True):
+            assert (x is None) == (y is None) and (x is None or abs(x - y) <= 1e-5 * x)
     assert len(list_checkpoints(ddp)) == 1
     assert sorted(p.name for p in (ddp / "samples").iterdir()) == [
         f"step_{steps:08d}{s}" for s in (".gif", ".mp4", ".png")]

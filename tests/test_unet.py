@@ -4,7 +4,6 @@ masks, conditioning, presets, bf16 and gradient checkpointing."""
 from __future__ import annotations
 
 import math
-import time
 
 import pytest
 import torch
@@ -90,17 +89,11 @@ def test_shapes_with_conditioning(overrides):
     assert all(p.grad is not None for p in model.parameters() if p.requires_grad)
 
 
-def test_tiny_preset_is_fast():
-    model = build_unet("tiny").eval()
-    x = video(b=1, f=4)
-    best = float("inf")
-    with torch.no_grad():
-        model(x, T2[:1])  # the first call pays one-time library set-up
-        for _ in range(3):
-            t0 = time.perf_counter()
-            model(x, T2[:1])
-            best = min(best, time.perf_counter() - t0)
-    assert best < 0.25  # milliseconds on an idle CPU; generous for a loaded CI machine
+def test_tiny_preset_stays_tiny():
+    """What keeps the suite's many tiny runs cheap, counted (never timed: benchmarks/ time)."""
+    assert count_parameters("tiny") < 250_000
+    model = build_unet("tiny")
+    assert model.config.num_levels == 2 and model.config.model_channels <= 16
 
 
 # -- presets --------------------------------------------------------------------------------------

@@ -378,7 +378,11 @@ def test_a_checkpoint_of_the_earlier_videofusion_loads_and_predicts_the_same():
     model.load_state_dict(load_file(folder / "model.safetensors"))  # strict: the same keys
     # the record read back, the [diffusion] fields added since at their defaults
     filled = {**asdict(DiffusionConfig()), **config["diffusion"]}
-    assert model.config_dict() == {**config, "diffusion": filled}
+    # and the U-Net fields added since (guidance_embed) at theirs
+    generators = {part: {**config[part], "unet": {"guidance_embed": False,
+                                                  **config[part]["unet"]}}
+                  for part in ("base", "residual")}
+    assert model.config_dict() == {**config, **generators, "diffusion": filled}
     assert model.decomposition.key_index(4) == 1 and model.schedule.timesteps == 200
     want = load_file(folder / "expected.safetensors")
     with torch.no_grad():

@@ -18,6 +18,8 @@ videos of F frames (+ K joint-training images):
 | `null_emb`     | float (B, L, D)             | the text the null condition stands for (a        |
 |                |                             | negative prompt; None: the model's own null)     |
 | `null_mask`    | bool (B, L)                 | its token mask                                   |
+| `guidance`     | float (B,)                  | the guidance scale a guidance-distilled model    |
+|                |                             | takes as an input (None: 1, the conditional one) |
 
 Samplers and guidance call a plain denoiser with ``**cond.kwargs()``, so any callable
 ``denoiser(xt, t, **keywords)`` keeps working; vidiff's models also take the `Cond` itself.
@@ -35,7 +37,7 @@ from torch import Tensor
 __all__ = ["Cond"]
 
 TENSOR_FIELDS = ("class_labels", "text_emb", "text_mask", "cond_mask", "lowres", "null_emb",
-                 "null_mask")
+                 "null_mask", "guidance")
 
 
 @dataclass(frozen=True)
@@ -50,6 +52,7 @@ class Cond:
     num_images: int = 0
     null_emb: Tensor | None = None
     null_mask: Tensor | None = None
+    guidance: Tensor | None = None
 
     @classmethod
     def of(cls, value: Cond | Mapping[str, Any] | None) -> Cond:
@@ -118,7 +121,8 @@ def _is_set(value) -> bool:
     return value is not None and not (isinstance(value, int) and value == 0)
 
 
-CALL_FIELDS = ("class_labels", "text_emb", "text_mask", "cond_mask", "num_images", "lowres")
+CALL_FIELDS = ("class_labels", "text_emb", "text_mask", "cond_mask", "num_images", "lowres",
+               "guidance")
 
 
 def call_conditions(cond: Cond | None, **keywords) -> tuple:

@@ -80,7 +80,7 @@ UNREAD_FIELDS = {
 
 # the respacing of a sampler's timesteps unless told (`schedules.respace`): DPM-Solver++ steps
 # evenly in log-SNR (Lu et al. 2022, section 3.3), the others evenly in t
-DEFAULT_SPACING = {"dpmpp_2m": "logsnr"}
+DEFAULT_SPACING = {"dpmpp_2m": "logsnr", "consistency": "trailing"}  # consistency: from T - 1
 
 
 class Diffusion(NoisingProcess):
@@ -141,7 +141,7 @@ class Diffusion(NoisingProcess):
         self._device_cache: dict = {}
 
     # DDPM's ancestral sampler needs the discrete posterior; euler and heun are the flow's
-    samplers: ClassVar[tuple[str, ...]] = ("ddpm", "ddim", "dpmpp_2m")
+    samplers: ClassVar[tuple[str, ...]] = ("ddpm", "ddim", "dpmpp_2m", "consistency")
     loss_weightings: ClassVar[tuple[str, ...]] = ("none", "min_snr")
     title: ClassVar[str] = "a DDPM model"
     deterministic_sampler: ClassVar[str] = "ddim"
@@ -169,6 +169,14 @@ class Diffusion(NoisingProcess):
         ts = respace(self.timesteps, steps or self.timesteps, spacing, self.alphas_cumprod)
         abar = self.alphas_cumprod[ts].tolist() + [1.0]  # abar = 1 after the last: clean data
         return Grid(ts, tuple(math.sqrt(v) for v in abar), tuple(math.sqrt(1 - v) for v in abar))
+
+    def level(self, t: torch.Tensor) -> torch.Tensor:
+        """t / T (float64): step 0 at 0, the last step T - 1 just under 1."""
+        return t.double() / self.timesteps
+
+    def at_level(self, level: torch.Tensor) -> torch.Tensor:
+        """The step floor(u T) (int64), the last step T - 1 at u = 1."""
+        return (level.double() * self.timesteps).floor().long().clamp(0, self.timesteps - 1)
 
     @staticmethod
     def network_time(t: torch.Tensor) -> torch.Tensor:

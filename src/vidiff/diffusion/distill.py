@@ -1,4 +1,6 @@
-"""Progressive distillation's target (Salimans & Ho 2022, algorithm 2), for any noising path.
+"""Distillation targets for any noising path: progressive distillation (Salimans & Ho 2022,
+algorithm 2), distilled guidance (Meng et al. 2023) and consistency distillation (Song et al.
+2023).
 
 A student that takes k deterministic steps is taught to land, in one of its steps, where two
 of the teacher's land. With x_t = a x0 + s eps, the deterministic DDIM step from (a, s) to
@@ -15,6 +17,13 @@ makes the student's single step t -> t'' land on x'' solves the step for x0_hat:
 (at the last step, s'' = 0 and a'' = 1, the target is x'' itself). The student's grid is
 every other point of the teacher's (`halve`): DDPM's "trailing" respacing and the flow's
 grids nest, so a student of k steps evaluates exactly the teacher's even times.
+
+Consistency distillation teaches the student the map from any point of the teacher's
+deterministic trajectory to that trajectory's end, f(x_{t_i}, t_i) = x0 (Song et al. 2023,
+eq. 7): with one teacher step x_{t_i} -> x^_{t_{i+1}} the target is the student's own
+(stop-gradient) f(x^_{t_{i+1}}, t_{i+1}), and at the last step the step's landing itself
+(f(x, 0) = x, the boundary condition). A student that holds f exactly samples, in one call,
+the end of the teacher's N-step trajectory from the same x_T (`consistency_target`).
 """
 
 from __future__ import annotations
@@ -25,8 +34,12 @@ import torch
 
 from vidiff.diffusion.process import Grid, NoisingProcess
 
-__all__ = ["coefficients", "ddim_to", "halve", "landing_x0", "progressive_loss",
-           "progressive_target"]
+__all__ = ["METHODS", "coefficients", "consistency_loss", "consistency_target", "ddim_to", "halve",
+           "landing_x0", "progressive_loss", "progressive_target"]
+
+# the distillation methods (distill.method, `vidiff distill --method`): the targets here,
+# their objectives in `vidiff.train.student`
+METHODS = ("progressive", "guided", "consistency")
 
 X0Fn = Callable[[torch.Tensor, int], torch.Tensor]  # (x at grid time i, i) -> x0 estimate
 
@@ -92,3 +105,44 @@ def progressive_loss(student, process: NoisingProcess, x0_of: X0Fn, teacher: Gri
     target = process.target(target_x0, (xt - a * target_x0) / s, t)
     out = student(xt, process.network_time(t), **cond)
     return (out.float() - target.float()).square().flatten(1).mean(1)
+
+
+def consistency_target(x0_of: X0Fn, f_of: X0Fn, x: torch.Tensor, teacher: Grid,
+                       i: torch.Tensor) -> torch.Tensor:
+    """The consistency target at the teacher's grid times `i` (B,) for x there: one teacher
+    DDIM / Euler step to t_{i+1} (`x0_of`, the teacher's x0), then `f_of` there, the
+    target network's consistency function (Song et al. 2023, eq. 7); at the last step
+    (t_{i+1} clean) the landing itself, f(x, clean) = x."""
+    a, s = coefficients(teacher, i, x)
+    a1, s1 = coefficients(teacher, i + 1, x)
+    landed = ddim_to(x, x0_of(x, i), a, s, a1, s1)  # x^_{t_{i+1}}
+    last = (i + 1 == len(teacher)).view((-1,) + (1,) * (x.ndim - 1))
+    inner = torch.clamp(i + 1, max=len(teacher) - 1)  # the clean end has no network time
+    return torch.where(last, landed, f_of(landed, inner))
+
+
+def consistency_loss(student, process: NoisingProcess, x0_of: X0Fn, teacher: Grid,
+                     x0: torch.Tensor, i: torch.Tensor, noise: torch.Tensor,
+                     cond: dict, target=None) -> torch.Tensor:
+    """Per-sample loss (B,) of consistency distillation at the teacher's grid times `i`
+    (B,): x_t = a x0 + s eps (eps from the noise prior), the student's consistency function
+    f(x_t, t_i) (its x0 estimate) against `consistency_target` with `target` (the target
+    network theta^-, an EMA of the student, Song et al. 2023 eq. 8; None: the student
+    itself), without gradient, squared error on x0 (uniform weight, as LCM)."""
+    a, s = coefficients(teacher, i, x0)
+    xt = a * x0 + s * noise
+    t_of = teacher.t.to(x0.device)
+
+    def f_with(net):
+        def f_of(x: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
+            ak, sk = coefficients(teacher, k, x)
+            out = net(x, process.network_time(t_of[k]), **cond).to(x.dtype)
+            return process.x0_eps(out, x, ak, sk)[0]
+
+        return f_of
+
+    with torch.no_grad():
+        theta_minus = f_with(student if target is None else target)
+        goal = consistency_target(x0_of, theta_minus, xt, teacher, i)
+    f = f_with(student)(xt, i)
+    return (f.float() - goal.float()).square().flatten(1).mean(1)

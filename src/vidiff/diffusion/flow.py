@@ -74,7 +74,7 @@ class FlowMatching(NoisingProcess):
     shift_terminal: float | None = None  # diffusers' shift_terminal (None: no stretch)
     prediction: ClassVar[str] = "velocity"  # what the network predicts (the only choice)
     # euler is DDIM's step in this flow; DDPM's ancestral sampler needs DDPM's posterior
-    samplers: ClassVar[tuple[str, ...]] = ("euler", "heun", "dpmpp_2m")
+    samplers: ClassVar[tuple[str, ...]] = ("euler", "heun", "dpmpp_2m", "consistency")
     loss_weightings: ClassVar[tuple[str, ...]] = ("none",)  # min_snr is DDPM's
     title: ClassVar[str] = "a flow-matching model"
     deterministic_sampler: ClassVar[str] = "euler"
@@ -188,6 +188,14 @@ class FlowMatching(NoisingProcess):
         t = torch.tensor(self.times(steps), dtype=torch.float32)  # (N + 1,), t_N = 0
         times = t.double().tolist()
         return Grid(t[:-1], tuple(1 - v for v in times), tuple(times))
+
+    def level(self, t: torch.Tensor) -> torch.Tensor:
+        """The flow time t itself (float64): 0 clean data, 1 pure noise."""
+        return t.double()
+
+    def at_level(self, level: torch.Tensor) -> torch.Tensor:
+        """The flow time u itself (float32, the training times' dtype)."""
+        return level.float()
 
     @staticmethod
     def network_time(t: torch.Tensor) -> torch.Tensor:

@@ -102,6 +102,16 @@ class NoisingProcess(ABC):
                  device: torch.device | str | None = None) -> torch.Tensor:
         """Training times (B,) drawn with `generator`."""
 
+    @abstractmethod
+    def level(self, t: torch.Tensor) -> torch.Tensor:
+        """The noise level of process times t (B,) as float64 in [0, 1], 0 the clean end
+        (the bins of the logged loss by level, `vidiff.train.levels`)."""
+
+    @abstractmethod
+    def at_level(self, level: torch.Tensor) -> torch.Tensor:
+        """The process times (B,) of noise levels in [0, 1] (B,), `level`'s inverse on its
+        bins: DDPM's step floor(u T) (at most T - 1), a flow's time u."""
+
     @staticmethod
     @abstractmethod
     def network_time(t: torch.Tensor) -> torch.Tensor:

@@ -69,6 +69,9 @@ class ModelKind(ABC):
     # its image model in diffusers: the pipeline root's subfolder and the config classes
     diffusers_subfolder: ClassVar[str] = "unet"
     diffusers_classes: ClassVar[tuple[str, ...]] = ()
+    # what makes its network take the guidance scale as an input (a guided distillation's
+    # student, `vidiff.train.rounds`): settings; () when it cannot
+    guidance_settings: ClassVar[tuple[str, ...]] = ("model.overrides.guidance_embed=true",)
     # why it cannot split a clip's tokens over ranks (train.sequence_parallel); "" when it can
     no_sequence_parallel: ClassVar[str] = ("its convolutions need every pixel of a frame: "
                                            "sequence parallelism is for transformers")

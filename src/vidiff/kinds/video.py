@@ -92,6 +92,7 @@ class VideoModelKind(ModelKind):
     network_class = VideoTransformer
     config_class = VideoTransformerConfig
     diffusers_subfolder = "transformer"
+    guidance_settings = ()  # diffusers' transformers have no guidance-scale input here
     processes = ("flow",)
     negative_prompts = True
     lora_targets = ("to_q", "to_k", "to_v", "to_out.0")  # diffusers' attention projections

@@ -52,6 +52,8 @@ class VideoFusionKind(ModelKind):
     summary = ("VideoFusion's decomposed model (a base image generator plus a residual video "
                "generator conditioned on the frame index)")
     own_settings = ("base_preset", "base_overrides", "base_lr", "freeze_base")
+    guidance_settings = ("model.overrides.guidance_embed=true",
+                         "model.base_overrides.guidance_embed=true")
 
     @classmethod
     def build(cls, network: dict) -> nn.Module:

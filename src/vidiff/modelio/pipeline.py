@@ -45,7 +45,7 @@ from vidiff.modelio.spec import (
 from vidiff.modelio.video_pipeline import is_video_pipeline, read_video_pipeline
 from vidiff.models import load_diffusers_vae
 from vidiff.models.diffusers_schedule import shift_for_tokens
-from vidiff.sampling.guidance import ClassifierFreeGuidance
+from vidiff.sampling.guidance import ClassifierFreeGuidance, GuidanceInput
 from vidiff.sampling.samplers import SamplingConfig, SamplingError, sample
 from vidiff.text import text_encoder_named
 
@@ -212,6 +212,8 @@ class Pipeline:
         scale = self.spec.sampling.guidance_scale if guidance_scale is None else guidance_scale
         net = self.model if self.dtype == torch.float32 else _cast(self.model, self.dtype)
         net = self.diffusion.denoiser_of(net)  # called at the process's time (a flow's: float)
+        if self.spec.takes_guidance:  # a guidance-distilled student: the scale is an input
+            return GuidanceInput(net, scale)
         if self.spec.conditional and scale != 1.0:
             return ClassifierFreeGuidance(net, scale)
         return net

@@ -236,6 +236,12 @@ class ModelSpec:
         """True for a class- or text-conditional model (classifier-free guidance applies)."""
         return self.num_classes is not None or self.conditioning.text_encoder is not None
 
+    @property
+    def takes_guidance(self) -> bool:
+        """True for a guidance-distilled model: its input is the guidance scale
+        (`vidiff.sampling.guidance.GuidanceInput`), not classifier-free guidance's two calls."""
+        return bool(getattr(self.backbone_config, "guidance_embed", False))
+
     def build_diffusion(self) -> Diffusion:
         """The `Diffusion` (schedule, T, prediction) the model was trained with."""
         return build_process(self.diffusion)

@@ -70,6 +70,9 @@ class UNetConfig:
     # super-resolution (VDM/Imagen Video cascades): channels of a low-res video, upsampled
     # (nearest) to x's size and concatenated to x before conv_in; 0 = no low-res input
     cond_channels: int = 0
+    # the classifier-free guidance scale as an input (`Cond.guidance`, embedded and added to
+    # the timestep embedding): a guidance-distilled student (docs/DISTILL.md, "guided")
+    guidance_embed: bool = False
     # -- video (VDM) ---------------------------------------------------------------------------
     temporal: bool = True  # False: image U-Net, frames independent; True: factorized video U-Net
     temporal_conv: bool = False  # 1D conv over frames after every residual block (zero-init)

@@ -30,7 +30,13 @@ from vidiff.cond import call_conditions
 from vidiff.models.attention import relative_position_buckets
 from vidiff.models.dit_blocks import CaptionProjection, FinalLayer, SpatialBlock, TemporalBlock
 from vidiff.models.dit_config import DiTConfig
-from vidiff.models.embeddings import TextConditioner, TimestepMLP, timestep_embedding
+from vidiff.models.embeddings import (
+    GuidanceEmbedding,
+    TextConditioner,
+    TimestepMLP,
+    guidance_rows,
+    timestep_embedding,
+)
 from vidiff.models.rows import class_embedding, condition_rows, joint_frame_mask
 from vidiff.models.sequence_parallel import SequenceGroup, gather_tokens, split_tokens
 
@@ -95,6 +101,7 @@ class DiT(nn.Module):
                                          null_tokens=cfg.null_text_tokens) \
             if cfg.text_dim else None
         self.text_proj = CaptionProjection(cfg.text_dim, d) if cfg.text_dim else None
+        self.guidance_embed = GuidanceEmbedding(d) if cfg.guidance_embed else None
         self.adaln = nn.Linear(d, 6 * d) if cfg.adaln == "single" else None  # PixArt's shared
         # blocks 1.. with their own embedders (an untied diffusers DiT): embedders[i - 1]
         self.embedders = nn.ModuleList(BlockEmbedder(cfg) for _ in range(cfg.depth - 1)) \
@@ -118,12 +125,13 @@ class DiT(nn.Module):
                 class_labels: Tensor | None = None, text_emb: Tensor | None = None,
                 text_mask: Tensor | None = None, cond_mask: Tensor | None = None,
                 num_images: int = 0, frame_emb: Tensor | None = None,
-                lowres: Tensor | None = None) -> Tensor:
+                lowres: Tensor | None = None, guidance: Tensor | None = None) -> Tensor:
         """Predict (eps, x0 or v) for the noisy x (B, C, F, H, W) or (B, C, H, W); the
         arguments are the U-Net's (`vidiff.models.UNet.forward`)."""
-        class_labels, text_emb, text_mask, cond_mask, num_images, lowres = call_conditions(
+        (class_labels, text_emb, text_mask, cond_mask, num_images, lowres,
+         guidance) = call_conditions(
             cond, class_labels=class_labels, text_emb=text_emb, text_mask=text_mask,
-            cond_mask=cond_mask, num_images=num_images, lowres=lowres)
+            cond_mask=cond_mask, num_images=num_images, lowres=lowres, guidance=guidance)
         if lowres is not None or frame_emb is not None:
             raise ValueError("a DiT takes no lowres or frame_emb (those are U-Net inputs)")
         cfg, image = self.config, x.ndim == 4
@@ -141,7 +149,7 @@ class DiT(nn.Module):
         if sp is not None:  # (B*F, N, D) -> this rank's tokens (B*F, N/P, D)
             h = split_tokens(h, sp)
         c_act, mods, t_emb, text, tmask = self._conditions(
-            t, b, frames, class_labels, text_emb, text_mask, cond_mask, h.dtype)
+            t, b, frames, class_labels, text_emb, text_mask, cond_mask, h.dtype, guidance)
         buckets, fmask = self._temporal_context(frames, num_images, x.device)
         for i, block in enumerate(self.blocks):  # block i (and its temporal one): mods[i]
             h = self._run(block, h, mods[i], text, tmask, frames)
@@ -181,13 +189,15 @@ class DiT(nn.Module):
                              f"divisible by {sp.size}: the {hh // p}x{ww // p} grid has "
                              f"{(hh // p) * (ww // p)}")
 
-    def _conditions(self, t, b, frames, labels, text_emb, text_mask, cond_mask, dtype):
+    def _conditions(self, t, b, frames, labels, text_emb, text_mask, cond_mask, dtype,
+                    guidance=None):
         """(SiLU(c), what each block modulates with, c itself, text tokens, mask)."""
         cfg = self.config
         sinusoid = timestep_embedding(t, TIME_FEATURES, flip_sin_to_cos=True,
                                       freq_shift=cfg.time_freq_shift).to(dtype)  # (B, 256)
         rows, labels, text_emb, text_mask, cond_mask = condition_rows(
             b, frames, labels, text_emb, text_mask, cond_mask)
+        scale = self._guidance(guidance, b, rows, t.device, dtype)  # (rows, D) or None
 
         def embed(time_embed: nn.Module, class_embed: nn.Module | None) -> Tensor:
             emb = time_embed(sinusoid)  # (B, D)
@@ -195,7 +205,8 @@ class DiT(nn.Module):
                 emb = emb.repeat_interleave(frames, dim=0)
             classes = class_embedding(class_embed, labels, cond_mask, rows, cfg.num_classes,
                                       t.device)
-            return emb if classes is None else emb + classes
+            emb = emb if classes is None else emb + classes
+            return emb if scale is None else emb + scale
 
         emb = embed(self.time_embed, self.class_embed)  # (rows, D)
         text = tmask = None
@@ -212,6 +223,15 @@ class DiT(nn.Module):
         else:
             mods = [act] * cfg.depth
         return act, mods, emb, text, tmask
+
+    def _guidance(self, guidance, b, rows, device, dtype) -> Tensor | None:
+        """The guidance scale's embedding (rows, D) (Meng et al. 2023: w is an input)."""
+        if self.guidance_embed is None:
+            if guidance is not None:
+                raise ValueError("guidance given to a model built with guidance_embed=False "
+                                 "(classifier-free guidance wraps such a model instead)")
+            return None
+        return self.guidance_embed(guidance_rows(guidance, b, rows, device), dtype)
 
     def _temporal_context(self, frames, num_images, device):
         cfg = self.config

@@ -50,6 +50,9 @@ class DiTConfig:
     # side, interpolated for other sizes (diffusers' base_size); None = the input's own grid
     pos_base: int | None = None
     pos_scale: float = 1.0  # positions divided by this (PixArt's interpolation_scale)
+    # the classifier-free guidance scale as an input (`Cond.guidance`, added to the timestep
+    # embedding): a guidance-distilled student (docs/DISTILL.md, "guided")
+    guidance_embed: bool = False
     # -- video (VDM) ---------------------------------------------------------------------------
     temporal: bool = True  # a temporal block (attention over frames) after every block
     rel_pos: str = "t5"  # temporal attention bias: "t5" log-spaced buckets, "clip" distances

@@ -53,6 +53,44 @@ class TimestepMLP(nn.Module):
         return self.linear_2(F.silu(self.linear_1(x)))
 
 
+class GuidanceEmbedding(nn.Module):
+    """The guidance scale as a network input (guidance distillation, Meng et al. 2023, stage
+    one): a sinusoid of the scale -> Linear -> SiLU -> Linear, plus (w - 1) times a learned
+    vector, added to the timestep embedding. Both start at zero, so a student built from its
+    teacher computes the teacher's conditional prediction at every scale until it learns
+    otherwise; the linear term gets gradients from the first step (guidance is linear in w
+    at the output), where the zero-initialized MLP alone starts at a saddle (measured: 40
+    steps of a tiny run reached 1% of the guidance effect without it)."""
+
+    features: int = 256  # sinusoid width
+    scale: float = 100.0  # the scale times this is the sinusoid's "timestep" (1 -> 100)
+
+    def __init__(self, out_dim: int):
+        super().__init__()
+        self.mlp = TimestepMLP(self.features, out_dim)
+        nn.init.zeros_(self.mlp.linear_2.weight)
+        nn.init.zeros_(self.mlp.linear_2.bias)
+        self.slope = nn.Parameter(torch.zeros(out_dim))
+
+    def forward(self, guidance: Tensor, dtype: torch.dtype) -> Tensor:
+        """Scales (B,) -> (B, out_dim)."""
+        sinusoid = timestep_embedding(guidance.float() * self.scale, self.features,
+                                      flip_sin_to_cos=True, freq_shift=0.0)
+        linear = (guidance.to(dtype) - 1)[:, None] * self.slope.to(dtype)  # (B, out_dim)
+        return self.mlp(sinusoid.to(dtype)) + linear
+
+
+def guidance_rows(guidance: Tensor | None, b: int, rows: int, device) -> Tensor:
+    """Each sample's guidance scale (B,) repeated over the rows (B or B*F) of the
+    conditioning; None: scale 1 (the conditional model, what no guidance means)."""
+    if guidance is None:
+        return torch.ones(rows, device=device)
+    if guidance.shape != (b,):
+        raise ValueError(f"guidance must be one scale per sample (B,)=({b},), got "
+                         f"{tuple(guidance.shape)}")
+    return guidance.to(device).repeat_interleave(rows // b)
+
+
 class TextConditioner(nn.Module):
     """Prepares text embeddings (B, L, D) for the U-Net.
 

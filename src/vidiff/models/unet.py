@@ -28,7 +28,13 @@ from vidiff.models.attention import SpatialAttention, TemporalAttention, relativ
 from vidiff.models.blocks import Downsample, ResBlock, TemporalConv, Upsample
 from vidiff.models.config import UNetConfig
 from vidiff.models.context import Context
-from vidiff.models.embeddings import TextConditioner, TimestepMLP, timestep_embedding
+from vidiff.models.embeddings import (
+    GuidanceEmbedding,
+    TextConditioner,
+    TimestepMLP,
+    guidance_rows,
+    timestep_embedding,
+)
 from vidiff.models.norm import GroupNorm32, zero_
 from vidiff.models.rows import class_embedding, condition_rows, joint_frame_mask
 from vidiff.models.transformer import SpatialTransformer
@@ -97,6 +103,7 @@ class UNet(nn.Module):
         self.text_cond = TextConditioner(
             cfg.text_dim, emb_dim, pooled=cfg.text_pooling, null_tokens=cfg.null_text_tokens
         ) if cfg.text_dim else None
+        self.guidance_embed = GuidanceEmbedding(emb_dim) if cfg.guidance_embed else None
         self.conv_in = nn.Conv2d(cfg.in_channels + cfg.cond_channels, ch0, 3, padding=1)
 
         ch, skips = ch0, [ch0]
@@ -190,6 +197,7 @@ class UNet(nn.Module):
         num_images: int = 0,
         frame_emb: Tensor | None = None,
         lowres: Tensor | None = None,
+        guidance: Tensor | None = None,
     ) -> Tensor:
         """Predict (eps, x0 or v, whatever it was trained for) for the noisy input x.
 
@@ -211,13 +219,16 @@ class UNet(nn.Module):
             lowres: (B, cond_channels, F, h, w) low-resolution video (or (B, cond_channels,
                 h, w) for a 4D x) of a super-resolution model (`cond_channels` > 0), required
                 there: upsampled (nearest) to H x W and concatenated to x's channels.
+            guidance: float (B,) guidance scales, the input of a guidance-distilled model
+                (`guidance_embed`); None = scale 1.
 
         Returns:
             (B, out_channels, F, H, W), or (B, out_channels, H, W) for a 4D x.
         """
-        class_labels, text_emb, text_mask, cond_mask, num_images, lowres = call_conditions(
+        (class_labels, text_emb, text_mask, cond_mask, num_images, lowres,
+         guidance) = call_conditions(
             cond, class_labels=class_labels, text_emb=text_emb, text_mask=text_mask,
-            cond_mask=cond_mask, num_images=num_images, lowres=lowres)
+            cond_mask=cond_mask, num_images=num_images, lowres=lowres, guidance=guidance)
         cfg = self.config
         if x.ndim == 4:
             b, c, hh, ww = x.shape
@@ -247,6 +258,7 @@ class UNet(nn.Module):
             cond_mask,
             x.device,
             frame_emb,
+            guidance,
         )
 
         h = self.conv_in(self._with_lowres(h, lowres, b, frames, x.ndim))
@@ -284,6 +296,16 @@ class UNet(nn.Module):
         up = F.interpolate(lowres.to(h.dtype), size=h.shape[-2:], mode="nearest")
         return torch.cat([h, up], dim=1)  # (B*F, C + Cc, H, W)
 
+    def _with_guidance(self, emb: Tensor, guidance: Tensor | None, b: int, rows: int,
+                       device) -> Tensor:
+        """emb (rows, E) + the guidance scale's embedding (Meng et al. 2023: w is an input)."""
+        if self.guidance_embed is None:
+            if guidance is not None:
+                raise ValueError("guidance given to a model built with guidance_embed=False "
+                                 "(classifier-free guidance wraps such a model instead)")
+            return emb
+        return emb + self.guidance_embed(guidance_rows(guidance, b, rows, device), emb.dtype)
+
     def _check_inputs(self, x, c, hh, ww, frames, t, num_images):
         cfg = self.config
         if c != cfg.in_channels:
@@ -308,6 +330,7 @@ class UNet(nn.Module):
         cond_mask,
         device,
         frame_emb=None,
+        guidance=None,
     ):
         cfg = self.config
         # timestep embedding (DDPM): sinusoid -> MLP; class and pooled text are added to it
@@ -326,6 +349,7 @@ class UNet(nn.Module):
                                   device)
         if classes is not None:
             emb = emb + classes
+        emb = self._with_guidance(emb, guidance, b, rows, device)
         tokens = tmask = None
         if self.text_cond is not None:
             tokens, tmask, pooled = self.text_cond(text_emb, text_mask, cond_mask, rows)

@@ -79,7 +79,8 @@ def schedule_table(schedule: DiffusionConfig) -> Tensor:
     return Diffusion.from_config(schedule).alphas_cumprod
 
 
-_PER_SAMPLE_NDIM = {"class_labels": 1, "cond_mask": 1, "text_emb": 3, "text_mask": 2}
+_PER_SAMPLE_NDIM = {"class_labels": 1, "cond_mask": 1, "text_emb": 3, "text_mask": 2,
+                    "guidance": 1}
 
 
 def _frame_of(cond: dict, k: int) -> dict:
@@ -88,6 +89,12 @@ def _frame_of(cond: dict, k: int) -> dict:
     (B, F, L)) as its column k, for the image model that sees frame k."""
     return {key: value[:, k] if value.ndim > _PER_SAMPLE_NDIM[key] else value
             for key, value in cond.items()}
+
+
+def _guidance_for(generator: nn.Module, guidance: Tensor) -> dict:
+    """{"guidance": scales} for a generator built with a guidance embedding, else {}."""
+    net = getattr(generator, "unet", generator)  # a FrameConditionedUNet's U-Net
+    return {"guidance": guidance} if getattr(net, "guidance_embed", None) is not None else {}
 
 
 class VideoFusion(nn.Module):
@@ -187,16 +194,19 @@ class VideoFusion(nn.Module):
         text_mask: Tensor | None = None,
         cond_mask: Tensor | None = None,
         num_images: int = 0,
+        guidance: Tensor | None = None,
     ) -> Tensor:
         """The eps prediction for x_t (B, C, F, H, W) at int64 timesteps t (B,), given the
-        conditions as keywords or as one `vidiff.Cond`.
+        conditions as keywords or as one `vidiff.Cond` (`guidance`: a guidance-distilled
+        model's scales (B,), given to each generator built with `guidance_embed`).
 
         A (B, C, H, W) image is a one-frame clip, its own key frame: the base alone predicts
         it. With `num_images` = K the last K frames are independent images (lambda 0).
         """
-        class_labels, text_emb, text_mask, cond_mask, num_images, lowres = call_conditions(
+        (class_labels, text_emb, text_mask, cond_mask, num_images, lowres,
+         guidance) = call_conditions(
             cond, class_labels=class_labels, text_emb=text_emb, text_mask=text_mask,
-            cond_mask=cond_mask, num_images=num_images, lowres=None)
+            cond_mask=cond_mask, num_images=num_images, lowres=None, guidance=guidance)
         if lowres is not None:
             raise ValueError("VideoFusion takes no low-resolution video (lowres): it is not a "
                              "super-resolution model")
@@ -210,6 +220,13 @@ class VideoFusion(nn.Module):
         }
         cond = {k: v for k, v in cond.items() if v is not None}
         base_cond = cond if self.condition_base else {}
+        if guidance is not None:  # each generator built to take it (a guided student's)
+            into_base, into_residual = (_guidance_for(g, guidance)
+                                        for g in (self.base, self.residual))
+            if not into_residual:
+                raise ValueError("guidance given to a VideoFusion whose residual generator "
+                                 "has guidance_embed=False")
+            base_cond, cond = {**base_cond, **into_base}, {**cond, **into_residual}
         if x.ndim == 4:
             return self._base(x, t, base_cond)
         if x.ndim != 5:

@@ -1,6 +1,7 @@
 """Guidance: wrappers that turn a denoiser into another denoiser, so every sampler can use them.
 
 - `ClassifierFreeGuidance` (Ho & Salimans 2022): pred = pred_uncond + w (pred_cond - pred_uncond).
+- `GuidanceInput`: the same for a guidance-distilled model, whose input is w (one call).
 - `ReconstructionGuidance` (Ho et al. 2022, VDM section 3.1, eq. 7): conditional sampling of
   unknown frames x^b given known data x^a with an unconditional video model,
       xtilde^b = xhat^b - (w_r alpha_t / 2) grad_{z^b} ||x^a - xhat^a(z_t)||^2,
@@ -43,11 +44,16 @@ class ClassifierFreeGuidance:
     one forward on a doubled batch (`batched=False` runs two forwards, for large batches).
     """
 
-    def __init__(self, denoiser: Denoiser, scale: float, batched: bool = True):
-        self.denoiser, self.scale, self.batched = denoiser, float(scale), batched
+    def __init__(self, denoiser: Denoiser, scale: float | torch.Tensor, batched: bool = True):
+        self.denoiser, self.batched = denoiser, batched
+        # a float, or one scale per sample (B,) (a guided distillation's teacher)
+        self.scale = scale if isinstance(scale, torch.Tensor) else float(scale)
 
     def __call__(self, xt: torch.Tensor, t: torch.Tensor, **keywords) -> torch.Tensor:
-        if self.scale == 1.0:
+        scale = self.scale
+        if isinstance(scale, torch.Tensor):
+            scale = scale.to(xt.device, xt.dtype).view((-1,) + (1,) * (xt.ndim - 1))
+        elif scale == 1.0:
             return self.denoiser(xt, t, **keywords)
         cond = Cond.of(keywords)
         batch = xt.shape[0]
@@ -62,7 +68,24 @@ class ClassifierFreeGuidance:
             pred_cond = self.denoiser(xt, t, **cond.replace(cond_mask=keep).kwargs())
             pred_uncond = self.denoiser(
                 xt, t, **cond.replace(cond_mask=torch.zeros_like(keep)).kwargs())
-        return pred_uncond + self.scale * (pred_cond - pred_uncond)  # Ho & Salimans eq. 6
+        return pred_uncond + scale * (pred_cond - pred_uncond)  # Ho & Salimans eq. 6
+
+
+class GuidanceInput:
+    """A guidance-distilled denoiser at `scale`: the scale is the network's input
+    (`Cond.guidance`), so a guided prediction costs one call instead of classifier-free
+    guidance's two (Meng et al. 2023, stage one; `vidiff distill --method guided`). A call
+    that gives its own `guidance` keeps it."""
+
+    def __init__(self, denoiser: Denoiser, scale: float):
+        self.denoiser, self.scale = denoiser, float(scale)
+
+    def __call__(self, xt: torch.Tensor, t: torch.Tensor, **keywords) -> torch.Tensor:
+        cond = Cond.of(keywords)
+        if cond.guidance is None:
+            scales = torch.full((xt.shape[0],), self.scale, device=xt.device)
+            cond = cond.replace(guidance=scales)
+        return self.denoiser(xt, t, **cond.kwargs())
 
 
 def conditional_frame_maps(cov: torch.Tensor, known: torch.Tensor):

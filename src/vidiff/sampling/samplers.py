@@ -1,4 +1,5 @@
-"""Samplers: DDPM ancestral, DDIM, Euler, Heun and DPM-Solver++(2M), each one short function,
+"""Samplers: DDPM ancestral, DDIM, Euler, Heun, DPM-Solver++(2M) and multistep consistency
+sampling, each one short function,
 written once for every noising process (`vidiff.diffusion.process.NoisingProcess`: DDPM's diffusion
 and rectified flow alike, x_t = a x0 + s eps).
 
@@ -144,6 +145,21 @@ def sample_heun(denoise: Denoise, x, grid: Grid, noise: NoiseFn,
             x = x + 0.5 * ((a_next - a) * (x0 + x0_next) + (s_next - s) * (eps + eps_next))
         else:
             x = euler
+        _report(callback, grid, i, x, x0)
+    return x
+
+
+@_register("consistency", 4)
+def sample_consistency(denoise: Denoise, x, grid: Grid, noise: NoiseFn,
+                       callback: Callback | None = None):
+    """Multistep consistency sampling (Song et al. 2023, algorithm 1) for a consistency-
+    distilled student, whose x0 estimate is the end of the teacher's trajectory: at each time
+    x0 = f(x, t_i), then fresh prior noise to the next time, x = a' x0 + s' eps'. One step
+    is one call: x0 = f(x_T, T)."""
+    for i in range(len(grid)):
+        x0, _ = denoise(x, i)
+        a_next, s_next = grid.a[i + 1], grid.s[i + 1]
+        x = a_next * x0 + s_next * noise() if s_next > 0 else x0
         _report(callback, grid, i, x, x0)
     return x
 

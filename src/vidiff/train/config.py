@@ -91,6 +91,11 @@ class DataConfig:
     # model learns their latents and its samples are decoded. None: pixel space
     autoencoder: str | None = None
     latent_cache: str | None = None  # the cache's folder (None: <train.out>/latents)
+    # held out of training for the validation loss (`vidiff.train.heldout`): this share of
+    # the clips, the same ones for every run on the data (0: none) ...
+    val_fraction: float = 0.0
+    # ... or a folder of held-out videos, read like data.path (None: none)
+    val_data: str | None = None
 
 
 @dataclass
@@ -170,8 +175,22 @@ class TrainConfig:
     # Ulysses all-to-all over heads); the data-parallel degree is processes / this
     sequence_parallel: int = 1
     log_every: int = 25  # steps between log lines (log.jsonl, TensorBoard, progress bar)
-    tensorboard: bool = True  # also log to TensorBoard when it is installed
-    progress: bool = True  # show a tqdm progress bar (rank 0)
+    # each log record's loss also in this many equal bins of the noise level (DDPM t / T, a
+    # flow's t): loss_by_level, samples_by_level (`vidiff.train.levels`; 0: none)
+    loss_bins: int = 10
+    # steps between held-out validation losses (needs data.val_fraction or data.val_data; one
+    # at the end too; 0: only the end): the EMA's loss at fixed levels, clips and noise
+    val_every: int = 250
+    val_clips: int = 32  # held-out clips evaluated (the first of them, always the same)
+    val_levels: int = 5  # noise levels, the midpoints of equal bins of the level
+    # trackers that also get the log (rank 0; `vidiff.train.trackers.TRACKERS`): tensorboard
+    # (skipped with a note when not installed) | wandb (pip install wandb; WANDB_MODE=offline
+    # works with no network): scalars, the loss by level, sample videos, the config
+    report_to: list[str] = field(default_factory=lambda: ["tensorboard"])
+    wandb_project: str = "vidiff"  # wandb: the project of the run (its name: train.out's)
+    # show a tqdm progress bar (rank 0); in a non-interactive terminal (a SLURM log file) a
+    # plain line at each log record instead
+    progress: bool = True
     # steps between sample videos (drawn as the [sample] section says), written as
     # samples/step_N.{mp4,gif,png}; None: with every checkpoint (ckpt_every); 0: only at the end
     sample_every: int | None = None
@@ -187,15 +206,25 @@ class TrainConfig:
 @dataclass
 class DistillConfig:
     """A few-step student (`vidiff distill`, docs/DISTILL.md): with a teacher this run learns
-    to take in one deterministic step what the teacher takes in two (progressive
-    distillation, Salimans & Ho 2022), starting from the teacher's weights."""
+    from the teacher's predictions instead of the data's noise, starting from its weights."""
 
     teacher: str | None = None  # a run folder or checkpoint (None: an ordinary run)
-    method: str = "progressive"  # progressive: two teacher DDIM / Euler steps into one
-    # the teacher's steps this round (DDPM: DDIM on "trailing" timesteps, which nest; a flow:
-    # Euler); the student samples with half as many
+    # progressive: two teacher DDIM / Euler steps into one (Salimans & Ho 2022) | guided:
+    # classifier-free guidance into one call, the scale an input (Meng et al. 2023) |
+    # consistency: any point of the teacher's trajectory to its end (Song et al. 2023)
+    method: str = "progressive"
+    # the teacher's steps (DDPM: DDIM on "trailing" timesteps, which nest; a flow: Euler):
+    # progressive: this round's, the student samples with half as many; consistency: the
+    # grid of the teacher's trajectories
     teacher_steps: int = 8
-    guidance_scale: float = 1.0  # the teacher's classifier-free guidance (1: as conditioned)
+    # consistency: the student's sampling steps (a divisor of teacher_steps); progressive
+    # takes half the teacher's, guided keeps the teacher's sampler
+    student_steps: int = 1
+    # the teacher's classifier-free guidance (1: as conditioned). A guided student's
+    # teacher takes each sample's scale from [guidance_min, guidance_max] instead
+    guidance_scale: float = 1.0
+    guidance_min: float = 1.0  # guided: the scales the student learns, uniform in [min, max]
+    guidance_max: float = 4.0
 
 
 @dataclass

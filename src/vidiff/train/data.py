@@ -31,6 +31,7 @@ from torch.utils.data import DataLoader, Dataset
 from vidiff.data import FramesAsImages, make_synthetic
 from vidiff.data.buckets import BucketedFolder
 from vidiff.data.folder import VideoFolder
+from vidiff.data.split import DatasetView
 from vidiff.train.config import DataConfig
 from vidiff.train.interrupt import ignore_stop_signals
 from vidiff.utils.config_io import ConfigError
@@ -251,7 +252,10 @@ def make_loader(dataset: JointVideoDataset, order: ShardedOrder, workers: int,
 
 
 def describe_dataset(dataset, class_names: list[str]) -> str:
-    """What the data banner says: videos, classes, unreadable files skipped."""
+    """What the data banner says: videos, classes, unreadable files skipped, held out."""
+    if isinstance(dataset, DatasetView):
+        held = len(dataset.dataset) - len(dataset)
+        return f"{describe_dataset(dataset.dataset, class_names)}, {held} held out"
     entries = getattr(dataset, "entries", None)
     text = (f"{len(entries)} videos" if entries is not None else f"{len(dataset)} clips")
     if entries is not None and len(dataset) != len(entries):

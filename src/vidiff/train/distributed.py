@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
-__all__ = ["DistInfo", "all_mean", "any_rank", "barrier", "broadcast_module",
+__all__ = ["DistInfo", "all_mean", "all_sum", "any_rank", "barrier", "broadcast_module",
            "broadcast_object",
            "sequence_group", "setup", "teardown"]
 
@@ -108,6 +108,14 @@ def all_mean(value: torch.Tensor, info: DistInfo) -> torch.Tensor:
         value = value.clone()
         dist.all_reduce(value, op=dist.ReduceOp.SUM)
         value /= info.world
+    return value
+
+
+def all_sum(value: torch.Tensor, info: DistInfo) -> torch.Tensor:
+    """The sum of a tensor over ranks (itself in a single process)."""
+    if info.distributed:
+        value = value.clone()
+        dist.all_reduce(value, op=dist.ReduceOp.SUM)
     return value
 
 

@@ -1,18 +1,20 @@
-"""The run log: ``log.jsonl`` (one JSON record per logged step), plus TensorBoard when it is
-installed. A resumed run first cuts the log back to its checkpoint (`truncate_log`), so every
-step appears once and in order, whatever happened after the checkpoint it resumes from."""
+"""The run log: ``log.jsonl`` (one JSON record per logged step), plus the trackers of
+``train.report_to`` (TensorBoard, W&B: `vidiff.train.trackers`). A resumed run first cuts
+the log back to its checkpoint (`truncate_log`), so every step appears once and in order,
+whatever happened after the checkpoint it resumes from."""
 
 from __future__ import annotations
 
 import json
 import os
+import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import torch
 
-__all__ = ["RunLogger", "StepMeter", "truncate_log"]
+__all__ = ["RunLogger", "StepMeter", "peak_rss_gib", "truncate_log"]
 
 LOG_FILE = "log.jsonl"
 
@@ -42,36 +44,48 @@ def truncate_log(path: str | os.PathLike, step: int) -> int:
 
 
 class RunLogger:
-    """Appends records to ``<out>/log.jsonl`` (and TensorBoard scalars, purged past
-    `start_step` so a resumed run does not draw its steps twice)."""
+    """Appends records to ``<out>/log.jsonl`` and hands them to the run's trackers
+    (`vidiff.train.trackers`), each with the config once and the sample videos."""
 
-    def __init__(self, out: Path, tensorboard: bool, start_step: int = 0):
+    def __init__(self, out: Path, start_step: int = 0, trackers: list | None = None):
         self.path = out / LOG_FILE
         truncate_log(self.path, start_step)
         self.file = open(self.path, "a", encoding="utf-8")  # noqa: SIM115
-        self.tb = None
-        if tensorboard:
-            try:
-                from torch.utils.tensorboard import SummaryWriter  # optional dependency
+        self.trackers = list(trackers or [])
 
-                self.tb = SummaryWriter(str(out / "tensorboard"), purge_step=start_step + 1)
-            except Exception:  # tensorboard not installed (or broken): JSONL only
-                pass
+    def config(self, config: dict) -> None:
+        """The run's config, to every tracker."""
+        for tracker in self.trackers:
+            tracker.config(config)
 
     def log(self, record: dict[str, Any]) -> None:
         """Write one record (it must have an int ``"step"``)."""
         self.file.write(json.dumps(record) + "\n")
         self.file.flush()
-        if self.tb is not None:
-            for key, value in record.items():
-                if key != "step" and isinstance(value, (int, float)):
-                    self.tb.add_scalar(f"train/{key}", value, record["step"])
+        for tracker in self.trackers:
+            tracker.log(record)
+
+    def videos(self, paths: list[Path], step: int) -> None:
+        """The sample files written at `step`, to every tracker."""
+        for tracker in self.trackers:
+            for path in paths:
+                tracker.video(Path(path), step)
 
     def close(self) -> None:
         """Flush and close the files."""
         self.file.close()
-        if self.tb is not None:
-            self.tb.close()
+        for tracker in self.trackers:
+            tracker.close()
+
+
+def peak_rss_gib() -> float | None:
+    """This process's peak resident memory in GiB (None where the OS does not tell)."""
+    try:
+        import resource
+    except ImportError:  # Windows
+        return None
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / 2**30 * (1 if sys.platform == "darwin" else 1024)  # bytes / KiB
 
 
 class StepMeter:
@@ -85,6 +99,10 @@ class StepMeter:
     def _reset(self) -> None:
         self.losses: list[float] = []
         self.norm, self.since = 0.0, time.perf_counter()
+
+    def exclude(self, seconds: float) -> None:
+        """Leave `seconds` (a validation's) out of the interval's step rate."""
+        self.since += seconds
 
     def add(self, loss: float, norm: float) -> None:
         self.losses.append(loss)

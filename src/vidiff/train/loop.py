@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import signal
+import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
@@ -20,9 +21,10 @@ from vidiff.train import distributed
 from vidiff.train.budget import TimeBudget
 from vidiff.train.data import describe_dataset
 from vidiff.train.interrupt import StopSignals
-from vidiff.train.logger import RunLogger, StepMeter
+from vidiff.train.logger import RunLogger, StepMeter, peak_rss_gib
 from vidiff.train.result import TrainResult
 from vidiff.train.setup import describe_launch
+from vidiff.train.trackers import build_trackers
 
 __all__ = ["LoopRun", "run"]
 
@@ -42,6 +44,7 @@ class LoopRun(Protocol):
     num_params: int
     num_trained: int
     global_batch: int
+    tokens_per_clip: int  # f x h x w of the model's clips
     threads: Any  # a ThreadCount: count, poll(), describe()
     raw: torch.nn.Module  # the model, unwrapped
     optimizer: torch.optim.Optimizer
@@ -50,6 +53,8 @@ class LoopRun(Protocol):
     def say(self, message: str) -> None: ...
     def batches(self) -> Iterator[dict[str, Any]]: ...
     def train_step(self, batches: Iterator[dict[str, Any]]) -> tuple[float, float]: ...
+    def loss_levels(self) -> dict: ...
+    def validate(self) -> dict: ...
     def save(self) -> Path | None: ...
     def write_samples(self, cutting: Callable[[], AbstractContextManager] | None = None
                       ) -> list[Path]: ...
@@ -95,7 +100,12 @@ def run(trainer: LoopRun, until: int | None = None) -> TrainResult:
     trainer.say(_banner(trainer))
     for line in report.lines() if report is not None else ():
         trainer.say(line)
-    logger = RunLogger(trainer.out, t.tensorboard, trainer.step) if trainer.dist.is_main else None
+    logger = None
+    if trainer.dist.is_main:  # rank 0 alone logs, to the file and the trackers
+        trackers = build_trackers(t.report_to, trainer.out, trainer.step, t.wandb_project,
+                                  trainer.say)
+        logger = RunLogger(trainer.out, trainer.step, trackers)
+        logger.config(trainer.config.to_dict())
     stop = StopSignals("finishing this step, then writing a checkpoint (again: stop now)",
                        "cutting the sample grid, then writing a checkpoint (again: stop now)")
     try:
@@ -135,11 +145,43 @@ def _count(n: int) -> str:
     return f"{n / 1e6:.2f}M" if n >= 10_000 else f"{n:,}"
 
 
-def _samples(trainer: LoopRun, result: TrainResult, stop: StopSignals) -> bool:
-    """The sample grid of this step, cut short by a stop request; True when one came (on
-    any rank)."""
+def _throughput(record: dict, trainer: LoopRun, steps: int) -> dict:
+    """Tokens per second (the positions f x h x w of the model's clips), the ETA of
+    train.steps at the interval's rate, and this process's peak resident memory."""
+    rate = record["it_s"]
+    return {"tokens_s": record["videos_s"] * trainer.tokens_per_clip,
+            "eta_s": (steps - record["step"]) / rate if rate > 0 else None,
+            "rss_gib": peak_rss_gib()}
+
+
+def _progress_line(record: dict, steps: int) -> str:
+    """The plain progress line of a non-interactive terminal."""
+    eta = record["eta_s"]
+    left = "" if eta is None else f", ETA {eta / 60:.1f} min"
+    held = f", val_loss {record['val_loss']:.4f}" if "val_loss" in record else ""
+    return (f"step {record['step']}/{steps}: loss {record['loss']:.4f}{held}, "
+            f"{record['videos_s']:.1f} videos/s{left}")
+
+
+def _validation(trainer: LoopRun, meter: StepMeter) -> dict:
+    """The held-out loss record (every rank), its seconds kept out of the step rate."""
+    start = time.perf_counter()
+    held_out = trainer.validate()
+    if held_out:
+        held_out["val_s"] = time.perf_counter() - start
+        meter.exclude(held_out["val_s"])
+    return held_out
+
+
+def _samples(trainer: LoopRun, result: TrainResult, stop: StopSignals,
+             logger: RunLogger | None) -> bool:
+    """The sample grid of this step, cut short by a stop request (to the trackers too);
+    True when one came (on any rank)."""
     trainer.raw.eval()
-    result.samples += trainer.write_samples(stop.cutting)
+    paths = trainer.write_samples(stop.cutting)
+    result.samples += paths
+    if logger is not None:
+        logger.videos(paths, trainer.step)
     trainer.raw.train()
     return distributed.any_rank(stop.requested is not None, trainer.dist)
 
@@ -155,8 +197,10 @@ def _loop(trainer: LoopRun, end: int, result: TrainResult, logger: RunLogger | N
     batches = trainer.batches()
     budget = TimeBudget(t.max_seconds, t.budget_clock) if t.max_seconds else None
     meter = StepMeter(trainer.global_batch)
+    # a terminal gets the bar; a log file (SLURM's, a pipe) a plain line per log record
+    lines = trainer.dist.is_main and t.progress and not sys.stderr.isatty()
     bar = tqdm(total=t.steps, initial=trainer.step, desc="train", unit="step",
-               disable=not (trainer.dist.is_main and t.progress), dynamic_ncols=True)
+               disable=not (trainer.dist.is_main and t.progress) or lines, dynamic_ncols=True)
     trainer.raw.train()
     try:
         while trainer.step < end:
@@ -166,10 +210,18 @@ def _loop(trainer: LoopRun, end: int, result: TrainResult, logger: RunLogger | N
             out_of_time = budget is not None and _spend(trainer, budget)
             signalled = distributed.any_rank(stop.requested is not None, trainer.dist)
             last = trainer.step == end or out_of_time or signalled
-            if trainer.step % max(1, t.log_every) == 0 or last:
+            validating = (bool(t.val_every and trainer.step % t.val_every == 0)
+                          or (last and not signalled))
+            if trainer.step % max(1, t.log_every) == 0 or last or validating:
+                held_out = _validation(trainer, meter) if validating else {}
                 record = meter.record(trainer.step, trainer.optimizer.param_groups[0]["lr"])
                 record["threads"] = trainer.threads.count
+                record.update(trainer.loss_levels())  # a collective: every rank calls it
+                record.update(held_out)
+                record.update(_throughput(record, trainer, t.steps))
                 result.loss = record["loss"]
+                if lines:
+                    trainer.say(_progress_line(record, t.steps))
                 bar.set_postfix(loss=f"{record['loss']:.4f}",
                                 vid_s=f"{record['videos_s']:.1f}")
                 if logger is not None:
@@ -180,7 +232,7 @@ def _loop(trainer: LoopRun, end: int, result: TrainResult, logger: RunLogger | N
             final = trainer.step == t.steps or out_of_time
             if not signalled and ((sample_every and trainer.step % sample_every == 0)
                                   or final):
-                signalled = _samples(trainer, result, stop)
+                signalled = _samples(trainer, result, stop, logger)
                 if signalled and not saved:  # stopped during the grid: checkpoint now
                     trainer.save()
             if signalled:

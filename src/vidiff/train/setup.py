@@ -20,6 +20,7 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 
 from vidiff.data.latents import BucketedLatents, LatentCache
 from vidiff.data.scan import read_caption
+from vidiff.data.split import held_out_split
 from vidiff.io import OutputPathError, check_apart
 from vidiff.kinds import is_imported
 from vidiff.models import is_temporal_parameter, load_diffusers_vae
@@ -56,6 +57,8 @@ class RunData:
     text_encoder: object | None  # the frozen text encoder of a text-conditional run
     autoencoder: object | None = None  # a latent run's `vidiff.models.VideoAutoencoder`
     pixels: torch.utils.data.Dataset | None = None  # a latent run's videos themselves
+    # the held-out clips of the validation loss (a latent run's: their latents), None: none
+    val: torch.utils.data.Dataset | None = None
 
     @property
     def channels(self) -> int:
@@ -105,12 +108,38 @@ def build_data(config: RunConfig, dist: distributed.DistInfo | None = None) -> R
         first = dataset[0]["video"]
     except (ValueError, OSError) as err:  # e.g. every video of a folder unreadable
         raise ConfigError(f"data: {err}") from None
+    dataset, val = _held_out(config, dataset, autoencoder, dist)
     images = image_dataset(dataset, d.frames) if d.num_images else None
     text = build_text_encoder(d) if d.use_captions else None
     if text is not None and hasattr(text, "free"):  # a T5: encode the captions once, free it
-        text = _cached_text(config, text, dataset, class_names, dist)
+        text = _cached_text(config, text, [dataset, val], class_names, dist)
     return RunData(config, dataset, JointVideoDataset(dataset, images), class_names, first,
-                   text, autoencoder, pixels)
+                   text, autoencoder, pixels, val)
+
+
+def _held_out(config: RunConfig, dataset, autoencoder, dist):
+    """(the training clips, the held-out clips or None): data.val_fraction's split of the
+    dataset (`vidiff.data.split`), or data.val_data's folder read like data.path (a latent
+    run's encoded into a cache beside the training one)."""
+    d = config.data
+    if d.val_fraction:
+        try:
+            return held_out_split(dataset, d.val_fraction)
+        except ValueError as err:
+            raise ConfigError(f"data.val_fraction: {err}") from None
+    if d.val_data is None:
+        return dataset, None
+    vd = replace(d, source="folder", path=d.val_data, buckets=[])
+    try:
+        val = build_dataset(vd)
+        val[0]
+    except (ConfigError, ValueError, OSError) as err:
+        raise ConfigError(f"data.val_data {d.val_data!r}: {err}") from None
+    if autoencoder is not None:
+        root = f"{_cache_root(config)}-val"
+        val_config = replace(config, data=replace(vd, latent_cache=root))
+        val = _latent_cache(val_config, val, autoencoder, dist)
+    return dataset, val
 
 
 def _captions(dataset, class_names: list[str]) -> list[str]:
@@ -125,14 +154,15 @@ def _captions(dataset, class_names: list[str]) -> list[str]:
     return list(class_names)
 
 
-def _cached_text(config: RunConfig, encoder, dataset, class_names, dist) -> TextCache:
+def _cached_text(config: RunConfig, encoder, datasets, class_names, dist) -> TextCache:
     """The captions' embeddings in a `vidiff.text.cache.TextCache` under the run folder
     (rank 0 builds it while the others wait), the T5 encoder freed."""
     folder = Path(config.train.out) / "text_cache"
     shared = dist is not None and dist.distributed
     if shared and not dist.is_main:
         distributed.barrier(dist)
-    cache = TextCache.build(encoder, _captions(dataset, class_names), folder)
+    captions = [c for ds in datasets if ds is not None for c in _captions(ds, class_names)]
+    cache = TextCache.build(encoder, captions, folder)
     if shared and dist.is_main:
         distributed.barrier(dist)
     encoder.free()  # 5-11 GB that training does not need

@@ -29,6 +29,7 @@ from vidiff.diffusion.process import NoisingProcess
 from vidiff.train import distributed
 from vidiff.train.config import RunConfig
 from vidiff.train.ema import EMA
+from vidiff.train.levels import LevelBins
 from vidiff.train.result import NonFiniteLossError
 from vidiff.train.sharding import sync_gradients
 from vidiff.utils.loaded import is_dtensor
@@ -59,7 +60,7 @@ class Stepper:
     prior: NoisePrior
     conditions: Callable[[dict[str, Any], torch.Tensor], Cond]  # (batch, dropout uniforms)
     # another loss than the diffusion loss (a distillation run's, `vidiff.train.student`):
-    # objective(net, x0, t, noise, cond) -> (B,) with its own sample_t
+    # objective(net, x0, t, noise, cond) -> (B,) with its own sample_t and level
     objective: Callable[..., torch.Tensor] | None = None
 
     @property
@@ -69,6 +70,14 @@ class Stepper:
     def __post_init__(self):
         precision = self.config.train.precision
         self.autocast_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
+        bins = self.config.train.loss_bins
+        # the per-sample losses by noise level since the last log record (`LevelBins`)
+        on = self.device if self.device.type != "mps" else torch.device("cpu")  # float64
+        self.levels = LevelBins(bins, on) if bins else None
+
+    def level(self, t: torch.Tensor) -> torch.Tensor:
+        """The noise level in [0, 1] (B,) of each sample's draw `t`."""
+        return (self.objective or self.diffusion).level(t.to(self.levels.sums.device))
 
     @property
     def micro_batch(self) -> int:
@@ -106,10 +115,13 @@ class Stepper:
         with sync_gradients(self.ddp, sync):
             with autocast:
                 if self.objective is not None:
-                    loss = self.objective(self.net, x0, t, noise, cond).mean()
+                    per_sample = self.objective(self.net, x0, t, noise, cond)
                 else:
-                    loss = diffusion_loss(self.net, self.diffusion, x0, t, noise,
-                                          self.config.loss, cond).mean()
+                    per_sample = diffusion_loss(self.net, self.diffusion, x0, t, noise,
+                                                self.config.loss, cond)  # (B,)
+            if self.levels is not None:
+                self.levels.add(self.level(t), per_sample.detach())
+            loss = per_sample.mean()
             # x sequence_parallel: the ranks' gradients are averaged, a group's are its
             # tokens' shares of one sample's gradient, whose sum is that gradient
             scale = self.dist.sequence / self.config.train.grad_accum

@@ -47,6 +47,7 @@ from vidiff.train.data import (
     ShardedOrder,
     make_loader,
 )
+from vidiff.train.heldout import HeldOutLoss, video_only
 from vidiff.train.init import with_init_schedule, with_pipeline_parts
 from vidiff.train.interrupt import StopRequested
 from vidiff.train.loop import run
@@ -70,7 +71,7 @@ from vidiff.train.setup import (
 from vidiff.train.sharded_state import restore_optimizer, write_shards
 from vidiff.train.sharding import is_sharded
 from vidiff.train.step import Stepper, set_lr
-from vidiff.train.student import ProgressiveObjective, init_from_teacher, student_sampling
+from vidiff.train.student import build_objective, init_from_teacher, student_sampling
 from vidiff.utils.config_io import ConfigError
 from vidiff.utils.threads import ThreadCount, auto_threads
 
@@ -157,6 +158,7 @@ class Trainer:
         # data.use_labels resolved; a dynamic flow shift (LTX-Video's) for the clips' tokens
         config = data.config
         tokens = data.clip[1] * data.clip[2] * data.clip[3]
+        self.tokens_per_clip = tokens
         self.config = config = replace(config, diffusion=shift_for_tokens(config.diffusion,
                                                                           tokens))
         self.dataset, self.train_data = data.dataset, data.train_data
@@ -183,11 +185,13 @@ class Trainer:
         opt = build_optimization(self.raw, config)
         self.optimizer, self.schedule, self.scaler = opt.optimizer, opt.schedule, opt.scaler
         self.lr_horizon = t.steps  # where the LR decay ends; a time budget re-aims it (loop)
-        objective = None if config.distill.teacher is None else ProgressiveObjective(
-            config, self.diffusion, self.device, clip_x0=False)
+        objective = None if config.distill.teacher is None else build_objective(
+            config, self.diffusion, self.device, self.ema.model)
         self.stepper = Stepper(config, self.dist, self.raw, self.ddp, self.net, self.ema,
                                self.optimizer, self.scaler, self.diffusion, self.prior,
                                self._cond, objective)
+        self.heldout = None if data.val is None else HeldOutLoss(
+            data.val, config, self.diffusion, self.prior, self._val_cond, self.device)
         self.step = 0
         self.position = 0  # training videos consumed so far, over all processes
         self.last_checkpoint: Path | None = None
@@ -274,6 +278,17 @@ class Trainer:
                                 self.backbone if self.conditional else None,
                                 self.text_encoder, self.device)
 
+    def _val_cond(self, batch: dict[str, Any], keep: torch.Tensor) -> Cond:
+        """The conditions of held-out clips: videos alone, none dropped."""
+        return batch_conditions(batch, keep, video_only(self.config),
+                                self.backbone if self.conditional else None,
+                                self.text_encoder, self.device)
+
+    def validate(self) -> dict:
+        """The held-out validation loss of the EMA weights (`vidiff.train.heldout`; call it on
+        every rank); {} without held-out data."""
+        return {} if self.heldout is None else self.heldout(self.ema.model)
+
     def train_step(self, batches) -> tuple[float, float]:
         """One optimizer step over `grad_accum` micro-batches (`vidiff.train.step`); (mean
         loss, grad norm)."""
@@ -282,6 +297,12 @@ class Trainer:
         self.step += 1
         self.position += self.global_batch
         return loss, norm
+
+    def loss_levels(self) -> dict:
+        """The loss by noise level since the last call, over every process (call it on
+        every rank): `vidiff.train.levels.LevelBins.record`; {} with train.loss_bins = 0."""
+        levels = self.stepper.levels
+        return {} if levels is None else levels.record(self.dist)
 
     # -- outputs ----------------------------------------------------------------------------------
     def save(self) -> Path | None:

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 
 from vidiff.data.buckets import check_buckets
 from vidiff.diffusion.ddpm import UNREAD_FIELDS, Diffusion
+from vidiff.diffusion.distill import METHODS
 from vidiff.diffusion.flow import FlowMatching
 from vidiff.diffusion.losses import WEIGHTINGS
 from vidiff.diffusion.predictions import PREDICTIONS
@@ -23,6 +24,7 @@ from vidiff.text import is_clip_root, resolve_text_encoder
 from vidiff.text.t5 import is_t5_root
 from vidiff.train.budget import CLOCKS
 from vidiff.train.sharding import PARALLEL
+from vidiff.train.trackers import TRACKERS
 from vidiff.utils.config_io import ConfigError
 
 if TYPE_CHECKING:
@@ -34,7 +36,7 @@ DATA_SOURCES = ("bouncing_balls", "moving_shapes", "folder")
 PRECISIONS = ("fp32", "bf16", "fp16")
 LR_SCHEDULES = ("constant", "cosine")
 TRAINABLE = ("all", "temporal")
-DISTILL_METHODS = ("progressive",)  # distill.method's values (vidiff.train.student)
+DISTILL_METHODS = METHODS  # distill.method's values (vidiff.train.student.OBJECTIVES)
 
 
 def _choice(key: str, value, valid) -> None:
@@ -60,6 +62,7 @@ def validate(config: RunConfig) -> RunConfig:
     if d.fps is not None and d.fps <= 0:
         raise ConfigError(f"data.fps = {d.fps} must be > 0 (or none)")
     _check_buckets(config)
+    _check_held_out(config)
     if d.use_captions and d.text_encoder != "hash":
         _check_text_encoder(d.text_encoder)
     config = _validate_model(config)
@@ -78,6 +81,8 @@ def validate(config: RunConfig) -> RunConfig:
     _choice("train.lr_schedule", t.lr_schedule, LR_SCHEDULES)
     _choice("train.budget_clock", t.budget_clock, tuple(CLOCKS))
     _choice("train.trainable", t.trainable, TRAINABLE)
+    for name in t.report_to:
+        _choice("train.report_to", name, tuple(TRACKERS.names()))
     _check_trainable(config)
     _check_distill(config)
     _choice("train.parallel", t.parallel, PARALLEL)
@@ -96,9 +101,11 @@ def validate(config: RunConfig) -> RunConfig:
         config.sample.check()
     except SamplingError as err:
         raise ConfigError(err.named(f"sample.{err.field}")) from None
-    for key in ("steps", "grad_accum", "sample_count", "keep_checkpoints"):
+    for key in ("steps", "grad_accum", "sample_count", "keep_checkpoints", "val_clips",
+                "val_levels"):
         _positive(f"train.{key}", getattr(t, key))
-    for key in ("warmup", "ema_start", "threads", "log_every", "sample_every", "ckpt_every"):
+    for key in ("warmup", "ema_start", "threads", "log_every", "loss_bins", "val_every",
+                "sample_every", "ckpt_every"):
         if getattr(t, key) is not None:
             _positive(f"train.{key}", getattr(t, key), 0)
     if t.max_seconds < 0:
@@ -122,11 +129,39 @@ def _check_distill(config: RunConfig) -> None:
     if d.teacher is None:
         return
     _choice("distill.method", d.method, DISTILL_METHODS)
-    if d.teacher_steps < 2 or d.teacher_steps % 2:
+    if d.method == "progressive" and (d.teacher_steps < 2 or d.teacher_steps % 2):
         raise ConfigError(f"distill.teacher_steps = {d.teacher_steps} must be even and >= 2 "
                           f"(the student takes half as many)")
+    if d.method == "consistency" and not (1 <= d.student_steps <= d.teacher_steps
+                                          and d.teacher_steps % d.student_steps == 0):
+        raise ConfigError(f"distill.student_steps = {d.student_steps} must divide "
+                          f"distill.teacher_steps = {d.teacher_steps} (the student's times "
+                          f"are the teacher's)")
     if not d.guidance_scale >= 0:
         raise ConfigError(f"distill.guidance_scale = {d.guidance_scale} must be >= 0 (1: none)")
+    if not 0 <= d.guidance_min <= d.guidance_max:
+        raise ConfigError(f"distill.guidance_min = {d.guidance_min} and guidance_max = "
+                          f"{d.guidance_max}: need 0 <= min <= max")
+
+
+def _check_held_out(config: RunConfig) -> None:
+    """data.val_fraction in [0, 1), exclusive with data.val_data, an existing folder; neither
+    with data.buckets (whose order needs every clip) nor in a distillation run (whose loss is
+    the teacher's, not the data's)."""
+    d = config.data
+    if not 0 <= d.val_fraction < 1:
+        raise ConfigError(f"data.val_fraction = {d.val_fraction} must be in [0, 1) (0: none)")
+    held = "data.val_fraction" if d.val_fraction else "data.val_data" if d.val_data else None
+    if d.val_fraction and d.val_data:
+        raise ConfigError("data.val_fraction and data.val_data both hold out clips: set one")
+    if d.val_data is not None and not Path(d.val_data).is_dir():
+        raise ConfigError(f"data.val_data {d.val_data!r} is not a folder of videos")
+    if held and d.buckets:
+        raise ConfigError(f"{held} does not combine with data.buckets yet (a held-out set of "
+                          f"one clip shape): remove one")
+    if held and config.distill.teacher is not None:
+        raise ConfigError(f"{held}: a distillation run learns its teacher, not the data; its "
+                          f"validation loss would not measure it (remove {held})")
 
 
 def _check_buckets(config: RunConfig) -> None:
