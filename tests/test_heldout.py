@@ -128,3 +128,22 @@ def test_a_folder_of_held_out_videos_in_latent_space(tmp_path):
 def test_bad_held_out_settings_are_named(tmp_path, extra, match):
     with pytest.raises(ConfigError, match=match):
         validate(tiny_config(tmp_path / "r", *extra))
+
+
+def test_sample_grids_take_the_chosen_classes_with_the_same_noise(tmp_path):
+    from vidiff.train.trainer import Trainer
+
+    labelled = ["data.use_labels=true", "train.sample_count=2"]
+    grids = []
+    for i, classes in enumerate(["[2, 2]", "[2, 2]", "[5, 5]"]):
+        trainer = Trainer(tiny_config(tmp_path / f"r{i}", *labelled,
+                                      f"train.val_classes={classes}", steps=1), echo=False)
+        torch.manual_seed(0)  # the same weights in each (the test's own, not the library's)
+        for p in trainer.ema.model.parameters():
+            p.data.copy_(torch.randn_like(p) * 0.05)  # weights, not diffusion noise
+        grids.append(trainer.sample_videos())
+    assert torch.equal(grids[0], grids[1]) and not torch.equal(grids[0], grids[2])
+    with pytest.raises(ConfigError, match=r"train\.val_classes \[99\]: the model's classes"):
+        Trainer(tiny_config(tmp_path / "bad", *labelled, "train.val_classes=[99]"), echo=False)
+    with pytest.raises(ConfigError, match=r"train\.val_prompts: the model reads no captions"):
+        Trainer(tiny_config(tmp_path / "bad2", 'train.val_prompts=["a ball"]'), echo=False)

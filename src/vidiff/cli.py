@@ -16,7 +16,7 @@ from vidiff import __version__
 # module names under vidiff.commands, in --help order
 COMMANDS = [
     "train", "distill", "sample", "info", "export", "demo", "extend", "interpolate", "upsample",
-    "eval",
+    "eval", "report",
 ]
 
 

@@ -196,6 +196,10 @@ class TrainConfig:
     sample_every: int | None = None
     sample_count: int = 8  # videos per sample grid
     sample_seed: int = 0  # seed of the sample noise (the same noise at every interval)
+    # the sample grids' classes and prompts, cycled over its videos (empty: 0, 1, ... and the
+    # class names): the same conditions and noise at every interval, so grids compare
+    val_classes: list[int] = field(default_factory=list)
+    val_prompts: list[str] = field(default_factory=list)
     # steps between checkpoints (and one at the end; 0: only the end). Ctrl-C and SIGTERM
     # write one too, so the default run's 1000 steps need no other
     ckpt_every: int = 1000

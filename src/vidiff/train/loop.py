@@ -89,6 +89,8 @@ def run(trainer: LoopRun, until: int | None = None) -> TrainResult:
     result = TrainResult(trainer.step, None, trainer.out, trainer.last_checkpoint)
     if trainer.dist.is_main:
         (trainer.out / "config.json").write_text(json.dumps(trainer.config.to_dict(), indent=2))
+        (trainer.out / "environment.json").write_text(json.dumps(_environment(trainer),
+                                                                 indent=2))
     report = getattr(trainer.dataset, "report", None)  # data.buckets: clips per bucket
     if report is not None and trainer.dist.is_main:
         report.write(trainer.out / "buckets.json")
@@ -119,6 +121,33 @@ def run(trainer: LoopRun, until: int | None = None) -> TrainResult:
     trainer.say(f"done: step {trainer.step}, {result.seconds:.0f} s, checkpoint "
                 f"{trainer.last_checkpoint}")
     return result
+
+
+def _environment(trainer: LoopRun) -> dict:
+    """The machine of this start (`vidiff report` shows it)."""
+    import os
+    import platform
+
+    env = {"python": platform.python_version(), "torch": torch.__version__,
+           "platform": platform.platform(), "processor": _cpu_name(),
+           "cpu_count": os.cpu_count(), "device": str(trainer.device),
+           "processes": trainer.dist.world, "threads": trainer.threads.describe()}
+    if trainer.device.type == "cuda":
+        env["gpu"] = torch.cuda.get_device_name(trainer.device)
+    return env
+
+
+def _cpu_name() -> str:
+    """The CPU's model name (Linux's /proc/cpuinfo), else the platform's."""
+    import platform
+
+    try:
+        for line in open("/proc/cpuinfo", encoding="utf-8"):
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
 
 
 def _banner(trainer: LoopRun) -> str:

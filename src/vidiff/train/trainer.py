@@ -190,6 +190,7 @@ class Trainer:
         self.stepper = Stepper(config, self.dist, self.raw, self.ddp, self.net, self.ema,
                                self.optimizer, self.scaler, self.diffusion, self.prior,
                                self._cond, objective)
+        self._check_sample_conditions()
         self.heldout = None if data.val is None else HeldOutLoss(
             data.val, config, self.diffusion, self.prior, self._val_cond, self.device)
         self.step = 0
@@ -278,6 +279,20 @@ class Trainer:
                                 self.backbone if self.conditional else None,
                                 self.text_encoder, self.device)
 
+    def _check_sample_conditions(self) -> None:
+        """train.val_classes and val_prompts fit the model, before any step is spent."""
+        t = self.config.train
+        classes = self.backbone.num_classes if self.conditional else None
+        if t.val_classes and not (classes and self.config.data.use_labels):
+            raise ConfigError("train.val_classes: the model is not class-conditional")
+        bad = [c for c in t.val_classes if not 0 <= c < (classes or 0)]
+        if bad:
+            raise ConfigError(f"train.val_classes {bad}: the model's classes are 0.."
+                              f"{(classes or 1) - 1}")
+        if t.val_prompts and self.text_encoder is None:
+            raise ConfigError("train.val_prompts: the model reads no captions "
+                              "(data.use_captions = false)")
+
     def _val_cond(self, batch: dict[str, Any], keep: torch.Tensor) -> Cond:
         """The conditions of held-out clips: videos alone, none dropped."""
         return batch_conditions(batch, keep, video_only(self.config),
@@ -363,7 +378,8 @@ class Trainer:
                           prior=self.prior,
                           sampler=s.sampler, steps=s.steps, eta=s.eta, generator=g,
                           device=self.device)
-        return pipe(count, generator=g, lowres=self._sample_lowres(count), batch_size=count)
+        return pipe(count, generator=g, lowres=self._sample_lowres(count), batch_size=count,
+                    class_labels=t.val_classes or None, captions=t.val_prompts or None)
 
     def _sample_lowres(self, count: int) -> torch.Tensor | None:
         """An upsampler's sample condition: the first `count` clips, downsampled."""
