@@ -328,6 +328,8 @@ def test_temporal_statistics(balls):
     alternating = torch.stack([real[:, :, 0], real[:, :, 1]] * 4, 2)
     assert torch.all(flicker(alternating) > 0.99)
     assert flicker(real).mean() < 0.3 < flicker(shuffled).mean()
-    noise = torch.rand(4, 3, 16, 8, 8) * 2 - 1
+    # iid frames: about half the temporal energy is flicker (64 clips, seeded: measured
+    # 0.467 +- 0.002 over 20 seeds; 4 unseeded clips once drew 0.447)
+    noise = torch.rand(64, 3, 16, 8, 8, generator=torch.Generator().manual_seed(0)) * 2 - 1
     assert abs(float(flicker(noise).mean()) - 0.5) < 0.05
     assert float(frame_consistency(noise).abs().mean()) < 0.1

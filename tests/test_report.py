@@ -9,7 +9,7 @@ import pytest
 from _train_helpers import tiny_config
 
 from vidiff.cli import main
-from vidiff.report import build_report
+from vidiff.evaluate.report import build_report
 from vidiff.train import train
 
 pytestmark = pytest.mark.usefixtures("one_thread")

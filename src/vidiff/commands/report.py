@@ -24,7 +24,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from vidiff.report import build_report
+    from vidiff.evaluate.report import build_report
 
     out = Path(args.out) if args.out else Path(args.run) / "report.html"
     if out.suffix.lower() not in (".html", ".htm"):
