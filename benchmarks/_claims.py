@@ -30,7 +30,7 @@ import torch
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from unet_speed import cpu_model  # noqa: E402
+from vidiff.utils.machine import cpu_model  # noqa: E402
 
 REF_SEED, FLOOR_SEEDS = 1, (2, 3, 4)  # real data seeds (training: 0)
 METRICS = {  # key -> (name, +1 higher is better / -1 lower is better)

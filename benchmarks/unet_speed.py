@@ -36,27 +36,11 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 import _peers  # noqa: E402  (imports torch only)
 
+from vidiff.utils.machine import cpu_model  # noqa: E402
+
 # input size -> (frames, height = width, default batch)
 CONFIGS = {"8x32x32": (8, 32, 2), "16x32x32": (16, 32, 1), "16x64x64": (16, 64, 1)}
 REFERENCE = "vdp"
-
-
-def cpu_model() -> str:
-    """'model name' of /proc/cpuinfo, with family / model (VMs often hide the full name)."""
-    fields = {}
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                key, _, value = line.partition(":")
-                if not line.strip():
-                    break  # the first processor is enough
-                fields[key.strip()] = value.strip()
-    except OSError:
-        pass
-    name = fields.get("model name") or platform.processor() or platform.machine()
-    if "cpu family" in fields:
-        name += f" (family {fields['cpu family']}, model {fields.get('model', '?')})"
-    return name
 
 
 def machine(args) -> dict:

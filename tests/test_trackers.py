@@ -3,6 +3,7 @@ a missing package skipped with a note, the plain progress lines of a non-interac
 terminal, throughput and memory in every record, the old train.tensorboard key upgraded."""
 
 import json
+import time
 
 import pytest
 from _train_helpers import tiny_config
@@ -54,11 +55,20 @@ def test_wandb_offline_writes_its_run_with_no_network(tmp_path, monkeypatch):
     runs = list((out / "wandb").glob("offline-run-*"))
     assert len(runs) == 1
     run_id = (out / "wandb_id").read_text().strip()
-    records = (runs[0] / f"run-{run_id}.wandb").read_bytes()  # what `wandb sync` uploads
-    for key in (b"train/loss", b"loss_by_level/", b"train/tokens_s", b"wandb_project"):
-        assert key in records, key  # history (scalars, the levels) and the config
+    # what `wandb sync` uploads: history (scalars, the levels) and the config. W&B's service
+    # process writes the file; on a loaded machine (the suite on both cores) its last records
+    # were seen to land after finish() returned, so they get a deadline, not an instant
+    keys = (b"train/loss", b"loss_by_level/", b"train/tokens_s", b"wandb_project")
+    deadline = time.monotonic() + 60
+    while True:
+        records = (runs[0] / f"run-{run_id}.wandb").read_bytes()
+        missing = [key for key in keys if key not in records]
+        if not missing or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    assert not missing, missing
     media = [p.suffix for p in (runs[0] / "files" / "media").rglob("*") if p.is_file()]
-    assert ".gif" in media or ".mp4" in media  # the sample grid as a video
+    assert media == [".mp4"]  # the sample grid as one video (its GIF not uploaded twice)
 
 
 def test_a_missing_tracker_package_is_skipped_with_a_note(tmp_path, monkeypatch, capsys):

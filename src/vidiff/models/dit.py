@@ -34,7 +34,7 @@ from vidiff.models.embeddings import (
     GuidanceEmbedding,
     TextConditioner,
     TimestepMLP,
-    guidance_rows,
+    embed_guidance,
     timestep_embedding,
 )
 from vidiff.models.rows import class_embedding, condition_rows, joint_frame_mask
@@ -197,7 +197,8 @@ class DiT(nn.Module):
                                       freq_shift=cfg.time_freq_shift).to(dtype)  # (B, 256)
         rows, labels, text_emb, text_mask, cond_mask = condition_rows(
             b, frames, labels, text_emb, text_mask, cond_mask)
-        scale = self._guidance(guidance, b, rows, t.device, dtype)  # (rows, D) or None
+        scale = embed_guidance(self.guidance_embed, guidance, b, rows, t.device,
+                               dtype)  # (rows, D) or None
 
         def embed(time_embed: nn.Module, class_embed: nn.Module | None) -> Tensor:
             emb = time_embed(sinusoid)  # (B, D)
@@ -223,15 +224,6 @@ class DiT(nn.Module):
         else:
             mods = [act] * cfg.depth
         return act, mods, emb, text, tmask
-
-    def _guidance(self, guidance, b, rows, device, dtype) -> Tensor | None:
-        """The guidance scale's embedding (rows, D) (Meng et al. 2023: w is an input)."""
-        if self.guidance_embed is None:
-            if guidance is not None:
-                raise ValueError("guidance given to a model built with guidance_embed=False "
-                                 "(classifier-free guidance wraps such a model instead)")
-            return None
-        return self.guidance_embed(guidance_rows(guidance, b, rows, device), dtype)
 
     def _temporal_context(self, frames, num_images, device):
         cfg = self.config

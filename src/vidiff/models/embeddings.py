@@ -80,6 +80,19 @@ class GuidanceEmbedding(nn.Module):
         return self.mlp(sinusoid.to(dtype)) + linear
 
 
+def embed_guidance(embedding: GuidanceEmbedding | None, guidance: Tensor | None, b: int,
+                   rows: int, device, dtype: torch.dtype) -> Tensor | None:
+    """The guidance scales' embedding (rows, D) by a model's `embedding` (Meng et al. 2023:
+    w is an input), None for a model without one; a ValueError when such a model is given
+    scales (classifier-free guidance wraps it instead)."""
+    if embedding is None:
+        if guidance is not None:
+            raise ValueError("guidance given to a model built with guidance_embed=False "
+                             "(classifier-free guidance wraps such a model instead)")
+        return None
+    return embedding(guidance_rows(guidance, b, rows, device), dtype)
+
+
 def guidance_rows(guidance: Tensor | None, b: int, rows: int, device) -> Tensor:
     """Each sample's guidance scale (B,) repeated over the rows (B or B*F) of the
     conditioning; None: scale 1 (the conditional model, what no guidance means)."""

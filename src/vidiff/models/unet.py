@@ -32,7 +32,7 @@ from vidiff.models.embeddings import (
     GuidanceEmbedding,
     TextConditioner,
     TimestepMLP,
-    guidance_rows,
+    embed_guidance,
     timestep_embedding,
 )
 from vidiff.models.norm import GroupNorm32, zero_
@@ -296,16 +296,6 @@ class UNet(nn.Module):
         up = F.interpolate(lowres.to(h.dtype), size=h.shape[-2:], mode="nearest")
         return torch.cat([h, up], dim=1)  # (B*F, C + Cc, H, W)
 
-    def _with_guidance(self, emb: Tensor, guidance: Tensor | None, b: int, rows: int,
-                       device) -> Tensor:
-        """emb (rows, E) + the guidance scale's embedding (Meng et al. 2023: w is an input)."""
-        if self.guidance_embed is None:
-            if guidance is not None:
-                raise ValueError("guidance given to a model built with guidance_embed=False "
-                                 "(classifier-free guidance wraps such a model instead)")
-            return emb
-        return emb + self.guidance_embed(guidance_rows(guidance, b, rows, device), emb.dtype)
-
     def _check_inputs(self, x, c, hh, ww, frames, t, num_images):
         cfg = self.config
         if c != cfg.in_channels:
@@ -349,7 +339,8 @@ class UNet(nn.Module):
                                   device)
         if classes is not None:
             emb = emb + classes
-        emb = self._with_guidance(emb, guidance, b, rows, device)
+        scale = embed_guidance(self.guidance_embed, guidance, b, rows, device, emb.dtype)
+        emb = emb if scale is None else emb + scale  # (rows, E)
         tokens = tmask = None
         if self.text_cond is not None:
             tokens, tmask, pooled = self.text_cond(text_emb, text_mask, cond_mask, rows)

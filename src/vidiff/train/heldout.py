@@ -20,7 +20,6 @@ sequence parallelism), so every rank returns the same record:
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
@@ -28,19 +27,18 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset
 
-from vidiff.cond import Cond
 from vidiff.diffusion.losses import LossConfig, diffusion_loss
 from vidiff.diffusion.priors import NoisePrior
 from vidiff.diffusion.process import NoisingProcess
+from vidiff.train.conditions import batch_conditions
 from vidiff.train.config import RunConfig
 from vidiff.train.data import collate
+from vidiff.train.step import autocast_for
 from vidiff.utils.seeding import seeded_generator
 
 __all__ = ["VAL_SEED", "HeldOutLoss", "validation_levels"]
 
 VAL_SEED = 0x5EED_0A1  # the noise draws' seed, mixed with (clip, level): fixed for every run
-
-ConditionFn = Callable[[dict[str, Any], torch.Tensor], Cond]  # (batch, keep uniforms) -> Cond
 
 
 def validation_levels(count: int) -> torch.Tensor:
@@ -51,18 +49,22 @@ def validation_levels(count: int) -> torch.Tensor:
 
 
 class HeldOutLoss:
-    """The validation loss of a run (module doc): call it with the EMA model."""
+    """The validation loss of a run (module doc): call it with the EMA model. `backbone`
+    (None: unconditional) and `text_encoder` give the clips' conditions, as in training
+    (`batch_conditions`) but of videos alone, none dropped."""
 
     def __init__(self, data: Dataset, config: RunConfig, process: NoisingProcess,
-                 prior: NoisePrior, conditions: ConditionFn, device: torch.device):
+                 prior: NoisePrior, backbone, text_encoder, device: torch.device):
         t = config.train
         self.data, self.process, self.prior = data, process, prior
-        self.conditions, self.device = conditions, device
+        self.device = device
+        self.config = replace(config, data=replace(config.data, num_images=0))  # no images
+        self.backbone, self.text_encoder = backbone, text_encoder
         self.clips = min(t.val_clips, len(data))
         self.batch = config.data.batch_size
         self.levels = validation_levels(t.val_levels)
         self.times = process.at_level(self.levels)  # (L,) the process times
-        self.autocast = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(t.precision)
+        self.precision = t.precision
 
     def _batch(self, start: int, stop: int) -> dict[str, Any]:
         """Clips start..stop-1 in `collate`'s form, one condition slot each (no images)."""
@@ -81,18 +83,18 @@ class HeldOutLoss:
         was_training = model.training
         model.eval()
         sums = torch.zeros(len(self.levels), dtype=torch.float64)
-        autocast = (torch.autocast(self.device.type, dtype=self.autocast) if self.autocast
-                    else torch.autocast(self.device.type, enabled=False))
         for start in range(0, self.clips, self.batch):
             stop = min(start + self.batch, self.clips)
             batch = self._batch(start, stop)
             x0 = batch["video"].to(self.device)  # (n, C, F, H, W)
-            cond = self.conditions(batch, torch.ones(stop - start, 1, device=self.device))
+            keep = torch.ones(stop - start, 1, device=self.device)  # uniforms: none dropped
+            cond = batch_conditions(batch, keep, self.config, self.backbone, self.text_encoder,
+                                    self.device)
             for k, t in enumerate(self.times.tolist()):
                 noise = self._noise(start, stop, tuple(x0.shape[1:]), k).to(self.device)
                 times = torch.full((stop - start,), t, dtype=self.times.dtype,
                                    device=self.device)
-                with autocast:
+                with autocast_for(self.precision, self.device):
                     loss = diffusion_loss(model, self.process, x0, times, noise,
                                           LossConfig(), cond)  # (n,)
                 sums[k] += loss.double().sum().cpu()
@@ -100,7 +102,3 @@ class HeldOutLoss:
         per_level = (sums / self.clips).tolist()
         return {"val_loss": sum(per_level) / len(per_level), "val_loss_by_level": per_level}
 
-
-def video_only(config: RunConfig) -> RunConfig:
-    """`config` as the validation's conditions see it: clips without joint-training images."""
-    return replace(config, data=replace(config.data, num_images=0))

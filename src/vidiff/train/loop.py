@@ -5,6 +5,8 @@ only through `LoopRun`, the members it uses, so the trainer imports the loop and
 from __future__ import annotations
 
 import json
+import os
+import platform
 import signal
 import sys
 import time
@@ -25,6 +27,7 @@ from vidiff.train.logger import RunLogger, StepMeter, peak_rss_gib
 from vidiff.train.result import TrainResult
 from vidiff.train.setup import describe_launch
 from vidiff.train.trackers import build_trackers
+from vidiff.utils.machine import cpu_model
 
 __all__ = ["LoopRun", "run"]
 
@@ -125,29 +128,13 @@ def run(trainer: LoopRun, until: int | None = None) -> TrainResult:
 
 def _environment(trainer: LoopRun) -> dict:
     """The machine of this start (`vidiff report` shows it)."""
-    import os
-    import platform
-
     env = {"python": platform.python_version(), "torch": torch.__version__,
-           "platform": platform.platform(), "processor": _cpu_name(),
+           "platform": platform.platform(), "processor": cpu_model(),
            "cpu_count": os.cpu_count(), "device": str(trainer.device),
            "processes": trainer.dist.world, "threads": trainer.threads.describe()}
     if trainer.device.type == "cuda":
         env["gpu"] = torch.cuda.get_device_name(trainer.device)
     return env
-
-
-def _cpu_name() -> str:
-    """The CPU's model name (Linux's /proc/cpuinfo), else the platform's."""
-    import platform
-
-    try:
-        for line in open("/proc/cpuinfo", encoding="utf-8"):
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def _banner(trainer: LoopRun) -> str:

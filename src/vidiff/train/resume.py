@@ -40,6 +40,7 @@ from vidiff.utils.config_io import ConfigError
 
 __all__ = ["FIXED", "IGNORED", "Restored", "check_restored_model", "check_same_model",
            "config_changes", "load_optimizer_state", "optimizer_param_names", "remove_leftovers",
+           "restore_rng", "training_state",
            "restore_point", "resume_point", "trained_names"]
 
 # fields (section.key, or a whole section) whose change would change what the weights mean.
@@ -217,6 +218,37 @@ def check_restored_model(restored: Restored, model: nn.Module, class_names: list
     if use_labels and old_classes != class_names:
         raise ConfigError(f"cannot resume {ckpt.path}: its classes {old_classes} differ from "
                           f"the data's {class_names}")
+
+
+def training_state(optimizer: torch.optim.Optimizer, model: nn.Module, scaler,
+                   device: torch.device, *, lr_horizon: int, position: int, world: int,
+                   with_optimizer: bool) -> dict[str, Any]:
+    """What a checkpoint's state.pt holds besides the weights (the trainer's resume reads it
+    back): the optimizer (unless its state is in an FSDP run's shards), the names of its
+    parameter groups, the LR horizon, the grad scaler, the RNG, the data position."""
+    rng = {"torch_cpu": torch.get_rng_state()}
+    if device.type == "cuda":
+        rng["torch_cuda"] = torch.cuda.get_rng_state(device)
+    state = {
+        # each group's parameter names: a resume that trains another set maps by them
+        "optimizer_params": optimizer_param_names(optimizer, model),
+        "lr_horizon": lr_horizon,  # where the LR decay ends (time budgets)
+        "scaler": scaler.state_dict() if scaler.is_enabled() else {},
+        "rng": rng,
+        "data_position": position,  # videos consumed, over all processes
+        "world_size": world,
+    }
+    if with_optimizer:
+        state["optimizer"] = optimizer.state_dict()
+    return state
+
+
+def restore_rng(rng: dict, device: torch.device) -> None:
+    """The global RNG state a checkpoint saved (`training_state`), where it has one."""
+    if "torch_cpu" in rng:
+        torch.set_rng_state(rng["torch_cpu"])
+    if device.type == "cuda" and rng.get("torch_cuda"):
+        torch.cuda.set_rng_state(rng["torch_cuda"], device)
 
 
 def optimizer_param_names(optimizer: torch.optim.Optimizer, model: nn.Module

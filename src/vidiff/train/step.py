@@ -35,7 +35,13 @@ from vidiff.train.sharding import sync_gradients
 from vidiff.utils.loaded import is_dtensor
 from vidiff.utils.seeding import mixed_seed
 
-__all__ = ["Stepper", "sample_generator"]
+__all__ = ["Stepper", "autocast_for", "sample_generator"]
+
+
+def autocast_for(precision: str, device: torch.device):
+    """The forward's context for train.precision: bf16 / fp16 autocast, or none (fp32)."""
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
+    return torch.autocast(device.type, dtype=dtype) if dtype else nullcontext()
 
 
 def sample_generator(seed: int, position: int, device: torch.device) -> torch.Generator:
@@ -68,8 +74,6 @@ class Stepper:
         return self.dist.device
 
     def __post_init__(self):
-        precision = self.config.train.precision
-        self.autocast_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
         bins = self.config.train.loss_bins
         # the per-sample losses by noise level since the last log record (`LevelBins`)
         on = self.device if self.device.type != "mps" else torch.device("cpu")  # float64
@@ -110,10 +114,8 @@ class Stepper:
         x0 = batch["video"].to(self.device, non_blocking=True)  # (B, C, F + K, H, W)
         t, noise, drops = self.draws(position, tuple(x0.shape))
         cond = self.conditions(batch, drops)
-        dtype = self.autocast_dtype
-        autocast = torch.autocast(self.device.type, dtype=dtype) if dtype else nullcontext()
         with sync_gradients(self.ddp, sync):
-            with autocast:
+            with autocast_for(self.config.train.precision, self.device):
                 if self.objective is not None:
                     per_sample = self.objective(self.net, x0, t, noise, cond)
                 else:

@@ -22,6 +22,7 @@ exportable) with three differences, each made here:
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from dataclasses import replace
 
 import torch
@@ -94,13 +95,15 @@ def init_from_teacher(config: RunConfig, raw: nn.Module, average: nn.Module) -> 
             f"distilling {source} (step {ckpt.step}, guided)") + f" into {into[d.method]}"
 
 
-class StudentObjective:
+class StudentObjective(ABC):
     """What every method shares: the frozen teacher as an x0 function of its grid, the
     guidance scale of each sample, and the draw of each sample (`sample_t`): a (1, 2)
     float64 row [the method's time index or time, the sample's guidance scale], which the
-    Stepper stacks to (B, 2) and hands back to `__call__`."""
+    Stepper stacks to (B, 2) and hands back to `__call__`. `target`: the student's EMA,
+    for a method with a target network (consistency)."""
 
-    def __init__(self, config: RunConfig, process: NoisingProcess, device):
+    def __init__(self, config: RunConfig, process: NoisingProcess, device,
+                 target: nn.Module | None = None):
         pipe = _teacher_pipeline(config, device)
         self.teacher = process.denoiser_of(pipe.model.eval().requires_grad_(False))
         d = config.distill
@@ -109,10 +112,11 @@ class StudentObjective:
         # the student takes the scale as its input: a guided run, or a guided teacher's student
         self.student_guided = d.method == "guided" or self.teacher_guided
         self.grid = teacher_grid(process, d.teacher_steps)
+        self.target = target
 
+    @abstractmethod
     def draw_time(self, generator: torch.Generator | None, device) -> torch.Tensor:
         """The method's time of one sample (1,)."""
-        raise NotImplementedError
 
     def process_time(self, time: torch.Tensor) -> torch.Tensor:
         """The process time (B,) of the draws' method times `time` (B,) float64: the teacher
@@ -175,8 +179,10 @@ class StudentObjective:
         teacher = self.teacher_denoiser(scales)
         return self.loss(net, x0, draw[:, 0].to(x0.device), noise, kwargs, teacher)
 
+    @abstractmethod
     def loss(self, net, x0, time, noise, kwargs, teacher) -> torch.Tensor:
-        raise NotImplementedError
+        """Per-sample loss (B,) of `net` at the draws' method times `time` (B,), the
+        student's condition keywords `kwargs`, the teacher's prediction function."""
 
 
 OBJECTIVES: Registry[type[StudentObjective]] = Registry("distill.method")
@@ -214,10 +220,6 @@ class ConsistencyObjective(StudentObjective):
     def process_time(self, time):
         return self.grid.t[time.long().cpu()]
 
-    def __init__(self, config: RunConfig, process: NoisingProcess, device, target=None):
-        super().__init__(config, process, device)
-        self.target = target  # theta^-: the run's EMA (None: the student itself)
-
     def loss(self, net, x0, time, noise, kwargs, teacher):
         x0_of = self.x0_function(teacher, kwargs)
         return consistency_loss(net, self.process, x0_of, self.grid, x0, time.long(), noise,
@@ -232,8 +234,9 @@ class GuidedObjective(StudentObjective):
     process's prediction (every prediction is affine in x0 at fixed x_t, so mixing in it is
     mixing in x0)."""
 
-    def __init__(self, config: RunConfig, process: NoisingProcess, device):
-        super().__init__(config, process, device)
+    def __init__(self, config: RunConfig, process: NoisingProcess, device,
+                 target: nn.Module | None = None):
+        super().__init__(config, process, device, target)
         self.loss_config = config.loss
 
     def draw_time(self, generator, device):
@@ -253,7 +256,4 @@ def build_objective(config: RunConfig, process: NoisingProcess, device,
                     target: nn.Module | None = None) -> StudentObjective:
     """The objective of distill.method for a run with a teacher; `target`, the student's EMA
     (consistency's target network)."""
-    cls = OBJECTIVES.get(config.distill.method)
-    if cls is ConsistencyObjective:
-        return cls(config, process, device, target)
-    return cls(config, process, device)
+    return OBJECTIVES.get(config.distill.method)(config, process, device, target)

@@ -156,10 +156,8 @@ class WandbTracker(Tracker):
         self.run.log(values, step=record["step"])
 
     def video(self, path: Path, step: int) -> None:
-        if path.suffix in (".mp4", ".gif"):
-            kind = path.suffix[1:]
-            self.run.log({f"samples_{kind}": self.wandb.Video(str(path), format=kind)},
-                         step=step)
+        if path.suffix == ".mp4":  # W&B plays the mp4; its GIF of the same grid is skipped
+            self.run.log({"samples": self.wandb.Video(str(path), format="mp4")}, step=step)
 
     def close(self) -> None:
         self.run.finish()

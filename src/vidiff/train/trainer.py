@@ -18,7 +18,6 @@ every rank waits at a barrier around checkpoints and samples.
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
 from dataclasses import replace
@@ -31,12 +30,11 @@ from tqdm.auto import tqdm
 
 from vidiff.cond import Cond
 from vidiff.diffusion.process import build_process
-from vidiff.io import OutputPathError, check_output_dir, write_video
+from vidiff.io import OutputPathError, check_output_dir
 from vidiff.kinds import is_imported
 from vidiff.modelio.checkpoint import load_weights, save_checkpoint, stage_checkpoint
 from vidiff.modelio.pipeline import Pipeline
 from vidiff.models.diffusers_schedule import shift_for_tokens
-from vidiff.sampling.conditional import downsample_to
 from vidiff.sampling.samplers import sample
 from vidiff.train import distributed
 from vidiff.train.build import build_prior, model_spec, resolve_backbone_config
@@ -47,20 +45,21 @@ from vidiff.train.data import (
     ShardedOrder,
     make_loader,
 )
-from vidiff.train.heldout import HeldOutLoss, video_only
+from vidiff.train.heldout import HeldOutLoss
 from vidiff.train.init import with_init_schedule, with_pipeline_parts
-from vidiff.train.interrupt import StopRequested
 from vidiff.train.loop import run
 from vidiff.train.result import NonFiniteLossError, TrainResult
 from vidiff.train.resume import (
     Restored,
     check_restored_model,
-    optimizer_param_names,
     remove_leftovers,
+    restore_rng,
     resume_point,
     trained_names,
+    training_state,
 )
 from vidiff.train.runlock import RunLock
+from vidiff.train.samples import check_sample_conditions, lowres_condition, write_grid
 from vidiff.train.setup import (
     build_data,
     build_network,
@@ -190,9 +189,12 @@ class Trainer:
         self.stepper = Stepper(config, self.dist, self.raw, self.ddp, self.net, self.ema,
                                self.optimizer, self.scaler, self.diffusion, self.prior,
                                self._cond, objective)
-        self._check_sample_conditions()
+        backbone = self.backbone if self.conditional else None
+        check_sample_conditions(config, getattr(backbone, "num_classes", None),
+                                self.text_encoder is not None)
         self.heldout = None if data.val is None else HeldOutLoss(
-            data.val, config, self.diffusion, self.prior, self._val_cond, self.device)
+            data.val, config, self.diffusion, self.prior, backbone, self.text_encoder,
+            self.device)
         self.step = 0
         self.position = 0  # training videos consumed so far, over all processes
         self.last_checkpoint: Path | None = None
@@ -252,11 +254,7 @@ class Trainer:
             self.lr_horizon = int(state["lr_horizon"])  # a time-budget run's re-aimed end
         if state.get("scaler"):
             self.scaler.load_state_dict(state["scaler"])
-        rng = state.get("rng", {})
-        if "torch_cpu" in rng:
-            torch.set_rng_state(rng["torch_cpu"])
-        if self.device.type == "cuda" and rng.get("torch_cuda"):
-            torch.cuda.set_rng_state(rng["torch_cuda"], self.device)
+        restore_rng(state.get("rng", {}), self.device)
         self.step = int(state["step"])
         self.position = int(state.get("data_position", self.step * self.global_batch))
         self.last_checkpoint = ckpt.path
@@ -276,26 +274,6 @@ class Trainer:
     def _cond(self, batch: dict[str, Any], drops: torch.Tensor) -> Cond:
         """The model's conditions for `batch` (`vidiff.train.conditions`)."""
         return batch_conditions(batch, drops, self.config,
-                                self.backbone if self.conditional else None,
-                                self.text_encoder, self.device)
-
-    def _check_sample_conditions(self) -> None:
-        """train.val_classes and val_prompts fit the model, before any step is spent."""
-        t = self.config.train
-        classes = self.backbone.num_classes if self.conditional else None
-        if t.val_classes and not (classes and self.config.data.use_labels):
-            raise ConfigError("train.val_classes: the model is not class-conditional")
-        bad = [c for c in t.val_classes if not 0 <= c < (classes or 0)]
-        if bad:
-            raise ConfigError(f"train.val_classes {bad}: the model's classes are 0.."
-                              f"{(classes or 1) - 1}")
-        if t.val_prompts and self.text_encoder is None:
-            raise ConfigError("train.val_prompts: the model reads no captions "
-                              "(data.use_captions = false)")
-
-    def _val_cond(self, batch: dict[str, Any], keep: torch.Tensor) -> Cond:
-        """The conditions of held-out clips: videos alone, none dropped."""
-        return batch_conditions(batch, keep, video_only(self.config),
                                 self.backbone if self.conditional else None,
                                 self.text_encoder, self.device)
 
@@ -331,21 +309,10 @@ class Trainer:
             write_shards(staged, self.raw, self.ema.model, self.optimizer)
             distributed.barrier(self.dist)
         if self.dist.is_main:
-            rng = {"torch_cpu": torch.get_rng_state()}
-            if self.device.type == "cuda":
-                rng["torch_cuda"] = torch.cuda.get_rng_state(self.device)
-            state = {
-                # each group's parameter names: a resume that trains another set maps by them
-                "optimizer_params": optimizer_param_names(self.optimizer, self.raw),
-                "lr_horizon": self.lr_horizon,  # where the LR decay ends (time budgets)
-                "scaler": self.scaler.state_dict() if self.scaler.is_enabled() else {},
-                "rng": rng,
-                "data_position": self.position,  # videos consumed, over all processes
-                "world_size": self.dist.world,
-            }
-            if staged is None:  # an FSDP run's optimizer state is in its shards
-                state["optimizer"] = self.optimizer.state_dict()
-            whole = staged is None
+            whole = staged is None  # an FSDP run's optimizer state is in its shards
+            state = training_state(self.optimizer, self.raw, self.scaler, self.device,
+                                   lr_horizon=self.lr_horizon, position=self.position,
+                                   world=self.dist.world, with_optimizer=whole)
             path = save_checkpoint(
                 self.out, self.step, model=self.raw if whole else None,
                 ema=self.ema.model if whole else None, state=state,
@@ -378,44 +345,18 @@ class Trainer:
                           prior=self.prior,
                           sampler=s.sampler, steps=s.steps, eta=s.eta, generator=g,
                           device=self.device)
-        return pipe(count, generator=g, lowres=self._sample_lowres(count), batch_size=count,
+        lowres = lowres_condition(self.dataset, self.config.data.lowres_size, count,
+                                  self.device)
+        return pipe(count, generator=g, lowres=lowres, batch_size=count,
                     class_labels=t.val_classes or None, captions=t.val_prompts or None)
-
-    def _sample_lowres(self, count: int) -> torch.Tensor | None:
-        """An upsampler's sample condition: the first `count` clips, downsampled."""
-        size = self.config.data.lowres_size
-        if size is None:
-            return None
-        clips = [self.dataset[i % len(self.dataset)]["video"] for i in range(count)]
-        return downsample_to(torch.stack(clips).to(self.device), size)  # (N, C, F, h, w)
 
     def write_samples(self, cutting: Callable[[], AbstractContextManager] | None = None
                       ) -> list[Path]:
-        """Sample and write ``samples/step_XXXXXXXX.{mp4,gif,png}`` (rank 0). Run inside
-        `cutting()` (`StopSignals.cutting`), a stop request abandons the grid at once: the
-        files written so far are returned (each file is whole or absent)."""
-
-        distributed.barrier(self.dist)
-        paths: list[Path] = []
-        # a sharded EMA samples on every rank (its forward gathers the weights); a grid then
-        # runs whole, as no rank may leave the others waiting in a gather
-        sharded = is_sharded(self.ema.model)
-        if sharded:
-            cutting = None
-        if self.dist.is_main or sharded:
-            stem = self.out / "samples" / f"step_{self.step:08d}"
-            try:
-                with (cutting or contextlib.nullcontext)():
-                    videos = self.sample_videos()
-                    for suffix in (".mp4", ".gif", ".png") if self.dist.is_main else ():
-                        paths.append(write_video(stem.with_suffix(suffix), videos,
-                                                 fps=self.fps))
-                self.say(f"samples: {stem}.mp4 / .gif / .png")
-            except StopRequested:
-                self.say(f"the samples of step {self.step} were cut short by the stop "
-                         f"request ({len(paths)} of 3 files written)")
-        distributed.barrier(self.dist)  # every rank meets here, cut or not
-        return paths
+        """Sample and write ``samples/step_XXXXXXXX.{mp4,gif,png}`` (rank 0; every rank
+        calls it), cut short by a stop request inside `cutting()`: `samples.write_grid`."""
+        return write_grid(self.out, self.step, self.sample_videos, fps=self.fps,
+                          dist=self.dist, sharded=is_sharded(self.ema.model), say=self.say,
+                          cutting=cutting)
 
     # -- the loop ---------------------------------------------------------------------------------
     def batches(self) -> Iterator[dict[str, Any]]:
